@@ -1,0 +1,1 @@
+//! Architecture tables: special sections, relocation kinds, entry sizes (x86_64 now).

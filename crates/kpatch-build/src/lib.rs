@@ -1,0 +1,1 @@
+//! Build pipeline: target kernel, patch application, selective compilation.

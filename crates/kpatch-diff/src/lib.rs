@@ -1,0 +1,1 @@
+//! Object differ: correlate, compare, include, and write the changed functions (create-diff-object).

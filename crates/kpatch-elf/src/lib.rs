@@ -1,0 +1,1 @@
+//! ELF relocatable-object model: parse with object::read::elf, emit with object::write::elf::Writer.

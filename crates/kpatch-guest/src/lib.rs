@@ -1,0 +1,1 @@
+//! QEMU guest harness: initramfs, boot under TCG, serial console sentinels.

@@ -1,0 +1,1 @@
+//! Kernel interface (sysfs, proc, finit_module) behind a trait; patch management.

@@ -1,0 +1,1 @@
+//! Livepatch module generation: klp relocations, klp symbols, glue.

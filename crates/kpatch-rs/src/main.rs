@@ -1,0 +1,60 @@
+//! `kpatch-rs`: build, apply, manage and verify livepatch modules.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "kpatch-rs", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compare two objects and write the changed and new functions to OUT.o.
+    Diff(cmd::diff::Args),
+    /// kpatch-compatible differ: same arguments, output lines and exit codes.
+    CreateDiffObject(cmd::create_diff_object::Args),
+    /// Build a livepatch module from a source patch for one target kernel.
+    Build(cmd::build::Args),
+    /// Load a livepatch module and watch its transition.
+    Load(cmd::load::Args),
+    /// Disable and remove a loaded livepatch module.
+    Unload(cmd::unload::Args),
+    /// List loaded and installed patches.
+    List(cmd::list::Args),
+    /// Show a patch module's target kernel, functions and source checksum.
+    Info(cmd::info::Args),
+    /// Install a patch module to load at boot.
+    Install(cmd::install::Args),
+    /// Remove an installed patch module.
+    Uninstall(cmd::uninstall::Args),
+    /// Signal the tasks that block a livepatch transition.
+    Signal(cmd::signal::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Diff(a) => cmd::diff::run(a),
+        Command::CreateDiffObject(a) => cmd::create_diff_object::run(a),
+        Command::Build(a) => cmd::build::run(a),
+        Command::Load(a) => cmd::load::run(a),
+        Command::Unload(a) => cmd::unload::run(a),
+        Command::List(a) => cmd::list::run(a),
+        Command::Info(a) => cmd::info::run(a),
+        Command::Install(a) => cmd::install::run(a),
+        Command::Uninstall(a) => cmd::uninstall::run(a),
+        Command::Signal(a) => cmd::signal::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kpatch-rs: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Symbol resolution against a target kernel: vmlinux symtab, kallsyms, Module.symvers.
