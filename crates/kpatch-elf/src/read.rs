@@ -1,0 +1,223 @@
+//! Parsing: `object::read::elf` into the owned model, with every index checked.
+
+use crate::consts::*;
+use crate::{ElfError, Header, Object, Rela, Section, SectionIndex, Symbol, SymbolIndex};
+use object::read::elf::{FileHeader, Rela as _, SectionHeader, Sym};
+use object::Endianness;
+use std::path::Path;
+
+impl Object {
+    /// Reads and parses the object at `path`.
+    pub fn read(path: &Path) -> Result<Object, ElfError> {
+        let data = std::fs::read(path).map_err(|source| ElfError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Object::parse(&data, &path.display().to_string())
+    }
+
+    /// Parses a 64-bit relocatable ELF object. `file` names it in errors.
+    pub fn parse(data: &[u8], file: &str) -> Result<Object, ElfError> {
+        let malformed = |reason: String| ElfError::Malformed {
+            file: file.to_string(),
+            reason,
+        };
+        if data.len() < 16 || &data[..4] != b"\x7fELF" {
+            return Err(malformed("no ELF magic".into()));
+        }
+        if data[4] != object::elf::ELFCLASS64.0 {
+            return Err(ElfError::Unsupported {
+                file: file.into(),
+                reason: "only 64-bit ELF objects are supported".into(),
+            });
+        }
+        let hdr = object::elf::FileHeader64::<Endianness>::parse(data)
+            .map_err(|e| malformed(e.to_string()))?;
+        let endian = hdr.endian().map_err(|e| malformed(e.to_string()))?;
+        if hdr.e_type(endian).0 != object::elf::ET_REL.0 {
+            return Err(ElfError::Unsupported {
+                file: file.into(),
+                reason: format!(
+                    "not a relocatable object (e_type {}); give the .o files kbuild compiled",
+                    hdr.e_type(endian).0
+                ),
+            });
+        }
+        let header = Header {
+            e_machine: hdr.e_machine(endian).0,
+            e_flags: hdr.e_flags(endian).0,
+            ei_osabi: hdr.e_ident().os_abi.0,
+            ei_abiversion: hdr.e_ident().abi_version,
+            big_endian: endian == Endianness::Big,
+        };
+        let table = hdr
+            .sections(endian, data)
+            .map_err(|e| malformed(format!("section headers: {e}")))?;
+        let nsec = table.len();
+        if nsec == 0 {
+            return Err(malformed("no section headers".into()));
+        }
+
+        let mut sections = Vec::with_capacity(nsec);
+        let mut symtab_index = None;
+        for (i, sh) in table.iter().enumerate() {
+            let name = table
+                .section_name(endian, sh)
+                .map_err(|e| malformed(format!("section [{i}] name: {e}")))?;
+            let name = String::from_utf8_lossy(name).into_owned();
+            let bad = |reason: String| ElfError::BadSection {
+                file: file.into(),
+                index: i,
+                section: name.clone(),
+                reason,
+            };
+            let sh_type = sh.sh_type(endian).0;
+            let sh_flags = sh.sh_flags(endian).0;
+            let mut sec = Section {
+                name: name.clone(),
+                sh_type,
+                sh_flags,
+                sh_addr: sh.sh_addr(endian),
+                sh_addralign: sh.sh_addralign(endian),
+                sh_entsize: sh.sh_entsize(endian),
+                sh_link: sh.sh_link(endian),
+                sh_info: sh.sh_info(endian),
+                sh_size: sh.sh_size(endian),
+                data: Vec::new(),
+                relas: Vec::new(),
+            };
+            if sec.sh_flags & object::elf::SHF_COMPRESSED.0 != 0 {
+                return Err(bad("compressed sections are not supported".into()));
+            }
+            match sh_type {
+                SHT_NULL | SHT_NOBITS => {}
+                SHT_SYMTAB => {
+                    if symtab_index.replace(i).is_some() {
+                        return Err(bad("a second symbol table".into()));
+                    }
+                }
+                SHT_RELA => {
+                    if i != 0 && sec.sh_info as usize >= nsec {
+                        return Err(bad(format!("sh_info {} is not a section", sec.sh_info)));
+                    }
+                }
+                SHT_REL => return Err(bad("SHT_REL sections are not supported (x86_64 and the other kernel targets use SHT_RELA)".into())),
+                _ => {
+                    if !sec.is_generated_table() {
+                        sec.data = sh
+                            .data(endian, data)
+                            .map_err(|e| bad(format!("data: {e}")))?
+                            .to_vec();
+                    }
+                }
+            }
+            if sh_type == SHT_GROUP && sec.data.len() % 4 != 0 {
+                return Err(bad("group size is not a multiple of 4".into()));
+            }
+            if sh_type == SHT_GROUP {
+                for w in sec.data.chunks_exact(4).skip(1) {
+                    let b = [w[0], w[1], w[2], w[3]];
+                    let m = if header.big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) };
+                    if m == 0 || m as usize >= nsec {
+                        return Err(bad(format!("group member {m} is not a section")));
+                    }
+                }
+            }
+            sections.push(sec);
+        }
+
+        let Some(symtab_index) = symtab_index else {
+            return Err(malformed("no symbol table (.symtab)".into()));
+        };
+        let symtab = table
+            .symbols(endian, data, object::elf::SHT_SYMTAB)
+            .map_err(|e| malformed(format!("symbol table: {e}")))?;
+        let mut symbols = Vec::with_capacity(symtab.len());
+        for (i, sym) in symtab.iter().enumerate() {
+            let name = symtab
+                .symbol_name(endian, sym)
+                .map_err(|e| malformed(format!("symbol [{i}] name: {e}")))?;
+            let name = String::from_utf8_lossy(name).into_owned();
+            let st_shndx = sym.st_shndx(endian).0;
+            let section = symtab
+                .symbol_section(endian, sym, object::SymbolIndex(i))
+                .map_err(|e| ElfError::BadSymbol {
+                    file: file.into(),
+                    index: i,
+                    symbol: name.clone(),
+                    reason: e.to_string(),
+                })?
+                .map(|s| SectionIndex(s.0));
+            if let Some(s) = section {
+                if s.0 == 0 || s.0 >= nsec {
+                    return Err(ElfError::BadSymbol {
+                        file: file.into(),
+                        index: i,
+                        symbol: name,
+                        reason: format!("st_shndx {} is not a section", s.0),
+                    });
+                }
+            }
+            symbols.push(Symbol {
+                name,
+                st_info: sym.st_info().0,
+                st_other: sym.st_other().0,
+                st_shndx,
+                section,
+                st_value: sym.st_value(endian),
+                st_size: sym.st_size(endian),
+            });
+        }
+        if symbols.is_empty() {
+            symbols.push(Symbol::null());
+        }
+
+        for (i, sh) in table.iter().enumerate() {
+            if sh.sh_type(endian).0 != SHT_RELA {
+                continue;
+            }
+            let bad = |reason: String| ElfError::BadSection {
+                file: file.into(),
+                index: i,
+                section: sections[i].name.clone(),
+                reason,
+            };
+            if sh.sh_link(endian) as usize != symtab_index {
+                return Err(bad(format!(
+                    "sh_link {} is not the symbol table [{symtab_index}]",
+                    sh.sh_link(endian)
+                )));
+            }
+            let relas = sh
+                .data_as_array::<object::elf::Rela64<Endianness>, _>(endian, data)
+                .map_err(|e| bad(format!("entries: {e}")))?;
+            let mut out = Vec::with_capacity(relas.len());
+            for (n, r) in relas.iter().enumerate() {
+                let r_sym = r.r_sym(endian, false) as usize;
+                if r_sym >= symbols.len() {
+                    return Err(bad(format!("entry {n} names symbol {r_sym}, past the symbol table")));
+                }
+                out.push(Rela {
+                    r_offset: r.r_offset(endian),
+                    r_sym: SymbolIndex(r_sym),
+                    r_type: r.r_type(endian, false).0,
+                    r_addend: r.r_addend(endian),
+                });
+            }
+            sections[i].relas = out;
+        }
+
+        let object = Object { header, sections, symbols };
+        let locals = object.num_locals();
+        if let Some((i, s)) = object.symbols_iter().skip(locals.saturating_sub(1)).find(|(_, s)| s.is_local()) {
+            return Err(ElfError::BadSymbol {
+                file: file.into(),
+                index: i.0,
+                symbol: s.name.clone(),
+                reason: "local symbol after the first global".into(),
+            });
+        }
+        Ok(object)
+    }
+}
+
