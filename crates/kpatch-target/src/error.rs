@@ -1,0 +1,45 @@
+use std::path::PathBuf;
+
+/// Errors while resolving, fetching or preparing a Debian target kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("package {package}: `{command}` failed: {message}")]
+    Apt {
+        package: String,
+        command: String,
+        message: String,
+    },
+    #[error("package {package}: apt offers no candidate version")]
+    NoCandidate { package: String },
+    #[error("package {package}: cannot find a linux-image dependency in {depends:?}")]
+    NoImageDependency { package: String, depends: String },
+    #[error("{abi:?} is not a Debian kernel ABI (expected like 6.1.0-50-amd64)")]
+    NotDebianAbi { abi: String },
+    #[error("{path}: not a bzImage: {reason}")]
+    BzImage { path: PathBuf, reason: String },
+    #[error("{path}: {format} payload: {message}")]
+    Decompress {
+        path: PathBuf,
+        format: &'static str,
+        message: String,
+    },
+    #[error("{path}: Debian ships a stub System.map (the real one is in the -dbg package); use the guest's /proc/kallsyms")]
+    StubSystemMap { path: PathBuf },
+    #[error("{path}: expected {what} is missing from the unpacked package")]
+    Missing { path: PathBuf, what: String },
+}
+
+impl TargetError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        TargetError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
