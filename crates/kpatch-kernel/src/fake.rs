@@ -1,0 +1,556 @@
+//! A simulated kernel: sysfs and procfs files in a temporary directory tree, and a livepatch
+//! core that moves tasks between states on every [`Kernel::sleep`] (one "tick").
+
+use crate::modinfo::ModuleFile;
+use crate::sys::{Kernel, Sig, LIVEPATCH_DIR};
+use nix::errno::Errno;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Seek};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// When a task that blocks a transition lets go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stuck {
+    /// Switches on the first tick.
+    No,
+    /// Switches after this many ticks.
+    Ticks(u32),
+    /// Switches only when the kernel signals it (`<patch>/signal` written).
+    UntilSignal,
+    /// Switches only after SIGSTOP then SIGCONT.
+    UntilStopCont,
+    /// Never switches (a kthread asleep in the function).
+    Forever,
+}
+
+/// A simulated task (one thread).
+#[derive(Debug, Clone)]
+pub struct FakeTask {
+    pub pid: i32,
+    pub tid: i32,
+    pub comm: String,
+    pub kthread: bool,
+    /// How it behaves when a transition towards `blocks_target` runs.
+    pub stuck: Stuck,
+    /// 1: sleeps inside the old function (blocks patching); 0: inside the new one.
+    pub blocks_target: i32,
+    /// `/proc/<pid>/task/<tid>/stack`; `None` makes the file unreadable.
+    pub stack: Option<String>,
+    state: i32,
+    stopped: bool,
+}
+
+impl FakeTask {
+    pub fn user(pid: i32, comm: &str) -> Self {
+        FakeTask {
+            pid,
+            tid: pid,
+            comm: comm.into(),
+            kthread: false,
+            stuck: Stuck::No,
+            blocks_target: 1,
+            stack: Some("[<0>] do_syscall_64+0x5b/0x80\n".into()),
+            state: -1,
+            stopped: false,
+        }
+    }
+
+    pub fn kthread(pid: i32, comm: &str) -> Self {
+        FakeTask {
+            kthread: true,
+            stack: Some("[<0>] kthread+0xe6/0x110\n".into()),
+            ..Self::user(pid, comm)
+        }
+    }
+
+    /// Blocks transitions towards `target` the way `stuck` says.
+    pub fn stuck(mut self, stuck: Stuck, target: i32) -> Self {
+        self.stuck = stuck;
+        self.blocks_target = target;
+        self
+    }
+
+    pub fn with_stack(mut self, stack: Option<&str>) -> Self {
+        self.stack = stack.map(str::to_string);
+        self
+    }
+
+    /// Make it thread `tid` of process `pid`.
+    pub fn thread_of(mut self, pid: i32) -> Self {
+        self.pid = pid;
+        self
+    }
+}
+
+#[derive(Debug)]
+struct Transition {
+    patch: String,
+    target: i32,
+}
+
+#[derive(Debug)]
+struct State {
+    clock: Duration,
+    release: String,
+    tasks: BTreeMap<i32, FakeTask>,
+    transition: Option<Transition>,
+    signal_attr: bool,
+    next_finit_error: Option<Errno>,
+    /// Module names, newest first (the `/proc/modules` order).
+    modules: Vec<String>,
+    calls: Vec<String>,
+}
+
+/// The simulated kernel. See the module documentation.
+pub struct FakeKernel {
+    root: tempfile::TempDir,
+    st: RefCell<State>,
+}
+
+fn eio(e: io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32))
+}
+
+impl FakeKernel {
+    /// A kernel with the livepatch core, running `release`, with no tasks.
+    pub fn new(release: &str) -> io::Result<Self> {
+        let root = tempfile::tempdir()?;
+        let k = FakeKernel {
+            root,
+            st: RefCell::new(State {
+                clock: Duration::ZERO,
+                release: release.into(),
+                tasks: BTreeMap::new(),
+                transition: None,
+                signal_attr: false,
+                next_finit_error: None,
+                modules: Vec::new(),
+                calls: Vec::new(),
+            }),
+        };
+        std::fs::create_dir_all(k.path(LIVEPATCH_DIR))?;
+        std::fs::create_dir_all(k.path("/sys/module"))?;
+        std::fs::create_dir_all(k.path("/proc"))?;
+        k.sync_modules()?;
+        Ok(k)
+    }
+
+    /// A kernel built without `CONFIG_LIVEPATCH`.
+    pub fn without_livepatch(release: &str) -> io::Result<Self> {
+        let k = Self::new(release)?;
+        std::fs::remove_dir(k.path(LIVEPATCH_DIR))?;
+        Ok(k)
+    }
+
+    /// Where a kernel path lives in the tree.
+    pub fn path(&self, p: impl AsRef<Path>) -> PathBuf {
+        let p = p.as_ref();
+        self.root.path().join(p.strip_prefix("/").unwrap_or(p))
+    }
+
+    /// Simulate a kernel with the `<patch>/signal` attribute (4.18–5.x).
+    pub fn set_signal_attr(&self, on: bool) {
+        self.st.borrow_mut().signal_attr = on;
+    }
+
+    /// Make the next `finit_module` fail with `errno`.
+    pub fn fail_next_finit(&self, errno: Errno) {
+        self.st.borrow_mut().next_finit_error = Some(errno);
+    }
+
+    /// Write an arbitrary file into the tree (e.g. `/sys/kernel/security/lockdown`).
+    pub fn put_file(&self, p: &str, content: &str) -> io::Result<()> {
+        let path = self.path(p);
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(path, content)
+    }
+
+    /// Add a task.
+    pub fn add_task(&self, t: FakeTask) -> io::Result<()> {
+        let tid = t.tid;
+        self.st.borrow_mut().tasks.insert(tid, t);
+        self.sync_task(tid)
+    }
+
+    /// Make a task exit.
+    pub fn remove_task(&self, tid: i32) -> io::Result<()> {
+        let t = self.st.borrow_mut().tasks.remove(&tid);
+        if let Some(t) = t {
+            let tdir = self.path(format!("/proc/{}/task/{}", t.pid, t.tid));
+            std::fs::remove_dir_all(tdir)?;
+            if t.pid == t.tid {
+                std::fs::remove_dir_all(self.path(format!("/proc/{}", t.pid)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The syscalls and sysfs writes seen so far, e.g. `finit_module fix`, `kill 5 STOP`,
+    /// `write /sys/kernel/livepatch/fix/enabled 0`, `delete_module fix`.
+    pub fn calls(&self) -> Vec<String> {
+        self.st.borrow().calls.clone()
+    }
+
+    /// The simulated time.
+    pub fn clock(&self) -> Duration {
+        self.st.borrow().clock
+    }
+
+    /// Whether a task is stopped (SIGSTOP without SIGCONT).
+    pub fn is_stopped(&self, tid: i32) -> bool {
+        self.st.borrow().tasks.get(&tid).is_some_and(|t| t.stopped)
+    }
+
+    /// Whether a module is loaded.
+    pub fn has_module(&self, name: &str) -> bool {
+        self.st.borrow().modules.iter().any(|m| m == name)
+    }
+
+    fn sync_task(&self, tid: i32) -> io::Result<()> {
+        let st = self.st.borrow();
+        let Some(t) = st.tasks.get(&tid) else {
+            return Ok(());
+        };
+        let dir = self.path(format!("/proc/{}/task/{}", t.pid, t.tid));
+        std::fs::create_dir_all(&dir)?;
+        let flags: u64 = if t.kthread { 0x0020_8040 } else { 0x0040_0100 };
+        let ppid = if t.kthread { 2 } else { 1 };
+        std::fs::write(dir.join("patch_state"), format!("{}\n", t.state))?;
+        std::fs::write(dir.join("comm"), format!("{}\n", t.comm))?;
+        std::fs::write(
+            dir.join("stat"),
+            format!("{} ({}) S {ppid} 0 0 0 -1 {flags} 0 0 0 0\n", t.tid, t.comm),
+        )?;
+        let stack = dir.join("stack");
+        match &t.stack {
+            Some(s) => std::fs::write(&stack, s)?,
+            None => {
+                let _ = std::fs::remove_file(&stack);
+            }
+        }
+        if t.pid == t.tid {
+            let pdir = self.path(format!("/proc/{}", t.pid));
+            for f in ["patch_state", "comm", "stat"] {
+                std::fs::copy(dir.join(f), pdir.join(f))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_all_tasks(&self) -> io::Result<()> {
+        let tids: Vec<i32> = self.st.borrow().tasks.keys().copied().collect();
+        for tid in tids {
+            self.sync_task(tid)?;
+        }
+        Ok(())
+    }
+
+    fn sync_modules(&self) -> io::Result<()> {
+        let text: String = self
+            .st
+            .borrow()
+            .modules
+            .iter()
+            .map(|m| format!("{m} 16384 0 - Live 0x0000000000000000 (K)\n"))
+            .collect();
+        std::fs::write(self.path("/proc/modules"), text)
+    }
+
+    fn patch_file(&self, patch: &str, file: &str) -> PathBuf {
+        self.path(Path::new(LIVEPATCH_DIR).join(patch).join(file))
+    }
+
+    fn set_attr(&self, patch: &str, file: &str, v: i32) -> io::Result<()> {
+        std::fs::write(self.patch_file(patch, file), format!("{v}\n"))
+    }
+
+    /// Start a transition of `patch` towards `target`: every task starts in the other state.
+    fn start_transition(&self, patch: &str, target: i32) -> io::Result<()> {
+        {
+            let mut st = self.st.borrow_mut();
+            for t in st.tasks.values_mut() {
+                t.state = 1 - target;
+            }
+            st.transition = Some(Transition {
+                patch: patch.into(),
+                target,
+            });
+        }
+        self.set_attr(patch, "enabled", target)?;
+        self.set_attr(patch, "transition", 1)?;
+        self.sync_all_tasks()?;
+        // Like the kernel, try to complete at once.
+        self.tick()
+    }
+
+    /// One pass of the simulated `klp_try_complete_transition`.
+    fn tick(&self) -> io::Result<()> {
+        let done = {
+            let mut st = self.st.borrow_mut();
+            let Some(tr) = &st.transition else {
+                return Ok(());
+            };
+            let target = tr.target;
+            let mut all = true;
+            for t in st.tasks.values_mut() {
+                if t.state == target {
+                    continue;
+                }
+                let blocked = t.blocks_target == target && t.stuck != Stuck::No;
+                if blocked {
+                    if let Stuck::Ticks(n) = t.stuck {
+                        t.stuck = if n <= 1 { Stuck::No } else { Stuck::Ticks(n - 1) };
+                    }
+                    all = false;
+                } else {
+                    t.state = target;
+                }
+            }
+            if all {
+                st.transition.take()
+            } else {
+                None
+            }
+        };
+        match done {
+            Some(tr) => {
+                for t in self.st.borrow_mut().tasks.values_mut() {
+                    t.state = -1;
+                }
+                self.sync_all_tasks()?;
+                if tr.target == 1 {
+                    self.set_attr(&tr.patch, "transition", 0)?;
+                    for obj in self.objects(&tr.patch)? {
+                        std::fs::write(self.patch_file(&tr.patch, &format!("{obj}/patched")), "1\n")?;
+                    }
+                } else {
+                    // Disabled: the kernel frees the patch and drops its module reference.
+                    std::fs::remove_dir_all(self.path(Path::new(LIVEPATCH_DIR).join(&tr.patch)))?;
+                    std::fs::write(self.path(format!("/sys/module/{}/refcnt", tr.patch)), "0\n")?;
+                }
+            }
+            None => self.sync_all_tasks()?,
+        }
+        Ok(())
+    }
+
+    fn objects(&self, patch: &str) -> io::Result<Vec<String>> {
+        let dir = self.path(Path::new(LIVEPATCH_DIR).join(patch));
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            if e.path().is_dir() {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    fn do_finit(&self, image: &File) -> Result<(), Errno> {
+        if let Some(e) = self.st.borrow_mut().next_finit_error.take() {
+            return Err(e);
+        }
+        let mut f = image.try_clone().map_err(eio)?;
+        let mut data = Vec::new();
+        f.rewind().and_then(|()| f.read_to_end(&mut data)).map_err(eio)?;
+        let m = ModuleFile::from_bytes(Path::new("fake.ko"), data).map_err(|_| Errno::ENOEXEC)?;
+        let name = m.name();
+        let rel = self.st.borrow().release.clone();
+        if m.info.vermagic_release() != Some(rel.as_str()) {
+            return Err(Errno::ENOEXEC);
+        }
+        if self.has_module(&name) {
+            return Err(Errno::EEXIST);
+        }
+        if m.info.is_livepatch() {
+            if !self.path(LIVEPATCH_DIR).exists() {
+                return Err(Errno::ENOENT); // unknown symbol klp_enable_patch
+            }
+            if self.st.borrow().transition.is_some() {
+                return Err(Errno::EBUSY);
+            }
+        }
+        {
+            let mut st = self.st.borrow_mut();
+            st.modules.insert(0, name.clone());
+        }
+        let mdir = self.path(format!("/sys/module/{name}"));
+        std::fs::create_dir_all(&mdir).map_err(eio)?;
+        std::fs::write(mdir.join("refcnt"), if m.info.is_livepatch() { "1\n" } else { "0\n" })
+            .map_err(eio)?;
+        self.sync_modules().map_err(eio)?;
+        if !m.info.is_livepatch() {
+            return Ok(());
+        }
+        let pdir = self.path(Path::new(LIVEPATCH_DIR).join(&name));
+        std::fs::create_dir_all(&pdir).map_err(eio)?;
+        std::fs::write(pdir.join("force"), "").map_err(eio)?;
+        if self.st.borrow().signal_attr {
+            std::fs::write(pdir.join("signal"), "").map_err(eio)?;
+        }
+        for f in m.info.functions() {
+            let odir = pdir.join(&f.object);
+            std::fs::create_dir_all(odir.join(format!("{},{}", f.function, f.sympos)))
+                .map_err(eio)?;
+            std::fs::write(odir.join("patched"), "0\n").map_err(eio)?;
+        }
+        self.start_transition(&name, 1).map_err(eio)
+    }
+
+    fn do_write(&self, path: &Path, data: &str) -> io::Result<()> {
+        let rel = path.strip_prefix(LIVEPATCH_DIR).ok();
+        let parts: Vec<String> = rel
+            .map(|r| r.iter().map(|c| c.to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        if parts.len() == 2 && self.path(path).exists() {
+            let patch = &parts[0];
+            let einval = || io::Error::from_raw_os_error(Errno::EINVAL as i32);
+            match parts[1].as_str() {
+                "enabled" => {
+                    let want: i32 = data.trim().parse().map_err(|_| einval())?;
+                    let cur: i32 = std::fs::read_to_string(self.patch_file(patch, "enabled"))?
+                        .trim()
+                        .parse()
+                        .map_err(|_| einval())?;
+                    if want == cur {
+                        return Err(einval());
+                    }
+                    let in_tr = self.st.borrow().transition.as_ref().map(|t| t.patch.clone());
+                    return match in_tr {
+                        Some(p) if p == *patch => {
+                            // Reverse: tasks already switched go back; stuck ones are there.
+                            if let Some(t) = self.st.borrow_mut().transition.as_mut() {
+                                t.target = want;
+                            }
+                            self.set_attr(patch, "enabled", want)?;
+                            self.tick()
+                        }
+                        Some(_) => Err(io::Error::from_raw_os_error(Errno::EBUSY as i32)),
+                        None if want == 0 => self.start_transition(patch, 0),
+                        None => Err(einval()),
+                    };
+                }
+                "signal" => {
+                    for t in self.st.borrow_mut().tasks.values_mut() {
+                        if t.stuck == Stuck::UntilSignal {
+                            t.stuck = Stuck::No;
+                        }
+                    }
+                    return Ok(());
+                }
+                "transition" | "stack_order" => {
+                    return Err(io::Error::from_raw_os_error(Errno::EACCES as i32))
+                }
+                _ => {}
+            }
+        }
+        let p = self.path(path);
+        if !p.exists() {
+            return Err(io::Error::from_raw_os_error(Errno::ENOENT as i32));
+        }
+        std::fs::write(p, data)
+    }
+}
+
+impl Kernel for FakeKernel {
+    fn read(&self, path: &Path) -> io::Result<String> {
+        std::fs::read_to_string(self.path(path))
+    }
+
+    fn write(&self, path: &Path, data: &str) -> io::Result<()> {
+        self.st
+            .borrow_mut()
+            .calls
+            .push(format!("write {} {}", path.display(), data.trim()));
+        self.do_write(path, data)
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut names: Vec<String> = std::fs::read_dir(self.path(path))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        self.path(path).exists()
+    }
+
+    fn finit_module(&self, image: &File, _params: &str) -> Result<(), Errno> {
+        let r = self.do_finit(image);
+        let what = match &r {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("{e}"),
+        };
+        self.st
+            .borrow_mut()
+            .calls
+            .push(format!("finit_module {what}"));
+        r
+    }
+
+    fn delete_module(&self, name: &str) -> Result<(), Errno> {
+        self.st
+            .borrow_mut()
+            .calls
+            .push(format!("delete_module {name}"));
+        if !self.has_module(name) {
+            return Err(Errno::ENOENT);
+        }
+        let refcnt = std::fs::read_to_string(self.path(format!("/sys/module/{name}/refcnt")))
+            .map_err(eio)?;
+        if refcnt.trim() != "0" {
+            return Err(Errno::EAGAIN);
+        }
+        std::fs::remove_dir_all(self.path(format!("/sys/module/{name}"))).map_err(eio)?;
+        self.st.borrow_mut().modules.retain(|m| m != name);
+        self.sync_modules().map_err(eio)
+    }
+
+    fn kill(&self, pid: i32, sig: Sig) -> Result<(), Errno> {
+        let mut st = self.st.borrow_mut();
+        st.calls.push(format!("kill {pid} {sig:?}").to_uppercase());
+        let mut found = false;
+        for t in st.tasks.values_mut().filter(|t| t.pid == pid) {
+            found = true;
+            if t.kthread {
+                continue; // kernel threads ignore signals
+            }
+            match sig {
+                Sig::Stop => t.stopped = true,
+                Sig::Cont => {
+                    if t.stopped && t.stuck == Stuck::UntilStopCont {
+                        t.stuck = Stuck::No;
+                    }
+                    t.stopped = false;
+                }
+            }
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(Errno::ESRCH)
+        }
+    }
+
+    fn release(&self) -> io::Result<String> {
+        Ok(self.st.borrow().release.clone())
+    }
+
+    fn now(&self) -> Duration {
+        self.st.borrow().clock
+    }
+
+    fn sleep(&self, d: Duration) {
+        self.st.borrow_mut().clock += d;
+        // A failure to update the tree shows up as a read error in the code under test.
+        let _ = self.tick();
+    }
+}

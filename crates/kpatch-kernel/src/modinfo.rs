@@ -1,0 +1,326 @@
+//! Reading a module file's `.modinfo` section (`key=value` strings separated by NULs).
+
+use crate::error::KernelError;
+use serde::Serialize;
+use std::path::Path;
+
+/// `.modinfo` key: the kernel release the patch was built for (`uname -r` of the target).
+pub const MODINFO_KERNEL: &str = "kpatch_rs_kernel";
+/// `.modinfo` key: lowercase hex SHA-256 of the source patch the module was built from.
+pub const MODINFO_PATCH_SHA256: &str = "kpatch_rs_patch_sha256";
+/// `.modinfo` key: the patched functions, comma separated, each `object:function,sympos`
+/// (`object` is `vmlinux` or a module name; sympos 0 means the symbol is unique).
+pub const MODINFO_FUNCTIONS: &str = "kpatch_rs_functions";
+
+/// One patched function as named by livepatch sysfs (`<object>/<function>,<sympos>`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct PatchedFunction {
+    pub object: String,
+    pub function: String,
+    pub sympos: u32,
+}
+
+impl PatchedFunction {
+    /// Parse `object:function,sympos` (sympos optional, default 0).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (object, rest) = s.split_once(':')?;
+        let (function, sympos) = match rest.split_once(',') {
+            Some((f, p)) => (f, p.parse().ok()?),
+            None => (rest, 0),
+        };
+        if object.is_empty() || function.is_empty() {
+            return None;
+        }
+        Some(PatchedFunction {
+            object: object.to_string(),
+            function: function.to_string(),
+            sympos,
+        })
+    }
+
+    /// The `object:function,sympos` form used in [`MODINFO_FUNCTIONS`].
+    pub fn encode(&self) -> String {
+        format!("{}:{},{}", self.object, self.function, self.sympos)
+    }
+}
+
+/// The `.modinfo` fields of a module, in file order (keys may repeat, e.g. `alias`, `depends`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ModInfo {
+    pub fields: Vec<(String, String)>,
+}
+
+impl ModInfo {
+    /// Parse the raw bytes of a `.modinfo` section.
+    pub fn from_section(data: &[u8]) -> Self {
+        let fields = data
+            .split(|&b| b == 0)
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| {
+                let s = String::from_utf8_lossy(s);
+                let (k, v) = s.split_once('=')?;
+                Some((k.to_string(), v.to_string()))
+            })
+            .collect();
+        ModInfo { fields }
+    }
+
+    /// Parse a module image (an uncompressed ELF relocatable).
+    pub fn from_elf(path: &Path, data: &[u8]) -> Result<Self, KernelError> {
+        use object::{Object, ObjectSection};
+        let file = object::File::parse(data).map_err(|e| KernelError::NotElf {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let section = file
+            .section_by_name(".modinfo")
+            .ok_or_else(|| KernelError::NoModinfo {
+                path: path.to_path_buf(),
+            })?;
+        let bytes = section.data().map_err(|e| KernelError::NotElf {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let mut info = Self::from_section(bytes);
+        if info.get("name").is_none() {
+            // Kernels before modpost's `name=` field: read struct module's name from
+            // .gnu.linkonce.this_module (x86_64: after `state` and `list`, at offset 24).
+            if let Some(name) = file
+                .section_by_name(".gnu.linkonce.this_module")
+                .and_then(|s| s.data().ok())
+                .and_then(|d| d.get(24..))
+                .and_then(|d| d.split(|&b| b == 0).next())
+                .filter(|n| !n.is_empty())
+            {
+                let name = String::from_utf8_lossy(name).into_owned();
+                info.fields.push(("name".into(), name));
+            }
+        }
+        Ok(info)
+    }
+
+    /// The first value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The module name (`name=`), if recorded.
+    pub fn name(&self) -> Option<&str> {
+        self.get("name")
+    }
+
+    /// The full `vermagic=` string.
+    pub fn vermagic(&self) -> Option<&str> {
+        self.get("vermagic")
+    }
+
+    /// The kernel release the module was built for: the first word of vermagic.
+    pub fn vermagic_release(&self) -> Option<&str> {
+        self.vermagic().and_then(|v| v.split_whitespace().next())
+    }
+
+    /// Whether the module declares itself a livepatch (`livepatch=Y`).
+    pub fn is_livepatch(&self) -> bool {
+        self.get("livepatch") == Some("Y")
+    }
+
+    /// [`MODINFO_KERNEL`], or the vermagic release when absent.
+    pub fn target_kernel(&self) -> Option<&str> {
+        self.get(MODINFO_KERNEL).or_else(|| self.vermagic_release())
+    }
+
+    /// [`MODINFO_PATCH_SHA256`].
+    pub fn patch_sha256(&self) -> Option<&str> {
+        self.get(MODINFO_PATCH_SHA256)
+    }
+
+    /// The functions listed in [`MODINFO_FUNCTIONS`] (unparsable items are skipped).
+    pub fn functions(&self) -> Vec<PatchedFunction> {
+        self.get(MODINFO_FUNCTIONS)
+            .map(|v| {
+                v.split(|c: char| c == ' ' || c == ';')
+                    .flat_map(|part| split_functions(part))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Split `a:f,0,b:g,1` / `a:f,b:g` into items: a comma starts a new item unless followed by digits
+/// only (the sympos of the preceding item).
+fn split_functions(s: &str) -> Vec<PatchedFunction> {
+    let mut out: Vec<PatchedFunction> = Vec::new();
+    for piece in s.split(',').filter(|p| !p.is_empty()) {
+        if piece.bytes().all(|b| b.is_ascii_digit()) {
+            if let (Some(last), Ok(pos)) = (out.last_mut(), piece.parse()) {
+                last.sympos = pos;
+            }
+        } else if let Some(f) = PatchedFunction::parse(piece) {
+            out.push(f);
+        }
+    }
+    out
+}
+
+/// A module file read from disk, decompressed if needed.
+#[derive(Debug, Clone)]
+pub struct ModuleFile {
+    pub path: std::path::PathBuf,
+    /// The uncompressed ELF image.
+    pub image: Vec<u8>,
+    /// Whether the file on disk is compressed (`image` is then not the file's content).
+    pub compressed: bool,
+    pub info: ModInfo,
+}
+
+impl ModuleFile {
+    /// Read `path` (`.ko`, `.ko.xz`, `.ko.zst`, `.ko.gz`) and parse its `.modinfo`.
+    pub fn read(path: &Path) -> Result<Self, KernelError> {
+        let raw = std::fs::read(path).map_err(|e| KernelError::io(path, e))?;
+        Self::from_bytes(path, raw)
+    }
+
+    /// Parse an already read file; compression is detected from the magic bytes.
+    pub fn from_bytes(path: &Path, raw: Vec<u8>) -> Result<Self, KernelError> {
+        let compressed = is_compressed(&raw);
+        let image = decompress(path, raw)?;
+        let info = ModInfo::from_elf(path, &image)?;
+        Ok(ModuleFile {
+            path: path.to_path_buf(),
+            compressed,
+            image,
+            info,
+        })
+    }
+
+    /// The module name: `name=` from .modinfo, else the file name without `.ko*`, `-` → `_`.
+    pub fn name(&self) -> String {
+        match self.info.name() {
+            Some(n) => n.to_string(),
+            None => name_from_path(&self.path).unwrap_or_default(),
+        }
+    }
+}
+
+/// The module name a file name implies: strip `.ko[.xz|.zst|.gz]`, map `-` to `_`.
+pub fn name_from_path(path: &Path) -> Option<String> {
+    let file = path.file_name()?.to_str()?;
+    let stem = ["", ".xz", ".zst", ".gz"]
+        .iter()
+        .find_map(|ext| file.strip_suffix(&format!(".ko{ext}")))?;
+    if stem.is_empty() {
+        return None;
+    }
+    Some(stem.replace('-', "_"))
+}
+
+fn is_compressed(data: &[u8]) -> bool {
+    data.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
+        || data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || data.starts_with(&[0x1f, 0x8b])
+}
+
+fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, KernelError> {
+    use std::io::Read;
+    let err = |source| KernelError::Decompress {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut out = Vec::new();
+    if raw.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        xz2::read::XzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(err)?;
+    } else if raw.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        out = zstd::stream::decode_all(&raw[..]).map_err(err)?;
+    } else if raw.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(err)?;
+    } else {
+        return Ok(raw);
+    }
+    Ok(out)
+}
+
+/// Build a minimal relocatable ELF that carries `.modinfo` (and nothing a kernel could load).
+/// For tests of code that reads module files.
+pub fn build_test_module(fields: &[(&str, &str)]) -> Vec<u8> {
+    use object::write::Object;
+    use object::{Architecture, BinaryFormat, Endianness, SectionKind};
+    let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+    let id = obj.add_section(Vec::new(), b".modinfo".to_vec(), SectionKind::ReadOnlyString);
+    let mut data = Vec::new();
+    for (k, v) in fields {
+        data.extend_from_slice(format!("{k}={v}").as_bytes());
+        data.push(0);
+    }
+    obj.append_section_data(id, &data, 1);
+    obj.write().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_modinfo_fields_and_functions() {
+        let ko = build_test_module(&[
+            ("license", "GPL"),
+            ("livepatch", "Y"),
+            ("name", "livepatch_fix"),
+            ("vermagic", "6.1.0-50-amd64 SMP preempt mod_unload modversions "),
+            (MODINFO_KERNEL, "6.1.0-50-amd64"),
+            (MODINFO_PATCH_SHA256, "ab12"),
+            (MODINFO_FUNCTIONS, "vmlinux:cmdline_proc_show,0,ext4:ext4_sync_fs,2"),
+        ]);
+        let m = ModuleFile::from_bytes(Path::new("x.ko"), ko).unwrap();
+        assert_eq!(m.name(), "livepatch_fix");
+        assert!(m.info.is_livepatch());
+        assert_eq!(m.info.vermagic_release(), Some("6.1.0-50-amd64"));
+        assert_eq!(m.info.patch_sha256(), Some("ab12"));
+        let f = m.info.functions();
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].encode(), "vmlinux:cmdline_proc_show,0");
+        assert_eq!(f[1].object, "ext4");
+        assert_eq!(f[1].sympos, 2);
+    }
+
+    #[test]
+    fn decompresses_xz_and_zstd() {
+        use std::io::Write;
+        let ko = build_test_module(&[("name", "z"), ("livepatch", "Y")]);
+        let mut enc = xz2::write::XzEncoder::new(Vec::new(), 1);
+        enc.write_all(&ko).unwrap();
+        let xz = enc.finish().unwrap();
+        let m = ModuleFile::from_bytes(Path::new("z.ko.xz"), xz).unwrap();
+        assert_eq!(m.image, ko);
+        let zst = zstd::stream::encode_all(&ko[..], 1).unwrap();
+        let m = ModuleFile::from_bytes(Path::new("z.ko.zst"), zst).unwrap();
+        assert_eq!(m.name(), "z");
+    }
+
+    #[test]
+    fn rejects_non_elf_and_missing_modinfo() {
+        let e = ModuleFile::from_bytes(Path::new("bad.ko"), b"hello".to_vec()).unwrap_err();
+        assert!(matches!(e, KernelError::NotElf { .. }), "{e}");
+        let mut obj = object::write::Object::new(
+            object::BinaryFormat::Elf,
+            object::Architecture::X86_64,
+            object::Endianness::Little,
+        );
+        obj.add_section(Vec::new(), b".text".to_vec(), object::SectionKind::Text);
+        let e = ModuleFile::from_bytes(Path::new("n.ko"), obj.write().unwrap()).unwrap_err();
+        assert!(matches!(e, KernelError::NoModinfo { .. }), "{e}");
+    }
+
+    #[test]
+    fn name_from_file_name() {
+        assert_eq!(name_from_path(Path::new("/a/kpatch-fix.ko")).as_deref(), Some("kpatch_fix"));
+        assert_eq!(name_from_path(Path::new("b.ko.zst")).as_deref(), Some("b"));
+        assert_eq!(name_from_path(Path::new("b.txt")), None);
+    }
+}

@@ -1,0 +1,338 @@
+//! Load and unload procedures that always end in a known kernel state.
+
+use crate::error::KernelError;
+use crate::modinfo::ModuleFile;
+use crate::patches::{check_livepatch, is_enabled, module_loaded, patch_dir, transition_patch};
+use crate::sys::{read_trim, Kernel};
+use crate::tasks::Blocker;
+use crate::watch::{watch_transition, Event, Observer, WatchOutcome, WatchPolicy};
+use nix::errno::Errno;
+use std::path::Path;
+use std::time::Duration;
+
+/// Options for [`load`] and [`unload`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Module parameters passed to `finit_module`.
+    pub params: String,
+    /// The forward transition.
+    pub watch: WatchPolicy,
+    /// The reverse transition after giving up.
+    pub revert: WatchPolicy,
+    /// How long to wait for the kernel to release the module before `delete_module` gives up.
+    pub remove_wait: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            params: String::new(),
+            watch: WatchPolicy::default(),
+            revert: WatchPolicy {
+                wait: Duration::from_secs(15),
+                signal_wait: Duration::from_secs(30),
+                ..WatchPolicy::default()
+            },
+            remove_wait: Duration::from_secs(15),
+        }
+    }
+}
+
+/// How a load or unload ended. Every variant names the state the kernel is left in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The requested change is complete (loaded and patched, or unpatched and removed).
+    Done { patch: String, elapsed: Duration },
+    /// The transition stalled and was reversed: the kernel is as before the command
+    /// (for a load: the module is removed; for an unload: the patch is enabled again).
+    Reverted {
+        patch: String,
+        blockers: Vec<Blocker>,
+    },
+    /// The reverse transition stalled too: `patch` is still in transition.
+    Stuck {
+        patch: String,
+        blockers: Vec<Blocker>,
+        reverse_blockers: Vec<Blocker>,
+    },
+}
+
+/// Map a `finit_module` error to a message an operator can act on.
+pub fn finit_error(k: &dyn Kernel, name: &str, errno: Errno) -> KernelError {
+    let lockdown = || {
+        read_trim(k, Path::new("/sys/kernel/security/lockdown"))
+            .map(|l| format!("; /sys/kernel/security/lockdown: {l}"))
+            .unwrap_or_default()
+    };
+    let reason = match errno {
+        Errno::EEXIST => return KernelError::ModuleExists { name: name.into() },
+        Errno::ENOEXEC => "the module is not valid for this kernel (bad ELF or version magic; see dmesg)".into(),
+        Errno::EINVAL => "the kernel rejected the module: built for another kernel (\"disagrees about version of symbol\"), incompatible with the loaded livepatches, or a bad parameter; see dmesg".into(),
+        Errno::EKEYREJECTED => format!(
+            "signature rejected: the module is unsigned or its signature does not verify while signatures are enforced{}",
+            lockdown()
+        ),
+        Errno::ENOKEY => "signature key not found in the kernel's keyrings".into(),
+        Errno::EBADMSG => "malformed module signature".into(),
+        Errno::EPERM => format!(
+            "operation not permitted: not root (CAP_SYS_MODULE), module loading disabled (/proc/sys/kernel/modules_disabled), or kernel lockdown{}",
+            lockdown()
+        ),
+        Errno::EBUSY => "another livepatch is in transition".into(),
+        Errno::ENOENT => "unknown symbol in module (a kernel without livepatch, or a module built for another kernel; see dmesg)".into(),
+        Errno::ENODEV => "the livepatch core is not initialised".into(),
+        Errno::ENOSYS => "the kernel has no module support".into(),
+        _ => "see dmesg".into(),
+    };
+    KernelError::Refused {
+        name: name.into(),
+        errno,
+        reason,
+    }
+}
+
+/// Check a module file against the running kernel before handing it over.
+pub fn preflight(k: &dyn Kernel, module: &ModuleFile) -> Result<String, KernelError> {
+    check_livepatch(k)?;
+    let name = module.name();
+    if !module.info.is_livepatch() {
+        return Err(KernelError::NotLivepatch {
+            path: module.path.clone(),
+            name,
+        });
+    }
+    let running = k.release().map_err(|e| KernelError::io("/proc/sys/kernel/osrelease", e))?;
+    let built_for = module.info.vermagic_release().unwrap_or("unknown");
+    if built_for != running {
+        return Err(KernelError::WrongKernel {
+            path: module.path.clone(),
+            name,
+            built_for: built_for.into(),
+            running,
+            vermagic: module.info.vermagic().unwrap_or("").trim().into(),
+        });
+    }
+    if k.exists(&patch_dir(&name)) {
+        let enabled = is_enabled(k, &name).unwrap_or(true);
+        return Err(KernelError::AlreadyLoaded { name, enabled });
+    }
+    if let Some(busy) = transition_patch(k)? {
+        return Err(KernelError::Busy { name, busy });
+    }
+    Ok(name)
+}
+
+/// Load a livepatch module and watch its transition; revert if it stalls.
+pub fn load(
+    k: &dyn Kernel,
+    module: &ModuleFile,
+    opts: &Options,
+    obs: &mut dyn Observer,
+) -> Result<Outcome, KernelError> {
+    let name = preflight(k, module)?;
+    // A livepatch module that is loaded but no longer registered is a disabled leftover.
+    if module_loaded(k, &name) {
+        remove_module(k, &name, opts.remove_wait, obs)?;
+    }
+    let file = image_file(module)?;
+    obs.event(&Event::Loading {
+        patch: name.clone(),
+    });
+    k.finit_module(&file, &opts.params)
+        .map_err(|e| finit_error(k, &name, e))?;
+    match watch_transition(k, &name, &opts.watch, obs)? {
+        WatchOutcome::Complete { elapsed } => Ok(Outcome::Done {
+            patch: name,
+            elapsed,
+        }),
+        WatchOutcome::Stalled { blockers, .. } => {
+            obs.event(&Event::Reverting {
+                patch: name.clone(),
+                blockers: blockers.clone(),
+            });
+            revert(k, &name, "0", blockers, opts, obs, true)
+        }
+    }
+}
+
+/// Disable a patch, watch the unpatch transition, remove the module.
+pub fn unload(
+    k: &dyn Kernel,
+    name: &str,
+    opts: &Options,
+    obs: &mut dyn Observer,
+) -> Result<Outcome, KernelError> {
+    check_livepatch(k)?;
+    let dir = patch_dir(name);
+    if !k.exists(&dir) {
+        if module_loaded(k, name) {
+            // Already disabled, only the module is left.
+            let start = k.now();
+            remove_module(k, name, opts.remove_wait, obs)?;
+            return Ok(Outcome::Done {
+                patch: name.into(),
+                elapsed: k.now().saturating_sub(start),
+            });
+        }
+        return Err(KernelError::NotLoaded {
+            name: name.into(),
+            dir,
+        });
+    }
+    if let Some(busy) = transition_patch(k)? {
+        if busy != name {
+            return Err(KernelError::Busy {
+                name: name.into(),
+                busy,
+            });
+        }
+    }
+    if is_enabled(k, name)? {
+        obs.event(&Event::Disabling { patch: name.into() });
+        write_enabled(k, name, "0")?;
+    }
+    match watch_transition(k, name, &opts.watch, obs)? {
+        WatchOutcome::Complete { elapsed } => {
+            remove_module(k, name, opts.remove_wait, obs)?;
+            Ok(Outcome::Done {
+                patch: name.into(),
+                elapsed,
+            })
+        }
+        WatchOutcome::Stalled { blockers, .. } => {
+            obs.event(&Event::Reverting {
+                patch: name.into(),
+                blockers: blockers.clone(),
+            });
+            revert(k, name, "1", blockers, opts, obs, false)
+        }
+    }
+}
+
+fn write_enabled(k: &dyn Kernel, name: &str, value: &str) -> Result<(), KernelError> {
+    let path = patch_dir(name).join("enabled");
+    k.write(&path, value).map_err(|e| {
+        if e.raw_os_error() == Some(Errno::EBUSY as i32) {
+            KernelError::Busy {
+                name: name.into(),
+                busy: transition_patch(k).ok().flatten().unwrap_or_else(|| "another patch".into()),
+            }
+        } else {
+            KernelError::io(path, e)
+        }
+    })
+}
+
+/// Reverse the transition of `name` (write `value` to `enabled`), watch it, and for a load
+/// remove the module once the patch is gone.
+fn revert(
+    k: &dyn Kernel,
+    name: &str,
+    value: &str,
+    blockers: Vec<Blocker>,
+    opts: &Options,
+    obs: &mut dyn Observer,
+    remove: bool,
+) -> Result<Outcome, KernelError> {
+    let registered = k.exists(&patch_dir(name));
+    if !(registered && crate::patches::in_transition(k, name).unwrap_or(false)) {
+        // The forward transition completed between the last poll and now.
+        if remove && registered {
+            return Ok(Outcome::Done {
+                patch: name.into(),
+                elapsed: Duration::ZERO,
+            });
+        }
+        if !remove {
+            remove_module(k, name, opts.remove_wait, obs)?;
+            return Ok(Outcome::Done {
+                patch: name.into(),
+                elapsed: Duration::ZERO,
+            });
+        }
+    }
+    write_enabled(k, name, value)?;
+    match watch_transition(k, name, &opts.revert, obs)? {
+        WatchOutcome::Complete { .. } => {
+            if remove {
+                remove_module(k, name, opts.remove_wait, obs)?;
+            }
+            Ok(Outcome::Reverted {
+                patch: name.into(),
+                blockers,
+            })
+        }
+        WatchOutcome::Stalled {
+            blockers: reverse_blockers,
+            ..
+        } => Ok(Outcome::Stuck {
+            patch: name.into(),
+            blockers,
+            reverse_blockers,
+        }),
+    }
+}
+
+/// Wait for the kernel to let go of a disabled patch module, then `delete_module` it.
+pub fn remove_module(
+    k: &dyn Kernel,
+    name: &str,
+    wait: Duration,
+    obs: &mut dyn Observer,
+) -> Result<(), KernelError> {
+    let start = k.now();
+    loop {
+        // The livepatch core frees a disabled patch asynchronously; its directory goes last.
+        let still_registered = k.exists(&patch_dir(name));
+        if !still_registered {
+            match k.delete_module(name) {
+                Ok(()) => {
+                    obs.event(&Event::Removed { patch: name.into() });
+                    return Ok(());
+                }
+                Err(Errno::ENOENT) => {
+                    obs.event(&Event::Removed { patch: name.into() });
+                    return Ok(());
+                }
+                Err(Errno::EAGAIN | Errno::EBUSY) => {}
+                Err(e) => {
+                    return Err(KernelError::Remove {
+                        name: name.into(),
+                        reason: format!("delete_module: {e}"),
+                    })
+                }
+            }
+        } else if is_enabled(k, name).unwrap_or(false) {
+            return Err(KernelError::Remove {
+                name: name.into(),
+                reason: "the patch is enabled".into(),
+            });
+        }
+        if k.now().saturating_sub(start) >= wait {
+            let refcnt = read_trim(k, &Path::new("/sys/module").join(name).join("refcnt"))
+                .unwrap_or_else(|_| "?".into());
+            return Err(KernelError::Remove {
+                name: name.into(),
+                reason: format!(
+                    "still in use after {}s (refcnt {refcnt}{})",
+                    wait.as_secs(),
+                    if still_registered { ", still registered with livepatch" } else { "" }
+                ),
+            });
+        }
+        k.sleep(Duration::from_millis(100));
+    }
+}
+
+/// An open file holding the uncompressed image (the original file when it is not compressed).
+fn image_file(module: &ModuleFile) -> Result<std::fs::File, KernelError> {
+    use std::io::{Seek, Write};
+    if !module.compressed {
+        return std::fs::File::open(&module.path).map_err(|e| KernelError::io(&module.path, e));
+    }
+    let mut f = tempfile::tempfile().map_err(|e| KernelError::io(std::env::temp_dir(), e))?;
+    f.write_all(&module.image)
+        .and_then(|()| f.rewind())
+        .map_err(|e| KernelError::io(std::env::temp_dir(), e))?;
+    Ok(f)
+}

@@ -1,0 +1,44 @@
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+/// Where the livepatch core publishes its patches.
+pub const LIVEPATCH_DIR: &str = "/sys/kernel/livepatch";
+
+/// The signals the management commands send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sig {
+    Stop,
+    Cont,
+}
+
+/// Everything that touches the running kernel. Paths are absolute kernel paths (`/sys/...`,
+/// `/proc/...`); an implementation may root them elsewhere (see [`crate::FakeKernel`]).
+pub trait Kernel {
+    /// Read a whole sysfs/procfs file as text.
+    fn read(&self, path: &Path) -> io::Result<String>;
+    /// Write to a sysfs file (a single `write(2)`, as `echo 1 > file` does).
+    fn write(&self, path: &Path, data: &str) -> io::Result<()>;
+    /// The entry names of a directory, sorted.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    /// Whether the path exists.
+    fn exists(&self, path: &Path) -> bool;
+    /// `finit_module(2)` on an open, uncompressed module image.
+    fn finit_module(&self, image: &File, params: &str) -> Result<(), nix::errno::Errno>;
+    /// `delete_module(2)` with `O_NONBLOCK`.
+    fn delete_module(&self, name: &str) -> Result<(), nix::errno::Errno>;
+    /// `kill(2)` on one task.
+    fn kill(&self, pid: i32, sig: Sig) -> Result<(), nix::errno::Errno>;
+    /// `uname -r` of the running kernel.
+    fn release(&self) -> io::Result<String>;
+    /// A monotonic clock.
+    fn now(&self) -> Duration;
+    /// Wait; the fake advances its simulated kernel instead.
+    fn sleep(&self, d: Duration);
+}
+
+/// Read a sysfs file and trim the trailing newline.
+pub(crate) fn read_trim(k: &dyn Kernel, path: &Path) -> io::Result<String> {
+    Ok(k.read(path)?.trim_end().to_string())
+}
