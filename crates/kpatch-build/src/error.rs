@@ -1,0 +1,74 @@
+//! Errors of the build pipeline. Every variant names the file, tree or tool it concerns.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed ({status}):\n{output}")]
+    ToolFailed {
+        command: String,
+        status: String,
+        output: String,
+    },
+    #[error("{patch}: line {line}: {reason}")]
+    PatchSyntax {
+        patch: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("{patch}: names no file to patch")]
+    EmptyPatch { patch: PathBuf },
+    #[error("{patch}: does not apply to {tree}; the tree is unchanged. GNU patch said:\n{output}")]
+    PatchDoesNotApply {
+        patch: PathBuf,
+        tree: PathBuf,
+        output: String,
+    },
+    #[error("{tree}: a patch is already applied (journal {journal} exists); recover the tree first")]
+    AlreadyPatched { tree: PathBuf, journal: PathBuf },
+    #[error("{journal}: corrupt patch journal: {reason}")]
+    CorruptJournal { journal: PathBuf, reason: String },
+    #[error(
+        "compiler mismatch: the target was built with `{target}` but `{cc}` is `{found}`"
+    )]
+    CompilerMismatch {
+        target: String,
+        cc: String,
+        found: String,
+    },
+    #[error("{config}: has no {option}")]
+    MissingConfigOption { config: PathBuf, option: String },
+    #[error("{tree}: not a configured kernel tree ({missing} is missing) and no --config was given")]
+    UnconfiguredTree { tree: PathBuf, missing: PathBuf },
+    #[error("{tree}: {unit} is not part of the kernel source tree")]
+    MissingUnit { tree: PathBuf, unit: PathBuf },
+    #[error("{unit}: not built in this kernel configuration ({object} is in neither obj-y nor obj-m)")]
+    UnitNotBuilt { unit: PathBuf, object: String },
+    #[error("{patch}: touches no file that is compiled into the kernel (only {files})")]
+    NothingToCompile { patch: PathBuf, files: String },
+    #[error("{object}: kbuild did not produce it in {tree}")]
+    MissingObject { tree: PathBuf, object: String },
+    #[error("{path}: {reason}")]
+    Vmlinux { path: PathBuf, reason: String },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+pub type Result<T, E = BuildError> = std::result::Result<T, E>;
+
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> BuildError {
+    let path = path.into();
+    move |source| BuildError::Io { path, source }
+}

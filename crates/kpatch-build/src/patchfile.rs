@@ -1,0 +1,286 @@
+//! The list of files a unified diff touches, as GNU patch with `-p<strip>` sees it.
+
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{io_err, BuildError, Result};
+
+/// How a patch changes one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileChange {
+    Modified(PathBuf),
+    Added(PathBuf),
+    Deleted(PathBuf),
+    Renamed { from: PathBuf, to: PathBuf },
+}
+
+impl FileChange {
+    /// The path the file has after the patch (the old one for deletions).
+    pub fn path(&self) -> &Path {
+        match self {
+            FileChange::Modified(p) | FileChange::Added(p) | FileChange::Deleted(p) => p,
+            FileChange::Renamed { to, .. } => to,
+        }
+    }
+    /// Every tree path the change writes, creates or removes.
+    pub fn paths(&self) -> Vec<&Path> {
+        match self {
+            FileChange::Renamed { from, to } => vec![from, to],
+            other => vec![other.path()],
+        }
+    }
+}
+
+/// A parsed patch file.
+#[derive(Debug, Clone)]
+pub struct PatchFile {
+    pub path: PathBuf,
+    pub strip: usize,
+    pub changes: Vec<FileChange>,
+}
+
+impl PatchFile {
+    pub fn read(path: &Path, strip: usize) -> Result<Self> {
+        let text = std::fs::read(path).map_err(io_err(path))?;
+        let text = String::from_utf8_lossy(&text);
+        let changes = parse(&text, strip).map_err(|(line, reason)| BuildError::PatchSyntax {
+            patch: path.to_path_buf(),
+            line,
+            reason,
+        })?;
+        if changes.is_empty() {
+            return Err(BuildError::EmptyPatch { patch: path.to_path_buf() });
+        }
+        Ok(PatchFile { path: path.to_path_buf(), strip, changes })
+    }
+
+    /// Every tree path the patch may write, create or remove (deduplicated, in patch order).
+    pub fn touched_paths(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = Vec::new();
+        for c in &self.changes {
+            for p in c.paths() {
+                if !out.iter().any(|o| o == p) {
+                    out.push(p.to_path_buf());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Parses the file headers of a unified diff (plain or git style), skipping hunk bodies by
+/// their line counts so that a removed line starting with `--` is never taken for a header.
+/// Errors carry the 1-based line number.
+pub fn parse(text: &str, strip: usize) -> std::result::Result<Vec<FileChange>, (usize, String)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out: Vec<FileChange> = Vec::new();
+    let mut git_rename: Option<(PathBuf, PathBuf)> = None;
+    let mut git_rename_from: Option<String> = None;
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if line.starts_with("diff --git ") {
+            git_rename = None;
+            git_rename_from = None;
+        } else if let Some(f) = line.strip_prefix("rename from ") {
+            git_rename_from = Some(f.to_string());
+        } else if let Some(t) = line.strip_prefix("rename to ") {
+            if let Some(f) = git_rename_from.take() {
+                let from = clean(&f, i + 1)?;
+                let to = clean(t, i + 1)?;
+                git_rename = Some((from.clone(), to.clone()));
+                // A pure rename has no ---/+++ lines; record it now, merge below if it has.
+                push_unique(&mut out, FileChange::Renamed { from, to });
+            }
+        } else if line.starts_with("--- ") && i + 1 < lines.len() && lines[i + 1].starts_with("+++ ") {
+            let old = header_path(&line[4..], strip, i + 1)?;
+            let new = header_path(&lines[i + 1][4..], strip, i + 2)?;
+            let change = match (old, new) {
+                (None, None) => return Err((i + 1, "both sides are /dev/null".into())),
+                (None, Some(n)) => FileChange::Added(n),
+                (Some(o), None) => FileChange::Deleted(o),
+                (Some(o), Some(n)) if o == n => FileChange::Modified(n),
+                // GNU patch patches the old name when both exist; a git rename moves it.
+                (Some(o), Some(n)) => match &git_rename {
+                    Some(_) => FileChange::Renamed { from: o, to: n },
+                    None => FileChange::Modified(pick_existing_name(o, n)),
+                },
+            };
+            push_unique(&mut out, change);
+            i += 2;
+            // Skip hunks by their counts.
+            while i < lines.len() && lines[i].starts_with("@@ ") {
+                let (mut old_n, mut new_n) = hunk_counts(lines[i]).ok_or((i + 1, format!("malformed hunk header `{}`", lines[i])))?;
+                i += 1;
+                while (old_n > 0 || new_n > 0) && i < lines.len() {
+                    let l = lines[i];
+                    match l.as_bytes().first() {
+                        Some(b' ') | None => {
+                            old_n = old_n.saturating_sub(1);
+                            new_n = new_n.saturating_sub(1);
+                        }
+                        Some(b'-') => old_n = old_n.saturating_sub(1),
+                        Some(b'+') => new_n = new_n.saturating_sub(1),
+                        Some(b'\\') => {}
+                        _ => return Err((i + 1, format!("hunk ends early (expected {old_n} old and {new_n} new lines)"))),
+                    }
+                    i += 1;
+                }
+                if i < lines.len() && lines[i].starts_with('\\') {
+                    i += 1;
+                }
+            }
+            continue;
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+fn push_unique(out: &mut Vec<FileChange>, c: FileChange) {
+    if let FileChange::Renamed { from, to } = &c {
+        out.retain(|o| !matches!(o, FileChange::Renamed { from: f, to: t } if f == from && t == to));
+    }
+    if !out.contains(&c) {
+        out.push(c);
+    }
+}
+
+/// Without a git rename header GNU patch prefers the old name; we do the same.
+fn pick_existing_name(old: PathBuf, _new: PathBuf) -> PathBuf {
+    old
+}
+
+fn hunk_counts(h: &str) -> Option<(usize, usize)> {
+    // @@ -a[,b] +c[,d] @@
+    let rest = h.strip_prefix("@@ -")?;
+    let (old, rest) = rest.split_once(" +")?;
+    let (new, _) = rest.split_once(" @@")?;
+    let count = |s: &str| -> Option<usize> {
+        match s.split_once(',') {
+            Some((_, n)) => n.parse().ok(),
+            None => s.parse::<usize>().ok().map(|_| 1),
+        }
+    };
+    Some((count(old)?, count(new)?))
+}
+
+/// The path in a `---`/`+++` header after stripping `strip` leading components;
+/// `None` for /dev/null.
+fn header_path(raw: &str, strip: usize, line: usize) -> std::result::Result<Option<PathBuf>, (usize, String)> {
+    // The name ends at a tab (timestamp follows); quoted names are rare in kernel patches.
+    let name = raw.split('\t').next().unwrap_or("").trim_end();
+    let name = name.trim_matches('"');
+    if name == "/dev/null" {
+        return Ok(None);
+    }
+    let comps: Vec<&str> = name.split('/').filter(|c| !c.is_empty()).collect();
+    if comps.len() <= strip {
+        return Err((line, format!("`{name}` has fewer than {} path components", strip + 1)));
+    }
+    clean(&comps[strip..].join("/"), line).map(Some)
+}
+
+/// A relative path without `..` or absolute components, so it stays inside the tree.
+fn clean(p: &str, line: usize) -> std::result::Result<PathBuf, (usize, String)> {
+    let path = Path::new(p);
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            _ => return Err((line, format!("`{p}` leaves the source tree"))),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err((line, "empty file name".into()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> PathBuf {
+        PathBuf::from(s)
+    }
+
+    #[test]
+    fn modified_added_deleted_with_prefixes() {
+        let text = "\
+diff --git a/fs/proc/cmdline.c b/fs/proc/cmdline.c
+index 1..2 100644
+--- a/fs/proc/cmdline.c
++++ b/fs/proc/cmdline.c
+@@ -1,3 +1,3 @@
+ a
+--- not a header, a removed line
++++ not a header, an added line
+ c
+--- /dev/null
++++ b/include/linux/new.h\t2024-01-01 00:00:00
+@@ -0,0 +1 @@
++x
+--- a/old.c
++++ /dev/null
+@@ -1 +0,0 @@
+-gone
+";
+        let c = parse(text, 1).unwrap();
+        assert_eq!(
+            c,
+            vec![
+                FileChange::Modified(p("fs/proc/cmdline.c")),
+                FileChange::Added(p("include/linux/new.h")),
+                FileChange::Deleted(p("old.c")),
+            ]
+        );
+    }
+
+    #[test]
+    fn strip_levels() {
+        let text = "--- linux-6.1.orig/kernel/fork.c\n+++ linux-6.1/kernel/fork.c\n@@ -1 +1 @@\n-a\n+b\n";
+        assert_eq!(parse(text, 1).unwrap(), vec![FileChange::Modified(p("kernel/fork.c"))]);
+        assert_eq!(parse(text, 0).unwrap(), vec![FileChange::Modified(p("linux-6.1.orig/kernel/fork.c"))]);
+        assert!(parse(text, 3).is_err());
+    }
+
+    #[test]
+    fn git_rename() {
+        let text = "\
+diff --git a/a.c b/b.c
+similarity index 90%
+rename from a.c
+rename to b.c
+--- a/a.c
++++ b/b.c
+@@ -1 +1 @@
+-x
++y
+";
+        assert_eq!(parse(text, 1).unwrap(), vec![FileChange::Renamed { from: p("a.c"), to: p("b.c") }]);
+    }
+
+    #[test]
+    fn refuses_paths_leaving_the_tree() {
+        let text = "--- a/../etc/passwd\n+++ b/../etc/passwd\n@@ -1 +1 @@\n-a\n+b\n";
+        let (line, reason) = parse(text, 1).unwrap_err();
+        assert_eq!(line, 1);
+        assert!(reason.contains("leaves the source tree"), "{reason}");
+    }
+
+    #[test]
+    fn truncated_hunk_is_an_error() {
+        let text = "--- a/x.c\n+++ b/x.c\n@@ -1,3 +1,3 @@\n a\nnot a hunk line\n";
+        let (line, _) = parse(text, 1).unwrap_err();
+        assert_eq!(line, 5);
+    }
+
+    #[test]
+    fn empty_patch_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("empty.patch");
+        std::fs::write(&f, "just a description\n").unwrap();
+        assert!(matches!(PatchFile::read(&f, 1), Err(BuildError::EmptyPatch { .. })));
+    }
+}
