@@ -516,7 +516,7 @@ impl Kernel for FakeKernel {
 
     fn kill(&self, pid: i32, sig: Sig) -> Result<(), Errno> {
         let mut st = self.st.borrow_mut();
-        st.calls.push(format!("kill {pid} {sig:?}").to_uppercase());
+        st.calls.push(format!("kill {pid} {}", format!("{sig:?}").to_uppercase()));
         let mut found = false;
         for t in st.tasks.values_mut().filter(|t| t.pid == pid) {
             found = true;
