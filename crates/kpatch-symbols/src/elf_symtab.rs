@@ -126,7 +126,7 @@ fn type_letter<'d, 'f>(
         'T'
     } else if section.kind() == SectionKind::UninitializedData {
         'B'
-    } else if sh_flags & SHF_WRITE.0 != 0 {
+    } else if sh_flags & SHF_WRITE.0 != 0 && !section_name.starts_with(".rodata") {
         'D'
     } else {
         'R'

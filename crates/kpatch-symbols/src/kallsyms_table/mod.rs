@@ -106,6 +106,19 @@ impl KallsymsTable {
             let markers_at = align_up(names_at + names.len);
             let Some(marker_width) = markers_match(data, markers_at, &names.markers) else { continue };
             let markers_end = markers_at + names.markers.len() * marker_width;
+            // The names, markers and (when present) name-ordered numbers lie end to end before
+            // the token table.
+            let after_markers = align_up(markers_end);
+            let seqs_of_names = if after_markers == token_table {
+                None
+            } else if align_up(after_markers + 3 * count) == token_table {
+                match seqs_in_name_order(data, after_markers, &names.entries) {
+                    Some(seqs) => Some(seqs),
+                    None => continue,
+                }
+            } else {
+                continue;
+            };
             // This is kallsyms_num_syms; everything below is checked, not searched for.
             let base_at = here
                 .checked_sub(ALIGN)
@@ -136,12 +149,6 @@ impl KallsymsTable {
                     addresses[i]
                 ));
             }
-            let seqs_at = align_up(markers_end);
-            let seqs_of_names = if seqs_at + 3 * count <= token_table {
-                seqs_in_name_order(data, seqs_at, &names.entries)
-            } else {
-                None
-            };
             let entries = addresses
                 .into_iter()
                 .zip(names.entries)
@@ -155,7 +162,7 @@ impl KallsymsTable {
                     names: names_at,
                     markers: markers_at,
                     marker_width,
-                    seqs_of_names: seqs_of_names.as_ref().map(|_| seqs_at),
+                    seqs_of_names: seqs_of_names.as_ref().map(|_| after_markers),
                     token_table,
                     token_index,
                 },

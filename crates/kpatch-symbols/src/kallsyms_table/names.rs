@@ -14,6 +14,12 @@ pub struct Names {
     pub len: usize,
 }
 
+/// `KSYM_NAME_LEN` of 6.1, the longest name kallsyms stores.
+const MAX_NAME: usize = 512;
+
+/// Type letters that `scripts/kallsyms` writes (nm's, less those it never keeps).
+const TYPE_LETTERS: &[u8] = b"AaBbCDdGgRrSsTtVvWwu";
+
 fn valid_name_byte(b: u8) -> bool {
     b.is_ascii_graphic()
 }
@@ -36,7 +42,7 @@ pub fn decode(data: &[u8], start: usize, count: usize, tokens: &Tokens) -> Optio
         } else {
             (usize::from(first), 1)
         };
-        if len == 0 {
+        if len == 0 || len > MAX_NAME {
             return None;
         }
         let body = data.get(at + header..at + header + len)?;
@@ -45,7 +51,7 @@ pub fn decode(data: &[u8], start: usize, count: usize, tokens: &Tokens) -> Optio
             buf.extend_from_slice(tokens.expand(b));
         }
         let (&kind, name) = buf.split_first()?;
-        if !kind.is_ascii_alphabetic() || name.is_empty() || !name.iter().all(|&b| valid_name_byte(b)) {
+        if !TYPE_LETTERS.contains(&kind) || name.is_empty() || name.len() > MAX_NAME || !name.iter().all(|&b| valid_name_byte(b)) {
             return None;
         }
         // Only graphic ASCII was accepted above, so this cannot fail.

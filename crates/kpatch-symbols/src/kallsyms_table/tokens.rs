@@ -40,10 +40,11 @@ pub fn table_at(data: &[u8], start: usize, index: &[u16; 256], end_limit: usize)
     let mut tokens = Vec::with_capacity(256);
     for i in 0..256 {
         let from = start + usize::from(index[i]);
-        let to_limit = if i < 255 { start + usize::from(index[i + 1]) - 1 } else { end_limit };
-        let slice = data.get(from..to_limit.min(data.len()))?;
+        // The NUL of token i is the byte before token i + 1 (for the last one: before the index).
+        let nul_limit = if i < 255 { start + usize::from(index[i + 1]) } else { end_limit };
+        let slice = data.get(from..nul_limit.min(data.len()))?;
         let len = slice.iter().position(|&b| b == 0)?;
-        if len == 0 || (i < 255 && from + len != to_limit) {
+        if len == 0 || (i < 255 && from + len + 1 != nul_limit) {
             return None;
         }
         tokens.push(slice[..len].to_vec());
