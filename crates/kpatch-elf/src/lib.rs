@@ -8,6 +8,7 @@
 //! The symbol table, its string table, the section-name string table and `SHT_SYMTAB_SHNDX` are
 //! regenerated on write from the model; every other section keeps its bytes.
 
+mod edit;
 mod error;
 mod model;
 mod read;
