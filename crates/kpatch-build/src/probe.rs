@@ -1,0 +1,241 @@
+//! Which objects the target configuration builds, and where they end up (vmlinux or which
+//! module), as kbuild itself evaluates the Makefiles.
+//!
+//! kbuild builds a single object by descending from the tree root through every directory
+//! Makefile on the way (`make fs/proc/x.o` reads `Kbuild`, `fs/Makefile`, `fs/proc/Makefile`,
+//! each with `scripts/Makefile.lib`). We ask for a goal that does not exist,
+//! `<dir>/kpatch-rs-probe.o`, and give make an extra makefile through `MAKEFILES` that makes the
+//! goal depend on a recipe writing each level's evaluated lists (`real-obj-y`, `real-obj-m`,
+//! `lib-y`, composite objects, and whether the level's built-ins reach vmlinux
+//! (`need-builtin`) and its modules are built (`need-modorder`)) to a file. Nothing is compiled.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::path::Path;
+
+use crate::error::{io_err, Result};
+use crate::exec::Runner;
+use crate::kbuild::{module_name_fix, normalize, Kbuild};
+
+const PROBE_NAME: &str = "kpatch-rs-probe.o";
+
+/// The make fragment read by every make process of the probe run.
+const HOOK: &str = r#"
+kpatch-rs-goals := $(filter %/kpatch-rs-probe.o,$(MAKECMDGOALS))
+ifneq ($(kpatch-rs-goals),)
+define kpatch-rs-nl
+
+
+endef
+$(kpatch-rs-goals): kpatch-rs-dump
+%/kpatch-rs-probe.o: ; @:
+.PHONY: kpatch-rs-dump
+kpatch-rs-dump:
+	$(if $(filter %scripts/Makefile.build,$(MAKEFILE_LIST)),$(file >$(KPATCH_RS_PROBE_OUT)/$(subst /,@,$(obj)).level,obj=$(obj)$(kpatch-rs-nl)need-builtin=$(need-builtin)$(kpatch-rs-nl)need-modorder=$(need-modorder)$(kpatch-rs-nl)real-obj-y=$(real-obj-y)$(kpatch-rs-nl)real-obj-m=$(real-obj-m)$(kpatch-rs-nl)lib-y=$(lib-y)$(kpatch-rs-nl)$(foreach m,$(multi-obj-y) $(multi-obj-m),multi=$(patsubst $(obj)/%,%,$m)=$(call suffix-search,$(patsubst $(obj)/%,%,$m),.o,-objs -y -m)$(kpatch-rs-nl))))@:
+endif
+"#;
+
+/// Where an object is linked in the target configuration.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Placement {
+    Vmlinux,
+    /// The module's name as the kernel knows it (`ext4`, `nf_conntrack`).
+    Module(String),
+}
+
+impl Placement {
+    /// The klp object name: `vmlinux` or the module name.
+    pub fn klp_object(&self) -> &str {
+        match self {
+            Placement::Vmlinux => "vmlinux",
+            Placement::Module(m) => m,
+        }
+    }
+}
+
+/// One directory level as kbuild evaluated it (paths relative to the tree root).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Level {
+    pub obj: String,
+    pub need_builtin: bool,
+    pub need_modorder: bool,
+    pub real_obj_y: BTreeSet<String>,
+    pub real_obj_m: BTreeSet<String>,
+    pub lib_y: BTreeSet<String>,
+    /// Composite object (relative to the tree) → its parts.
+    pub multi: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Level {
+    /// Parses one dump written by the hook.
+    pub fn parse(text: &str) -> Option<Level> {
+        let mut l = Level::default();
+        let mut raw_multi: Vec<(String, Vec<String>)> = Vec::new();
+        for line in text.lines() {
+            let (k, v) = match line.split_once('=') {
+                Some(kv) => kv,
+                None => continue,
+            };
+            match k {
+                "obj" => l.obj = v.trim().to_string(),
+                "need-builtin" => l.need_builtin = !v.trim().is_empty(),
+                "need-modorder" => l.need_modorder = !v.trim().is_empty(),
+                "real-obj-y" => l.real_obj_y = words(v, ""),
+                "real-obj-m" => l.real_obj_m = words(v, ""),
+                "lib-y" => l.lib_y = words(v, ""),
+                "multi" => {
+                    let (name, parts) = v.split_once('=')?;
+                    raw_multi.push((name.trim().to_string(), parts.split_whitespace().map(String::from).collect()));
+                }
+                _ => {}
+            }
+        }
+        if l.obj.is_empty() {
+            return None;
+        }
+        let prefix = if l.obj == "." { String::new() } else { format!("{}/", l.obj) };
+        // real-obj-y/m and lib-y already carry the directory prefix; composite parts do not.
+        for (name, parts) in raw_multi {
+            let parts = parts.iter().map(|p| normalize(&format!("{prefix}{p}"))).collect();
+            l.multi.insert(normalize(&format!("{prefix}{name}")), parts);
+        }
+        l.real_obj_y = l.real_obj_y.iter().map(|p| normalize(p)).collect();
+        l.real_obj_m = l.real_obj_m.iter().map(|p| normalize(p)).collect();
+        l.lib_y = l.lib_y.iter().map(|p| normalize(p)).collect();
+        Some(l)
+    }
+}
+
+fn words(v: &str, _prefix: &str) -> BTreeSet<String> {
+    v.split_whitespace().map(String::from).collect()
+}
+
+/// Decides where `object` (`fs/ext4/inode.o`) is linked given the evaluated levels;
+/// `None` when the configuration does not build it.
+pub fn classify(levels: &[Level], object: &str) -> Option<Placement> {
+    let object = normalize(object);
+    for l in levels {
+        if l.need_builtin && (l.real_obj_y.contains(&object) || l.lib_y.contains(&object)) {
+            return Some(Placement::Vmlinux);
+        }
+    }
+    for l in levels {
+        if l.need_modorder && l.real_obj_m.contains(&object) {
+            let composite = l.multi.iter().find(|(_, parts)| parts.contains(&object)).map(|(name, _)| name.clone());
+            let module = composite.unwrap_or_else(|| object.clone());
+            let base = module.rsplit('/').next().unwrap_or(&module);
+            let base = base.strip_suffix(".o").unwrap_or(base);
+            return Some(Placement::Module(module_name_fix(base)));
+        }
+    }
+    None
+}
+
+/// Evaluates the Makefiles on the way to every object's directory and classifies each object.
+/// `scratch` is an empty directory the probe may write to.
+pub fn probe(runner: &dyn Runner, kbuild: &Kbuild, objects: &[String], scratch: &Path) -> Result<HashMap<String, Option<Placement>>> {
+    let out_dir = scratch.join("levels");
+    fs::create_dir_all(&out_dir).map_err(io_err(&out_dir))?;
+    let hook = scratch.join("probe.mk");
+    fs::write(&hook, HOOK).map_err(io_err(&hook))?;
+    let dirs: BTreeSet<String> = objects
+        .iter()
+        .map(|o| match o.rsplit_once('/') {
+            Some((d, _)) => format!("{d}/{PROBE_NAME}"),
+            None => PROBE_NAME.to_string(),
+        })
+        .collect();
+    let cmd = kbuild.make(dirs).env("MAKEFILES", &hook).env("KPATCH_RS_PROBE_OUT", &out_dir);
+    runner.run_ok(&cmd)?;
+    let mut levels = Vec::new();
+    for e in fs::read_dir(&out_dir).map_err(io_err(&out_dir))? {
+        let p = e.map_err(io_err(&out_dir))?.path();
+        let text = fs::read_to_string(&p).map_err(io_err(&p))?;
+        if let Some(l) = Level::parse(&text) {
+            levels.push(l);
+        }
+    }
+    Ok(objects.iter().map(|o| (o.clone(), classify(&levels, o))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_classify_builtin_composite_and_modules() {
+        let root = Level::parse("obj=.\nneed-builtin=1\nneed-modorder=1\nreal-obj-y=fs/built-in.a\nreal-obj-m=fs/modules.order\nlib-y=\n").unwrap();
+        let fs_ = Level::parse("obj=fs\nneed-builtin=1\nneed-modorder=1\nreal-obj-y=fs/proc/built-in.a fs/open.o\nreal-obj-m=fs/ext4/modules.order fs/binfmt_misc.o\nlib-y=\n").unwrap();
+        let proc_ = Level::parse("obj=fs/proc\nneed-builtin=1\nneed-modorder=1\nreal-obj-y=fs/proc/cmdline.o fs/proc/base.o\nreal-obj-m=\nlib-y=\nmulti=proc.o=cmdline.o base.o\n").unwrap();
+        let ext4 = Level::parse("obj=fs/ext4\nneed-builtin=\nneed-modorder=1\nreal-obj-y=\nreal-obj-m=fs/ext4/inode.o fs/ext4/sub/x.o\nlib-y=\nmulti=ext4.o=inode.o sub/x.o\n").unwrap();
+        assert_eq!(proc_.multi["fs/proc/proc.o"], ["fs/proc/cmdline.o", "fs/proc/base.o"].iter().map(|s| s.to_string()).collect());
+        let levels = vec![root, fs_, proc_, ext4];
+        assert_eq!(classify(&levels, "fs/proc/cmdline.o"), Some(Placement::Vmlinux));
+        assert_eq!(classify(&levels, "fs/open.o"), Some(Placement::Vmlinux));
+        assert_eq!(classify(&levels, "fs/ext4/inode.o"), Some(Placement::Module("ext4".into())));
+        assert_eq!(classify(&levels, "fs/ext4/sub/x.o"), Some(Placement::Module("ext4".into())));
+        assert_eq!(classify(&levels, "fs/binfmt_misc.o"), Some(Placement::Module("binfmt_misc".into())));
+        assert_eq!(classify(&levels, "fs/proc/nommu.o"), None);
+    }
+
+    #[test]
+    fn builtins_of_a_directory_reached_only_as_module_are_not_in_vmlinux() {
+        let l = Level::parse("obj=drivers/x\nneed-builtin=\nneed-modorder=1\nreal-obj-y=drivers/x/a.o\nreal-obj-m=drivers/x/b-c.o\n").unwrap();
+        assert_eq!(classify(&[l.clone()], "drivers/x/a.o"), None);
+        assert_eq!(classify(&[l], "drivers/x/b-c.o"), Some(Placement::Module("b_c".into())));
+    }
+
+    #[test]
+    fn composite_parts_in_other_directories_are_normalized() {
+        let l = Level::parse("obj=drivers/gpu/amdgpu\nneed-builtin=1\nneed-modorder=1\nreal-obj-y=\nreal-obj-m=drivers/gpu/amdgpu/../display/dc.o\nmulti=amdgpu.o=../display/dc.o\n").unwrap();
+        assert_eq!(classify(&[l], "drivers/gpu/display/dc.o"), Some(Placement::Module("amdgpu".into())));
+    }
+
+    /// A miniature kbuild (top Makefile descending into directory Makefiles through a
+    /// Makefile.build) checks that the hook dumps every level it passes.
+    #[test]
+    fn hook_dumps_each_level_of_a_synthetic_tree() {
+        if std::process::Command::new("make").arg("--version").output().is_err() {
+            eprintln!("skipped: make is not installed");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        let w = |p: &str, s: &str| {
+            let f = root.join(p);
+            fs::create_dir_all(f.parent().unwrap()).unwrap();
+            fs::write(f, s).unwrap();
+        };
+        w("include/config/auto.conf", "CONFIG_A=y\nCONFIG_B=m\n");
+        // Our own minimal stand-in for kbuild's Makefile.build + Makefile.lib.
+        w("scripts/Makefile.build", "\
+src := $(obj)
+obj-y :=
+obj-m :=
+include include/config/auto.conf
+include $(src)/Makefile
+suffix-search = $(strip $(foreach s, $3, $($(1:%$(strip $2)=%$s))))
+subdir-ym := $(patsubst %/,%,$(filter %/,$(obj-y) $(obj-m)))
+multi-obj-m := $(foreach m,$(obj-m),$(if $(call suffix-search,$m,.o,-y),$m))
+real-obj-y := $(addprefix $(obj)/,$(filter-out %/,$(obj-y)))
+real-obj-m := $(addprefix $(obj)/,$(foreach m,$(filter-out %/,$(obj-m)),$(or $(call suffix-search,$m,.o,-y),$m)))
+goals := $(filter $(obj)/%,$(MAKECMDGOALS))
+sub-goals := $(foreach d,$(subdir-ym),$(filter $(obj)/$d/%,$(goals)))
+$(sub-goals): descend ; @:
+descend: ; $(foreach d,$(subdir-ym),$(if $(filter $(obj)/$d/%,$(goals)),$(MAKE) -f scripts/Makefile.build obj=$(obj)/$d need-builtin=1 need-modorder=1 $(filter $(obj)/$d/%,$(goals));))
+");
+        w("Makefile", "$(MAKECMDGOALS): descend ; @:\ndescend: ; $(MAKE) -f scripts/Makefile.build obj=fs need-builtin=1 need-modorder=1 $(MAKECMDGOALS)\n");
+        w("fs/Makefile", "obj-$(CONFIG_A) += a.o proc/\nobj-$(CONFIG_B) += ext/\nobj-$(CONFIG_C) += off.o\n");
+        w("fs/proc/Makefile", "obj-y += cmdline.o\n");
+        w("fs/ext/Makefile", "obj-$(CONFIG_B) += ext-mod.o\next-mod-y := inode.o super.o\n");
+        let mut k = Kbuild::new(root, "cc", None);
+        k.jobs = 1;
+        let scratch = tempfile::tempdir().unwrap();
+        let objs: Vec<String> = ["fs/a.o", "fs/off.o", "fs/proc/cmdline.o", "fs/ext/inode.o"].iter().map(|s| s.to_string()).collect();
+        let r = probe(&crate::exec::SystemRunner, &k, &objs, scratch.path()).unwrap();
+        assert_eq!(r["fs/a.o"], Some(Placement::Vmlinux));
+        assert_eq!(r["fs/off.o"], None);
+        assert_eq!(r["fs/proc/cmdline.o"], Some(Placement::Vmlinux));
+        assert_eq!(r["fs/ext/inode.o"], Some(Placement::Module("ext_mod".into())));
+    }
+}
