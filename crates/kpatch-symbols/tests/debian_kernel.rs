@@ -1,0 +1,216 @@
+//! Against Debian's real 6.1 kernel: decode the kallsyms table that its vmlinuz carries, check
+//! it against the image's own export tables and the headers' Module.symvers, and resolve a local
+//! name that occurs three times.
+//!
+//! Downloads the image and headers packages into the kpatch-rs cache, so it runs only with
+//! `KPATCH_RS_GUEST_TESTS=1` (set by CI); otherwise each test prints why it is skipped.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use kpatch_symbols::{Error, KernelSymbols, Symvers, TranslationUnit, VMLINUX};
+use kpatch_target::DebianKernel;
+use object::{Object, ObjectSection};
+
+struct Target {
+    kernel: DebianKernel,
+    vmlinux: Vec<u8>,
+    symbols: KernelSymbols,
+    seqs_present: bool,
+}
+
+fn enabled() -> bool {
+    if std::env::var("KPATCH_RS_GUEST_TESTS").as_deref() == Ok("1") {
+        return true;
+    }
+    eprintln!("skipped: set KPATCH_RS_GUEST_TESTS=1 to fetch Debian's kernel packages and test against them");
+    false
+}
+
+fn target() -> &'static Target {
+    static TARGET: OnceLock<Target> = OnceLock::new();
+    TARGET.get_or_init(|| {
+        let kernel = DebianKernel::default_target().expect("find Debian's target kernel");
+        let path = kernel.vmlinux().expect("fetch and decompress the vmlinuz");
+        let vmlinux = std::fs::read(&path).expect("read vmlinux");
+        let start = std::time::Instant::now();
+        let table = kpatch_symbols::kallsyms_table::find_in_image(&vmlinux, &path.display().to_string())
+            .expect("decode the embedded kallsyms table");
+        eprintln!(
+            "{} {}: {} kallsyms entries decoded in {:?}; layout {:?}",
+            kernel.abi,
+            kernel.version,
+            table.entries.len(),
+            start.elapsed(),
+            table.layout
+        );
+        let seqs_present = table.seqs_of_names.is_some();
+        let symbols = table.into_symbols(&path.display().to_string());
+        Target { kernel, vmlinux, symbols, seqs_present }
+    })
+}
+
+/// `(name, address)` of every entry of `__ksymtab` and `__ksymtab_gpl` (x86_64 PREL32 layout:
+/// `struct kernel_symbol { int value_offset, name_offset, namespace_offset; }`), in table order,
+/// with the section each came from.
+fn ksymtab(elf: &object::File<'_>) -> Vec<(String, u64, &'static str)> {
+    let strings = elf.section_by_name("__ksymtab_strings").expect("__ksymtab_strings");
+    let (str_addr, str_data) = (strings.address(), strings.data().unwrap());
+    let mut out = Vec::new();
+    for name in ["__ksymtab", "__ksymtab_gpl"] {
+        let sec = elf.section_by_name(name).expect(name);
+        let (base, data) = (sec.address(), sec.data().unwrap());
+        assert_eq!(data.len() % 12, 0, "{name} size");
+        for (i, e) in data.chunks_exact(12).enumerate() {
+            let at = base + 12 * i as u64;
+            let value_off = i32::from_le_bytes(e[0..4].try_into().unwrap());
+            let name_off = i32::from_le_bytes(e[4..8].try_into().unwrap());
+            let value = at.wrapping_add(value_off as i64 as u64);
+            let name_at = (at + 4).wrapping_add(name_off as i64 as u64) - str_addr;
+            let s = &str_data[name_at as usize..];
+            let s = &s[..s.iter().position(|&b| b == 0).unwrap()];
+            out.push((String::from_utf8(s.to_vec()).unwrap(), value, name));
+        }
+    }
+    out
+}
+
+#[test]
+fn decodes_the_kallsyms_table_of_debians_vmlinuz() {
+    if !enabled() {
+        return;
+    }
+    let t = target();
+    let k = &t.symbols;
+    eprintln!("{} symbols", k.len());
+    assert!(k.len() > 50_000, "only {} symbols decoded", k.len());
+
+    let elf = object::File::parse(&*t.vmlinux).unwrap();
+    let text = elf.section_by_name(".text").unwrap();
+    let first_text = k.resolve(VMLINUX, "_text").expect("_text");
+    assert_eq!(first_text.address, text.address(), "_text is the start of .text");
+
+    for name in ["cmdline_proc_show", "meminfo_proc_show"] {
+        let r = k.resolve(VMLINUX, name).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((r.kind, r.sympos), ('t', 0), "{name}");
+        assert!(text.address() <= r.address && r.address < text.address() + text.size(), "{name} in .text");
+    }
+
+    // Symbols are in address order, and livepatch numbers same-named ones in that order: the
+    // table's name index (kallsyms_seqs_of_names) lists them in the same order.
+    assert!(k.symbols().windows(2).all(|w| w[0].address <= w[1].address), "table sorted by address");
+    assert!(t.seqs_present, "Debian 6.1 carries kallsyms_seqs_of_names");
+    let mut names: Vec<&str> = k.symbols().iter().map(|s| s.name.as_str()).collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let occ = k.occurrences(VMLINUX, name);
+        assert!(occ.windows(2).all(|w| w[0] < w[1]), "`{name}`: name order {occ:?} is not table order");
+    }
+
+    let c_start = k.occurrences(VMLINUX, "c_start");
+    assert_eq!(c_start.len(), 3, "c_start occurrences");
+    assert!(c_start.iter().all(|&i| k.symbols()[i].kind == 't'));
+
+    let repeated_t = k.repeated_names(VMLINUX, |s| s.kind == 't');
+    let repeated_text = k.repeated_names(VMLINUX, |s| s.is_text());
+    let repeated_any = k.repeated_names(VMLINUX, |_| true);
+    eprintln!(
+        "names occurring more than once: {} among local functions (t), {} among all code (tTwW), {} among all symbols",
+        repeated_t.len(),
+        repeated_text.len(),
+        repeated_any.len()
+    );
+    assert!(repeated_t.iter().any(|&(n, c)| n == "c_start" && c == 3));
+    assert!(repeated_t.len() > 100);
+}
+
+#[test]
+fn decoded_addresses_match_the_images_export_table() {
+    if !enabled() {
+        return;
+    }
+    let t = target();
+    let elf = object::File::parse(&*t.vmlinux).unwrap();
+    let exports = ksymtab(&elf);
+    assert!(exports.len() > 1000, "{} exports", exports.len());
+    for (name, address, _) in &exports {
+        let occ = t.symbols.occurrences(VMLINUX, name);
+        assert!(
+            occ.iter().any(|&i| t.symbols.symbols()[i].address == *address),
+            "export `{name}` at {address:#x} is not in the decoded table at that address"
+        );
+    }
+    eprintln!("{} exports found in the decoded table at their __ksymtab addresses", exports.len());
+}
+
+#[test]
+fn module_symvers_crcs_match_the_images_kcrctab() {
+    if !enabled() {
+        return;
+    }
+    let t = target();
+    let symvers = Symvers::from_path(&t.kernel.symvers().expect("fetch headers: Module.symvers")).unwrap();
+    assert!(symvers.len() > 10_000, "{} entries", symvers.len());
+    let elf = object::File::parse(&*t.vmlinux).unwrap();
+    let exports = ksymtab(&elf);
+    let mut crcs: HashMap<&str, Vec<u32>> = HashMap::new();
+    for sec in ["__kcrctab", "__kcrctab_gpl"] {
+        let data = elf.section_by_name(sec).unwrap().data().unwrap();
+        crcs.insert(sec, data.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect());
+    }
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (name, _, table) in &exports {
+        let crc_table = if *table == "__ksymtab" { "__kcrctab" } else { "__kcrctab_gpl" };
+        let i = index.entry(table).or_default();
+        let crc = crcs[crc_table][*i];
+        *i += 1;
+        symvers.check_crc(name, crc, "vmlinux __kcrctab").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(symvers.get(name).unwrap().module, "vmlinux", "{name}");
+        // The target's symbol table knows every export symvers attributes to vmlinux.
+        assert_eq!(t.symbols.object_of(name, Some(&symvers)).unwrap(), VMLINUX);
+    }
+    let (name, _, _) = &exports[0];
+    let good = symvers.get(name).unwrap().crc;
+    let err = symvers.check_crc(name, good ^ 1, "patch.ko").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(name.as_str()) && msg.contains(&format!("{good:#010x}")), "{msg}");
+    eprintln!("{} CRCs of Module.symvers agree with the image's __kcrctab", exports.len());
+}
+
+#[test]
+fn resolves_c_start_of_fs_proc_consoles_c() {
+    if !enabled() {
+        return;
+    }
+    let k = &target().symbols;
+    // What the original fs/proc/consoles.o of 6.1 defines.
+    let unit = TranslationUnit {
+        source: "fs/proc/consoles.c".into(),
+        object: VMLINUX.into(),
+        symbols: ["show_console_dev", "c_start", "c_next", "c_stop", "consoles_op", "proc_consoles_init"]
+            .map(String::from)
+            .to_vec(),
+    };
+    let r = k.resolve_in_unit(&unit, "c_start").unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("c_start of fs/proc/consoles.c: {r:?}");
+    assert_eq!(r.occurrences, 3);
+    assert_eq!(r.sympos, r.position);
+    // The chosen occurrence is the one next to show_console_dev, which only consoles.c defines.
+    let show = k.resolve(VMLINUX, "show_console_dev").unwrap();
+    let chosen = k.occurrences(VMLINUX, "c_start")[r.position - 1];
+    let show_index = k.symbols().iter().position(|s| s.name == "show_console_dev").unwrap();
+    assert!(chosen.abs_diff(show_index) <= 4, "c_start #{} is far from show_console_dev ({:#x})", r.position, show.address);
+
+    // c_next/c_stop alone do not tell the three seq_file users apart.
+    let vague = TranslationUnit {
+        symbols: ["c_start", "c_next", "c_stop"].map(String::from).to_vec(),
+        ..unit.clone()
+    };
+    match k.resolve_in_unit(&vague, "c_start") {
+        Err(Error::Ambiguous { candidates, .. }) => assert_eq!(candidates.len(), 3),
+        other => panic!("expected an ambiguity naming 3 candidates, got {other:?}"),
+    }
+    let err = k.resolve_in_unit(&unit, "no_such_function_xyz").unwrap_err();
+    assert!(err.to_string().contains("no_such_function_xyz"), "{err}");
+}
