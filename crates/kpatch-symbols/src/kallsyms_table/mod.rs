@@ -243,3 +243,6 @@ pub fn find_in_image(data: &[u8], file: &str) -> Result<KallsymsTable, Error> {
     }
     KallsymsTable::find(data, file)
 }
+
+#[cfg(test)]
+mod tests;
