@@ -60,3 +60,17 @@ fn default_target_headers_resolve_inside_the_cache() {
     let symvers = std::fs::read_to_string(k.symvers().unwrap()).unwrap();
     assert!(symvers.lines().any(|l| l.split('\t').nth(1) == Some("klp_enable_patch")));
 }
+
+#[test]
+fn default_target_source_tarball_is_an_xz_file() {
+    if !enabled() {
+        return;
+    }
+    let k = DebianKernel::default_target().expect("resolve default target");
+    let tarball = k.source_tarball().expect("linux-source package");
+    assert!(tarball.to_string_lossy().ends_with(".tar.xz"), "{tarball:?}");
+    let mut head = [0u8; 6];
+    std::io::Read::read_exact(&mut std::fs::File::open(&tarball).unwrap(), &mut head).unwrap();
+    assert_eq!(&head, b"\xfd7zXZ\0");
+    assert!(std::fs::metadata(&tarball).unwrap().len() > 100 << 20);
+}
