@@ -15,7 +15,8 @@ use std::path::Path;
 
 use object::elf::{SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE};
 use object::{
-    Object, ObjectSection, ObjectSymbol, SectionFlags, SectionIndex, SectionKind, SymbolKind, SymbolSection,
+    Object, ObjectSection, ObjectSymbol, SectionFlags, SectionIndex, SectionKind, SymbolKind,
+    SymbolSection,
 };
 
 use crate::model::{KernelSymbol, KernelSymbols, VMLINUX};
@@ -37,7 +38,10 @@ const IGNORED_PREFIXES: &[&str] = &["$", ".L", "__efistub_", "__kvm_nvhe_", ".LA
 
 /// Read a vmlinux with a symbol table.
 pub fn read_vmlinux(path: &Path) -> Result<KernelSymbols, Error> {
-    let data = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let data = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse_vmlinux(&data, &path.display().to_string())
 }
 
@@ -55,7 +59,10 @@ pub fn parse_vmlinux(data: &[u8], file: &str) -> Result<KernelSymbols, Error> {
             .then(a.name.cmp(&b.name))
             .then(ia.cmp(ib))
     });
-    Ok(KernelSymbols::new(file, indexed.into_iter().map(|(_, s)| s).collect()))
+    Ok(KernelSymbols::new(
+        file,
+        indexed.into_iter().map(|(_, s)| s).collect(),
+    ))
 }
 
 /// Symbols of a module (`.ko`) in its symbol-table order, as the kernel lists them; `object` is the
@@ -64,16 +71,29 @@ pub fn parse_module(data: &[u8], file: &str, object: &str) -> Result<KernelSymbo
     Ok(KernelSymbols::new(file, collect(data, file, object, true)?))
 }
 
-fn collect(data: &[u8], file: &str, object: &str, module: bool) -> Result<Vec<KernelSymbol>, Error> {
-    let elf = object::File::parse(data).map_err(|e| Error::Elf { file: file.to_string(), reason: e.to_string() })?;
+fn collect(
+    data: &[u8],
+    file: &str,
+    object: &str,
+    module: bool,
+) -> Result<Vec<KernelSymbol>, Error> {
+    let elf = object::File::parse(data).map_err(|e| Error::Elf {
+        file: file.to_string(),
+        reason: e.to_string(),
+    })?;
     if elf.symbol_table().is_none() {
-        return Err(Error::NoSymtab { file: file.to_string() });
+        return Err(Error::NoSymtab {
+            file: file.to_string(),
+        });
     }
     let mut out = Vec::new();
     let mut current_file: Option<String> = None;
     let mut group: u32 = 0;
     for sym in elf.symbols() {
-        let name = sym.name().map_err(|e| Error::Elf { file: file.to_string(), reason: e.to_string() })?;
+        let name = sym.name().map_err(|e| Error::Elf {
+            file: file.to_string(),
+            reason: e.to_string(),
+        })?;
         if sym.kind() == SymbolKind::File {
             current_file = Some(name.to_string());
             group += 1;
@@ -85,8 +105,12 @@ fn collect(data: &[u8], file: &str, object: &str, module: bool) -> Result<Vec<Ke
         if IGNORED_NAMES.contains(&name) || IGNORED_PREFIXES.iter().any(|p| name.starts_with(p)) {
             continue;
         }
-        let SymbolSection::Section(index) = sym.section() else { continue };
-        let Some(kind) = type_letter(&elf, index, &sym, module) else { continue };
+        let SymbolSection::Section(index) = sym.section() else {
+            continue;
+        };
+        let Some(kind) = type_letter(&elf, index, &sym, module) else {
+            continue;
+        };
         let local = sym.is_local();
         out.push(KernelSymbol {
             address: sym.address(),
@@ -94,7 +118,16 @@ fn collect(data: &[u8], file: &str, object: &str, module: bool) -> Result<Vec<Ke
             name: name.to_string(),
             object: object.to_string(),
             file: if local { current_file.clone() } else { None },
-            file_group: if local && current_file.is_some() { Some(group) } else { None },
+            file_group: if local && current_file.is_some() {
+                Some(group)
+            } else {
+                None
+            },
+        });
+    }
+    if out.is_empty() {
+        return Err(Error::NoSymtab {
+            file: file.to_string(),
         });
     }
     Ok(out)
@@ -108,7 +141,9 @@ fn type_letter<'d, 'f>(
     module: bool,
 ) -> Option<char> {
     let section = elf.section_by_index(index).ok()?;
-    let SectionFlags::Elf { sh_flags, .. } = section.flags() else { return None };
+    let SectionFlags::Elf { sh_flags, .. } = section.flags() else {
+        return None;
+    };
     let sh_flags = sh_flags.0;
     if sh_flags & SHF_ALLOC.0 == 0 {
         return None;
@@ -121,7 +156,11 @@ fn type_letter<'d, 'f>(
         return Some('A');
     }
     let letter = if sym.is_weak() {
-        if sym.kind() == SymbolKind::Data { 'V' } else { 'W' }
+        if sym.kind() == SymbolKind::Data {
+            'V'
+        } else {
+            'W'
+        }
     } else if sh_flags & SHF_EXECINSTR.0 != 0 {
         'T'
     } else if section.kind() == SectionKind::UninitializedData {
@@ -131,5 +170,9 @@ fn type_letter<'d, 'f>(
     } else {
         'R'
     };
-    Some(if sym.is_local() { letter.to_ascii_lowercase() } else { letter })
+    Some(if sym.is_local() {
+        letter.to_ascii_lowercase()
+    } else {
+        letter
+    })
 }

@@ -22,7 +22,11 @@ pub struct Candidate {
 
 impl fmt::Display for Candidate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{} at {:#x} ({})", self.position, self.address, self.kind)?;
+        write!(
+            f,
+            "#{} at {:#x} ({})",
+            self.position, self.address, self.kind
+        )?;
         if let Some(file) = &self.file {
             write!(f, " in {file}")?;
         }
@@ -41,18 +45,29 @@ fn list(candidates: &[Candidate]) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{}: cannot read: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     #[error("{file}:{line}: malformed Module.symvers line: {reason}")]
-    SymversLine { file: String, line: usize, reason: String },
+    SymversLine {
+        file: String,
+        line: usize,
+        reason: String,
+    },
 
     #[error("{file}:{line}: malformed kallsyms line: {reason}")]
-    KallsymsLine { file: String, line: usize, reason: String },
+    KallsymsLine {
+        file: String,
+        line: usize,
+        reason: String,
+    },
 
     #[error("{file}: cannot parse ELF: {reason}")]
     Elf { file: String, reason: String },
 
-    #[error("{file}: ELF file has no symbol table (.symtab); it is stripped")]
+    #[error("{file}: ELF file has no usable symbol table (.symtab missing or empty: stripped)")]
     NoSymtab { file: String },
 
     #[error("{file}: no kallsyms tables found: {reason}")]
@@ -65,7 +80,11 @@ pub enum Error {
     Modversions { file: String, reason: String },
 
     #[error("symbol `{symbol}` not found in {object} (symbols from {file})")]
-    SymbolNotFound { symbol: String, object: String, file: String },
+    SymbolNotFound {
+        symbol: String,
+        object: String,
+        file: String,
+    },
 
     #[error(
         "symbol `{symbol}` of {tu} occurs {} times in {object} (symbols from {file}) and its \
@@ -73,14 +92,26 @@ pub enum Error {
         candidates.len(),
         list(candidates)
     )]
-    Ambiguous { symbol: String, object: String, tu: String, file: String, candidates: Vec<Candidate> },
+    Ambiguous {
+        symbol: String,
+        object: String,
+        tu: String,
+        file: String,
+        candidates: Vec<Candidate>,
+    },
 
     #[error(
         "symbol `{symbol}` of {tu} occurs in {object} (symbols from {file}), but no occurrence \
          lies among the translation unit's other symbols; candidates:{}",
         list(candidates)
     )]
-    NoMatchingBlock { symbol: String, object: String, tu: String, file: String, candidates: Vec<Candidate> },
+    NoMatchingBlock {
+        symbol: String,
+        object: String,
+        tu: String,
+        file: String,
+        candidates: Vec<Candidate>,
+    },
 
     #[error("symbol `{symbol}` is not exported by the target (not in {file})")]
     NotExported { symbol: String, file: String },
@@ -89,5 +120,12 @@ pub enum Error {
         "CRC mismatch for `{symbol}`: {user} expects {found:#010x}, the target ({file}, {module}) \
          has {expected:#010x}"
     )]
-    CrcMismatch { symbol: String, user: String, found: u32, expected: u32, module: String, file: String },
+    CrcMismatch {
+        symbol: String,
+        user: String,
+        found: u32,
+        expected: u32,
+        module: String,
+        file: String,
+    },
 }

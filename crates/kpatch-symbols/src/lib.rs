@@ -19,9 +19,9 @@ pub mod proc_kallsyms;
 mod resolve;
 pub mod symvers;
 
+pub use elf_symtab::{parse_module, parse_vmlinux, read_vmlinux};
 pub use error::{Candidate, Error};
 pub use kallsyms_table::{parse_kallsyms_image, read_kallsyms_image, KallsymsTable};
-pub use elf_symtab::{parse_module, parse_vmlinux, read_vmlinux};
 pub use model::{KernelSymbol, KernelSymbols, VMLINUX};
 pub use modversions::{modversions_of_elf, parse_modversions};
 pub use proc_kallsyms::{parse_proc_kallsyms, read_proc_kallsyms};

@@ -24,8 +24,20 @@ pub struct KernelSymbol {
 
 impl KernelSymbol {
     /// A symbol without FILE information.
-    pub fn new(address: u64, kind: char, name: impl Into<String>, object: impl Into<String>) -> Self {
-        KernelSymbol { address, kind, name: name.into(), object: object.into(), file: None, file_group: None }
+    pub fn new(
+        address: u64,
+        kind: char,
+        name: impl Into<String>,
+        object: impl Into<String>,
+    ) -> Self {
+        KernelSymbol {
+            address,
+            kind,
+            name: name.into(),
+            object: object.into(),
+            file: None,
+            file_group: None,
+        }
     }
 
     /// Text (code) symbol: `t`/`T`, or weak code `w`/`W`.
@@ -64,7 +76,11 @@ impl KernelSymbols {
     /// Symbols in kallsyms order, with same-named symbols numbered in the order in which their
     /// indices appear in `order` (e.g. the table's `kallsyms_seqs_of_names`). Indices that are out of
     /// range or repeated are ignored; symbols missing from `order` are numbered after the others.
-    pub fn with_position_order(source: impl Into<String>, symbols: Vec<KernelSymbol>, order: &[usize]) -> Self {
+    pub fn with_position_order(
+        source: impl Into<String>,
+        symbols: Vec<KernelSymbol>,
+        order: &[usize],
+    ) -> Self {
         let mut seen = vec![false; symbols.len()];
         let mut by_name: HashMap<String, Vec<usize>> = HashMap::with_capacity(symbols.len());
         let rest: Vec<usize> = (0..symbols.len()).collect();
@@ -75,7 +91,11 @@ impl KernelSymbols {
             seen[i] = true;
             by_name.entry(symbols[i].name.clone()).or_default().push(i);
         }
-        KernelSymbols { source: source.into(), symbols, by_name }
+        KernelSymbols {
+            source: source.into(),
+            symbols,
+            by_name,
+        }
     }
 
     pub fn symbols(&self) -> &[KernelSymbol] {
@@ -94,7 +114,12 @@ impl KernelSymbols {
     pub fn occurrences(&self, object: &str, name: &str) -> Vec<usize> {
         self.by_name
             .get(name)
-            .map(|v| v.iter().copied().filter(|&i| self.symbols[i].object == object).collect())
+            .map(|v| {
+                v.iter()
+                    .copied()
+                    .filter(|&i| self.symbols[i].object == object)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -112,12 +137,19 @@ impl KernelSymbols {
 
     /// Names that occur more than once in `object` among the symbols accepted by `filter`
     /// (counting only accepted symbols), with their counts, sorted by name.
-    pub fn repeated_names(&self, object: &str, filter: impl Fn(&KernelSymbol) -> bool) -> Vec<(&str, usize)> {
+    pub fn repeated_names(
+        &self,
+        object: &str,
+        filter: impl Fn(&KernelSymbol) -> bool,
+    ) -> Vec<(&str, usize)> {
         let mut out: Vec<(&str, usize)> = self
             .by_name
             .iter()
             .map(|(name, v)| {
-                let n = v.iter().filter(|&&i| self.symbols[i].object == object && filter(&self.symbols[i])).count();
+                let n = v
+                    .iter()
+                    .filter(|&&i| self.symbols[i].object == object && filter(&self.symbols[i]))
+                    .count();
                 (name.as_str(), n)
             })
             .filter(|&(_, n)| n > 1)

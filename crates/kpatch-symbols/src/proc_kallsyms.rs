@@ -8,8 +8,10 @@ use crate::Error;
 
 /// Read `/proc/kallsyms` (or a saved copy of it).
 pub fn read_proc_kallsyms(path: &Path) -> Result<KernelSymbols, Error> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse_proc_kallsyms(&text, &path.display().to_string())
 }
 
@@ -47,7 +49,8 @@ fn parse_line(line: &str) -> Result<KernelSymbol, String> {
         None => (line, VMLINUX),
     };
     let mut it = main.split_ascii_whitespace();
-    let (Some(addr), Some(kind), Some(name), None) = (it.next(), it.next(), it.next(), it.next()) else {
+    let (Some(addr), Some(kind), Some(name), None) = (it.next(), it.next(), it.next(), it.next())
+    else {
         return Err("expected `address type name`".to_string());
     };
     let address = u64::from_str_radix(addr, 16).map_err(|e| format!("address `{addr}`: {e}"))?;
@@ -83,10 +86,19 @@ mod tests {
 
     #[test]
     fn malformed_lines_name_file_and_line() {
-        for bad in ["zzzz T foo", "ffff TT foo", "ffff T", "ffff T foo\text4", "ffff T foo bar"] {
+        for bad in [
+            "zzzz T foo",
+            "ffff TT foo",
+            "ffff T",
+            "ffff T foo\text4",
+            "ffff T foo bar",
+        ] {
             let text = format!("ffffffff81000000 T _text\n{bad}\n");
             let err = parse_proc_kallsyms(&text, "saved-kallsyms").unwrap_err();
-            assert!(err.to_string().starts_with("saved-kallsyms:2:"), "{bad}: {err}");
+            assert!(
+                err.to_string().starts_with("saved-kallsyms:2:"),
+                "{bad}: {err}"
+            );
         }
     }
 }

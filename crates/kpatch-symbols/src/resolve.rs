@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 
 use crate::error::Candidate;
-use crate::model::{KernelSymbols};
+use crate::model::KernelSymbols;
 use crate::symvers::Symvers;
 use crate::Error;
 
@@ -66,7 +66,11 @@ impl KernelSymbols {
                 object: object.to_string(),
                 tu: "no translation unit".to_string(),
                 file: self.source.clone(),
-                candidates: occ.iter().enumerate().map(|(p, &i)| self.candidate(i, p + 1, &HashSet::new(), 4)).collect(),
+                candidates: occ
+                    .iter()
+                    .enumerate()
+                    .map(|(p, &i)| self.candidate(i, p + 1, &HashSet::new(), 4))
+                    .collect(),
             }),
         }
     }
@@ -77,14 +81,25 @@ impl KernelSymbols {
         if occ.is_empty() {
             return Err(self.not_found(&tu.object, name));
         }
-        let others: HashSet<&str> = tu.symbols.iter().map(String::as_str).filter(|s| *s != name).collect();
-        let window = (2 * tu.symbols.len()).max(8);
-        let candidates: Vec<Candidate> =
-            occ.iter().enumerate().map(|(p, &i)| self.candidate(i, p + 1, &others, window)).collect();
+        let others: HashSet<&str> = tu
+            .symbols
+            .iter()
+            .map(String::as_str)
+            .filter(|s| *s != name)
+            .collect();
+        let window = 4;
+        let candidates: Vec<Candidate> = occ
+            .iter()
+            .enumerate()
+            .map(|(p, &i)| self.candidate(i, p + 1, &others, window))
+            .collect();
 
         // With FILE symbols: keep the occurrences whose FILE names the unit's source.
-        let with_file: Vec<usize> = (0..occ.len()).filter(|&c| candidates[c].file.is_some()).collect();
+        let with_file: Vec<usize> = (0..occ.len())
+            .filter(|&c| candidates[c].file.is_some())
+            .collect();
         let mut pool: Vec<usize> = (0..occ.len()).collect();
+        let mut same_file_pool = false;
         if !with_file.is_empty() {
             let same_file: Vec<usize> = with_file
                 .iter()
@@ -99,16 +114,22 @@ impl KernelSymbols {
             }
             if !same_file.is_empty() {
                 pool = same_file;
+                same_file_pool = true;
             }
         }
         if occ.len() == 1 {
             return Ok(self.resolved(occ[0], 1, 1));
         }
         let best = pool.iter().map(|&c| candidates[c].score).max().unwrap_or(0);
-        let winners: Vec<usize> = pool.iter().copied().filter(|&c| candidates[c].score == best).collect();
+        let winners: Vec<usize> = pool
+            .iter()
+            .copied()
+            .filter(|&c| candidates[c].score == best)
+            .collect();
         match winners.as_slice() {
-            _ if best == 0 => Err(self.no_block(tu, name, candidates)),
-            [one] => Ok(self.resolved(occ[*one], one + 1, occ.len())),
+            // Several occurrences in files of the unit's name, none closer to the unit than another.
+            _ if best == 0 && !same_file_pool => Err(self.no_block(tu, name, candidates)),
+            [one] if best > 0 => Ok(self.resolved(occ[*one], one + 1, occ.len())),
             _ => Err(Error::Ambiguous {
                 symbol: name.to_string(),
                 object: tu.object.clone(),
@@ -144,7 +165,11 @@ impl KernelSymbols {
     }
 
     fn not_found(&self, object: &str, name: &str) -> Error {
-        Error::SymbolNotFound { symbol: name.to_string(), object: object.to_string(), file: self.source.clone() }
+        Error::SymbolNotFound {
+            symbol: name.to_string(),
+            object: object.to_string(),
+            file: self.source.clone(),
+        }
     }
 
     fn no_block(&self, tu: &TranslationUnit, name: &str, candidates: Vec<Candidate>) -> Error {
@@ -157,20 +182,59 @@ impl KernelSymbols {
         }
     }
 
-    /// Describe occurrence `index`: its FILE block, or the `window` symbols of its object on either
-    /// side in kallsyms order, scored by how many of `others` it holds.
-    fn candidate(&self, index: usize, position: usize, others: &HashSet<&str>, window: usize) -> Candidate {
+    /// Describe occurrence `index`: its FILE block, or its block of `others` in kallsyms order,
+    /// scored by how many of `others` it holds; with no match, show `window` symbols either side.
+    fn candidate(
+        &self,
+        index: usize,
+        position: usize,
+        others: &HashSet<&str>,
+        window: usize,
+    ) -> Candidate {
         let syms = self.symbols();
         let me = &syms[index];
         let near: Vec<usize> = match me.file_group {
             Some(g) => {
                 // A FILE block is contiguous in .symtab but not in kallsyms order: scan the object.
-                (0..syms.len()).filter(|&j| j != index && syms[j].file_group == Some(g) && syms[j].object == me.object).collect()
+                (0..syms.len())
+                    .filter(|&j| {
+                        j != index && syms[j].file_group == Some(g) && syms[j].object == me.object
+                    })
+                    .collect()
             }
             None => {
-                let lo = index.saturating_sub(window);
-                let hi = (index + window + 1).min(syms.len());
-                (lo..hi).filter(|&j| j != index && syms[j].object == me.object).collect()
+                // The unit's block: walk out from the candidate over the unit's names, crossing at
+                // most MAX_GAP foreign symbols in a row (the unit's code is contiguous in the
+                // image; its data lies in contiguous runs too).
+                let mut near = Vec::new();
+                for step in [-1isize, 1] {
+                    let mut gap = 0;
+                    let mut j = index as isize + step;
+                    while j >= 0
+                        && (j as usize) < syms.len()
+                        && syms[j as usize].object == me.object
+                    {
+                        if others.contains(syms[j as usize].name.as_str()) {
+                            near.push(j as usize);
+                            gap = 0;
+                        } else {
+                            gap += 1;
+                            if gap > MAX_GAP {
+                                break;
+                            }
+                        }
+                        j += step;
+                    }
+                }
+                if near.is_empty() {
+                    let lo = index.saturating_sub(window);
+                    let hi = (index + window + 1).min(syms.len());
+                    near = (lo..hi)
+                        .filter(|&j| j != index && syms[j].object == me.object)
+                        .collect();
+                }
+                near.sort();
+                near
             }
         };
         let mut matched: Vec<String> = Vec::new();
@@ -187,15 +251,31 @@ impl KernelSymbols {
             by_distance.sort_by_key(|&j| j.abs_diff(index));
             by_distance.truncate(4);
             by_distance.sort();
-            by_distance.into_iter().map(|j| syms[j].name.clone()).collect()
+            by_distance
+                .into_iter()
+                .map(|j| syms[j].name.clone())
+                .collect()
         } else {
             matched
         };
-        Candidate { position, address: me.address, kind: me.kind, file: me.file.clone(), neighbours, score }
+        Candidate {
+            position,
+            address: me.address,
+            kind: me.kind,
+            file: me.file.clone(),
+            neighbours,
+            score,
+        }
     }
 }
 
+/// How many symbols that the unit does not define may separate two of its symbols in kallsyms
+/// order before its block is taken to end.
+const MAX_GAP: usize = 2;
+
 /// Whether a FILE symbol's name denotes the source path `source`.
 fn file_matches(file: &str, source: &str) -> bool {
-    file == source || source.rsplit('/').next() == Some(file) || source.ends_with(&format!("/{file}"))
+    file == source
+        || source.rsplit('/').next() == Some(file)
+        || source.ends_with(&format!("/{file}"))
 }

@@ -53,14 +53,19 @@ pub struct Symvers {
 impl Symvers {
     /// Read and parse a `Module.symvers` file.
     pub fn from_path(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 
     /// Parse the text of a `Module.symvers`; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Self, Error> {
-        let mut symvers = Symvers { file: file.to_string(), ..Default::default() };
+        let mut symvers = Symvers {
+            file: file.to_string(),
+            ..Default::default()
+        };
         for (n, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
@@ -74,7 +79,9 @@ impl Symvers {
             match symvers.index.get(&entry.symbol) {
                 Some(&i) => symvers.entries[i] = entry,
                 None => {
-                    symvers.index.insert(entry.symbol.clone(), symvers.entries.len());
+                    symvers
+                        .index
+                        .insert(entry.symbol.clone(), symvers.entries.len());
                     symvers.entries.push(entry);
                 }
             }
@@ -101,8 +108,10 @@ impl Symvers {
 
     /// The entry for `symbol`, or an error naming it when the target does not export it.
     pub fn exported(&self, symbol: &str) -> Result<&SymversEntry, Error> {
-        self.get(symbol)
-            .ok_or_else(|| Error::NotExported { symbol: symbol.to_string(), file: self.file.clone() })
+        self.get(symbol).ok_or_else(|| Error::NotExported {
+            symbol: symbol.to_string(),
+            file: self.file.clone(),
+        })
     }
 
     /// Check a CRC that `user` (a module file, say) recorded for `symbol` against the target's.
@@ -138,7 +147,10 @@ impl Symvers {
 fn parse_line(line: &str) -> Result<SymversEntry, String> {
     let fields: Vec<&str> = line.split('\t').collect();
     if fields.len() < 4 || fields.len() > 5 {
-        return Err(format!("expected 4 or 5 tab-separated fields, found {}", fields.len()));
+        return Err(format!(
+            "expected 4 or 5 tab-separated fields, found {}",
+            fields.len()
+        ));
     }
     let crc_text = fields[0];
     let hex = crc_text
@@ -197,15 +209,27 @@ mod tests {
         s.check_crc("printk", 0x1a2b3c4d, "patch.ko").unwrap();
         let err = s.check_crc("printk", 0x11111111, "patch.ko").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("`printk`") && msg.contains("0x11111111") && msg.contains("0x1a2b3c4d"), "{msg}");
-        let err = s.check_versions([("printk", 0x1a2b3c4d), ("missing_sym", 1)], "patch.ko").unwrap_err();
-        assert!(matches!(err, Error::NotExported { ref symbol, .. } if symbol == "missing_sym"), "{err}");
+        assert!(
+            msg.contains("`printk`") && msg.contains("0x11111111") && msg.contains("0x1a2b3c4d"),
+            "{msg}"
+        );
+        let err = s
+            .check_versions([("printk", 0x1a2b3c4d), ("missing_sym", 1)], "patch.ko")
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::NotExported { ref symbol, .. } if symbol == "missing_sym"),
+            "{err}"
+        );
     }
 
     #[test]
     fn malformed_lines_are_refused_with_line_number() {
-        for bad in ["1234\tfoo\tvmlinux\tEXPORT_SYMBOL\t", "0xzz\tfoo\tvmlinux\tEXPORT_SYMBOL\t",
-                    "0x1\tfoo\tvmlinux", "0x1\tfoo\tvmlinux\tEXPORT_WHATEVER\t"] {
+        for bad in [
+            "1234\tfoo\tvmlinux\tEXPORT_SYMBOL\t",
+            "0xzz\tfoo\tvmlinux\tEXPORT_SYMBOL\t",
+            "0x1\tfoo\tvmlinux",
+            "0x1\tfoo\tvmlinux\tEXPORT_WHATEVER\t",
+        ] {
             let text = format!("0x1\tok\tvmlinux\tEXPORT_SYMBOL\t\n{bad}\n");
             let err = Symvers::parse(&text, "x/Module.symvers").unwrap_err();
             assert!(err.to_string().starts_with("x/Module.symvers:2:"), "{err}");

@@ -34,8 +34,9 @@ fn target() -> &'static Target {
         let path = kernel.vmlinux().expect("fetch and decompress the vmlinuz");
         let vmlinux = std::fs::read(&path).expect("read vmlinux");
         let start = std::time::Instant::now();
-        let table = kpatch_symbols::kallsyms_table::find_in_image(&vmlinux, &path.display().to_string())
-            .expect("decode the embedded kallsyms table");
+        let table =
+            kpatch_symbols::kallsyms_table::find_in_image(&vmlinux, &path.display().to_string())
+                .expect("decode the embedded kallsyms table");
         eprintln!(
             "{} {}: {} kallsyms entries decoded in {:?}; layout {:?}",
             kernel.abi,
@@ -46,7 +47,12 @@ fn target() -> &'static Target {
         );
         let seqs_present = table.seqs_of_names.is_some();
         let symbols = table.into_symbols(&path.display().to_string());
-        Target { kernel, vmlinux, symbols, seqs_present }
+        Target {
+            kernel,
+            vmlinux,
+            symbols,
+            seqs_present,
+        }
     })
 }
 
@@ -54,7 +60,9 @@ fn target() -> &'static Target {
 /// `struct kernel_symbol { int value_offset, name_offset, namespace_offset; }`), in table order,
 /// with the section each came from.
 fn ksymtab(elf: &object::File<'_>) -> Vec<(String, u64, &'static str)> {
-    let strings = elf.section_by_name("__ksymtab_strings").expect("__ksymtab_strings");
+    let strings = elf
+        .section_by_name("__ksymtab_strings")
+        .expect("__ksymtab_strings");
     let (str_addr, str_data) = (strings.address(), strings.data().unwrap());
     let mut out = Vec::new();
     for name in ["__ksymtab", "__ksymtab_gpl"] {
@@ -88,24 +96,37 @@ fn decodes_the_kallsyms_table_of_debians_vmlinuz() {
     let elf = object::File::parse(&*t.vmlinux).unwrap();
     let text = elf.section_by_name(".text").unwrap();
     let first_text = k.resolve(VMLINUX, "_text").expect("_text");
-    assert_eq!(first_text.address, text.address(), "_text is the start of .text");
+    assert_eq!(
+        first_text.address,
+        text.address(),
+        "_text is the start of .text"
+    );
 
     for name in ["cmdline_proc_show", "meminfo_proc_show"] {
         let r = k.resolve(VMLINUX, name).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((r.kind, r.sympos), ('t', 0), "{name}");
-        assert!(text.address() <= r.address && r.address < text.address() + text.size(), "{name} in .text");
+        assert!(
+            text.address() <= r.address && r.address < text.address() + text.size(),
+            "{name} in .text"
+        );
     }
 
     // Symbols are in address order, and livepatch numbers same-named ones in that order: the
     // table's name index (kallsyms_seqs_of_names) lists them in the same order.
-    assert!(k.symbols().windows(2).all(|w| w[0].address <= w[1].address), "table sorted by address");
+    assert!(
+        k.symbols().windows(2).all(|w| w[0].address <= w[1].address),
+        "table sorted by address"
+    );
     assert!(t.seqs_present, "Debian 6.1 carries kallsyms_seqs_of_names");
     let mut names: Vec<&str> = k.symbols().iter().map(|s| s.name.as_str()).collect();
     names.sort();
     names.dedup();
     for name in names {
         let occ = k.occurrences(VMLINUX, name);
-        assert!(occ.windows(2).all(|w| w[0] < w[1]), "`{name}`: name order {occ:?} is not table order");
+        assert!(
+            occ.windows(2).all(|w| w[0] < w[1]),
+            "`{name}`: name order {occ:?} is not table order"
+        );
     }
 
     let c_start = k.occurrences(VMLINUX, "c_start");
@@ -137,11 +158,15 @@ fn decoded_addresses_match_the_images_export_table() {
     for (name, address, _) in &exports {
         let occ = t.symbols.occurrences(VMLINUX, name);
         assert!(
-            occ.iter().any(|&i| t.symbols.symbols()[i].address == *address),
+            occ.iter()
+                .any(|&i| t.symbols.symbols()[i].address == *address),
             "export `{name}` at {address:#x} is not in the decoded table at that address"
         );
     }
-    eprintln!("{} exports found in the decoded table at their __ksymtab addresses", exports.len());
+    eprintln!(
+        "{} exports found in the decoded table at their __ksymtab addresses",
+        exports.len()
+    );
 }
 
 #[test]
@@ -150,22 +175,34 @@ fn module_symvers_crcs_match_the_images_kcrctab() {
         return;
     }
     let t = target();
-    let symvers = Symvers::from_path(&t.kernel.symvers().expect("fetch headers: Module.symvers")).unwrap();
+    let symvers =
+        Symvers::from_path(&t.kernel.symvers().expect("fetch headers: Module.symvers")).unwrap();
     assert!(symvers.len() > 10_000, "{} entries", symvers.len());
     let elf = object::File::parse(&*t.vmlinux).unwrap();
     let exports = ksymtab(&elf);
     let mut crcs: HashMap<&str, Vec<u32>> = HashMap::new();
     for sec in ["__kcrctab", "__kcrctab_gpl"] {
         let data = elf.section_by_name(sec).unwrap().data().unwrap();
-        crcs.insert(sec, data.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect());
+        crcs.insert(
+            sec,
+            data.chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        );
     }
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (name, _, table) in &exports {
-        let crc_table = if *table == "__ksymtab" { "__kcrctab" } else { "__kcrctab_gpl" };
+        let crc_table = if *table == "__ksymtab" {
+            "__kcrctab"
+        } else {
+            "__kcrctab_gpl"
+        };
         let i = index.entry(table).or_default();
         let crc = crcs[crc_table][*i];
         *i += 1;
-        symvers.check_crc(name, crc, "vmlinux __kcrctab").unwrap_or_else(|e| panic!("{e}"));
+        symvers
+            .check_crc(name, crc, "vmlinux __kcrctab")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(symvers.get(name).unwrap().module, "vmlinux", "{name}");
         // The target's symbol table knows every export symvers attributes to vmlinux.
         assert_eq!(t.symbols.object_of(name, Some(&symvers)).unwrap(), VMLINUX);
@@ -174,8 +211,14 @@ fn module_symvers_crcs_match_the_images_kcrctab() {
     let good = symvers.get(name).unwrap().crc;
     let err = symvers.check_crc(name, good ^ 1, "patch.ko").unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains(name.as_str()) && msg.contains(&format!("{good:#010x}")), "{msg}");
-    eprintln!("{} CRCs of Module.symvers agree with the image's __kcrctab", exports.len());
+    assert!(
+        msg.contains(name.as_str()) && msg.contains(&format!("{good:#010x}")),
+        "{msg}"
+    );
+    eprintln!(
+        "{} CRCs of Module.symvers agree with the image's __kcrctab",
+        exports.len()
+    );
 }
 
 #[test]
@@ -188,19 +231,37 @@ fn resolves_c_start_of_fs_proc_consoles_c() {
     let unit = TranslationUnit {
         source: "fs/proc/consoles.c".into(),
         object: VMLINUX.into(),
-        symbols: ["show_console_dev", "c_start", "c_next", "c_stop", "consoles_op", "proc_consoles_init"]
-            .map(String::from)
-            .to_vec(),
+        symbols: [
+            "show_console_dev",
+            "c_start",
+            "c_next",
+            "c_stop",
+            "consoles_op",
+            "proc_consoles_init",
+        ]
+        .map(String::from)
+        .to_vec(),
     };
-    let r = k.resolve_in_unit(&unit, "c_start").unwrap_or_else(|e| panic!("{e}"));
+    let r = k
+        .resolve_in_unit(&unit, "c_start")
+        .unwrap_or_else(|e| panic!("{e}"));
     eprintln!("c_start of fs/proc/consoles.c: {r:?}");
     assert_eq!(r.occurrences, 3);
     assert_eq!(r.sympos, r.position);
     // The chosen occurrence is the one next to show_console_dev, which only consoles.c defines.
     let show = k.resolve(VMLINUX, "show_console_dev").unwrap();
     let chosen = k.occurrences(VMLINUX, "c_start")[r.position - 1];
-    let show_index = k.symbols().iter().position(|s| s.name == "show_console_dev").unwrap();
-    assert!(chosen.abs_diff(show_index) <= 4, "c_start #{} is far from show_console_dev ({:#x})", r.position, show.address);
+    let show_index = k
+        .symbols()
+        .iter()
+        .position(|s| s.name == "show_console_dev")
+        .unwrap();
+    assert!(
+        chosen.abs_diff(show_index) <= 4,
+        "c_start #{} is far from show_console_dev ({:#x})",
+        r.position,
+        show.address
+    );
 
     // c_next/c_stop alone do not tell the three seq_file users apart.
     let vague = TranslationUnit {
@@ -211,6 +272,17 @@ fn resolves_c_start_of_fs_proc_consoles_c() {
         Err(Error::Ambiguous { candidates, .. }) => assert_eq!(candidates.len(), 3),
         other => panic!("expected an ambiguity naming 3 candidates, got {other:?}"),
     }
-    let err = k.resolve_in_unit(&unit, "no_such_function_xyz").unwrap_err();
+    // The decompressed vmlinux has no .symtab: that source is refused with the file named.
+    let path = target().kernel.vmlinux().unwrap();
+    let err = kpatch_symbols::read_vmlinux(&path).unwrap_err();
+    assert!(matches!(err, Error::NoSymtab { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+
+    let err = k
+        .resolve_in_unit(&unit, "no_such_function_xyz")
+        .unwrap_err();
     assert!(err.to_string().contains("no_such_function_xyz"), "{err}");
 }

@@ -57,7 +57,8 @@ fn align_up(v: usize) -> usize {
 }
 
 fn u32_at(data: &[u8], at: usize) -> Option<u32> {
-    data.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    data.get(at..at + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 fn u64_at(data: &[u8], at: usize) -> Option<u64> {
@@ -85,10 +86,18 @@ impl KallsymsTable {
                 Err(reason) => last_reason = reason,
             }
         }
-        Err(Error::KallsymsNotFound { file: file.to_string(), reason: last_reason })
+        Err(Error::KallsymsNotFound {
+            file: file.to_string(),
+            reason: last_reason,
+        })
     }
 
-    fn find_with_tokens(data: &[u8], token_table: usize, token_index: usize, toks: &tokens::Tokens) -> Result<Self, String> {
+    fn find_with_tokens(
+        data: &[u8],
+        token_table: usize,
+        token_index: usize,
+        toks: &tokens::Tokens,
+    ) -> Result<Self, String> {
         let mut at = 0;
         while at + 8 <= data.len() {
             let here = at;
@@ -102,9 +111,13 @@ impl KallsymsTable {
             if count > data.len() - names_at {
                 continue;
             }
-            let Some(names) = names::decode(data, names_at, count, toks) else { continue };
+            let Some(names) = names::decode(data, names_at, count, toks) else {
+                continue;
+            };
             let markers_at = align_up(names_at + names.len);
-            let Some(marker_width) = markers_match(data, markers_at, &names.markers) else { continue };
+            let Some(marker_width) = markers_match(data, markers_at, &names.markers) else {
+                continue;
+            };
             let markers_end = markers_at + names.markers.len() * marker_width;
             // The names, markers and (when present) name-ordered numbers lie end to end before
             // the token table.
@@ -123,7 +136,8 @@ impl KallsymsTable {
             let base_at = here
                 .checked_sub(ALIGN)
                 .ok_or("kallsyms_num_syms at the start of the data: no kallsyms_relative_base")?;
-            let relative_base = u64_at(data, base_at).ok_or("kallsyms_relative_base out of range")?;
+            let relative_base =
+                u64_at(data, base_at).ok_or("kallsyms_relative_base out of range")?;
             let offsets_at = base_at
                 .checked_sub(align_up(4 * count))
                 .ok_or("kallsyms_offsets would start before the data")?;
@@ -135,7 +149,9 @@ impl KallsymsTable {
                 .iter()
                 .map(|&o| match (absolute_percpu, o >= 0) {
                     (true, true) => o as u64,
-                    (true, false) => relative_base.wrapping_sub(1).wrapping_sub(i64::from(o) as u64),
+                    (true, false) => relative_base
+                        .wrapping_sub(1)
+                        .wrapping_sub(i64::from(o) as u64),
                     (false, _) => relative_base.wrapping_add(u64::from(o as u32)),
                 })
                 .collect();
@@ -172,13 +188,19 @@ impl KallsymsTable {
                 seqs_of_names,
             });
         }
-        Err("no kallsyms_num_syms followed by kallsyms_names and matching kallsyms_markers".to_string())
+        Err(
+            "no kallsyms_num_syms followed by kallsyms_names and matching kallsyms_markers"
+                .to_string(),
+        )
     }
 
     /// The symbols, all of object `vmlinux`, numbered in name-table order when there is one.
     pub fn into_symbols(self, file: &str) -> KernelSymbols {
-        let symbols: Vec<KernelSymbol> =
-            self.entries.into_iter().map(|(a, k, n)| KernelSymbol::new(a, k, n, VMLINUX)).collect();
+        let symbols: Vec<KernelSymbol> = self
+            .entries
+            .into_iter()
+            .map(|(a, k, n)| KernelSymbol::new(a, k, n, VMLINUX))
+            .collect();
         match self.seqs_of_names {
             Some(order) => KernelSymbols::with_position_order(file, symbols, &order),
             None => KernelSymbols::new(file, symbols),
@@ -190,7 +212,11 @@ impl KallsymsTable {
 fn markers_match(data: &[u8], at: usize, expected: &[usize]) -> Option<usize> {
     for width in [4usize, 8] {
         let ok = expected.iter().enumerate().all(|(k, &want)| {
-            let got = if width == 4 { u32_at(data, at + 4 * k).map(u64::from) } else { u64_at(data, at + 8 * k) };
+            let got = if width == 4 {
+                u32_at(data, at + 4 * k).map(u64::from)
+            } else {
+                u64_at(data, at + 8 * k)
+            };
             got == Some(want as u64)
         });
         if ok {
@@ -221,7 +247,10 @@ fn seqs_in_name_order(data: &[u8], at: usize, entries: &[(char, String)]) -> Opt
 /// Read a kernel image (an uncompressed vmlinux, with or without a symbol table) and decode the
 /// kallsyms tables it carries.
 pub fn read_kallsyms_image(path: &Path) -> Result<KernelSymbols, Error> {
-    let data = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let data = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse_kallsyms_image(&data, &path.display().to_string())
 }
 
@@ -235,9 +264,10 @@ pub fn parse_kallsyms_image(data: &[u8], file: &str) -> Result<KernelSymbols, Er
 pub fn find_in_image(data: &[u8], file: &str) -> Result<KallsymsTable, Error> {
     if let Ok(elf) = object::File::parse(data) {
         if let Some(rodata) = elf.section_by_name(".rodata") {
-            let bytes = rodata
-                .data()
-                .map_err(|e| Error::Elf { file: file.to_string(), reason: format!(".rodata: {e}") })?;
+            let bytes = rodata.data().map_err(|e| Error::Elf {
+                file: file.to_string(),
+                reason: format!(".rodata: {e}"),
+            })?;
             return KallsymsTable::find(bytes, &format!("{file} (.rodata)"));
         }
     }

@@ -51,7 +51,11 @@ pub fn decode(data: &[u8], start: usize, count: usize, tokens: &Tokens) -> Optio
             buf.extend_from_slice(tokens.expand(b));
         }
         let (&kind, name) = buf.split_first()?;
-        if !TYPE_LETTERS.contains(&kind) || name.is_empty() || name.len() > MAX_NAME || !name.iter().all(|&b| valid_name_byte(b)) {
+        if !TYPE_LETTERS.contains(&kind)
+            || name.is_empty()
+            || name.len() > MAX_NAME
+            || !name.iter().all(|&b| valid_name_byte(b))
+        {
             return None;
         }
         // Only graphic ASCII was accepted above, so this cannot fail.
@@ -59,5 +63,9 @@ pub fn decode(data: &[u8], start: usize, count: usize, tokens: &Tokens) -> Optio
         entries.push((char::from(kind), name));
         at += header + len;
     }
-    Some(Names { entries, markers, len: at - start })
+    Some(Names {
+        entries,
+        markers,
+        len: at - start,
+    })
 }

@@ -11,7 +11,11 @@ struct Sym {
 }
 
 fn sym(addr: u64, kind: char, name: &str) -> Sym {
-    Sym { addr, kind, name: name.to_string() }
+    Sym {
+        addr,
+        kind,
+        name: name.to_string(),
+    }
 }
 
 struct Options {
@@ -24,9 +28,7 @@ struct Options {
 }
 
 fn pad(out: &mut Vec<u8>) {
-    while out.len() % 8 != 0 {
-        out.push(0);
-    }
+    out.resize(out.len().div_ceil(8) * 8, 0);
 }
 
 /// Pseudo-random bytes, deterministic.
@@ -46,7 +48,10 @@ fn junk(n: usize, seed: u64) -> Vec<u8> {
 /// frequent 2- and 3-byte substrings, then filler.
 fn make_tokens(strings: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let mut used = [false; 256];
-    strings.iter().flatten().for_each(|&b| used[usize::from(b)] = true);
+    strings
+        .iter()
+        .flatten()
+        .for_each(|&b| used[usize::from(b)] = true);
     let mut counts: HashMap<&[u8], usize> = HashMap::new();
     for s in strings {
         for len in 2..=3 {
@@ -56,14 +61,20 @@ fn make_tokens(strings: &[Vec<u8>]) -> Vec<Vec<u8>> {
         }
     }
     let mut cands: Vec<(&[u8], usize)> = counts.into_iter().collect();
-    cands.sort_by(|a, b| (b.1 * (b.0.len() - 1)).cmp(&(a.1 * (a.0.len() - 1))).then(a.0.cmp(b.0)));
+    cands.sort_by(|a, b| {
+        (b.1 * (b.0.len() - 1))
+            .cmp(&(a.1 * (a.0.len() - 1)))
+            .then(a.0.cmp(b.0))
+    });
     let mut cands = cands.into_iter().map(|(s, _)| s.to_vec());
     (0..256)
         .map(|code| {
             if used[code] {
                 vec![code as u8]
             } else {
-                cands.next().unwrap_or_else(|| format!("~{code}").into_bytes())
+                cands
+                    .next()
+                    .unwrap_or_else(|| format!("~{code}").into_bytes())
             }
         })
         .collect()
@@ -89,7 +100,10 @@ fn compress(s: &[u8], tokens: &[Vec<u8>]) -> Vec<u8> {
 /// A 6.1-style table, after `opts.junk` bytes of junk; returns the blob.
 fn encode(syms: &[Sym], opts: &Options) -> Vec<u8> {
     let n = syms.len();
-    let strings: Vec<Vec<u8>> = syms.iter().map(|s| format!("{}{}", s.kind, s.name).into_bytes()).collect();
+    let strings: Vec<Vec<u8>> = syms
+        .iter()
+        .map(|s| format!("{}{}", s.kind, s.name).into_bytes())
+        .collect();
     let tokens = make_tokens(&strings);
     let mut out = junk(opts.junk, 7);
     pad(&mut out);
@@ -165,14 +179,23 @@ fn encode(syms: &[Sym], opts: &Options) -> Vec<u8> {
 
 /// `count` symbols in address order, with some repeated names and a very long one.
 fn sample(count: usize) -> Vec<Sym> {
-    let words = ["show", "read", "write", "init", "c_start", "proc", "dev", "cpu", "mem", "open"];
-    let mut syms = vec![sym(0, 'A', "fixed_percpu_data"), sym(0x1000, 'A', "cpu_tss_rw")];
+    let words = [
+        "show", "read", "write", "init", "c_start", "proc", "dev", "cpu", "mem", "open",
+    ];
+    let mut syms = vec![
+        sym(0, 'A', "fixed_percpu_data"),
+        sym(0x1000, 'A', "cpu_tss_rw"),
+    ];
     let mut addr = 0xffff_ffff_8100_0000u64;
     for i in 0..count {
         let name = match i {
             5 | 400 | 650 => "c_start".to_string(),
             7 => "x".repeat(2) + &"abcdefghijklmnopqrstuvwxyz0123456789".repeat(12),
-            _ => format!("{}_{}_{i}", words[i % words.len()], words[(i / 3) % words.len()]),
+            _ => format!(
+                "{}_{}_{i}",
+                words[i % words.len()],
+                words[(i / 3) % words.len()]
+            ),
         };
         let kind = ['t', 'T', 'd', 'r', 'b'][i % 5];
         syms.push(Sym { addr, kind, name });
@@ -191,7 +214,15 @@ fn check_roundtrip(syms: &[Sym], table: &KallsymsTable) {
 #[test]
 fn decodes_relative_table_without_name_order() {
     let syms: Vec<Sym> = sample(700).into_iter().skip(2).collect();
-    let blob = encode(&syms, &Options { absolute_percpu: false, marker_width: 4, seqs: None, junk: 1000 });
+    let blob = encode(
+        &syms,
+        &Options {
+            absolute_percpu: false,
+            marker_width: 4,
+            seqs: None,
+            junk: 1000,
+        },
+    );
     let table = KallsymsTable::find(&blob, "blob").unwrap();
     assert!(!table.absolute_percpu);
     assert_eq!(table.layout.marker_width, 4);
@@ -205,7 +236,15 @@ fn decodes_relative_table_without_name_order() {
 #[test]
 fn decodes_absolute_percpu_table_with_name_order_and_wide_markers() {
     let syms = sample(900);
-    let blob = encode(&syms, &Options { absolute_percpu: true, marker_width: 8, seqs: Some(false), junk: 64 });
+    let blob = encode(
+        &syms,
+        &Options {
+            absolute_percpu: true,
+            marker_width: 8,
+            seqs: Some(false),
+            junk: 64,
+        },
+    );
     let table = KallsymsTable::find(&blob, "blob").unwrap();
     assert!(table.absolute_percpu);
     assert_eq!(table.relative_base, 0xffff_ffff_8100_0000);
@@ -219,8 +258,18 @@ fn decodes_absolute_percpu_table_with_name_order_and_wide_markers() {
 #[test]
 fn same_named_symbols_are_numbered_in_name_table_order() {
     let syms = sample(700);
-    let blob = encode(&syms, &Options { absolute_percpu: true, marker_width: 4, seqs: Some(true), junk: 8 });
-    let k = KallsymsTable::find(&blob, "blob").unwrap().into_symbols("blob");
+    let blob = encode(
+        &syms,
+        &Options {
+            absolute_percpu: true,
+            marker_width: 4,
+            seqs: Some(true),
+            junk: 8,
+        },
+    );
+    let k = KallsymsTable::find(&blob, "blob")
+        .unwrap()
+        .into_symbols("blob");
     // Indices shift by the two per-CPU symbols at the front.
     assert_eq!(k.occurrences(VMLINUX, "c_start"), vec![652, 402, 7]);
 }
@@ -230,7 +279,15 @@ fn finds_the_table_in_an_elf_rodata() {
     use object::write::Object as WObject;
     use object::{Architecture, BinaryFormat, Endianness, SectionKind};
     let syms = sample(300);
-    let blob = encode(&syms, &Options { absolute_percpu: true, marker_width: 4, seqs: Some(false), junk: 4096 });
+    let blob = encode(
+        &syms,
+        &Options {
+            absolute_percpu: true,
+            marker_width: 4,
+            seqs: Some(false),
+            junk: 4096,
+        },
+    );
     let mut obj = WObject::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
     let text = obj.add_section(vec![], b".text".to_vec(), SectionKind::Text);
     obj.append_section_data(text, &[0xc3; 64], 16);
@@ -245,7 +302,12 @@ fn finds_the_table_in_an_elf_rodata() {
 #[test]
 fn damaged_tables_are_refused_not_misread() {
     let syms = sample(600);
-    let opts = Options { absolute_percpu: true, marker_width: 4, seqs: Some(false), junk: 16 };
+    let opts = Options {
+        absolute_percpu: true,
+        marker_width: 4,
+        seqs: Some(false),
+        junk: 16,
+    };
     let blob = encode(&syms, &opts);
     let good = KallsymsTable::find(&blob, "blob").unwrap();
 

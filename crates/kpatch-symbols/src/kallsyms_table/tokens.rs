@@ -14,7 +14,8 @@ impl Tokens {
 }
 
 fn u16_at(data: &[u8], at: usize) -> Option<u16> {
-    data.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    data.get(at..at + 2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
 }
 
 /// The 256 token offsets at `at`, when they look like a token index: they start at 0 and grow by
@@ -41,7 +42,11 @@ pub fn table_at(data: &[u8], start: usize, index: &[u16; 256], end_limit: usize)
     for i in 0..256 {
         let from = start + usize::from(index[i]);
         // The NUL of token i is the byte before token i + 1 (for the last one: before the index).
-        let nul_limit = if i < 255 { start + usize::from(index[i + 1]) } else { end_limit };
+        let nul_limit = if i < 255 {
+            start + usize::from(index[i + 1])
+        } else {
+            end_limit
+        };
         let slice = data.get(from..nul_limit.min(data.len()))?;
         let len = slice.iter().position(|&b| b == 0)?;
         if len == 0 || (i < 255 && from + len + 1 != nul_limit) {
