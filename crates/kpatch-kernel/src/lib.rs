@@ -11,6 +11,7 @@ pub mod modinfo;
 pub mod ops;
 pub mod patches;
 mod real;
+pub mod report;
 pub mod store;
 mod sys;
 pub mod tasks;

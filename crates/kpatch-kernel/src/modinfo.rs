@@ -141,8 +141,8 @@ impl ModInfo {
     pub fn functions(&self) -> Vec<PatchedFunction> {
         self.get(MODINFO_FUNCTIONS)
             .map(|v| {
-                v.split(|c: char| c == ' ' || c == ';')
-                    .flat_map(|part| split_functions(part))
+                v.split([' ', ';'])
+                    .flat_map(split_functions)
                     .collect()
             })
             .unwrap_or_default()

@@ -129,6 +129,24 @@ impl Store {
             .find(|i| i.name == name))
     }
 
+    /// A module given on the command line: an existing file, else the installed patch of that
+    /// name (with or without `.ko`) for `kernel` — kpatch's lookup order.
+    pub fn resolve(&self, arg: &str, kernel: &str) -> Result<ModuleFile, KernelError> {
+        let path = Path::new(arg);
+        if path.is_file() {
+            return ModuleFile::read(path);
+        }
+        let name = name_from_path(path).unwrap_or_else(|| arg.replace('-', "_"));
+        match self.find(kernel, &name)? {
+            Some(i) => ModuleFile::read(&i.path),
+            None => Err(KernelError::NotInstalled {
+                name: arg.into(),
+                kernel: kernel.into(),
+                dir: self.kernel_dir(kernel),
+            }),
+        }
+    }
+
     /// Copy a module file into `<root>/<kernel>/`.
     pub fn install(&self, module: &ModuleFile, kernel: &str) -> Result<Installed, KernelError> {
         let name = module.name();
@@ -195,6 +213,7 @@ pub fn unit_text(exe: &Path, state_dir: &Path) -> String {
          [Service]\n\
          Type=oneshot\n\
          RemainAfterExit=yes\n\
+         SuccessExitStatus=3\n\
          ExecStart={exe} load --all --state-dir {state}\n\
          \n\
          [Install]\n\

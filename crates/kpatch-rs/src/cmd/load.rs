@@ -1,8 +1,234 @@
+use anyhow::Context;
+use kpatch_kernel::ops::{self, Options, Outcome};
+use kpatch_kernel::report::{
+    format_blockers, TextObserver, EXIT_CODES_HELP, EXIT_NOTHING, EXIT_OK, EXIT_REVERTED,
+    EXIT_STUCK,
+};
+use kpatch_kernel::store::{Store, DEFAULT_STATE_DIR};
+use kpatch_kernel::watch::{Observer, WatchPolicy};
+use kpatch_kernel::{Kernel, KernelError, RealKernel};
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long to wait for transitions (shared by load and unload).
+#[derive(clap::Args, Debug, Clone)]
+pub struct WatchArgs {
+    /// Seconds to wait for the transition before signalling the blocking tasks.
+    #[arg(long, value_name = "SECS", default_value_t = 15.0)]
+    pub wait: f64,
+    /// Seconds to wait after signalling before giving up and reversing the transition.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub signal_wait: f64,
+    /// Seconds to wait for the reverse transition (then signal, and wait as long again).
+    #[arg(long, value_name = "SECS", default_value_t = 15.0)]
+    pub revert_wait: f64,
+    /// Do not signal the blocking tasks; give up after --wait.
+    #[arg(long)]
+    pub no_signal: bool,
+    /// When signalling, also send SIGSTOP then SIGCONT to blocking user processes, which makes
+    /// them leave the kernel (an interrupted system call may return EINTR to the process).
+    #[arg(long)]
+    pub stop_cont: bool,
+}
+
+impl WatchArgs {
+    pub fn options(&self) -> anyhow::Result<Options> {
+        let d = |name: &str, s: f64| -> anyhow::Result<Duration> {
+            Duration::try_from_secs_f64(s).with_context(|| format!("--{name} {s}: not a duration"))
+        };
+        let watch = WatchPolicy {
+            wait: d("wait", self.wait)?,
+            signal_wait: d("signal-wait", self.signal_wait)?,
+            signal: !self.no_signal,
+            stop_cont: self.stop_cont,
+            ..WatchPolicy::default()
+        };
+        let revert = WatchPolicy {
+            wait: d("revert-wait", self.revert_wait)?,
+            signal_wait: d("revert-wait", self.revert_wait)?,
+            ..watch.clone()
+        };
+        Ok(Options {
+            watch,
+            revert,
+            ..Options::default()
+        })
+    }
+}
 
 #[derive(clap::Args)]
-pub struct Args {}
+#[command(after_help = EXIT_CODES_HELP)]
+pub struct Args {
+    /// Patch module file (.ko, .ko.xz, .ko.zst), or the name of a patch installed for the
+    /// running kernel.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub module: Option<String>,
+    /// Load every patch installed for the running kernel, in file name order; patches already
+    /// loaded are skipped.
+    #[arg(long)]
+    pub all: bool,
+    /// Module parameter KEY=VALUE passed to finit_module (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    #[command(flatten)]
+    pub watch: WatchArgs,
+    /// Directory of installed patches.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("this subcommand is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let k = RealKernel::new();
+    let tty = std::io::stderr().is_terminal();
+    let mut obs = TextObserver::new(std::io::stderr(), tty);
+    let code = run_with(&k, &args, &mut obs, &mut std::io::stdout())?;
+    Ok(ExitCode::from(code))
+}
+
+/// Print the outcome; return the exit code.
+pub fn report(outcome: &Outcome, verb: &str, out: &mut dyn std::io::Write) -> u8 {
+    match outcome {
+        Outcome::Done { patch, elapsed } => {
+            let _ = writeln!(out, "{patch}: {verb} ({:.1}s)", elapsed.as_secs_f64());
+            EXIT_OK
+        }
+        Outcome::Reverted { patch, blockers } => {
+            eprintln!(
+                "kpatch-rs: {patch}: the transition stalled and was reversed; the kernel is as before.\n\
+                 Tasks that blocked it:\n{}",
+                format_blockers(blockers).trim_end()
+            );
+            EXIT_REVERTED
+        }
+        Outcome::Stuck {
+            patch,
+            blockers,
+            reverse_blockers,
+        } => {
+            eprintln!(
+                "kpatch-rs: {patch}: the transition stalled, and so did its reversal: {patch} is \
+                 still in transition.\nTasks that blocked the transition:\n{}\nTasks that block \
+                 the reversal:\n{}\nRun `kpatch-rs signal`, or end these tasks, then check \
+                 `kpatch-rs list`.",
+                format_blockers(blockers).trim_end(),
+                format_blockers(reverse_blockers).trim_end()
+            );
+            EXIT_STUCK
+        }
+    }
+}
+
+pub fn run_with(
+    k: &dyn Kernel,
+    args: &Args,
+    obs: &mut dyn Observer,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<u8> {
+    let mut opts = args.watch.options()?;
+    opts.params = args.params.join(" ");
+    let release = k.release().context("reading the running kernel's release")?;
+    let store = Store::new(&args.state_dir);
+    if !args.all {
+        let arg = args.module.as_deref().unwrap_or_default();
+        let module = store.resolve(arg, &release)?;
+        let outcome = ops::load(k, &module, &opts, obs)?;
+        return Ok(report(&outcome, "loaded and patched", out));
+    }
+    let installed = store.list_kernel(&release)?;
+    if installed.is_empty() {
+        let _ = writeln!(
+            out,
+            "no patches installed for {release} in {}",
+            store.kernel_dir(&release).display()
+        );
+        return Ok(EXIT_NOTHING);
+    }
+    for i in installed {
+        let module = kpatch_kernel::modinfo::ModuleFile::read(&i.path)?;
+        let outcome = match ops::load(k, &module, &opts, obs) {
+            Err(KernelError::AlreadyLoaded { name, enabled: true }) => {
+                let _ = writeln!(out, "{name}: already loaded");
+                continue;
+            }
+            r => r.with_context(|| format!("loading {}", i.path.display()))?,
+        };
+        let code = report(&outcome, "loaded and patched", out);
+        if code != EXIT_OK {
+            // Patches may build on each other: stop at the first failure, as kpatch does.
+            return Ok(code);
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use clap::Parser;
+    use kpatch_kernel::fake::{FakeKernel, FakeTask, Stuck};
+    use kpatch_kernel::modinfo::build_test_module;
+    use kpatch_kernel::watch::Recorder;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    pub(crate) fn parse(v: &[&str]) -> Args {
+        let mut all = vec!["load"];
+        all.extend_from_slice(v);
+        Cli::try_parse_from(all).unwrap().args
+    }
+
+    pub(crate) fn install(state: &std::path::Path, rel: &str, name: &str) {
+        let dir = state.join(rel);
+        std::fs::create_dir_all(&dir).unwrap();
+        let vermagic = format!("{rel} SMP preempt mod_unload modversions ");
+        let ko = build_test_module(&[("name", name), ("livepatch", "Y"), ("vermagic", &vermagic)]);
+        std::fs::write(dir.join(format!("{name}.ko")), ko).unwrap();
+    }
+
+    #[test]
+    fn load_all_loads_installed_for_running_kernel_and_skips_loaded() {
+        let rel = "6.1.0-50-amd64";
+        let k = FakeKernel::new(rel).unwrap();
+        let state = k.path("/var/lib/kpatch-rs");
+        install(&state, rel, "p1");
+        install(&state, rel, "p2");
+        install(&state, "6.1.0-49-amd64", "old");
+        k.add_task(FakeTask::user(1, "init")).unwrap();
+        let sd = state.to_str().unwrap();
+        let args = parse(&["--all", "--state-dir", sd]);
+        let mut out = Vec::new();
+        let code = run_with(&k, &args, &mut Recorder::default(), &mut out).unwrap();
+        assert_eq!(code, EXIT_OK);
+        assert!(k.has_module("p1") && k.has_module("p2") && !k.has_module("old"));
+        let mut out = Vec::new();
+        let code = run_with(&k, &args, &mut Recorder::default(), &mut out).unwrap();
+        assert_eq!(code, EXIT_OK);
+        assert_eq!(String::from_utf8(out).unwrap(), "p1: already loaded\np2: already loaded\n");
+    }
+
+    #[test]
+    fn load_by_name_and_stall_exit_code() {
+        let rel = "6.1.0-50-amd64";
+        let k = FakeKernel::new(rel).unwrap();
+        let state = k.path("/var/lib/kpatch-rs");
+        install(&state, rel, "p1");
+        k.add_task(FakeTask::kthread(9, "sleeper").stuck(Stuck::Forever, 1)).unwrap();
+        let sd = state.to_str().unwrap();
+        let args = parse(&["p1", "--state-dir", sd, "--wait", "0.5", "--signal-wait", "0.5"]);
+        let code = run_with(&k, &args, &mut Recorder::default(), &mut Vec::new()).unwrap();
+        assert_eq!(code, EXIT_REVERTED);
+        assert!(!k.has_module("p1"));
+        // 0.5 s before signalling + 0.5 s after, then a quick reversal.
+        assert!(k.clock() >= Duration::from_secs(1) && k.clock() < Duration::from_secs(2));
+        let empty = k.path("/nothing");
+        let args = parse(&["--all", "--state-dir", empty.to_str().unwrap()]);
+        let code = run_with(&k, &args, &mut Recorder::default(), &mut Vec::new()).unwrap();
+        assert_eq!(code, EXIT_NOTHING);
+    }
 }

@@ -1,8 +1,105 @@
+use super::load::{report, WatchArgs};
+use anyhow::Context;
+use kpatch_kernel::ops;
+use kpatch_kernel::patches::loaded_patches;
+use kpatch_kernel::report::{TextObserver, EXIT_CODES_HELP, EXIT_NOTHING, EXIT_OK};
+use kpatch_kernel::watch::Observer;
+use kpatch_kernel::{Kernel, RealKernel};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
-pub struct Args {}
+#[command(after_help = EXIT_CODES_HELP)]
+pub struct Args {
+    /// Name of the loaded patch (a module file name such as fix-1.ko is accepted too).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub name: Option<String>,
+    /// Unload every loaded patch, the most recently loaded first.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("this subcommand is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let k = RealKernel::new();
+    let tty = std::io::stderr().is_terminal();
+    let mut obs = TextObserver::new(std::io::stderr(), tty);
+    let code = run_with(&k, &args, &mut obs, &mut std::io::stdout())?;
+    Ok(ExitCode::from(code))
+}
+
+/// `fix-1.ko`, `/x/fix-1.ko.xz` and `fix_1` all name the patch `fix_1`.
+fn patch_name(arg: &str) -> String {
+    kpatch_kernel::modinfo::name_from_path(std::path::Path::new(arg))
+        .unwrap_or_else(|| arg.replace('-', "_"))
+}
+
+pub fn run_with(
+    k: &dyn Kernel,
+    args: &Args,
+    obs: &mut dyn Observer,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<u8> {
+    let opts = args.watch.options()?;
+    let names: Vec<String> = if args.all {
+        let mut v: Vec<String> = loaded_patches(k)?.into_iter().map(|p| p.name).collect();
+        v.reverse(); // top of the stack first
+        if v.is_empty() {
+            let _ = writeln!(out, "no patches loaded");
+            return Ok(EXIT_NOTHING);
+        }
+        v
+    } else {
+        vec![patch_name(args.name.as_deref().unwrap_or_default())]
+    };
+    for name in names {
+        let outcome =
+            ops::unload(k, &name, &opts, obs).with_context(|| format!("unloading {name}"))?;
+        let code = report(&outcome, "unpatched and removed", out);
+        if code != EXIT_OK {
+            return Ok(code);
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use kpatch_kernel::fake::{FakeKernel, FakeTask};
+    use kpatch_kernel::watch::Recorder;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn unload_all_top_first_then_nothing_to_do() {
+        let rel = "6.1.0-50-amd64";
+        let k = FakeKernel::new(rel).unwrap();
+        k.add_task(FakeTask::user(1, "init")).unwrap();
+        let state = k.path("/var/lib/kpatch-rs");
+        for n in ["b_first", "a_second"] {
+            crate::cmd::load::tests::install(&state, rel, n);
+        }
+        let load = crate::cmd::load::tests::parse(&["--all", "--state-dir", state.to_str().unwrap()]);
+        // File name order: a_second loads first, so it is at the bottom of the stack.
+        crate::cmd::load::run_with(&k, &load, &mut Recorder::default(), &mut Vec::new()).unwrap();
+        let args = Cli::try_parse_from(["unload", "--all"]).unwrap().args;
+        let code = run_with(&k, &args, &mut Recorder::default(), &mut Vec::new()).unwrap();
+        assert_eq!(code, EXIT_OK);
+        let deletes: Vec<String> = k
+            .calls()
+            .into_iter()
+            .filter(|c| c.starts_with("delete_module"))
+            .collect();
+        assert_eq!(deletes, vec!["delete_module b_first", "delete_module a_second"]);
+        let code = run_with(&k, &args, &mut Recorder::default(), &mut Vec::new()).unwrap();
+        assert_eq!(code, EXIT_NOTHING);
+        assert_eq!(patch_name("/x/fix-1.ko.xz"), "fix_1");
+    }
 }
