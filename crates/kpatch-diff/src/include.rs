@@ -1,0 +1,174 @@
+//! Selecting what the output holds: the changed functions and, transitively, what they need.
+//!
+//! A function or object that is unchanged is not carried: references to it stay undefined and
+//! resolve to the running kernel's copy. A section symbol always brings its section, since a
+//! reference through it cannot be resolved outside this object.
+
+use crate::compare::Status;
+use crate::correlate::State;
+use crate::kelf::{Kelf, PFX};
+use crate::Report;
+use kpatch_elf::consts::*;
+use kpatch_elf::{SectionIndex, SymbolIndex};
+
+pub struct Inclusion {
+    pub sec: Vec<bool>,
+    pub sym: Vec<bool>,
+}
+
+pub const CALLBACK_SECTIONS: &[&str] = &[
+    ".kpatch.callbacks.pre_patch",
+    ".kpatch.callbacks.post_patch",
+    ".kpatch.callbacks.pre_unpatch",
+    ".kpatch.callbacks.post_unpatch",
+];
+
+impl Inclusion {
+    pub fn new(p: &Kelf) -> Inclusion {
+        Inclusion { sec: vec![false; p.obj.sections.len()], sym: vec![false; p.obj.symbols.len()] }
+    }
+
+    /// Includes a section, its section symbol, its relocation section and, recursively, what
+    /// those relocations reference.
+    pub fn section(&mut self, p: &Kelf, st: &State, sec: SectionIndex) {
+        let mut work = Vec::new();
+        self.section_into(p, sec, &mut work);
+        self.drain(p, st, work);
+    }
+
+    /// Includes a symbol and, if it is a section symbol or its section is not the same as the
+    /// original's, its section.
+    pub fn symbol(&mut self, p: &Kelf, st: &State, sym: SymbolIndex) {
+        self.drain(p, st, vec![sym]);
+    }
+
+    fn section_into(&mut self, p: &Kelf, sec: SectionIndex, work: &mut Vec<SymbolIndex>) {
+        if self.sec[sec.0] {
+            return;
+        }
+        self.sec[sec.0] = true;
+        if let Some(ss) = p.secsym[sec.0] {
+            self.sym[ss.0] = true;
+        }
+        // The x86 padding symbol travels with its function.
+        for &s in &p.by_offset[sec.0] {
+            if p.obj.symbols[s.0].name.starts_with(PFX) {
+                self.sym[s.0] = true;
+            }
+        }
+        if let Some(r) = p.rela_of[sec.0] {
+            self.sec[r.0] = true;
+            work.extend(p.obj.sections[r.0].relas.iter().map(|r| r.r_sym));
+        }
+    }
+
+    fn drain(&mut self, p: &Kelf, st: &State, mut work: Vec<SymbolIndex>) {
+        while let Some(sym) = work.pop() {
+            if self.sym[sym.0] {
+                continue;
+            }
+            self.sym[sym.0] = true;
+            let s = &p.obj.symbols[sym.0];
+            if let Some(sec) = s.section {
+                if s.is_section() || st.sym_status[sym.0] != Status::Same {
+                    self.section_into(p, sec, &mut work);
+                }
+            }
+        }
+    }
+}
+
+pub fn include_all(p: &Kelf, st: &State, inc: &mut Inclusion, report: &mut Report) {
+    // Standard elements: tables, .rodata (switch tables), string literals.
+    for (i, s) in p.obj.sections_iter() {
+        let n = s.name.as_str();
+        if n == ".shstrtab" || n == ".strtab" || n == ".symtab" || n == ".toc" || n == ".rodata"
+            || (n.starts_with(".rodata.") && n.contains(".str1."))
+        {
+            inc.section(p, st, i);
+        }
+    }
+    for (i, s) in p.obj.symbols_iter() {
+        if s.section.is_some_and(|sec| {
+            let n = p.sec_name(sec);
+            n.starts_with(".rodata.") && n.contains(".str1.")
+        }) {
+            inc.sym[i.0] = true;
+        }
+    }
+    // The changed functions.
+    for (i, s) in p.obj.symbols_iter() {
+        if s.is_func() && st.sym_status[i.0] == Status::Changed {
+            inc.symbol(p, st, i);
+        }
+        if s.st_type() == STT_FILE {
+            inc.sym[i.0] = true;
+        }
+    }
+    // Patch callbacks.
+    for (i, s) in p.obj.sections_iter() {
+        let base = p.base_of[i.0].map(|b| p.sec_name(b)).unwrap_or(&s.name);
+        if !CALLBACK_SECTIONS.contains(&base) {
+            continue;
+        }
+        inc.sec[i.0] = true;
+        if s.is_rela() {
+            if let Some(r) = s.relas.first() {
+                let name = p.sym_name(r.r_sym).to_string();
+                report.callbacks.push(name);
+                inc.symbol(p, st, r.r_sym);
+            }
+            for r in s.relas.iter().skip(1) {
+                inc.symbol(p, st, r.r_sym);
+            }
+        } else if let Some(ss) = p.secsym[i.0] {
+            inc.sym[ss.0] = true;
+        }
+    }
+    for (i, s) in p.obj.symbols_iter() {
+        if s.is_object() && s.section.is_some_and(|sec| CALLBACK_SECTIONS.contains(&p.sec_name(sec))) {
+            inc.sym[i.0] = false;
+        }
+    }
+    // Functions forced through KPATCH_FORCE_UNSAFE.
+    for (i, s) in p.obj.sections_iter() {
+        let base = p.base_of[i.0].map(|b| p.sec_name(b)).unwrap_or(&s.name);
+        if base != ".kpatch.force" {
+            continue;
+        }
+        inc.sec[i.0] = true;
+        if s.is_rela() {
+            report.forced.extend(s.relas.iter().map(|r| p.sym_name(r.r_sym).to_string()));
+        } else if let Some(ss) = p.secsym[i.0] {
+            inc.sym[ss.0] = true;
+        }
+    }
+    for (i, s) in p.obj.symbols_iter() {
+        if s.name.starts_with("__kpatch_force_func_") {
+            inc.sym[i.0] = false;
+        }
+    }
+    // New global functions and data.
+    for (i, s) in p.obj.symbols_iter() {
+        if s.st_bind() == STB_GLOBAL && s.section.is_some() && st.sym_status[i.0] == Status::New {
+            report.new_globals.push(s.name.clone());
+            inc.symbol(p, st, i);
+        }
+    }
+}
+
+/// The top-level functions with `status` that the output includes, in symbol order.
+pub fn functions_with(p: &Kelf, st: &State, inc: &Inclusion, status: Status) -> Vec<String> {
+    p.obj
+        .symbols_iter()
+        .filter(|(i, s)| {
+            inc.sym[i.0]
+                && s.section.is_some()
+                && s.is_func()
+                && p.parent[i.0].is_none()
+                && !s.name.starts_with(PFX)
+                && st.sym_status[i.0] == status
+        })
+        .map(|(_, s)| s.name.clone())
+        .collect()
+}

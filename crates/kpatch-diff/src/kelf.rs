@@ -1,0 +1,305 @@
+//! Per-object tables the differ derives once: bundled symbols, section symbols, relocation
+//! sections, `.cold`/`.part` children, ftrace entries, and an interval index of symbols by offset.
+
+use crate::DiffError;
+use kpatch_arch::Arch;
+use kpatch_elf::consts::*;
+use kpatch_elf::{Object, SectionIndex, SymbolIndex};
+use std::collections::HashMap;
+
+/// An object with the indexes the differ needs.
+pub struct Kelf {
+    pub obj: Object,
+    pub file: String,
+    pub arch: &'static dyn Arch,
+    /// base section → its `SHT_RELA` section.
+    pub rela_of: Vec<Option<SectionIndex>>,
+    /// `SHT_RELA` section → the section it applies to.
+    pub base_of: Vec<Option<SectionIndex>>,
+    /// section → the function or object symbol that owns it (`.text.foo` → `foo`).
+    pub bundled: Vec<Option<SymbolIndex>>,
+    /// section → its `STT_SECTION` symbol.
+    pub secsym: Vec<Option<SymbolIndex>>,
+    /// section is a member of a `SHT_GROUP`.
+    pub grouped: Vec<bool>,
+    /// symbol → parent function (`foo.cold` → `foo`, `foo.part.0` → `foo`).
+    pub parent: Vec<Option<SymbolIndex>>,
+    pub children: Vec<Vec<SymbolIndex>>,
+    /// function starts with an ftrace call (`__fentry__`).
+    pub has_fentry: Vec<bool>,
+    /// section → function/object symbols in it, sorted by start (for offset lookups).
+    pub by_offset: Vec<Vec<SymbolIndex>>,
+    /// name → symbols (section symbols excluded).
+    pub sym_by_name: HashMap<String, Vec<SymbolIndex>>,
+    /// name → sections.
+    pub sec_by_name: HashMap<String, Vec<SectionIndex>>,
+}
+
+/// Prefixes of the sections that hold one function or object each under -ffunction-sections
+/// and -fdata-sections, with the symbol type that owns them.
+const BUNDLE_PREFIXES: &[(&str, u8)] = &[
+    (".text.unlikely.", STT_FUNC),
+    (".text.hot.", STT_FUNC),
+    (".text.", STT_FUNC),
+    (".data.rel.ro.", STT_OBJECT),
+    (".data.rel.", STT_OBJECT),
+    (".data.", STT_OBJECT),
+    (".rodata.", STT_OBJECT),
+    (".bss.", STT_OBJECT),
+];
+
+/// The prefix of an x86 function's padding symbol (`CONFIG_CALL_PADDING`).
+pub const PFX: &str = "__pfx_";
+
+impl Kelf {
+    pub fn new(obj: Object, file: &str, arch: &'static dyn Arch) -> Result<Kelf, DiffError> {
+        let nsec = obj.sections.len();
+        let nsym = obj.symbols.len();
+        let invalid = |reason: String| DiffError::Invalid { file: file.into(), reason };
+        let rela_of = obj.rela_sections();
+        let mut base_of = vec![None; nsec];
+        for (i, s) in obj.sections_iter() {
+            if s.is_rela() {
+                let t = s.rela_target().ok_or_else(|| invalid(format!("relocation section {} applies to no section", s.name)))?;
+                base_of[i.0] = Some(t);
+            }
+        }
+        let secsym = obj.section_symbols();
+        let mut grouped = vec![false; nsec];
+        for (_, s) in obj.sections_iter().filter(|(_, s)| s.is_group()) {
+            for m in s.group_members(obj.header.big_endian).1 {
+                grouped[m.0] = true;
+            }
+        }
+        let mut bundled = vec![None; nsec];
+        for (i, sym) in obj.symbols_iter() {
+            let Some(sec) = sym.section else { continue };
+            let sname = &obj.sections[sec.0].name;
+            if is_bundleable(sname, &sym.name, sym.st_type()) {
+                // x86 functions may start after 16 bytes of padding (__pfx_foo at 0, foo at 16).
+                if sym.st_value != 0 && !(sym.is_func() && sym.st_value == 16) {
+                    return Err(invalid(format!(
+                        "symbol {} is at offset {} of its section {}, expected 0 (was the object built with -ffunction-sections -fdata-sections?)",
+                        sym.name, sym.st_value, sname
+                    )));
+                }
+                bundled[sec.0] = Some(i);
+            }
+        }
+        let mut sym_by_name: HashMap<String, Vec<SymbolIndex>> = HashMap::with_capacity(nsym);
+        for (i, s) in obj.symbols_iter() {
+            if !s.is_section() && !s.name.is_empty() {
+                sym_by_name.entry(s.name.clone()).or_default().push(i);
+            }
+        }
+        let mut sec_by_name: HashMap<String, Vec<SectionIndex>> = HashMap::with_capacity(nsec);
+        for (i, s) in obj.sections_iter() {
+            sec_by_name.entry(s.name.clone()).or_default().push(i);
+        }
+        let mut parent = vec![None; nsym];
+        let mut children = vec![Vec::new(); nsym];
+        for (i, s) in obj.symbols_iter() {
+            if !s.is_func() {
+                continue;
+            }
+            let cut = s.name.find(".cold").or_else(|| s.name.find(".part."));
+            let Some(cut) = cut else { continue };
+            let pname = &s.name[..cut];
+            let p = sym_by_name.get(pname).and_then(|v| v.iter().copied().find(|&j| obj.symbols[j.0].is_func()));
+            match p {
+                Some(p) if p != i => {
+                    parent[i.0] = Some(p);
+                    children[p.0].push(i);
+                }
+                _ if s.name[cut..].starts_with(".cold") => {
+                    return Err(invalid(format!("cannot find the parent function of {}", s.name)));
+                }
+                _ => {}
+            }
+        }
+        let mut by_offset = vec![Vec::new(); nsec];
+        for (i, s) in obj.symbols_iter() {
+            if let Some(sec) = s.section {
+                if !s.is_section() && s.st_type() != STT_FILE {
+                    by_offset[sec.0].push(i);
+                }
+            }
+        }
+        for v in &mut by_offset {
+            v.sort_by_key(|&i| (obj.symbols[i.0].st_value, i));
+        }
+        let mut k = Kelf {
+            obj,
+            file: file.into(),
+            arch,
+            rela_of,
+            base_of,
+            bundled,
+            secsym,
+            grouped,
+            parent,
+            children,
+            has_fentry: vec![false; nsym],
+            by_offset,
+            sym_by_name,
+            sec_by_name,
+        };
+        k.find_fentry_calls();
+        Ok(k)
+    }
+
+    /// A symbol's name as the differ shows it (a section symbol by its section's name).
+    pub fn sym_name(&self, i: SymbolIndex) -> &str {
+        self.obj.symbol_name(i)
+    }
+
+    pub fn sec_name(&self, i: SectionIndex) -> &str {
+        &self.obj.sections[i.0].name
+    }
+
+    /// The function or section a relocation section belongs to, for messages.
+    pub fn owner_name(&self, sec: SectionIndex) -> &str {
+        let base = self.base_of[sec.0].unwrap_or(sec);
+        match self.bundled[base.0] {
+            Some(s) => &self.obj.symbols[s.0].name,
+            None => self.sec_name(base),
+        }
+    }
+
+    fn find_fentry_calls(&mut self) {
+        for (i, sym) in self.obj.symbols.iter().enumerate() {
+            if !sym.is_func() {
+                continue;
+            }
+            let Some(sec) = sym.section else { continue };
+            let Some(rsec) = self.rela_of[sec.0] else { continue };
+            let relas = &self.obj.sections[rsec.0].relas;
+            // The first relocation of the function (past its padding) is the ftrace call.
+            let first = relas.iter().filter(|r| r.r_offset >= sym.st_value).min_by_key(|r| r.r_offset);
+            if let Some(r) = first {
+                if self.arch.is_fentry_reloc(r.r_type) && self.obj.symbols[r.r_sym.0].name == "__fentry__" {
+                    self.has_fentry[i] = true;
+                }
+            }
+        }
+    }
+
+    /// Rewrites relocations that reference a section symbol to reference the function or
+    /// object at that place, so that they correlate by name and link to the original symbol.
+    pub fn replace_section_symbols(&mut self) {
+        for rsec in 0..self.obj.sections.len() {
+            if !self.obj.sections[rsec].is_rela() || is_debug(&self.obj.sections[rsec].name) {
+                continue;
+            }
+            let base = self.base_of[rsec].unwrap_or_default();
+            let base_is_text = self.obj.sections[base.0].is_text();
+            for n in 0..self.obj.sections[rsec].relas.len() {
+                let r = self.obj.sections[rsec].relas[n];
+                let target = &self.obj.symbols[r.r_sym.0];
+                if !target.is_section() {
+                    continue;
+                }
+                let Some(tsec) = target.section else { continue };
+                if let Some(b) = self.bundled[tsec.0] {
+                    let value = self.obj.symbols[b.0].st_value as i64;
+                    let rr = &mut self.obj.sections[rsec].relas[n];
+                    rr.r_sym = b;
+                    rr.r_addend -= value;
+                    continue;
+                }
+                let abs64 = self.arch.abs64();
+                let add_off = if self.arch.is_pc_relative(r.r_type) {
+                    if base_is_text {
+                        match self.arch.pc_rel_bias(&self.obj.sections[base.0].data, r.r_offset) {
+                            Some(b) => b,
+                            None => continue,
+                        }
+                    } else {
+                        0
+                    }
+                } else if r.r_type == abs64 || r.r_type == kpatch_arch::x86_64::R_X86_64_32S {
+                    0
+                } else {
+                    continue;
+                };
+                let tsec_size = self.obj.sections[tsec.0].sh_size as i64;
+                let tsec_text = self.obj.sections[tsec.0].is_text();
+                let found = self.by_offset[tsec.0].iter().copied().find(|&s| {
+                    let sym = &self.obj.symbols[s.0];
+                    let start = sym.st_value as i64;
+                    let end = start + sym.st_size as i64;
+                    if !tsec_text && r.r_type == kpatch_arch::x86_64::R_X86_64_32S && r.r_addend == tsec_size && end == tsec_size {
+                        // A pointer just past the end of a data section: the last object's end.
+                        return true;
+                    }
+                    r.r_addend + add_off >= start && r.r_addend + add_off < end
+                });
+                if let Some(s) = found {
+                    let start = self.obj.symbols[s.0].st_value as i64;
+                    let rr = &mut self.obj.sections[rsec].relas[n];
+                    rr.r_sym = s;
+                    rr.r_addend -= start;
+                }
+            }
+        }
+    }
+
+    /// For a relocation into a string section (`SHF_STRINGS`, or `.rodata.__func__.*`), the
+    /// string it points at: such references compare by content, not by offset.
+    pub fn rela_string(&self, r: &kpatch_elf::Rela) -> Option<&[u8]> {
+        let sym = &self.obj.symbols[r.r_sym.0];
+        let sec = &self.obj.sections[sym.section?.0];
+        if !sec.is_strings() && !sec.name.starts_with(".rodata.__func__.") {
+            return None;
+        }
+        let off = sym.st_value as i64 + r.r_addend;
+        sec.string_at(off.max(0) as u64)
+    }
+}
+
+pub fn is_bundleable(sec_name: &str, sym_name: &str, st_type: u8) -> bool {
+    for &(prefix, ty) in BUNDLE_PREFIXES {
+        if let Some(rest) = sec_name.strip_prefix(prefix) {
+            if ty != st_type {
+                return false;
+            }
+            if rest == sym_name {
+                return true;
+            }
+            // gcc puts `foo.cold` into `.text.unlikely.foo`.
+            if prefix == ".text.unlikely." && sym_name.contains(".cold") && sym_name.starts_with(rest) {
+                return true;
+            }
+            // Keep trying shorter prefixes only for the nested data prefixes.
+            if !prefix.starts_with(".data.") {
+                return false;
+            }
+        }
+    }
+    false
+}
+
+pub fn is_debug(name: &str) -> bool {
+    name.starts_with(".debug_") || name.starts_with(".rela.debug_")
+}
+
+impl Kelf {
+    /// Rebuilds the name indexes after symbols or sections were renamed.
+    pub fn reindex_names(&mut self) {
+        self.sym_by_name.clear();
+        for (i, s) in self.obj.symbols_iter() {
+            if !s.is_section() && !s.name.is_empty() {
+                self.sym_by_name.entry(s.name.clone()).or_default().push(i);
+            }
+        }
+        self.sec_by_name.clear();
+        for (i, s) in self.obj.sections_iter() {
+            self.sec_by_name.entry(s.name.clone()).or_default().push(i);
+        }
+    }
+
+    /// The first section named `name`.
+    pub fn section_named(&self, name: &str) -> Option<SectionIndex> {
+        self.sec_by_name.get(name).and_then(|v| v.first().copied())
+    }
+}

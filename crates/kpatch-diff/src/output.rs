@@ -1,0 +1,200 @@
+//! Building the output object from what was included.
+
+use crate::compare::Status;
+use crate::correlate::State;
+use crate::include::Inclusion;
+use crate::kelf::Kelf;
+use crate::special::RegenMap;
+use crate::DiffError;
+use kpatch_arch::x86_64::{R_X86_64_NONE, R_X86_64_PC32};
+use kpatch_elf::consts::*;
+use kpatch_elf::{Object, Rela, Section, SectionIndex, SymbolIndex};
+
+pub fn build(p: &Kelf, st: &State, inc: &Inclusion, regen: &RegenMap) -> Result<Object, DiffError> {
+    let bug = |reason: String| DiffError::Invalid { file: p.file.clone(), reason: format!("internal error: {reason}") };
+    let mut out = Object::new(p.obj.header.clone());
+
+    // Sections, in their original order.
+    let mut sec_map = vec![None; p.obj.sections.len()];
+    for (i, s) in p.obj.sections_iter() {
+        if inc.sec[i.0] {
+            sec_map[i.0] = Some(SectionIndex(out.sections.len()));
+            let mut s = s.clone();
+            if let Some(r) = regen.get(&i) {
+                s.data = r.data.clone();
+                s.sh_size = s.data.len() as u64;
+            } else if let Some(base) = p.base_of[i.0].filter(|b| regen.contains_key(b)) {
+                s.relas = regen[&base].relas.clone();
+            }
+            out.sections.push(s);
+        }
+    }
+
+    // Symbols: null, FILE, local functions, other locals, globals (the order kpatch emits).
+    let included: Vec<SymbolIndex> = p
+        .obj
+        .symbols_iter()
+        .filter(|(i, s)| inc.sym[i.0] && !(s.is_section() && s.section.is_some_and(|x| !inc.sec[x.0])))
+        .map(|(i, _)| i)
+        .collect();
+    let changed_func = |i: SymbolIndex| p.obj.symbols[i.0].is_func() && st.sym_status[i.0] == Status::Changed;
+    let local_after = |i: SymbolIndex| p.obj.symbols[i.0].is_local() || changed_func(i);
+    let rank = |i: SymbolIndex| {
+        let s = &p.obj.symbols[i.0];
+        if s.st_type() == STT_FILE {
+            0
+        } else if local_after(i) && s.is_func() {
+            1
+        } else if local_after(i) {
+            2
+        } else {
+            3
+        }
+    };
+    let mut order = included.clone();
+    order.sort_by_key(|&i| (rank(i), i));
+    let mut sym_map = vec![None; p.obj.symbols.len()];
+    for i in order {
+        let mut s = p.obj.symbols[i.0].clone();
+        if s.is_section() {
+            s.name.clear();
+        }
+        match s.section {
+            Some(sec) if inc.sec[sec.0] => s.section = sec_map[sec.0],
+            Some(_) => {
+                // Defined in the original kernel: an undefined reference the module resolves.
+                s.section = None;
+                s.st_shndx = SHN_UNDEF;
+                s.st_value = 0;
+            }
+            None => {}
+        }
+        if changed_func(i) {
+            // Patched functions are private to the patch: nothing may link to them by name
+            // before the livepatch core has applied their relocations.
+            s.set_bind(STB_LOCAL);
+        }
+        sym_map[i.0] = Some(SymbolIndex(out.symbols.len()));
+        out.symbols.push(s);
+    }
+
+    // Fix up indexes inside sections.
+    for (new, sec) in out.sections.iter_mut().enumerate().skip(1) {
+        let old = (0..p.obj.sections.len()).find(|&o| sec_map[o] == Some(SectionIndex(new))).unwrap();
+        if sec.is_rela() {
+            let base = p.base_of[old].ok_or_else(|| bug(format!("{} has no base", sec.name)))?;
+            sec.sh_info = sec_map[base.0]
+                .ok_or_else(|| bug(format!("{} is included without {}", sec.name, p.sec_name(base))))?
+                .0 as u32;
+            for r in &mut sec.relas {
+                r.r_sym = sym_map[r.r_sym.0].ok_or_else(|| {
+                    bug(format!("{} references {}, which was not included", sec.name, p.sym_name(r.r_sym)))
+                })?;
+            }
+        }
+        if sec.sh_flags & SHF_LINK_ORDER != 0 {
+            match sec_map.get(sec.sh_link as usize).copied().flatten() {
+                Some(l) => sec.sh_link = l.0 as u32,
+                None => {
+                    sec.sh_flags &= !SHF_LINK_ORDER;
+                    sec.sh_link = 0;
+                }
+            }
+        }
+        if sec.is_group() {
+            let be = p.obj.header.big_endian;
+            let (flags, members) = sec.group_members(be);
+            let members: Vec<SectionIndex> = members.iter().filter_map(|m| sec_map.get(m.0).copied().flatten()).collect();
+            sec.set_group_members(be, flags, &members);
+            sec.sh_info = sym_map.get(sec.sh_info as usize).copied().flatten().map(|s| s.0 as u32).unwrap_or(0);
+        }
+    }
+
+    add_mcount_loc(p, st, &sym_map, &mut out);
+    add_import_namespaces(p, &mut out);
+    Ok(out)
+}
+
+/// Records the ftrace call site of each new or changed function in `__mcount_loc`, as
+/// recordmcount/objtool did for the original, so ftrace (and so livepatch) can hook them.
+fn add_mcount_loc(p: &Kelf, st: &State, sym_map: &[Option<SymbolIndex>], out: &mut Object) {
+    let mut sites = Vec::new();
+    for (i, s) in p.obj.symbols_iter() {
+        if !s.is_func() || st.sym_status[i.0] == Status::Same || !p.has_fentry[i.0] {
+            continue;
+        }
+        let (Some(new_sym), Some(sec)) = (sym_map[i.0], s.section) else { continue };
+        let Some(new_sec) = out.symbols[new_sym.0].section else { continue };
+        let Some(rsec) = p.rela_of[sec.0] else { continue };
+        let Some(first) = p.obj.sections[rsec.0].relas.iter().filter(|r| r.r_offset >= s.st_value).min_by_key(|r| r.r_offset) else { continue };
+        let call = first.r_offset - 1;
+        if first.r_type == R_X86_64_NONE {
+            // An old-style NOP at the ftrace site: make it the call that ftrace expects.
+            let text = &mut out.sections[new_sec.0];
+            if let Some(bytes) = text.data.get_mut(call as usize..call as usize + 5) {
+                bytes.copy_from_slice(&[0xe8, 0, 0, 0, 0]);
+            }
+            if let Some(rs) = out.sections.iter_mut().find(|x| x.is_rela() && x.sh_info as usize == new_sec.0) {
+                for r in rs.relas.iter_mut().filter(|r| r.r_offset == first.r_offset) {
+                    r.r_type = R_X86_64_PC32;
+                }
+            }
+        }
+        sites.push((new_sym, call as i64 - s.st_value as i64));
+    }
+    if sites.is_empty() {
+        return;
+    }
+    let mcount = SectionIndex(out.sections.len());
+    out.sections.push(Section {
+        name: "__mcount_loc".into(),
+        sh_type: SHT_PROGBITS,
+        sh_flags: SHF_ALLOC,
+        sh_addr: 0,
+        sh_addralign: 8,
+        sh_entsize: 8,
+        sh_link: 0,
+        sh_info: 0,
+        sh_size: 8 * sites.len() as u64,
+        data: vec![0; 8 * sites.len()],
+        relas: Vec::new(),
+    });
+    let relas = sites
+        .iter()
+        .enumerate()
+        .map(|(k, &(sym, addend))| Rela { r_offset: 8 * k as u64, r_sym: sym, r_type: p.arch.abs64(), r_addend: addend })
+        .collect();
+    out.sections.push(Section {
+        name: ".rela__mcount_loc".into(),
+        sh_type: SHT_RELA,
+        sh_flags: SHF_INFO_LINK,
+        sh_addr: 0,
+        sh_addralign: 8,
+        sh_entsize: 24,
+        sh_link: 0,
+        sh_info: mcount.0 as u32,
+        sh_size: 0,
+        data: Vec::new(),
+        relas,
+    });
+}
+
+/// The symbol namespaces the patched object imports (`MODULE_IMPORT_NS`), which the patch module
+/// must import too.
+fn add_import_namespaces(p: &Kelf, out: &mut Object) {
+    let Some(modinfo) = p.section_named(".modinfo") else { return };
+    let data = &p.obj.sections[modinfo.0].data;
+    let mut kept = Vec::new();
+    for entry in data.split(|&b| b == 0).filter(|e| !e.is_empty()) {
+        let text = String::from_utf8_lossy(entry);
+        if text.split_once('=').is_some_and(|(k, _)| k == "import_ns" || k.ends_with(".import_ns")) {
+            kept.extend_from_slice(entry);
+            kept.push(0);
+        }
+    }
+    if kept.is_empty() {
+        return;
+    }
+    let src = &p.obj.sections[modinfo.0];
+    out.sections.push(Section { sh_size: kept.len() as u64, data: kept, relas: Vec::new(), ..src.clone() });
+}

@@ -1,0 +1,213 @@
+//! Special sections: the kernel's tables of fixed-size entries that point into functions
+//! (`__bug_table`, `__jump_table`, `.altinstructions`, ORC, ...). Each is split into entries and
+//! keeps only those that belong to an included function.
+
+use crate::compare::Status;
+use crate::correlate::State;
+use crate::include::Inclusion;
+use crate::kelf::Kelf;
+use crate::{DiffError, Options};
+use kpatch_arch::EntrySize;
+use kpatch_elf::{Rela, SectionIndex, SymbolIndex};
+
+/// The replacement entries of a special section.
+pub struct Regenerated {
+    pub data: Vec<u8>,
+    pub relas: Vec<Rela>,
+}
+
+/// Regenerated special sections, by base section index (applied when the output is built).
+pub type RegenMap = std::collections::HashMap<SectionIndex, Regenerated>;
+
+/// The entry size of special section `name`: given, fixed by the architecture, or found from
+/// the pattern of its relocations. `None` when the pattern is not regular.
+pub fn entry_size_for(p: &Kelf, name: &str, sec: SectionIndex, options: &Options) -> Option<u64> {
+    if let Some((_, s)) = options.entry_sizes.iter().find(|(n, _)| n == name) {
+        return Some(*s);
+    }
+    let spec = p.arch.special_sections().iter().find(|s| s.name == name)?;
+    match spec.entry_size {
+        EntrySize::Fixed(n) => Some(n),
+        EntrySize::Env(_) => detect_entry_size(p, sec),
+    }
+}
+
+/// Finds the smallest entry size for which every entry has relocations and starts with the same
+/// kind of relocation (offset in the entry, type, whether it points at code); preferring sizes
+/// for which every entry's relocation pattern is identical.
+fn detect_entry_size(p: &Kelf, sec: SectionIndex) -> Option<u64> {
+    let size = p.obj.sections[sec.0].sh_size;
+    let rsec = p.rela_of[sec.0]?;
+    let mut relas = p.obj.sections[rsec.0].relas.clone();
+    relas.sort_by_key(|r| r.r_offset);
+    if relas.is_empty() || size == 0 {
+        return None;
+    }
+    let class = |r: &Rela| {
+        let to_text = p.obj.symbols[r.r_sym.0].section.is_some_and(|s| p.obj.sections[s.0].is_text());
+        (r.r_type, to_text)
+    };
+    // The last entry may lack its tail padding (kpatch notes this of .parainstructions).
+    let fits = |s: u64, strict: bool, exact: bool| -> bool {
+        if exact && size % s != 0 {
+            return false;
+        }
+        let n = size.div_ceil(s) as usize;
+        let mut patterns: Vec<Vec<(u64, (u32, bool))>> = vec![Vec::new(); n];
+        for r in &relas {
+            let k = (r.r_offset / s) as usize;
+            if k >= n {
+                return false;
+            }
+            patterns[k].push((r.r_offset % s, class(r)));
+        }
+        if patterns.iter().any(|p| p.is_empty()) {
+            return false;
+        }
+        if strict {
+            patterns.iter().all(|p| *p == patterns[0])
+        } else {
+            patterns.iter().all(|p| p[0] == patterns[0][0])
+        }
+    };
+    [(true, true), (true, false), (false, true), (false, false)]
+        .into_iter()
+        .find_map(|(strict, exact)| (4..=64u64).find(|&s| fits(s, strict, exact)))
+}
+
+fn reloc_keeps(p: &Kelf, inc: &Inclusion, sym: SymbolIndex) -> bool {
+    let s = &p.obj.symbols[sym.0];
+    s.is_func() && s.section.is_some_and(|sec| inc.sec[sec.0])
+}
+
+/// Is the jump label's key a dynamic-debug descriptor? Such an entry is dropped: the pr_debug
+/// stays off in the patched function, as kpatch does.
+fn is_dynamic_debug_key(p: &Kelf, sym: SymbolIndex) -> bool {
+    let s = &p.obj.symbols[sym.0];
+    s.section.is_some_and(|sec| matches!(p.sec_name(sec), "__dyndbg" | "__verbose"))
+}
+
+pub fn process(p: &Kelf, st: &mut State, inc: &mut Inclusion, options: &Options) -> Result<RegenMap, DiffError> {
+    let mut regen = RegenMap::new();
+    let mut altinstr = false;
+    for spec in p.arch.special_sections() {
+        let Some(sec) = p.section_named(spec.name) else { continue };
+        let Some(rsec) = p.rela_of[sec.0] else { continue };
+        let size = entry_size_for(p, spec.name, sec, options).ok_or_else(|| DiffError::Invalid {
+            file: p.file.clone(),
+            reason: format!(
+                "cannot split special section {} into entries: its relocations have no regular pattern; give its entry size",
+                spec.name
+            ),
+        })?;
+        let base = &p.obj.sections[sec.0];
+        let mut relas = p.obj.sections[rsec.0].relas.clone();
+        relas.sort_by_key(|r| r.r_offset);
+        let mut out = Regenerated { data: Vec::new(), relas: Vec::new() };
+        let mut to_include = Vec::new();
+        let mut offset = 0u64;
+        while offset < base.sh_size {
+            let len = size.min(base.sh_size - offset);
+            let group: Vec<&Rela> = relas.iter().filter(|r| r.r_offset >= offset && r.r_offset < offset + len).collect();
+            let mut keep = group.iter().any(|r| reloc_keeps(p, inc, r.r_sym));
+            if keep && spec.name == "__jump_table" {
+                if let Some(key) = group.get(2) {
+                    if is_dynamic_debug_key(p, key.r_sym) {
+                        keep = false;
+                    }
+                }
+            }
+            if keep {
+                let dest = out.data.len() as u64;
+                for r in &group {
+                    out.relas.push(Rela { r_offset: r.r_offset - offset + dest, ..**r });
+                    to_include.push(r.r_sym);
+                }
+                let end = (offset + len) as usize;
+                out.data.extend_from_slice(base.data.get(offset as usize..end).unwrap_or(&[]));
+            }
+            offset += len;
+        }
+        if out.data.is_empty() {
+            st.sec_status[sec.0] = Status::Same;
+            st.sec_status[rsec.0] = Status::Same;
+            inc.sec[sec.0] = false;
+            inc.sec[rsec.0] = false;
+            continue;
+        }
+        inc.sec[sec.0] = true;
+        inc.sec[rsec.0] = true;
+        if let Some(ss) = p.secsym[sec.0] {
+            inc.sym[ss.0] = true;
+        }
+        for s in to_include {
+            inc.symbol(p, st, s);
+        }
+        if spec.name == ".altinstructions" {
+            altinstr = true;
+        }
+        regen.insert(sec, out);
+    }
+    // .altinstr_replacement goes in whole when any .altinstructions entry is kept.
+    if let Some(sec) = p.section_named(".altinstr_replacement") {
+        if altinstr {
+            inc.section(p, st, sec);
+            for &s in &p.by_offset[sec.0] {
+                inc.sym[s.0] = true;
+            }
+        } else {
+            inc.sec[sec.0] = false;
+            if let Some(r) = p.rela_of[sec.0] {
+                inc.sec[r.0] = false;
+            }
+        }
+    }
+    regenerate_orc(p, st, inc, options, &mut regen);
+    Ok(regen)
+}
+
+/// ORC entries are split across `.orc_unwind` (the entries) and `.orc_unwind_ip` (a relocated
+/// 4-byte pointer each); keep the pairs that describe included functions.
+fn regenerate_orc(p: &Kelf, st: &mut State, inc: &mut Inclusion, options: &Options, regen: &mut RegenMap) {
+    const IP_SIZE: u64 = 4;
+    let (Some(orc), Some(ip)) = (p.section_named(".orc_unwind"), p.section_named(".orc_unwind_ip")) else { return };
+    let Some(iprela) = p.rela_of[ip.0] else { return };
+    let entry = options.entry_sizes.iter().find(|(n, _)| n == ".orc_unwind").map(|e| e.1).unwrap_or(6);
+    let orc_sec = &p.obj.sections[orc.0];
+    let n = p.obj.sections[ip.0].sh_size / IP_SIZE;
+    if orc_sec.sh_size != n * entry {
+        return;
+    }
+    let mut orc_out = Regenerated { data: Vec::new(), relas: Vec::new() };
+    let mut ip_out = Regenerated { data: Vec::new(), relas: Vec::new() };
+    let mut relas = p.obj.sections[iprela.0].relas.clone();
+    relas.sort_by_key(|r| r.r_offset);
+    for r in &relas {
+        if !reloc_keeps(p, inc, r.r_sym) {
+            continue;
+        }
+        let k = r.r_offset / IP_SIZE;
+        let dest = ip_out.data.len() as u64;
+        ip_out.relas.push(Rela { r_offset: dest, ..*r });
+        ip_out.data.extend_from_slice(&[0; IP_SIZE as usize]);
+        let start = (k * entry) as usize;
+        orc_out.data.extend_from_slice(orc_sec.data.get(start..start + entry as usize).unwrap_or(&[]));
+        inc.sym[r.r_sym.0] = true;
+    }
+    let keep = !ip_out.relas.is_empty();
+    for s in [orc, ip, iprela] {
+        inc.sec[s.0] = keep;
+        if !keep {
+            st.sec_status[s.0] = Status::Same;
+        }
+    }
+    if keep {
+        for s in [orc, ip] {
+            if let Some(ss) = p.secsym[s.0] {
+                inc.sym[ss.0] = true;
+            }
+        }
+        regen.insert(orc, orc_out);
+        regen.insert(ip, ip_out);
+    }
+}
