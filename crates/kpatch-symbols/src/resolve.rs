@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 
 use crate::error::Candidate;
-use crate::model::KernelSymbols;
+use crate::model::{KernelSymbol, KernelSymbols};
 use crate::symvers::Symvers;
 use crate::Error;
 
@@ -203,29 +203,7 @@ impl KernelSymbols {
                     .collect()
             }
             None => {
-                // The unit's block: walk out from the candidate over the unit's names, crossing at
-                // most MAX_GAP foreign symbols in a row (the unit's code is contiguous in the
-                // image; its data lies in contiguous runs too).
-                let mut near = Vec::new();
-                for step in [-1isize, 1] {
-                    let mut gap = 0;
-                    let mut j = index as isize + step;
-                    while j >= 0
-                        && (j as usize) < syms.len()
-                        && syms[j as usize].object == me.object
-                    {
-                        if others.contains(syms[j as usize].name.as_str()) {
-                            near.push(j as usize);
-                            gap = 0;
-                        } else {
-                            gap += 1;
-                            if gap > MAX_GAP {
-                                break;
-                            }
-                        }
-                        j += step;
-                    }
-                }
+                let mut near = unit_block(syms, index, others);
                 if near.is_empty() {
                     let lo = index.saturating_sub(window);
                     let hi = (index + window + 1).min(syms.len());
@@ -265,6 +243,56 @@ impl KernelSymbols {
             file: me.file.clone(),
             neighbours,
             score,
+        }
+    }
+}
+
+/// The indices of the unit's block around `index` in kallsyms order: walk out from the candidate
+/// over the unit's names (`others`), crossing at most [`MAX_GAP`] foreign symbols in a row (a
+/// unit's code is contiguous in the image, and so are its data of one kind). A unit defines each
+/// name once, so meeting a name again, or the candidate's own, means the walk has entered a
+/// neighbouring unit that shares the unit's names: the block ends there.
+fn unit_block(syms: &[KernelSymbol], index: usize, others: &HashSet<&str>) -> Vec<usize> {
+    let mut seen: HashSet<&str> = HashSet::from([syms[index].name.as_str()]);
+    let mut near = Vec::new();
+    walk((0..index).rev(), syms, index, others, &mut seen, &mut near);
+    walk(
+        index + 1..syms.len(),
+        syms,
+        index,
+        others,
+        &mut seen,
+        &mut near,
+    );
+    near
+}
+
+fn walk<'s>(
+    indices: impl Iterator<Item = usize>,
+    syms: &'s [KernelSymbol],
+    index: usize,
+    others: &HashSet<&str>,
+    seen: &mut HashSet<&'s str>,
+    near: &mut Vec<usize>,
+) {
+    let me = &syms[index];
+    let mut gap = 0;
+    for j in indices {
+        let s = &syms[j];
+        if s.object != me.object || s.name == me.name {
+            break;
+        }
+        if others.contains(s.name.as_str()) {
+            if !seen.insert(s.name.as_str()) {
+                break;
+            }
+            near.push(j);
+            gap = 0;
+        } else {
+            gap += 1;
+            if gap > MAX_GAP {
+                break;
+            }
         }
     }
 }

@@ -286,3 +286,56 @@ fn resolves_c_start_of_fs_proc_consoles_c() {
         .unwrap_err();
     assert!(err.to_string().contains("no_such_function_xyz"), "{err}");
 }
+
+#[test]
+fn every_repeated_local_function_is_told_apart_by_its_neighbours_or_refused() {
+    if !enabled() {
+        return;
+    }
+    let k = &target().symbols;
+    let syms = k.symbols();
+    let (mut resolved, mut refused) = (0, 0);
+    for (name, _) in k.repeated_names(VMLINUX, |s| s.kind == 't') {
+        for (p, &i) in k.occurrences(VMLINUX, name).iter().enumerate() {
+            if syms[i].kind != 't' {
+                continue;
+            }
+            // A unit as its object file would list it: the code symbols around the occurrence.
+            let around = &syms[i.saturating_sub(3)..(i + 4).min(syms.len())];
+            let symbols = around
+                .iter()
+                .filter(|s| s.is_text())
+                .map(|s| s.name.clone())
+                .collect();
+            let tu = TranslationUnit {
+                source: format!("unit-of-{name}-{}", p + 1),
+                object: VMLINUX.into(),
+                symbols,
+            };
+            match k.resolve_in_unit(&tu, name) {
+                Ok(r) => {
+                    assert_eq!(
+                        r.position,
+                        p + 1,
+                        "`{name}` #{} resolved to #{}",
+                        p + 1,
+                        r.position
+                    );
+                    resolved += 1;
+                }
+                Err(e @ Error::Ambiguous { .. }) => {
+                    if std::env::var_os("KPATCH_RS_SHOW_AMBIGUOUS").is_some() {
+                        eprintln!("{e}");
+                    }
+                    refused += 1
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    eprintln!("repeated local functions: {resolved} occurrences told apart by their neighbours, {refused} refused as ambiguous");
+    assert!(
+        resolved > 10 * refused,
+        "{resolved} resolved, {refused} refused"
+    );
+}
