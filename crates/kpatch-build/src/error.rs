@@ -62,6 +62,8 @@ pub enum BuildError {
     MissingObject { tree: PathBuf, object: String },
     #[error("{path}: {reason}")]
     Vmlinux { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    Unsupported { path: PathBuf, reason: String },
     #[error("interrupted")]
     Interrupted,
 }

@@ -1,0 +1,73 @@
+//! Drives the front half of the build pipeline from the command line (used by
+//! scripts/bench-build.sh until `kpatch-rs build` is wired):
+//!
+//! build-objects --cache DIR --kernelrelease 6.1.0-56-amd64 --tarball T --config C
+//!               [--symvers S] [--vmlinux V] --patch P --work W [--jobs N]
+//! build-objects --sourcedir DIR [--config C] [--vmlinux V] --patch P --work W
+//!
+//! Prints each stage's time on stderr and the object pairs as JSON on stdout.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use kpatch_build::{build_object_pairs, interrupt, DebianSource, PatchFile, PreparedTree, SystemRunner, TreeOptions};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("build-objects: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let mut opt = std::collections::HashMap::new();
+    while let Some(k) = args.next() {
+        let v = args.next().ok_or(format!("{k} needs a value"))?;
+        opt.insert(k.trim_start_matches('-').to_string(), v);
+    }
+    let path = |k: &str| opt.get(k).map(PathBuf::from);
+    let need = |k: &str| path(k).ok_or(format!("--{k} is required"));
+    interrupt::install_handlers()?;
+    let opts = TreeOptions { cc: opt.get("cc").cloned(), jobs: opt.get("jobs").map(|j| j.parse()).transpose()? };
+    let t = std::time::Instant::now();
+    let tree = match path("sourcedir") {
+        Some(dir) => PreparedTree::user(&SystemRunner, &dir, path("config").as_deref(), path("vmlinux").as_deref(), &opts)?,
+        None => {
+            let src = DebianSource {
+                kernelrelease: opt.get("kernelrelease").cloned().ok_or("--kernelrelease is required")?,
+                source_tarball: need("tarball")?,
+                config: need("config")?,
+                symvers: path("symvers"),
+                vmlinux: path("vmlinux"),
+            };
+            PreparedTree::debian(&SystemRunner, &need("cache")?, &src, &opts)?
+        }
+    };
+    for (stage, d) in &tree.timings.0 {
+        eprintln!("stage {stage}: {:.1} s", d.as_secs_f64());
+    }
+    eprintln!("stage tree-ready: {:.1} s (total for opening the tree)", t.elapsed().as_secs_f64());
+    for e in &tree.recovered {
+        eprintln!("restored from an interrupted build: {e:?}");
+    }
+    let patch = PatchFile::read(&need("patch")?, 1)?;
+    let out = build_object_pairs(&SystemRunner, &tree, &patch, &need("work")?)?;
+    for (stage, d) in &out.timings.0 {
+        eprintln!("stage {stage}: {:.1} s", d.as_secs_f64());
+    }
+    for l in &out.patch.inexact {
+        eprintln!("patch: {l}");
+    }
+    for s in &out.skipped {
+        eprintln!("skipped {}: {}", s.unit.display(), s.reason);
+    }
+    for i in &out.ignored {
+        eprintln!("ignored {}", i.display());
+    }
+    println!("{}", serde_json::to_string_pretty(&out.pairs)?);
+    Ok(())
+}

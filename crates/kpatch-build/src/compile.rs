@@ -1,0 +1,81 @@
+//! Compiling a set of objects in a prepared tree and keeping copies of them.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::error::{io_err, BuildError, Result};
+use crate::exec::Runner;
+use crate::kbuild::Kbuild;
+
+/// Removes the in-tree objects so make rebuilds them whatever their timestamps say.
+pub fn remove_objects(tree: &Path, objects: &[String]) -> Result<()> {
+    for o in objects {
+        let p = tree.join(o);
+        match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(BuildError::Io { path: p, source: e }),
+        }
+    }
+    Ok(())
+}
+
+/// Builds `objects` with one make run and copies each to `dest/<object>`.
+pub fn compile(runner: &dyn Runner, kbuild: &Kbuild, objects: &[String], dest: &Path) -> Result<Vec<PathBuf>> {
+    let tree = &kbuild.tree;
+    remove_objects(tree, objects)?;
+    runner.run_ok(&kbuild.make(objects.iter().map(String::as_str)))?;
+    let mut out = Vec::new();
+    for o in objects {
+        let src = tree.join(o);
+        if !src.is_file() {
+            return Err(BuildError::MissingObject { tree: tree.clone(), object: o.clone() });
+        }
+        let dst = dest.join(o);
+        if let Some(parent) = dst.parent() {
+            fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        fs::copy(&src, &dst).map_err(io_err(&src))?;
+        out.push(dst);
+    }
+    Ok(out)
+}
+
+/// kbuild's saved command file of an object: `fs/proc/.cmdline.o.cmd`.
+pub fn cmd_file(tree: &Path, object: &str) -> PathBuf {
+    let (dir, name) = object.rsplit_once('/').unwrap_or(("", object));
+    tree.join(dir).join(format!(".{name}.cmd"))
+}
+
+/// Whether the compiler's dependency list in a `.o.cmd` file names `header`.
+pub fn deps_mention(cmd_text: &str, header: &Path) -> bool {
+    let Some(h) = header.to_str() else { return false };
+    let suffix = format!("/{h}");
+    cmd_text
+        .lines()
+        .skip_while(|l| !l.starts_with("deps_"))
+        .flat_map(|l| l.split_whitespace())
+        .any(|tok| tok == h || tok.ends_with(&suffix))
+}
+
+/// Whether the last compile of `object` read `header`.
+pub fn object_depends_on(tree: &Path, object: &str, header: &Path) -> Result<bool> {
+    let p = cmd_file(tree, object);
+    let text = fs::read_to_string(&p).map_err(io_err(&p))?;
+    Ok(deps_mention(&text, header))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependency_lists_are_read() {
+        let text = "cmd_fs/proc/cmdline.o := gcc-12 -Wp,-MMD,fs/proc/.cmdline.o.d -include ./include/linux/kconfig.h\n\nsource_fs/proc/cmdline.o := fs/proc/cmdline.c\n\ndeps_fs/proc/cmdline.o := \\\n  include/linux/kconfig.h \\\n    $(wildcard include/config/CPU_BIG_ENDIAN) \\\n  include/linux/seq_file.h \\\n\nfs/proc/cmdline.o: $(deps_fs/proc/cmdline.o)\n";
+        assert!(deps_mention(text, Path::new("include/linux/seq_file.h")));
+        assert!(!deps_mention(text, Path::new("include/linux/fs.h")));
+        // The command line before deps_ does not count.
+        assert!(!deps_mention(text, Path::new("fs/proc/.cmdline.o.d")));
+        assert_eq!(cmd_file(Path::new("/t"), "fs/proc/cmdline.o"), PathBuf::from("/t/fs/proc/.cmdline.o.cmd"));
+    }
+}

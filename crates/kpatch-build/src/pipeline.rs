@@ -1,0 +1,129 @@
+//! The front half of `kpatch-rs build`: select the affected units, compile them, apply the
+//! patch, compile them again, restore the tree. The result is one original/patched object
+//! pair per unit, for the differ.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::apply::{self, PatchReport};
+use crate::compile;
+use crate::error::{io_err, Result};
+use crate::exec::Runner;
+use crate::interrupt;
+use crate::patchfile::PatchFile;
+use crate::select::{self, SkippedUnit};
+use crate::timing::Timings;
+use crate::tree::PreparedTree;
+
+/// The original and patched object compiled from one translation unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectPair {
+    /// `fs/proc/cmdline.c`
+    pub unit: PathBuf,
+    /// `fs/proc/cmdline.o`
+    pub object: String,
+    /// `vmlinux`, or the module the object is linked into (`ext4`).
+    pub klp_object: String,
+    /// `<work>/orig/fs/proc/cmdline.o`
+    pub orig: PathBuf,
+    /// `<work>/patched/fs/proc/cmdline.o`
+    pub patched: PathBuf,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BuildOutput {
+    pub pairs: Vec<ObjectPair>,
+    /// GNU patch's account (hunks applied with offset or fuzz).
+    pub patch: PatchReport,
+    /// Changed files that are neither source nor header.
+    pub ignored: Vec<PathBuf>,
+    /// Header includers that were dropped (not built, or not including it in this config).
+    pub skipped: Vec<SkippedUnit>,
+    pub timings: Timings,
+}
+
+/// Builds every affected object of `patch` twice in `tree`. `work` receives `orig/`,
+/// `patched/` and scratch files. The tree is restored before this returns, whatever happens.
+pub fn build_object_pairs(runner: &dyn Runner, tree: &PreparedTree, patch: &PatchFile, work: &Path) -> Result<BuildOutput> {
+    let kbuild = &tree.kbuild;
+    let root = tree.root();
+    let mut out = BuildOutput::default();
+    fs::create_dir_all(work).map_err(io_err(work))?;
+
+    // Refuse a patch that does not apply before spending time on compiling.
+    let t = Instant::now();
+    apply::check(runner, root, patch)?;
+    out.timings.push("check-patch", t.elapsed());
+    interrupt::check()?;
+
+    let scratch = work.join("probe");
+    let _ = fs::remove_dir_all(&scratch);
+    let sel = select::select(runner, kbuild, patch, &scratch)?;
+    out.timings.extend(&sel.timings);
+    out.ignored = sel.ignored.clone();
+    out.skipped = sel.skipped.clone();
+    interrupt::check()?;
+
+    let orig_dir = work.join("orig");
+    let patched_dir = work.join("patched");
+    for d in [&orig_dir, &patched_dir] {
+        let _ = fs::remove_dir_all(d);
+    }
+    let objects: Vec<String> = sel.units.iter().map(|u| u.object.clone()).collect();
+    let t = Instant::now();
+    compile::compile(runner, kbuild, &objects, &orig_dir)?;
+    out.timings.push("compile-orig", t.elapsed());
+    interrupt::check()?;
+
+    // Units found through a header stay only if the compiler really read that header.
+    let mut units = Vec::new();
+    for u in sel.units {
+        let mut keep = u.via_headers.is_empty();
+        for h in &u.via_headers {
+            keep |= compile::object_depends_on(root, &u.object, h)?;
+        }
+        if keep {
+            units.push(u);
+        } else {
+            out.skipped.push(SkippedUnit { unit: u.unit.clone(), reason: "does not include the changed header in this configuration".into() });
+            let _ = fs::remove_file(orig_dir.join(&u.object));
+        }
+    }
+    let objects: Vec<String> = units.iter().map(|u| u.object.clone()).collect();
+
+    let t = Instant::now();
+    let applied = apply::apply(runner, root, patch)?;
+    out.timings.push("apply", t.elapsed());
+    out.patch = applied.report.clone();
+    let t = Instant::now();
+    let built = interrupt::check().and_then(|_| compile::compile(runner, kbuild, &objects, &patched_dir));
+    out.timings.push("compile-patched", t.elapsed());
+    let t = Instant::now();
+    let reverted = applied.revert();
+    // Never leave objects compiled from the patched text in the tree.
+    let removed = compile::remove_objects(root, &objects);
+    built?;
+    reverted?;
+    removed?;
+    if !sel.headers.is_empty() {
+        // Generated headers (asm-offsets.h, bounds.h) may have been regenerated from the patched
+        // headers; bring them back in line with the restored sources.
+        runner.run_ok(&kbuild.make(["prepare"]))?;
+    }
+    out.timings.push("revert", t.elapsed());
+
+    out.pairs = units
+        .into_iter()
+        .map(|u| ObjectPair {
+            orig: orig_dir.join(&u.object),
+            patched: patched_dir.join(&u.object),
+            klp_object: u.placement.klp_object().to_string(),
+            unit: u.unit,
+            object: u.object,
+        })
+        .collect();
+    Ok(out)
+}

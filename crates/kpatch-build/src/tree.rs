@@ -1,0 +1,245 @@
+//! A kernel source tree ready for single-object builds: unpacked once, configured with the
+//! target's config, `make prepare`d once, and reused by every later build.
+//!
+//! Debian targets live in `<cache>/src/<kernelrelease>/`. The tarball is unpacked into a
+//! temporary sibling directory and renamed into place, so the tree directory exists only when
+//! complete; `.kpatch-rs-prepared` (written last) records the config, compiler and make
+//! variables of a finished `make prepare`. `<cache>/src/<kernelrelease>.lock` (flock) is held by
+//! whoever prepares or builds, so two builds never share the tree at once.
+//!
+//! A user tree (`--sourcedir`) is used in place: with `--config`, the config is installed and
+//! the tree prepared when its `.config` differs or `include/generated/autoconf.h` is missing;
+//! without, it must already be configured. Its lock is `<tree>/.kpatch-rs.lock`.
+//!
+//! Opening either kind restores a patch left behind by an interrupted build (see [`journal`]).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::compiler;
+use crate::config::{set_strings, KernelConfig};
+use crate::error::{io_err, BuildError, Result};
+use crate::exec::{Cmd, Runner};
+use crate::journal::{self, Entry};
+use crate::kbuild::Kbuild;
+use crate::lock::TreeLock;
+use crate::timing::Timings;
+
+const MARKER: &str = ".kpatch-rs-prepared";
+
+/// Options every Debian config gets so `make prepare` needs none of Debian's key files.
+const DEBIAN_CONFIG_FIXES: &[(&str, &str)] = &[("CONFIG_SYSTEM_TRUSTED_KEYS", ""), ("CONFIG_SYSTEM_REVOCATION_KEYS", ""), ("CONFIG_MODULE_SIG_KEY", "certs/signing_key.pem")];
+
+/// The files of a Debian kernel that a tree is made from (from `kpatch_target::DebianKernel`).
+#[derive(Debug, Clone)]
+pub struct DebianSource {
+    /// The ABI release string, `6.1.0-56-amd64` (becomes `KERNELRELEASE`).
+    pub kernelrelease: String,
+    /// `linux-source-6.1.tar.xz` of the same package version as the image.
+    pub source_tarball: PathBuf,
+    /// `boot/config-<kernelrelease>` from the image package.
+    pub config: PathBuf,
+    /// `Module.symvers` from the headers package, copied into the tree for modpost.
+    pub symvers: Option<PathBuf>,
+    /// Decompressed vmlinux, for the compiler cross-check.
+    pub vmlinux: Option<PathBuf>,
+}
+
+/// Knobs shared by both tree kinds.
+#[derive(Debug, Clone, Default)]
+pub struct TreeOptions {
+    /// Compiler command; default: the one the config names (`gcc-12`) if on PATH, else `gcc`.
+    pub cc: Option<String>,
+    /// make -j; default: the number of CPUs.
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Marker {
+    kernelrelease: Option<String>,
+    cc: String,
+    cc_version: String,
+    kcflags: String,
+    config_len: u64,
+    config_hash: String,
+}
+
+/// A configured, prepared tree, locked for the lifetime of this value.
+#[derive(Debug)]
+pub struct PreparedTree {
+    pub kbuild: Kbuild,
+    pub config: KernelConfig,
+    /// `<cc> --version`, checked against the target.
+    pub cc_version: String,
+    /// Files restored from a patch an earlier, interrupted build left applied.
+    pub recovered: Vec<Entry>,
+    /// Time of each preparation stage actually run (`unpack`, `prepare`, …).
+    pub timings: Timings,
+    lock: TreeLock,
+}
+
+fn config_fingerprint(text: &[u8]) -> (u64, String) {
+    // FNV-1a: enough to notice a different config; not a security boundary.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in text {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    (text.len() as u64, format!("{h:016x}"))
+}
+
+impl PreparedTree {
+    pub fn root(&self) -> &Path {
+        &self.kbuild.tree
+    }
+
+    pub fn lock_path(&self) -> &Path {
+        self.lock.path()
+    }
+
+    /// The tree for a Debian kernel under `cache`, unpacking and preparing it if needed.
+    pub fn debian(runner: &dyn Runner, cache: &Path, src: &DebianSource, opts: &TreeOptions) -> Result<Self> {
+        let src_dir = cache.join("src");
+        fs::create_dir_all(&src_dir).map_err(io_err(&src_dir))?;
+        let root = src_dir.join(&src.kernelrelease);
+        let lock = TreeLock::acquire(&src_dir.join(format!("{}.lock", src.kernelrelease)), || {
+            eprintln!("kpatch-rs: waiting for another build using {}", root.display());
+        })?;
+        let mut timings = Timings::default();
+
+        let target_config = KernelConfig::read(&src.config)?;
+        let cc = opts.cc.clone().unwrap_or_else(|| compiler::default_cc(&target_config));
+        let cc_version = compiler::check(runner, &target_config, &cc, src.vmlinux.as_deref())?;
+
+        if !root.is_dir() {
+            let t = Instant::now();
+            unpack(runner, &src_dir, &src.kernelrelease, &src.source_tarball, &root)?;
+            timings.push("unpack", t.elapsed());
+        }
+        let recovered = journal::restore(&root)?.unwrap_or_default();
+
+        let mut kbuild = Kbuild::new(&root, &cc, Some(src.kernelrelease.clone()));
+        if let Some(j) = opts.jobs {
+            kbuild.jobs = j;
+        }
+        let config_text = fs::read(&src.config).map_err(io_err(&src.config))?;
+        let fixed = set_strings(&String::from_utf8_lossy(&config_text), DEBIAN_CONFIG_FIXES);
+        let (config_len, config_hash) = config_fingerprint(fixed.as_bytes());
+        let want = Marker {
+            kernelrelease: Some(src.kernelrelease.clone()),
+            cc: cc.clone(),
+            cc_version: cc_version.clone(),
+            kcflags: kbuild.kcflags.clone(),
+            config_len,
+            config_hash,
+        };
+        if read_marker(&root).as_ref() != Some(&want) {
+            let marker = root.join(MARKER);
+            let _ = fs::remove_file(&marker);
+            let dot_config = root.join(".config");
+            fs::write(&dot_config, fixed.as_bytes()).map_err(io_err(&dot_config))?;
+            let t = Instant::now();
+            prepare(runner, &kbuild)?;
+            timings.push("prepare", t.elapsed());
+            if let Some(sv) = &src.symvers {
+                let dst = root.join("Module.symvers");
+                fs::copy(sv, &dst).map_err(io_err(sv))?;
+            }
+            write_marker(&root, &want)?;
+        }
+        let config = KernelConfig::read(&root.join(".config"))?;
+        Ok(PreparedTree { kbuild, config, cc_version, recovered, timings, lock })
+    }
+
+    /// A user's tree, used in place (see the module documentation).
+    pub fn user(runner: &dyn Runner, dir: &Path, config: Option<&Path>, vmlinux: Option<&Path>, opts: &TreeOptions) -> Result<Self> {
+        let root = dir.to_path_buf();
+        let lock = TreeLock::acquire(&root.join(".kpatch-rs.lock"), || {
+            eprintln!("kpatch-rs: waiting for another build using {}", root.display());
+        })?;
+        let mut timings = Timings::default();
+        let recovered = journal::restore(&root)?.unwrap_or_default();
+        let dot_config = root.join(".config");
+        let autoconf = root.join("include/generated/autoconf.h");
+        let target_config = match config {
+            Some(c) => KernelConfig::read(c)?,
+            None => {
+                for needed in [&dot_config, &autoconf] {
+                    if !needed.is_file() {
+                        return Err(BuildError::UnconfiguredTree { tree: root.clone(), missing: needed.clone() });
+                    }
+                }
+                KernelConfig::read(&dot_config)?
+            }
+        };
+        let cc = opts.cc.clone().unwrap_or_else(|| compiler::default_cc(&target_config));
+        let cc_version = compiler::check(runner, &target_config, &cc, vmlinux)?;
+        let mut kbuild = Kbuild::new(&root, &cc, None);
+        if let Some(j) = opts.jobs {
+            kbuild.jobs = j;
+        }
+        if let Some(c) = config {
+            let given = fs::read(c).map_err(io_err(c))?;
+            let (config_len, config_hash) = config_fingerprint(&given);
+            let want = Marker { kernelrelease: None, cc: cc.clone(), cc_version: cc_version.clone(), kcflags: kbuild.kcflags.clone(), config_len, config_hash };
+            if read_marker(&root).as_ref() != Some(&want) || !autoconf.is_file() {
+                let _ = fs::remove_file(root.join(MARKER));
+                fs::write(&dot_config, &given).map_err(io_err(&dot_config))?;
+                let t = Instant::now();
+                prepare(runner, &kbuild)?;
+                timings.push("prepare", t.elapsed());
+                write_marker(&root, &want)?;
+            }
+        }
+        let config = KernelConfig::read(&dot_config)?;
+        Ok(PreparedTree { kbuild, config, cc_version, recovered, timings, lock })
+    }
+}
+
+/// `make olddefconfig && make prepare` with the build's own variables.
+pub fn prepare(runner: &dyn Runner, kbuild: &Kbuild) -> Result<()> {
+    runner.run_ok(&kbuild.make(["olddefconfig"]))?;
+    runner.run_ok(&kbuild.make(["prepare"]))?;
+    Ok(())
+}
+
+/// Unpacks `tarball` (one top directory) into a temporary sibling of `root`, then renames it.
+fn unpack(runner: &dyn Runner, src_dir: &Path, name: &str, tarball: &Path, root: &Path) -> Result<()> {
+    // We hold the lock: any temporary directory of this tree is from a dead process.
+    let prefix = format!(".{name}.unpack-");
+    for e in fs::read_dir(src_dir).map_err(io_err(src_dir))?.flatten() {
+        if e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
+            fs::remove_dir_all(e.path()).map_err(io_err(e.path()))?;
+        }
+    }
+    let tmp = src_dir.join(format!("{prefix}{}", std::process::id()));
+    fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    runner.run_ok(&Cmd::new("tar").arg("-xf").arg(tarball).arg("-C").arg(&tmp))?;
+    let mut tops: Vec<PathBuf> = fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten().map(|e| e.path()).collect();
+    let top = match tops.len() {
+        1 => tops.pop().unwrap_or_default(),
+        _ => tmp.clone(),
+    };
+    if top == tmp {
+        fs::rename(&tmp, root).map_err(io_err(root))?;
+    } else {
+        fs::rename(&top, root).map_err(io_err(root))?;
+        fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    }
+    Ok(())
+}
+
+fn read_marker(root: &Path) -> Option<Marker> {
+    serde_json::from_slice(&fs::read(root.join(MARKER)).ok()?).ok()
+}
+
+fn write_marker(root: &Path, m: &Marker) -> Result<()> {
+    let path = root.join(MARKER);
+    let tmp = root.join(format!("{MARKER}.tmp"));
+    let text = serde_json::to_vec_pretty(m).map_err(|e| BuildError::Io { path: path.clone(), source: e.into() })?;
+    fs::write(&tmp, text).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io_err(&path))
+}
