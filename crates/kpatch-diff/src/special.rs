@@ -33,8 +33,7 @@ pub fn entry_size_for(p: &Kelf, name: &str, sec: SectionIndex, options: &Options
 }
 
 /// Finds the smallest entry size for which every entry has relocations and starts with the same
-/// kind of relocation (offset in the entry, type, whether it points at code); preferring sizes
-/// for which every entry's relocation pattern is identical.
+/// kind of relocation (offset in the entry, type, whether it points at code).
 fn detect_entry_size(p: &Kelf, sec: SectionIndex) -> Option<u64> {
     let size = p.obj.sections[sec.0].sh_size;
     let rsec = p.rela_of[sec.0]?;
@@ -48,8 +47,9 @@ fn detect_entry_size(p: &Kelf, sec: SectionIndex) -> Option<u64> {
         (r.r_type, to_text)
     };
     // The last entry may lack its tail padding (kpatch notes this of .parainstructions).
-    let fits = |s: u64, strict: bool, exact: bool| -> bool {
-        if exact && size % s != 0 {
+    let fits = |s: u64| -> bool {
+        // The last entry may be short by its tail padding, never by more than an alignment.
+        if size % s != 0 && s - size % s >= 8 {
             return false;
         }
         let n = size.div_ceil(s) as usize;
@@ -64,15 +64,11 @@ fn detect_entry_size(p: &Kelf, sec: SectionIndex) -> Option<u64> {
         if patterns.iter().any(|p| p.is_empty()) {
             return false;
         }
-        if strict {
-            patterns.iter().all(|p| *p == patterns[0])
-        } else {
-            patterns.iter().all(|p| p[0] == patterns[0][0])
-        }
+        patterns.iter().all(|p| p[0] == patterns[0][0])
     };
-    [(true, true), (true, false), (false, true), (false, false)]
-        .into_iter()
-        .find_map(|(strict, exact)| (4..=64u64).find(|&s| fits(s, strict, exact)))
+    // Entries need not all have the same relocations (a static_cpu_has() pair of
+    // .altinstructions entries differ), so only the first relocation of each is compared.
+    (4..=64u64).find(|&s| fits(s))
 }
 
 fn reloc_keeps(p: &Kelf, inc: &Inclusion, sym: SymbolIndex) -> bool {
