@@ -24,6 +24,8 @@ pub enum GuestError {
     },
     #[error("QEMU exited ({status}) without console output: {stderr}")]
     Qemu { status: String, stderr: String },
+    #[error("guest file {name}: {what}")]
+    Transfer { name: String, what: String },
     #[error("{path}: {what}")]
     BadInput { path: PathBuf, what: String },
     #[error("{path}: cannot decompress {format} module: {message}")]

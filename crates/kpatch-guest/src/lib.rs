@@ -23,10 +23,12 @@ pub mod console;
 mod cpio;
 mod error;
 mod guest;
+pub mod kallsyms;
 pub mod kmod;
 pub mod module_build;
 mod qemu;
 mod script;
+pub mod transfer;
 
 pub use busybox::static_busybox;
 pub use console::{CheckResult, Problem, ProblemKind};

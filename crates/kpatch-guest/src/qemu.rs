@@ -108,6 +108,16 @@ impl GuestRun {
         self.results.iter().filter(|r| !r.ok).collect()
     }
 
+    /// A file the script sent with [`TestScript::send_file`](crate::TestScript::send_file).
+    pub fn file(&self, name: &str) -> Result<Vec<u8>, GuestError> {
+        crate::transfer::extract_file(&self.lines, &crate::script::sanitize_name(name)).map_err(|what| {
+            GuestError::Transfer {
+                name: name.to_string(),
+                what,
+            }
+        })
+    }
+
     /// The whole console log.
     pub fn log(&self) -> String {
         self.lines.join("\n")

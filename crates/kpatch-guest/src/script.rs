@@ -68,6 +68,13 @@ impl TestScript {
         self.check(name, &body)
     }
 
+    /// Sends the guest file `guest_path` to the host as `name`; read it back with
+    /// [`GuestRun::file`](crate::GuestRun::file). Fine for a few MB (gzip + base64 over the
+    /// serial console).
+    pub fn send_file(&mut self, name: &str, guest_path: &str) -> &mut Self {
+        self.shell(&crate::transfer::emit_command(&sanitize_name(name), guest_path))
+    }
+
     /// The names of the checks, in order.
     pub fn check_names(&self) -> Vec<&str> {
         self.steps
