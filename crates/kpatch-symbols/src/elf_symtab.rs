@@ -5,8 +5,10 @@
 //! leading underscores first, then by name; symbols kallsyms leaves out (undefined, absolute,
 //! non-allocated, local labels) are left out here too, and per-CPU symbols get type `A`, as with
 //! `CONFIG_KALLSYMS_ABSOLUTE_PERCPU`. For a module they stay in symbol-table order (the order of
-//! the module's kallsyms), keeping the kernel's `is_core_symbol` selection: defined in an
-//! allocated, non-init section.
+//! the module's kallsyms), keeping the kernel's `is_core_symbol` selection: named, defined in an
+//! allocated, non-init section (local labels such as `.LC0` included, as the kernel keeps them).
+//! While a module is still initialising, livepatch walks its full symbol table instead, init
+//! symbols included; positions differ only if a name is shared with an init symbol.
 //!
 //! Every local symbol carries the name of the STT_FILE symbol that precedes it in `.symtab`, and a
 //! group number shared by the symbols of one translation unit.
@@ -102,7 +104,9 @@ fn collect(
         if name.is_empty() || sym.kind() == SymbolKind::Section {
             continue;
         }
-        if IGNORED_NAMES.contains(&name) || IGNORED_PREFIXES.iter().any(|p| name.starts_with(p)) {
+        let ignored =
+            IGNORED_NAMES.contains(&name) || IGNORED_PREFIXES.iter().any(|p| name.starts_with(p));
+        if ignored && !module {
             continue;
         }
         let SymbolSection::Section(index) = sym.section() else {

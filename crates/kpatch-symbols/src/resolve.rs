@@ -282,6 +282,10 @@ fn walk<'s>(
         if s.object != me.object || s.name == me.name {
             break;
         }
+        if s.name.starts_with(".L") {
+            // Local labels (kept in a module's symbol table) belong to no one.
+            continue;
+        }
         if others.contains(s.name.as_str()) {
             if !seen.insert(s.name.as_str()) {
                 break;

@@ -287,16 +287,17 @@ fn resolves_c_start_of_fs_proc_consoles_c() {
     assert!(err.to_string().contains("no_such_function_xyz"), "{err}");
 }
 
-#[test]
-fn every_repeated_local_function_is_told_apart_by_its_neighbours_or_refused() {
-    if !enabled() {
-        return;
-    }
-    let k = &target().symbols;
+/// For every occurrence of every local function name that `object` has more than once, a unit
+/// made of the code symbols around it resolves to that occurrence, or is refused as ambiguous;
+/// never to another one. Returns (resolved, refused).
+fn repeated_names_resolve_to_their_own_occurrence(
+    k: &KernelSymbols,
+    object: &str,
+) -> (usize, usize) {
     let syms = k.symbols();
     let (mut resolved, mut refused) = (0, 0);
-    for (name, _) in k.repeated_names(VMLINUX, |s| s.kind == 't') {
-        for (p, &i) in k.occurrences(VMLINUX, name).iter().enumerate() {
+    for (name, _) in k.repeated_names(object, |s| s.kind == 't') {
+        for (p, &i) in k.occurrences(object, name).iter().enumerate() {
             if syms[i].kind != 't' {
                 continue;
             }
@@ -309,7 +310,7 @@ fn every_repeated_local_function_is_told_apart_by_its_neighbours_or_refused() {
                 .collect();
             let tu = TranslationUnit {
                 source: format!("unit-of-{name}-{}", p + 1),
-                object: VMLINUX.into(),
+                object: object.into(),
                 symbols,
             };
             match k.resolve_in_unit(&tu, name) {
@@ -333,9 +334,75 @@ fn every_repeated_local_function_is_told_apart_by_its_neighbours_or_refused() {
             }
         }
     }
+    (resolved, refused)
+}
+
+#[test]
+fn every_repeated_local_function_is_told_apart_by_its_neighbours_or_refused() {
+    if !enabled() {
+        return;
+    }
+    let (resolved, refused) =
+        repeated_names_resolve_to_their_own_occurrence(&target().symbols, VMLINUX);
     eprintln!("repeated local functions: {resolved} occurrences told apart by their neighbours, {refused} refused as ambiguous");
     assert!(
         resolved > 10 * refused,
         "{resolved} resolved, {refused} refused"
+    );
+}
+
+#[test]
+fn reads_a_debian_module_and_checks_its_versions() {
+    if !enabled() {
+        return;
+    }
+    let t = target();
+    let path = t
+        .kernel
+        .modules_dir()
+        .expect("modules directory")
+        .join("kernel/fs/ext4/ext4.ko");
+    let data = std::fs::read(&path).expect("ext4.ko");
+    let file = path.display().to_string();
+    let k = kpatch_symbols::parse_module(&data, &file, "ext4").unwrap();
+    assert!(k.len() > 1000, "{} symbols", k.len());
+    assert!(k.symbols().iter().all(|s| s.object == "ext4"));
+    // Debian strips its modules' FILE symbols: units are told apart by their neighbours, in the
+    // module's symbol-table order.
+    assert!(k.symbols().iter().all(|s| s.file.is_none()));
+    let fill = k.resolve("ext4", "ext4_fill_super").unwrap();
+    assert_eq!((fill.kind, fill.sympos), ('t', 0));
+    let (resolved, refused) = repeated_names_resolve_to_their_own_occurrence(&k, "ext4");
+    eprintln!(
+        "ext4.ko repeated local functions: {resolved} told apart, {refused} refused as ambiguous"
+    );
+    assert!(
+        resolved > 0 && resolved >= 2 * refused,
+        "{resolved} resolved, {refused} refused"
+    );
+
+    // Every CRC the module was built against agrees with the kernel's Module.symvers.
+    let versions = kpatch_symbols::modversions_of_elf(&data, &file).unwrap();
+    assert!(
+        versions.len() > 100,
+        "{} __versions entries",
+        versions.len()
+    );
+    let symvers = Symvers::from_path(&t.kernel.symvers().unwrap()).unwrap();
+    symvers
+        .check_versions(versions.iter().map(|(n, c)| (n.as_str(), *c)), &file)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (name, crc) = &versions[1];
+    let err = symvers
+        .check_crc(name, crc.wrapping_add(1), &file)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::CrcMismatch { .. }) && err.to_string().contains(&file),
+        "{err}"
+    );
+    eprintln!(
+        "ext4.ko: {} symbols, {} __versions entries agree with Module.symvers",
+        k.len(),
+        versions.len()
     );
 }
