@@ -15,7 +15,7 @@ pub enum TargetError {
         command: String,
         message: String,
     },
-    #[error("package {package}: apt offers no candidate version")]
+    #[error("package {package}: apt offers no candidate version (are the package lists current? `apt-get update`)")]
     NoCandidate { package: String },
     #[error("package {package}: cannot find a linux-image dependency in {depends:?}")]
     NoImageDependency { package: String, depends: String },
