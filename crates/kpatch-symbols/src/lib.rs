@@ -7,12 +7,17 @@
 //!   (the vmlinux decompressed from Debian's vmlinuz).
 //! - [`proc_kallsyms`]: `/proc/kallsyms` of the running target.
 //!
-//! [`KernelSymbols::resolve_in_unit`] gives a symbol's livepatch `sympos`; [`Symvers`] gives the
+//! [`read_kernel_image`] picks the first two for a vmlinux the user gives.
+//!
+//! [`KernelSymbols::resolve_in_unit`] gives a symbol's livepatch `sympos` (and
+//! [`Resolved::klp_symbol_name`] its `.klp.sym` name); [`Symvers`] gives the
 //! exported symbols and their CRCs, and checks a module's `__versions` against them.
 
 pub mod elf_symtab;
 mod error;
+mod image;
 pub mod kallsyms_table;
+pub mod klp;
 mod model;
 pub mod modversions;
 pub mod proc_kallsyms;
@@ -21,6 +26,7 @@ pub mod symvers;
 
 pub use elf_symtab::{parse_module, parse_vmlinux, read_vmlinux};
 pub use error::{Candidate, Error};
+pub use image::{parse_kernel_image, read_kernel_image};
 pub use kallsyms_table::{parse_kallsyms_image, read_kallsyms_image, KallsymsTable};
 pub use model::{KernelSymbol, KernelSymbols, VMLINUX};
 pub use modversions::{modversions_of_elf, parse_modversions};

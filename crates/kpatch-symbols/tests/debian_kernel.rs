@@ -280,6 +280,11 @@ fn resolves_c_start_of_fs_proc_consoles_c() {
         err.to_string().contains(&path.display().to_string()),
         "{err}"
     );
+    // ... and a kernel image without one is read through its kallsyms table.
+    assert_eq!(
+        kpatch_symbols::read_kernel_image(&path).unwrap().len(),
+        k.len()
+    );
 
     let err = k
         .resolve_in_unit(&unit, "no_such_function_xyz")

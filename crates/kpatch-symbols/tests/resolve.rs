@@ -139,7 +139,7 @@ fn vmlinux() -> Vec<u8> {
 
 #[test]
 fn vmlinux_symbols_are_in_kallsyms_order_with_their_files() {
-    let k = parse_vmlinux(&vmlinux(), "vmlinux").unwrap();
+    let k = kpatch_symbols::parse_kernel_image(&vmlinux(), "vmlinux").unwrap();
     let names: Vec<&str> = k.symbols().iter().map(|s| s.name.as_str()).collect();
     for gone in [".Ltmp0", "debug_thing", "printk", "__abs_thing"] {
         assert!(!names.contains(&gone), "{gone} is not a kallsyms symbol");

@@ -244,8 +244,7 @@ fn seqs_in_name_order(data: &[u8], at: usize, entries: &[(char, String)]) -> Opt
     sorted.then_some(seqs)
 }
 
-/// Read a kernel image (an uncompressed vmlinux, with or without a symbol table) and decode the
-/// kallsyms tables it carries.
+/// Read a kernel image (an uncompressed vmlinux) and decode the kallsyms tables it carries.
 pub fn read_kallsyms_image(path: &Path) -> Result<KernelSymbols, Error> {
     let data = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),

@@ -297,6 +297,9 @@ fn finds_the_table_in_an_elf_rodata() {
     let k = parse_kallsyms_image(&elf, "vmlinux").unwrap();
     assert_eq!(k.len(), syms.len());
     assert_eq!(k.symbols()[100].name, syms[100].name);
+    // With no usable .symtab, an image's symbols are its kallsyms table's.
+    let k = crate::parse_kernel_image(&elf, "vmlinux").unwrap();
+    assert_eq!(k.len(), syms.len());
 }
 
 #[test]
