@@ -1,0 +1,360 @@
+//! From the differ's objects to link-ready objects and a plan for the glue and the final `.ko`.
+//!
+//! For every translation unit:
+//! - `.kpatch.ignore.*`, `.kpatch.force` (consumed by the differ) and `.debug*` sections go;
+//! - each changed function gets a global alias `__kpatch_rs_func_<n>` (what the glue's
+//!   `klp_func.new_func` points at) and its own symbol becomes local, so that no global of the
+//!   patch module carries a kernel function's name (two patched objects may each define a
+//!   global of the same name; the glue, which includes kernel headers, could not declare it
+//!   with its real prototype-free type either);
+//! - each callback record gets a global `__kpatch_rs_cb_<kind>_<n>` the glue reads;
+//! - every undefined symbol the unit uses is resolved: a vmlinux export stays a normal
+//!   relocation (modpost versions it); anything else — a local of the unit, an unexported
+//!   global, a module's symbol — is redirected to an undefined weak placeholder
+//!   `__kpatch_rs_klp_<n>`, one per distinct livepatch symbol of the whole patch.
+//!
+//! Placeholders travel through kbuild unchanged (modpost does not report undefined weak symbols,
+//! and `ld -r` merges equal names across units), so the final `.ko` holds every livepatch
+//! relocation at its final place, in the merged sections; [`crate::finalize`] then moves them into
+//! `.klp.rela.*` sections and renames the placeholders to `.klp.sym.*`.
+
+use crate::names::{self, VMLINUX};
+use crate::resolver::{source_file_name, Resolution, ResolveError, SymbolResolver, TuContext};
+use crate::ModuleError;
+use kpatch_elf::consts::*;
+use kpatch_elf::{Object, Symbol, SymbolIndex};
+use std::collections::{HashMap, HashSet};
+
+/// One translation unit as the differ hands it over.
+#[derive(Debug, Clone)]
+pub struct TuInput {
+    /// The unit's name in messages (its object path, e.g. `fs/proc/cmdline.o`).
+    pub name: String,
+    /// Source path (e.g. `fs/proc/cmdline.c`); `None`: the original object's `STT_FILE` name.
+    pub source: Option<String>,
+    /// `vmlinux` or the module the unit belongs to (`-` or `_` spelling).
+    pub object: String,
+    /// The diff object: changed and new functions, their data, trimmed special sections.
+    pub diff: Object,
+    /// The unit compiled from the unpatched source.
+    pub original: Object,
+    /// Functions that replace kernel functions of the same name.
+    pub changed: Vec<String>,
+    /// Functions new to the kernel (informational).
+    pub new: Vec<String>,
+}
+
+/// The four livepatch callbacks (`struct klp_callbacks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CallbackKind {
+    PrePatch,
+    PostPatch,
+    PreUnpatch,
+    PostUnpatch,
+}
+
+impl CallbackKind {
+    pub const ALL: [CallbackKind; 4] =
+        [CallbackKind::PrePatch, CallbackKind::PostPatch, CallbackKind::PreUnpatch, CallbackKind::PostUnpatch];
+
+    /// The `klp_callbacks` field name, also the suffix of the section name.
+    pub fn field(self) -> &'static str {
+        match self {
+            CallbackKind::PrePatch => "pre_patch",
+            CallbackKind::PostPatch => "post_patch",
+            CallbackKind::PreUnpatch => "pre_unpatch",
+            CallbackKind::PostUnpatch => "post_unpatch",
+        }
+    }
+
+    /// `.kpatch.callbacks.<field>`, where the kpatch-macros.h records are.
+    pub fn section(self) -> String {
+        format!(".kpatch.callbacks.{}", self.field())
+    }
+}
+
+/// Size of one callback record on a 64-bit target: a function pointer and an object-name pointer.
+pub const CALLBACK_RECORD_SIZE: u64 = 16;
+
+/// A function the patch replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchedFunction {
+    pub object: String,
+    pub name: String,
+    /// `klp_func.old_sympos`.
+    pub sympos: u64,
+    /// The global alias of the new version, declared by the glue.
+    pub alias: String,
+    pub tu: String,
+}
+
+/// A symbol the livepatch core resolves, and the placeholder that stands for it until finalize.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KlpSymbol {
+    pub placeholder: String,
+    /// The object of the `.klp.rela.<object>.*` sections that refer to it: `vmlinux` for a vmlinux
+    /// symbol (applied when the patch module loads), else the patched module.
+    pub rela_object: String,
+    /// The object that defines the symbol.
+    pub object: String,
+    pub name: String,
+    pub sympos: u64,
+    /// First unit that needs it, for messages.
+    pub tu: String,
+}
+
+impl KlpSymbol {
+    /// `.klp.sym.<object>.<name>,<sympos>`.
+    pub fn klp_name(&self) -> String {
+        names::klp_sym_name(&self.object, &self.name, self.sympos)
+    }
+}
+
+/// A callback record found in a unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback {
+    pub object: String,
+    pub kind: CallbackKind,
+    /// The global the glue declares (`struct kpatch_<kind>_callback`).
+    pub symbol: String,
+    pub tu: String,
+}
+
+/// A vmlinux export the patch uses through a normal relocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmlinuxImport {
+    pub name: String,
+    pub crc: Option<u32>,
+    pub tu: String,
+}
+
+/// A unit ready to be linked.
+#[derive(Debug, Clone)]
+pub struct PreparedTu {
+    pub name: String,
+    pub object: String,
+    pub diff: Object,
+}
+
+/// Everything glue generation, the kbuild step and finalize need.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub tus: Vec<PreparedTu>,
+    pub functions: Vec<PatchedFunction>,
+    pub klp_symbols: Vec<KlpSymbol>,
+    pub callbacks: Vec<Callback>,
+    pub imports: Vec<VmlinuxImport>,
+}
+
+impl Plan {
+    /// The patched objects, vmlinux first, then modules in order of first appearance.
+    pub fn objects(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        if self.functions.iter().any(|f| f.object == VMLINUX) || self.callbacks.iter().any(|c| c.object == VMLINUX) {
+            out.push(VMLINUX);
+        }
+        for o in self.functions.iter().map(|f| f.object.as_str()).chain(self.callbacks.iter().map(|c| c.object.as_str())) {
+            if !out.contains(&o) {
+                out.push(o);
+            }
+        }
+        out
+    }
+}
+
+/// Whether the module loader or the kernel reads `section` of a patch module at load time (before
+/// module-specific livepatch relocations are applied): anything but code, data, read-only data,
+/// bss and the callback records. `.altinstr_replacement` is copied into code at load time, so it
+/// counts as special.
+pub fn is_special_section(section: &str) -> bool {
+    let ordinary = section == ".text"
+        || section.starts_with(".text.")
+        || section.starts_with(".data")
+        || section.starts_with(".rodata")
+        || section.starts_with(".bss")
+        || section.starts_with(".kpatch.callbacks.");
+    !ordinary
+}
+
+fn dropped_section(name: &str) -> bool {
+    name.starts_with(".kpatch.ignore.") || name == ".kpatch.force" || name.starts_with(".debug")
+}
+
+/// Resolves every unit's symbols and rewrites the diff objects for linking (see the module docs).
+pub fn plan(inputs: Vec<TuInput>, resolver: &dyn SymbolResolver) -> Result<Plan, ModuleError> {
+    // Globals the patch itself defines (new functions and data), except the changed functions,
+    // whose callers in other units keep reaching the kernel's (patched) copy.
+    let mut provided: HashSet<String> = HashSet::new();
+    for tu in &inputs {
+        let changed: HashSet<&str> = tu.changed.iter().map(String::as_str).collect();
+        for (_, s) in tu.diff.symbols_iter() {
+            if s.section.is_some() && !s.is_local() && !s.name.is_empty() && !changed.contains(s.name.as_str()) {
+                provided.insert(s.name.clone());
+            }
+        }
+    }
+
+    let mut plan = Plan { tus: Vec::new(), functions: Vec::new(), klp_symbols: Vec::new(), callbacks: Vec::new(), imports: Vec::new() };
+    let mut klp_index: HashMap<(String, String, String, u64), usize> = HashMap::new();
+    let mut func_seen: HashMap<(String, String, u64), String> = HashMap::new();
+    let mut cb_seen: HashMap<(String, CallbackKind), String> = HashMap::new();
+    let mut import_seen: HashSet<String> = HashSet::new();
+
+    for (tu_index, input) in inputs.into_iter().enumerate() {
+        let tu_name = input.name.clone();
+        let object = names::normalize_object(&tu_name, &input.object)?;
+        let source = input.source.clone().or_else(|| source_file_name(&input.original)).unwrap_or_else(|| tu_name.clone());
+        let mut diff = input.diff;
+        diff.remove_sections(|_, s| dropped_section(&s.name)).map_err(|e| ModuleError::elf(&tu_name, e))?;
+        let ctx = TuContext { name: &tu_name, source: &source, object: &object, original: &input.original };
+
+        // Changed functions: alias for the glue, own symbol made local.
+        for func in &input.changed {
+            names::check_symbol_name(&tu_name, func)?;
+            let Some(index) = diff
+                .symbols
+                .iter()
+                .position(|s| s.name == *func && s.section.is_some() && s.is_func())
+            else {
+                return Err(ModuleError::ChangedFunctionMissing { tu: tu_name.clone(), function: func.clone() });
+            };
+            let sympos = resolver.function_sympos(&ctx, func).map_err(|e| ModuleError::FunctionNotInTarget {
+                tu: tu_name.clone(),
+                function: func.clone(),
+                object: e.object,
+                reason: e.reason,
+            })?;
+            if let Some(first) = func_seen.insert((object.clone(), func.clone(), sympos), tu_name.clone()) {
+                return Err(ModuleError::DuplicateFunction { function: func.clone(), object, first, second: tu_name });
+            }
+            let alias = format!("{}{}", names::FUNC_ALIAS_PREFIX, plan.functions.len());
+            let orig = diff.symbols[index].clone();
+            let mut a = Symbol::new(alias.clone(), STB_GLOBAL, STT_FUNC);
+            a.section = orig.section;
+            a.st_value = orig.st_value;
+            a.st_size = orig.st_size;
+            diff.symbols[index].set_bind(STB_LOCAL);
+            diff.symbols[index].st_other = STV_DEFAULT;
+            diff.add_symbol(a);
+            plan.functions.push(PatchedFunction { object: object.clone(), name: func.clone(), sympos, alias, tu: tu_name.clone() });
+        }
+
+        // Callback records.
+        for kind in CallbackKind::ALL {
+            let Some(sec) = diff.section_by_name(&kind.section()) else { continue };
+            let size = diff.section(sec).sh_size.max(diff.section(sec).data.len() as u64);
+            if size == 0 {
+                continue;
+            }
+            if size % CALLBACK_RECORD_SIZE != 0 {
+                return Err(ModuleError::BadCallbackSection { tu: tu_name.clone(), section: kind.section(), size, entry: CALLBACK_RECORD_SIZE });
+            }
+            let count = (size / CALLBACK_RECORD_SIZE) as usize;
+            if count > 1 {
+                return Err(ModuleError::MultipleCallbacksInTu { tu: tu_name.clone(), kind: kind.field().into(), count });
+            }
+            if let Some(first) = cb_seen.insert((object.clone(), kind), tu_name.clone()) {
+                return Err(ModuleError::DuplicateCallback { kind: kind.field().into(), object, first, second: tu_name });
+            }
+            let symbol = format!("{}{}_{}", names::CALLBACK_PREFIX, kind.field(), tu_index);
+            let mut s = Symbol::new(symbol.clone(), STB_GLOBAL, STT_OBJECT);
+            s.section = Some(sec);
+            s.st_size = CALLBACK_RECORD_SIZE;
+            diff.add_symbol(s);
+            plan.callbacks.push(Callback { object: object.clone(), kind, symbol, tu: tu_name.clone() });
+        }
+
+        // Undefined symbols.
+        let mut cache: HashMap<(String, bool), Result<Resolution, ResolveError>> = HashMap::new();
+        let mut redirect: Vec<(usize, usize, String, u8)> = Vec::new();
+        for (si, sec) in diff.sections_iter() {
+            let Some(target) = sec.rela_target() else { continue };
+            let target_sec = diff.section(target);
+            for (ri, r) in sec.relas.iter().enumerate() {
+                let sym = diff.symbol(r.r_sym);
+                if !sym.is_undefined() || r.r_sym.0 == 0 {
+                    continue;
+                }
+                if sym.name.is_empty() {
+                    return Err(ModuleError::UnnamedUndefined { tu: tu_name.clone(), index: r.r_sym.0 });
+                }
+                let local = sym.is_local();
+                if !local && provided.contains(&sym.name) {
+                    continue;
+                }
+                let res = cache
+                    .entry((sym.name.clone(), local))
+                    .or_insert_with(|| resolver.resolve(&ctx, &sym.name, local))
+                    .clone()
+                    .map_err(|e| ModuleError::SymbolNotInTarget {
+                        tu: tu_name.clone(),
+                        symbol: sym.name.clone(),
+                        object: e.object,
+                        reason: e.reason,
+                    })?;
+                match res {
+                    Resolution::VmlinuxExport { crc } => {
+                        if import_seen.insert(sym.name.clone()) {
+                            plan.imports.push(VmlinuxImport { name: sym.name.clone(), crc, tu: tu_name.clone() });
+                        }
+                    }
+                    Resolution::Klp { object: sym_object, sympos } => {
+                        let sym_object = names::normalize_object(&tu_name, &sym_object)?;
+                        if object == VMLINUX && sym_object != VMLINUX {
+                            return Err(ModuleError::VmlinuxUsesModuleSymbol { tu: tu_name.clone(), symbol: sym.name.clone(), object: sym_object });
+                        }
+                        let rela_object = if sym_object == VMLINUX { VMLINUX.to_string() } else { object.clone() };
+                        if !target_sec.is_alloc() {
+                            return Err(ModuleError::KlpInNonAllocSection { tu: tu_name.clone(), section: target_sec.name.clone(), symbol: sym.name.clone() });
+                        }
+                        if is_special_section(&target_sec.name) && rela_object != VMLINUX {
+                            return Err(ModuleError::SpecialSectionKlp {
+                                tu: tu_name.clone(),
+                                section: target_sec.name.clone(),
+                                symbol: sym.name.clone(),
+                                object: sym_object,
+                            });
+                        }
+                        names::check_symbol_name(&tu_name, &sym.name)?;
+                        let key = (rela_object.clone(), sym_object.clone(), sym.name.clone(), sympos);
+                        let n = *klp_index.entry(key).or_insert_with(|| {
+                            plan.klp_symbols.push(KlpSymbol {
+                                placeholder: format!("{}{}", names::KLP_PLACEHOLDER_PREFIX, plan.klp_symbols.len()),
+                                rela_object,
+                                object: sym_object,
+                                name: sym.name.clone(),
+                                sympos,
+                                tu: tu_name.clone(),
+                            });
+                            plan.klp_symbols.len() - 1
+                        });
+                        redirect.push((si.0, ri, plan.klp_symbols[n].placeholder.clone(), sym.st_type()));
+                    }
+                }
+            }
+        }
+        let mut placeholder_syms: HashMap<String, SymbolIndex> = HashMap::new();
+        for (si, ri, placeholder, st_type) in redirect {
+            let idx = *placeholder_syms.entry(placeholder.clone()).or_insert_with(|| {
+                let st_type = if matches!(st_type, STT_FUNC | STT_OBJECT) { st_type } else { STT_NOTYPE };
+                diff.add_symbol(Symbol::new(placeholder, STB_WEAK, st_type))
+            });
+            diff.sections[si].relas[ri].r_sym = idx;
+        }
+
+        // Undefined symbols nothing refers to any more (the originals of the placeholders).
+        let mut referenced = vec![false; diff.symbols.len()];
+        for s in &diff.sections {
+            for r in &s.relas {
+                referenced[r.r_sym.0] = true;
+            }
+        }
+        diff.remove_symbols(|i, s| s.is_undefined() && !referenced[i.0]).map_err(|e| ModuleError::elf(&tu_name, e))?;
+        diff.sort_symbols_locals_first();
+        plan.tus.push(PreparedTu { name: tu_name, object, diff });
+    }
+    if plan.functions.is_empty() && plan.callbacks.is_empty() {
+        return Err(ModuleError::NothingToPatch);
+    }
+    Ok(plan)
+}

@@ -1,0 +1,202 @@
+//! Where the symbols a diff object uses live in the target kernel.
+//!
+//! [`SymbolResolver`] is the seam: module generation asks it about every symbol a diff object
+//! uses but does not define, and about the `old_sympos` of every changed function.
+//! [`KernelResolver`] answers from kpatch-symbols' tables (the target's symbols in kallsyms order
+//! and its `Module.symvers`); tests use a fake.
+
+use crate::names::VMLINUX;
+use kpatch_elf::consts::*;
+use kpatch_elf::Object;
+use kpatch_symbols::{KernelSymbols, Symvers, TranslationUnit};
+
+/// The translation unit a question is asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct TuContext<'a> {
+    /// The unit's name in messages (its object path, e.g. `fs/proc/cmdline.o`).
+    pub name: &'a str,
+    /// Its source path in the kernel tree (e.g. `fs/proc/cmdline.c`), or the basename from the
+    /// original object's `STT_FILE` symbol.
+    pub source: &'a str,
+    /// The livepatch object it belongs to: `vmlinux` or a module name (kernel spelling).
+    pub object: &'a str,
+    /// The unit compiled from the unpatched source: its symbols identify the unit's block among
+    /// same-named locals of the target.
+    pub original: &'a Object,
+}
+
+/// How a symbol used by patched code is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Exported by vmlinux: a normal relocation, resolved by the module loader, versioned by
+    /// modpost. `crc` is the target's CRC (`None` when the kernel has no modversions).
+    VmlinuxExport { crc: Option<u32> },
+    /// Resolved by the livepatch core: the symbol is defined in `object` (vmlinux or a module) at
+    /// livepatch position `sympos` (0 when its name is unique there).
+    Klp { object: String, sympos: u64 },
+}
+
+/// Why a symbol could not be resolved (absent, ambiguous, ...); the text names the evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolveError {
+    /// The object searched (vmlinux or a module), for the message.
+    pub object: String,
+    pub reason: String,
+}
+
+pub trait SymbolResolver {
+    /// A symbol `tu` uses but its diff object does not define. `local` is true for a symbol that
+    /// is file-local (`STB_LOCAL`) in the unit: it is defined by the unit itself in `tu.object`.
+    fn resolve(&self, tu: &TuContext<'_>, name: &str, local: bool) -> Result<Resolution, ResolveError>;
+
+    /// The `old_sympos` of function `name`, which `tu` defines and the patch replaces.
+    fn function_sympos(&self, tu: &TuContext<'_>, name: &str) -> Result<u64, ResolveError>;
+}
+
+/// The names of the functions and data objects an object defines (for sympos disambiguation).
+pub fn defined_names(object: &Object) -> Vec<String> {
+    object
+        .symbols_iter()
+        .filter(|(_, s)| s.section.is_some() && matches!(s.st_type(), STT_FUNC | STT_OBJECT) && !s.name.is_empty())
+        .map(|(_, s)| s.name.clone())
+        .collect()
+}
+
+/// The name of the first `STT_FILE` symbol of an object (gcc writes the source basename).
+pub fn source_file_name(object: &Object) -> Option<String> {
+    object.symbols_iter().find(|(_, s)| s.st_type() == STT_FILE && !s.name.is_empty()).map(|(_, s)| s.name.clone())
+}
+
+/// A resolver over the target's symbols (vmlinux and, for module patches, the modules concerned,
+/// in kallsyms order) and its `Module.symvers`.
+pub struct KernelResolver {
+    pub symbols: KernelSymbols,
+    pub symvers: Symvers,
+}
+
+impl KernelResolver {
+    pub fn new(symbols: KernelSymbols, symvers: Symvers) -> Self {
+        KernelResolver { symbols, symvers }
+    }
+
+    fn unit(tu: &TuContext<'_>) -> TranslationUnit {
+        TranslationUnit { source: tu.source.to_string(), object: tu.object.to_string(), symbols: defined_names(tu.original) }
+    }
+
+    fn err(object: &str, e: impl std::fmt::Display) -> ResolveError {
+        ResolveError { object: object.to_string(), reason: e.to_string() }
+    }
+
+    /// The sympos of a global `name` in `object`: unique, or the single global among
+    /// same-named symbols.
+    fn global_sympos(&self, object: &str, name: &str) -> Result<u64, ResolveError> {
+        match self.symbols.resolve(object, name) {
+            Ok(r) => Ok(r.sympos as u64),
+            Err(e) => {
+                let occ = self.symbols.occurrences(object, name);
+                let globals: Vec<usize> = occ
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &i)| !self.symbols.symbols()[i].is_local())
+                    .map(|(p, _)| p + 1)
+                    .collect();
+                match globals.as_slice() {
+                    [one] => Ok(*one as u64),
+                    _ => Err(Self::err(object, e)),
+                }
+            }
+        }
+    }
+}
+
+impl SymbolResolver for KernelResolver {
+    fn resolve(&self, tu: &TuContext<'_>, name: &str, local: bool) -> Result<Resolution, ResolveError> {
+        if local {
+            let r = self.symbols.resolve_in_unit(&Self::unit(tu), name).map_err(|e| Self::err(tu.object, e))?;
+            return Ok(Resolution::Klp { object: tu.object.to_string(), sympos: r.sympos as u64 });
+        }
+        if let Some(entry) = self.symvers.get(name) {
+            let object = entry.object();
+            if object == VMLINUX {
+                return Ok(Resolution::VmlinuxExport { crc: Some(entry.crc) });
+            }
+            let sympos = self.global_sympos(&object, name)?;
+            return Ok(Resolution::Klp { object, sympos });
+        }
+        // Not exported: the unit's own object first (a module's global), else vmlinux.
+        let object = if !self.symbols.occurrences(tu.object, name).is_empty() {
+            tu.object.to_string()
+        } else if !self.symbols.occurrences(VMLINUX, name).is_empty() {
+            VMLINUX.to_string()
+        } else {
+            let others = self.symbols.objects_defining(name);
+            let reason = if others.is_empty() {
+                format!("no symbol of this name in {} or vmlinux (symbols from {})", tu.object, self.symbols.source)
+            } else {
+                format!("only {} define(s) it, and it is not exported", others.join(", "))
+            };
+            return Err(ResolveError { object: tu.object.to_string(), reason });
+        };
+        let sympos = self.global_sympos(&object, name)?;
+        Ok(Resolution::Klp { object, sympos })
+    }
+
+    fn function_sympos(&self, tu: &TuContext<'_>, name: &str) -> Result<u64, ResolveError> {
+        let r = self.symbols.resolve_in_unit(&Self::unit(tu), name).map_err(|e| Self::err(tu.object, e))?;
+        Ok(r.sympos as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kpatch_elf::{Header, Section, Symbol};
+    use kpatch_symbols::KernelSymbol;
+
+    fn original() -> Object {
+        let mut o = Object::new(Header { e_machine: EM_X86_64, e_flags: 0, ei_osabi: 0, ei_abiversion: 0, big_endian: false });
+        let t = o.add_section(Section::new(".text", SHT_PROGBITS, SHF_ALLOC | SHF_EXECINSTR));
+        let mut f = Symbol::new("cmdline.c", STB_LOCAL, STT_FILE);
+        f.st_shndx = SHN_ABS;
+        o.add_symbol(f);
+        for n in ["helper", "neighbour"] {
+            let mut s = Symbol::new(n, STB_LOCAL, STT_FUNC);
+            s.section = Some(t);
+            o.add_symbol(s);
+        }
+        o
+    }
+
+    fn resolver() -> KernelResolver {
+        let syms = vec![
+            KernelSymbol::new(0x10, 't', "helper", VMLINUX),
+            KernelSymbol::new(0x18, 't', "other", VMLINUX),
+            KernelSymbol::new(0x20, 't', "helper", VMLINUX),
+            KernelSymbol::new(0x28, 't', "neighbour", VMLINUX),
+            KernelSymbol::new(0x30, 'T', "printk", VMLINUX),
+            KernelSymbol::new(0x40, 'T', "secret", VMLINUX),
+            KernelSymbol::new(0x50, 'T', "ext4_thing", "ext4"),
+        ];
+        let symvers = Symvers::parse(
+            "0x12345678\tprintk\tvmlinux\tEXPORT_SYMBOL\t\n0x0badf00d\text4_thing\tfs/ext4/ext4\tEXPORT_SYMBOL_GPL\t\n",
+            "Module.symvers",
+        )
+        .unwrap();
+        KernelResolver::new(KernelSymbols::new("test", syms), symvers)
+    }
+
+    #[test]
+    fn resolves_exports_locals_and_unexported_globals() {
+        let orig = original();
+        let tu = TuContext { name: "fs/proc/cmdline.o", source: "fs/proc/cmdline.c", object: VMLINUX, original: &orig };
+        let r = resolver();
+        assert_eq!(r.resolve(&tu, "printk", false).unwrap(), Resolution::VmlinuxExport { crc: Some(0x12345678) });
+        assert_eq!(r.resolve(&tu, "secret", false).unwrap(), Resolution::Klp { object: VMLINUX.into(), sympos: 0 });
+        // The second `helper` sits next to `neighbour`, the unit's other symbol.
+        assert_eq!(r.resolve(&tu, "helper", true).unwrap(), Resolution::Klp { object: VMLINUX.into(), sympos: 2 });
+        assert_eq!(r.function_sympos(&tu, "helper").unwrap(), 2);
+        assert_eq!(r.resolve(&tu, "ext4_thing", false).unwrap(), Resolution::Klp { object: "ext4".into(), sympos: 0 });
+        let e = r.resolve(&tu, "nowhere", false).unwrap_err();
+        assert!(e.reason.contains("no symbol"), "{e:?}");
+    }
+}
