@@ -14,6 +14,7 @@ use object::{Object, ObjectSection};
 
 struct Target {
     kernel: DebianKernel,
+    symvers: Symvers,
     vmlinux: Vec<u8>,
     symbols: KernelSymbols,
     seqs_present: bool,
@@ -46,9 +47,13 @@ fn target() -> &'static Target {
             table.layout
         );
         let seqs_present = table.seqs_of_names.is_some();
+        // Fetched here, once, rather than by tests running side by side.
+        let symvers_path = kernel.symvers().expect("fetch headers: Module.symvers");
+        let symvers = Symvers::from_path(&symvers_path).expect("parse Module.symvers");
         let symbols = table.into_symbols(&path.display().to_string());
         Target {
             kernel,
+            symvers,
             vmlinux,
             symbols,
             seqs_present,
@@ -175,8 +180,7 @@ fn module_symvers_crcs_match_the_images_kcrctab() {
         return;
     }
     let t = target();
-    let symvers =
-        Symvers::from_path(&t.kernel.symvers().expect("fetch headers: Module.symvers")).unwrap();
+    let symvers = &t.symvers;
     assert!(symvers.len() > 10_000, "{} entries", symvers.len());
     let elf = object::File::parse(&*t.vmlinux).unwrap();
     let exports = ksymtab(&elf);
@@ -205,7 +209,7 @@ fn module_symvers_crcs_match_the_images_kcrctab() {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(symvers.get(name).unwrap().module, "vmlinux", "{name}");
         // The target's symbol table knows every export symvers attributes to vmlinux.
-        assert_eq!(t.symbols.object_of(name, Some(&symvers)).unwrap(), VMLINUX);
+        assert_eq!(t.symbols.object_of(name, Some(symvers)).unwrap(), VMLINUX);
     }
     let (name, _, _) = &exports[0];
     let good = symvers.get(name).unwrap().crc;
@@ -393,7 +397,7 @@ fn reads_a_debian_module_and_checks_its_versions() {
         "{} __versions entries",
         versions.len()
     );
-    let symvers = Symvers::from_path(&t.kernel.symvers().unwrap()).unwrap();
+    let symvers = &t.symvers;
     symvers
         .check_versions(versions.iter().map(|(n, c)| (n.as_str(), *c)), &file)
         .unwrap_or_else(|e| panic!("{e}"));
