@@ -290,6 +290,7 @@ impl FakeKernel {
 
     /// One pass of the simulated `klp_try_complete_transition`.
     fn tick(&self) -> io::Result<()> {
+        let mut switched = Vec::new();
         let done = {
             let mut st = self.st.borrow_mut();
             let Some(tr) = &st.transition else {
@@ -309,6 +310,7 @@ impl FakeKernel {
                     all = false;
                 } else {
                     t.state = target;
+                    switched.push(t.tid);
                 }
             }
             if all {
@@ -334,7 +336,11 @@ impl FakeKernel {
                     std::fs::write(self.path(format!("/sys/module/{}/refcnt", tr.patch)), "0\n")?;
                 }
             }
-            None => self.sync_all_tasks()?,
+            None => {
+                for tid in switched {
+                    self.sync_task(tid)?;
+                }
+            }
         }
         Ok(())
     }
@@ -354,6 +360,13 @@ impl FakeKernel {
     fn do_finit(&self, image: &File) -> Result<(), Errno> {
         if let Some(e) = self.st.borrow_mut().next_finit_error.take() {
             return Err(e);
+        }
+        // Like kernel_read_file(): a file open for writing somewhere is refused.
+        let flags = nix::fcntl::fcntl(std::os::fd::AsRawFd::as_raw_fd(image), nix::fcntl::FcntlArg::F_GETFL)?;
+        if nix::fcntl::OFlag::from_bits_truncate(flags) & nix::fcntl::OFlag::O_ACCMODE
+            != nix::fcntl::OFlag::O_RDONLY
+        {
+            return Err(Errno::ETXTBSY);
         }
         let mut f = image.try_clone().map_err(eio)?;
         let mut data = Vec::new();
@@ -395,7 +408,9 @@ impl FakeKernel {
         }
         for f in m.info.functions() {
             let odir = pdir.join(&f.object);
-            std::fs::create_dir_all(odir.join(format!("{},{}", f.function, f.sympos)))
+            // sysfs shows sympos 0 (unique symbol) as 1.
+            let pos = f.sympos.max(1);
+            std::fs::create_dir_all(odir.join(format!("{},{pos}", f.function)))
                 .map_err(eio)?;
             std::fs::write(odir.join("patched"), "0\n").map_err(eio)?;
         }

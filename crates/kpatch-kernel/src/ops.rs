@@ -324,15 +324,25 @@ pub fn remove_module(
     }
 }
 
-/// An open file holding the uncompressed image (the original file when it is not compressed).
+/// An open, read-only file holding the uncompressed image (the original file when it is not
+/// compressed). The kernel refuses (ETXTBSY) a module fd that anyone holds open for writing,
+/// so a decompressed image is written to a temporary file that is reopened read-only and
+/// unlinked.
 fn image_file(module: &ModuleFile) -> Result<std::fs::File, KernelError> {
-    use std::io::{Seek, Write};
+    use std::io::Write;
     if !module.compressed {
         return std::fs::File::open(&module.path).map_err(|e| KernelError::io(&module.path, e));
     }
-    let mut f = tempfile::tempfile().map_err(|e| KernelError::io(std::env::temp_dir(), e))?;
-    f.write_all(&module.image)
-        .and_then(|()| f.rewind())
-        .map_err(|e| KernelError::io(std::env::temp_dir(), e))?;
-    Ok(f)
+    let tmp_dir = std::env::temp_dir();
+    let mut tmp = tempfile::Builder::new()
+        .prefix("kpatch-rs-image-")
+        .suffix(".ko")
+        .tempfile_in(&tmp_dir)
+        .map_err(|e| KernelError::io(&tmp_dir, e))?;
+    tmp.write_all(&module.image)
+        .and_then(|()| tmp.flush())
+        .map_err(|e| KernelError::io(tmp.path(), e))?;
+    let ro = std::fs::File::open(tmp.path()).map_err(|e| KernelError::io(tmp.path(), e))?;
+    drop(tmp); // closes the writable handle and unlinks the name
+    Ok(ro)
 }

@@ -72,7 +72,7 @@ fn load_completes_and_patch_is_listed() {
     assert!(p.objects[0].patched);
     assert_eq!(
         p.objects[0].functions,
-        vec![("cmdline_proc_show".into(), 0), ("meminfo_proc_show".into(), 1)]
+        vec![("cmdline_proc_show".into(), 1), ("meminfo_proc_show".into(), 1)]
     );
     // Every task is back to "no transition".
     assert_eq!(k.read(Path::new("/proc/400/patch_state")).unwrap().trim(), "-1");

@@ -1,9 +1,9 @@
 use anyhow::Context;
 use kpatch_kernel::modinfo::{name_from_path, ModuleFile, PatchedFunction};
-use kpatch_kernel::patches::{check_livepatch, read_patch, LoadedPatch};
+use kpatch_kernel::patches::{check_livepatch, loaded_patches, LoadedPatch};
 use kpatch_kernel::report::{EXIT_CODES_HELP, EXIT_OK};
 use kpatch_kernel::store::{Installed, Store, DEFAULT_STATE_DIR};
-use kpatch_kernel::{Kernel, KernelError, RealKernel};
+use kpatch_kernel::{Kernel, RealKernel};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -65,11 +65,7 @@ pub fn gather(k: &dyn Kernel, arg: &str, state_dir: &Path) -> anyhow::Result<Inf
         None => name_from_path(path).unwrap_or_else(|| arg.replace('-', "_")),
     };
     let loaded = if check_livepatch(k).is_ok() {
-        match read_patch(k, &name) {
-            Ok(p) => Some(p),
-            Err(KernelError::NotLoaded { .. }) => None,
-            Err(e) => return Err(e.into()),
-        }
+        loaded_patches(k)?.into_iter().find(|p| p.name == name)
     } else {
         None
     };
@@ -98,9 +94,11 @@ pub fn gather(k: &dyn Kernel, arg: &str, state_dir: &Path) -> anyhow::Result<Inf
     Ok(Info {
         name,
         file: file.as_ref().map(|f| f.path.clone()),
-        target_kernel: file
-            .as_ref()
-            .and_then(|f| f.info.target_kernel().map(str::to_string)),
+        // A loaded patch without its file was accepted by the running kernel's vermagic check.
+        target_kernel: match &file {
+            Some(f) => f.info.target_kernel().map(str::to_string),
+            None => Some(release),
+        },
         vermagic: get("vermagic").map(|v| v.trim().to_string()),
         livepatch: file.as_ref().map(|f| f.info.is_livepatch()).unwrap_or(true),
         patch_sha256: get(kpatch_kernel::MODINFO_PATCH_SHA256),
@@ -210,6 +208,8 @@ mod tests {
         run_with(&k, &args, &mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["loaded"]["enabled"], true);
+        assert_eq!(v["loaded"]["stack_order"], 1);
+        assert_eq!(v["target_kernel"], rel);
         assert_eq!(v["functions"].as_array().unwrap().len(), 2);
         assert_eq!(v["patch_sha256"], serde_json::Value::Null);
 

@@ -165,7 +165,7 @@ mod tests {
         let mut out = Vec::new();
         run_with(&k, &args, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("fix_a [disabling] stack 1\n    vmlinux [patched]: cmdline_proc_show,0\n"), "{text}");
+        assert!(text.contains("fix_a [disabling] stack 1\n    vmlinux [patched]: cmdline_proc_show,1\n"), "{text}");
         assert!(text.contains("Transition in progress: fix_a (unpatching); tasks not yet switched: 1"), "{text}");
         assert!(text.contains("42 holder [kernel thread], still patched"), "{text}");
         assert!(text.contains("Installed patch modules:\nfix_b (6.1.0-50-amd64)\n"), "{text}");

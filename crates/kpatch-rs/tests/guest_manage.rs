@@ -1,0 +1,227 @@
+//! The management commands (load, list, info, unload, install, uninstall, signal) run by the
+//! real kpatch-rs binary on a Debian 6.1 kernel booted under QEMU TCG, in one boot:
+//! load/list/unload cycles, a refused second load, a transition held open by a kernel thread
+//! asleep in the patched function (reported, signalled, reverted, kernel left clean), and a
+//! load refused while that transition lasts. Gated by KPATCH_RS_GUEST_TESTS=1.
+//!
+//! The test modules are in crates/kpatch-kernel/tests/fixtures/klp-test.
+
+use kpatch_guest::module_build::build_external_module;
+use kpatch_guest::{boot, GuestConfig, Initramfs, TestScript};
+use kpatch_target::DebianKernel;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn enabled() -> bool {
+    if std::env::var("KPATCH_RS_GUEST_TESTS").as_deref() == Ok("1") {
+        return true;
+    }
+    eprintln!("skipped: set KPATCH_RS_GUEST_TESTS=1 to download Debian packages and boot QEMU guests");
+    false
+}
+
+const MARKER: &str = "kpatch-rs klp_test_cmdline active";
+
+/// Run kpatch-rs with its output in /tmp/o (copied to the console), and check its exit status.
+fn kp(args: &str, rc: u8) -> String {
+    format!(
+        "kpatch-rs {args} >/tmp/o 2>&1; krs_rc=$?; echo \"--- kpatch-rs {args} (rc $krs_rc)\" >/dev/console; \
+         cat /tmp/o >/dev/console; [ $krs_rc = {rc} ]"
+    )
+}
+
+fn script(other_kernel: &str) -> TestScript {
+    let m = "/lib/modules";
+    let lp = "/sys/kernel/livepatch";
+    let mut t = TestScript::new();
+    t.check("insmod-sleeper", &format!("insmod {m}/klp_test_sleeper.ko && sleep 1 && pidof klp_sleeper"));
+
+    // Load, look, unload.
+    t.check("load", &format!("{} && grep -q 'klp_test_cmdline: loaded and patched' /tmp/o", kp(&format!("load {m}/klp_test_cmdline.ko"), 0)));
+    t.check("cmdline-patched", &format!("grep -qx '{MARKER}' /proc/cmdline"));
+    t.check("list", &format!(
+        "{} && grep -q '^klp_test_cmdline \\[enabled\\] stack 1' /tmp/o && grep -q 'vmlinux \\[patched\\]: cmdline_proc_show,1' /tmp/o",
+        kp("list", 0)
+    ));
+    t.check("list-json", &format!("{} && grep -q '\"enabled\": true' /tmp/o && grep -q '\"transition\": null' /tmp/o", kp("list --json", 0)));
+    t.check("info-name", &format!(
+        "{} && grep -q 'state: *enabled' /tmp/o && grep -q \"target kernel: $(uname -r)\" /tmp/o && grep -q 'vmlinux:cmdline_proc_show,1' /tmp/o",
+        kp("info klp_test_cmdline", 0)
+    ));
+    t.check("info-file-json", &format!(
+        "{} && grep -q '\"patch_sha256\": \"0000000000000000000000000000000000000000000000000000000000000001\"' /tmp/o",
+        kp(&format!("info --json {m}/klp_test_cmdline.ko"), 0)
+    ));
+    t.check("load-twice-refused", &format!("{} && grep -q 'already loaded' /tmp/o", kp(&format!("load {m}/klp_test_cmdline.ko"), 1)));
+    t.check("unload", &format!(
+        "{} && ! grep -q '^klp_test_cmdline ' /proc/modules && [ ! -e {lp}/klp_test_cmdline ] && ! grep -q '{MARKER}' /proc/cmdline",
+        kp("unload klp_test_cmdline", 0)
+    ));
+    t.check("cycles", &format!(
+        "for i in 1 2 3; do {} || return 1; grep -qx '{MARKER}' /proc/cmdline || return 1; {} || return 1; done; ! grep -q '{MARKER}' /proc/cmdline",
+        kp("load /root/klp_test_cmdline.ko.xz", 0),
+        kp("unload klp_test_cmdline.ko", 0)
+    ));
+    t.check("wrong-kernel-refused", &format!(
+        "{} && grep -q 'built for kernel {other_kernel}' /tmp/o && ! grep -q '^klp_test_cmdline ' /proc/modules",
+        kp(&format!("load {m}/klp_test_other.ko"), 1)
+    ));
+
+    // Install, load --all, unload --all, uninstall.
+    let dirs = "--state-dir /tmp/state";
+    t.check("install", &format!(
+        "{} && [ -f /tmp/state/$(uname -r)/klp_test_cmdline.ko ] && grep -q 'load --all' /tmp/units/kpatch-rs.service \
+         && [ -L /tmp/units/multi-user.target.wants/kpatch-rs.service ] && ! ls -a /tmp/state/$(uname -r) | grep -q '^\\.kpatch'",
+        kp(&format!("install {m}/klp_test_cmdline.ko {dirs} --unit-dir /tmp/units"), 0)
+    ));
+    t.check("load-all", &format!("{} && grep -qx '{MARKER}' /proc/cmdline", kp(&format!("load --all {dirs}"), 0)));
+    t.check("list-installed", &format!("{} && grep -q \"^klp_test_cmdline ($(uname -r))\" /tmp/o", kp(&format!("list {dirs}"), 0)));
+    t.check("unload-all", &format!("{} && [ -z \"$(ls {lp})\" ]", kp("unload --all", 0)));
+    t.check("unload-all-nothing", &kp("unload --all", 3));
+    t.check("uninstall", &format!(
+        "{} && [ ! -e /tmp/units/kpatch-rs.service ] && [ ! -e /tmp/state/$(uname -r) ]",
+        kp(&format!("uninstall klp_test_cmdline {dirs} --unit-dir /tmp/units"), 0)
+    ));
+
+    // A transition held open by klp_sleeper, asleep in klp_sleeper_wait().
+    t.check("signal-nothing", &kp("signal", 3));
+    t.shell(&format!(
+        "(kpatch-rs load {m}/klp_test_stall.ko --wait 15 --signal-wait 5 --revert-wait 20 >/tmp/stall.out 2>&1; echo $? >/tmp/stall.rc) &"
+    ));
+    t.check_eventually("stall-in-transition", &format!("[ \"$(cat {lp}/klp_test_stall/transition 2>/dev/null)\" = 1 ]"), 20);
+    t.check("busy-refused", &format!(
+        "{} && grep -q 'klp_test_stall is in transition' /tmp/o && ! grep -q '^klp_test_cmdline ' /proc/modules",
+        kp(&format!("load {m}/klp_test_cmdline.ko"), 1)
+    ));
+    t.check("list-names-blocker", &format!(
+        "{} && grep -q 'Transition in progress: klp_test_stall (patching)' /tmp/o && grep -q 'klp_sleeper \\[kernel thread\\], still unpatched' /tmp/o \
+         && grep -q 'klp_sleeper_wait' /tmp/o",
+        kp("list", 0)
+    ));
+    t.check("signal", &format!("{} && grep -q 'klp_sleeper' /tmp/o && grep -q 'cannot be signalled' /tmp/o", kp("signal", 0)));
+    t.check_eventually("stall-finished", "[ -s /tmp/stall.rc ]", 120);
+    t.check("stall-reverted", "echo '--- stalled load:' >/dev/console; cat /tmp/stall.out >/dev/console; \
+         [ \"$(cat /tmp/stall.rc)\" = 2 ] && grep -q 'signalling the blocking tasks' /tmp/stall.out \
+         && grep -q 'klp_sleeper \\[kernel thread\\]' /tmp/stall.out && grep -q 'klp_sleeper_wait' /tmp/stall.out \
+         && grep -q 'reversed; the kernel is as before' /tmp/stall.out");
+    t.check("clean-after-revert", &format!(
+        "[ ! -e {lp}/klp_test_stall ] && ! grep -q '^klp_test_stall ' /proc/modules && [ -z \"$(ls {lp})\" ] \
+         && [ -z \"$(cat /proc/[0-9]*/task/[0-9]*/patch_state | grep -v -- '^-1$')\" ]"
+    ));
+    t.check("rmmod-sleeper", "rmmod klp_test_sleeper && ! pidof klp_sleeper");
+    t.check("dmesg-livepatch", "dmesg | grep -E 'livepatch|klp_' >/dev/console; \
+         dmesg | grep -q \"enabling patch 'klp_test_stall'\" && dmesg | grep -q \"'klp_test_stall': unpatching complete\"");
+    t.check("dmesg-clean", "! dmesg | grep -E 'WARNING:|Call Trace|BUG:|Oops|general protection'");
+    t
+}
+
+/// Shared libraries the binary needs (from ldd), to copy into the initramfs at the same paths.
+fn shared_libs(exe: &Path) -> Vec<PathBuf> {
+    let out = std::process::Command::new("ldd").arg(exe).output().expect("running ldd");
+    assert!(out.status.success(), "ldd {}: {}", exe.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => l.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+fn add_with_parents(img: &mut Initramfs, guest: &Path, host: &Path, mode: u32) {
+    let mut dir = PathBuf::from("/");
+    for c in guest.parent().unwrap().components().skip(1) {
+        dir.push(c);
+        img.dir(dir.to_str().unwrap(), 0o755);
+    }
+    img.host_file(guest.to_str().unwrap(), mode, host).unwrap();
+}
+
+/// The module's bytes with the kernel release in its vermagic replaced (same length).
+fn for_other_kernel(ko: &[u8], abi: &str) -> (Vec<u8>, String) {
+    // 6.1.0-56-amd64 -> 6.1.0-99-amd64 (or -88- if it was -99-).
+    let parts: Vec<&str> = abi.splitn(3, '-').collect();
+    assert_eq!(parts.len(), 3, "unexpected ABI {abi}");
+    let num: String = parts[1].chars().map(|c| if c == '9' { '8' } else { '9' }).collect();
+    let other = format!("{}-{num}-{}", parts[0], parts[2]);
+    let needle = format!("vermagic={abi} ");
+    let pos = ko.windows(needle.len()).position(|w| w == needle.as_bytes()).expect("vermagic in .modinfo");
+    let mut out = ko.to_vec();
+    out[pos..pos + needle.len()].copy_from_slice(format!("vermagic={other} ").as_bytes());
+    (out, other)
+}
+
+#[test]
+fn manage_patches_on_a_debian_guest() {
+    if !enabled() {
+        return;
+    }
+    let kernel = DebianKernel::default_target().expect("default target");
+    eprintln!("target {} ({})", kernel.abi, kernel.version);
+    let vmlinux = kernel.vmlinux().expect("vmlinux");
+    let kbuild = kernel.kbuild_dir().expect("headers");
+
+    let work = std::env::temp_dir().join(format!("kpatch-rs-guest-manage-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kpatch-kernel/tests/fixtures/klp-test");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, work.join(p.file_name().unwrap())).unwrap();
+    }
+    let kos = build_external_module(&kbuild, &work).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(kos.len(), 3, "{kos:?}");
+
+    let cmdline_ko = std::fs::read(work.join("klp_test_cmdline.ko")).unwrap();
+    let (other_ko, other_kernel) = for_other_kernel(&cmdline_ko, &kernel.abi);
+    let other = work.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("klp_test_other.ko"), other_ko).unwrap();
+    let xz = {
+        use std::io::Write;
+        let mut enc = xz2::write::XzEncoder::new(Vec::new(), 6);
+        enc.write_all(&cmdline_ko).unwrap();
+        enc.finish().unwrap()
+    };
+
+    let t = script(&other_kernel);
+    let mut img = Initramfs::new();
+    img.add_busybox().expect("busybox");
+    for ko in &kos {
+        img.add_module(ko).unwrap();
+    }
+    img.add_module(&other.join("klp_test_other.ko")).unwrap();
+    img.file("/root/klp_test_cmdline.ko.xz", 0o644, xz);
+    let exe = Path::new(env!("CARGO_BIN_EXE_kpatch-rs"));
+    img.host_file("/bin/kpatch-rs", 0o755, exe).unwrap();
+    for lib in shared_libs(exe) {
+        add_with_parents(&mut img, &lib, &lib, 0o755);
+    }
+    img.add_init(&t.render());
+    let cpio = work.join("initramfs.cpio");
+    img.write_to(&cpio).unwrap();
+
+    let mut cfg = GuestConfig::new(&vmlinux, &cpio);
+    cfg.timeout = Duration::from_secs(420);
+    let log = std::env::temp_dir().join("kpatch-rs-guest-manage.log");
+    cfg.log_file = Some(log.clone());
+    let run = boot(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "boot: script started after {:?}, QEMU exited after {:?} (log: {})",
+        run.booted_after.unwrap_or_default(),
+        run.elapsed,
+        log.display()
+    );
+    let _ = std::fs::remove_dir_all(&work);
+
+    assert!(run.done, "script did not finish:\n{}", run.tail(60));
+    for name in t.check_names() {
+        let r = run.result(name).unwrap_or_else(|| panic!("no result for {name}:\n{}", run.log()));
+        assert!(r.ok, "check {name} failed: {}\n{}", r.detail, run.log());
+    }
+    assert!(run.problems.is_empty(), "kernel problems: {:#?}\n{}", run.problems, run.log());
+}
