@@ -76,6 +76,11 @@ impl KernelSymbols {
     }
 
     /// The occurrence of `name` that translation unit `tu` defines.
+    ///
+    /// A name that occurs once in the object resolves to it (sympos 0), unless FILE symbols show
+    /// that it belongs to another source file. Several occurrences: the one in the unit's FILE
+    /// block when FILE symbols say so, else the one whose block holds strictly more of the unit's
+    /// other symbols than any other; anything else is an error listing every candidate.
     pub fn resolve_in_unit(&self, tu: &TranslationUnit, name: &str) -> Result<Resolved, Error> {
         let occ = self.occurrences(&tu.object, name);
         if occ.is_empty() {
@@ -127,9 +132,11 @@ impl KernelSymbols {
             .filter(|&c| candidates[c].score == best)
             .collect();
         match winners.as_slice() {
-            // Several occurrences in files of the unit's name, none closer to the unit than another.
+            // No occurrence lies among the unit's other symbols.
             _ if best == 0 && !same_file_pool => Err(self.no_block(tu, name, candidates)),
             [one] if best > 0 => Ok(self.resolved(occ[*one], one + 1, occ.len())),
+            // Several occurrences fit equally well (or several in files of the unit's name and
+            // nothing else to go on).
             _ => Err(Error::Ambiguous {
                 symbol: name.to_string(),
                 object: tu.object.clone(),
