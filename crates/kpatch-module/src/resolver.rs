@@ -168,15 +168,16 @@ mod tests {
     }
 
     fn resolver() -> KernelResolver {
-        let syms = vec![
-            KernelSymbol::new(0x10, 't', "helper", VMLINUX),
-            KernelSymbol::new(0x18, 't', "other", VMLINUX),
+        let mut syms = vec![KernelSymbol::new(0x10, 't', "helper", VMLINUX)];
+        // Far enough apart that only the second `helper` has the unit's other symbol nearby.
+        syms.extend((0..40).map(|i| KernelSymbol::new(0x11 + i, 't', format!("filler{i}"), VMLINUX)));
+        syms.extend([
             KernelSymbol::new(0x20, 't', "helper", VMLINUX),
             KernelSymbol::new(0x28, 't', "neighbour", VMLINUX),
             KernelSymbol::new(0x30, 'T', "printk", VMLINUX),
             KernelSymbol::new(0x40, 'T', "secret", VMLINUX),
             KernelSymbol::new(0x50, 'T', "ext4_thing", "ext4"),
-        ];
+        ]);
         let symvers = Symvers::parse(
             "0x12345678\tprintk\tvmlinux\tEXPORT_SYMBOL\t\n0x0badf00d\text4_thing\tfs/ext4/ext4\tEXPORT_SYMBOL_GPL\t\n",
             "Module.symvers",
