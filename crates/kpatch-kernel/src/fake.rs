@@ -327,9 +327,6 @@ impl FakeKernel {
                 self.sync_all_tasks()?;
                 if tr.target == 1 {
                     self.set_attr(&tr.patch, "transition", 0)?;
-                    for obj in self.objects(&tr.patch)? {
-                        std::fs::write(self.patch_file(&tr.patch, &format!("{obj}/patched")), "1\n")?;
-                    }
                 } else {
                     // Disabled: the kernel frees the patch and drops its module reference.
                     std::fs::remove_dir_all(self.path(Path::new(LIVEPATCH_DIR).join(&tr.patch)))?;
@@ -343,18 +340,6 @@ impl FakeKernel {
             }
         }
         Ok(())
-    }
-
-    fn objects(&self, patch: &str) -> io::Result<Vec<String>> {
-        let dir = self.path(Path::new(LIVEPATCH_DIR).join(patch));
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(dir)? {
-            let e = e?;
-            if e.path().is_dir() {
-                out.push(e.file_name().to_string_lossy().into_owned());
-            }
-        }
-        Ok(out)
     }
 
     fn do_finit(&self, image: &File) -> Result<(), Errno> {
@@ -412,7 +397,8 @@ impl FakeKernel {
             let pos = f.sympos.max(1);
             std::fs::create_dir_all(odir.join(format!("{},{pos}", f.function)))
                 .map_err(eio)?;
-            std::fs::write(odir.join("patched"), "0\n").map_err(eio)?;
+            // The ftrace handlers go in before the transition starts.
+            std::fs::write(odir.join("patched"), "1\n").map_err(eio)?;
         }
         self.start_transition(&name, 1).map_err(eio)
     }

@@ -83,6 +83,19 @@ fn script(other_kernel: &str) -> TestScript {
         kp(&format!("uninstall klp_test_cmdline {dirs} --unit-dir /tmp/units"), 0)
     ));
 
+    // A user process asleep in klp_sleeper_read_wait(): --stop-cont moves it on long before
+    // the kernel's own signal (15 s into the transition) would; the restarted read then runs
+    // the new function.
+    t.shell("dd if=/proc/klp_test_read of=/tmp/read.out bs=64 count=1 2>/dev/null & echo $! >/tmp/dd.pid");
+    t.check_eventually("reader-asleep", "grep -q klp_sleeper_read_wait /proc/$(cat /tmp/dd.pid)/stack", 20);
+    t.check("load-stop-cont", &format!(
+        "{} && grep -qE \"sent SIGSTOP\\+SIGCONT to $(cat /tmp/dd.pid)(;|$)\" /tmp/o \
+         && grep -q 'klp_test_readwait: loaded and patched' /tmp/o",
+        kp(&format!("load {m}/klp_test_readwait.ko --wait 2 --signal-wait 8 --stop-cont"), 0)
+    ));
+    t.check_eventually("reader-done", "[ \"$(cat /tmp/read.out)\" = patched ] && ! pidof dd", 20);
+    t.check("unload-readwait", &kp("unload klp_test_readwait", 0));
+
     // A transition held open by klp_sleeper, asleep in klp_sleeper_wait().
     t.check("signal-nothing", &kp("signal", 3));
     t.shell(&format!(
@@ -110,7 +123,8 @@ fn script(other_kernel: &str) -> TestScript {
     ));
     t.check("rmmod-sleeper", "rmmod klp_test_sleeper && ! pidof klp_sleeper");
     t.check("dmesg-livepatch", "dmesg | grep -E 'livepatch|klp_' >/dev/console; \
-         dmesg | grep -q \"enabling patch 'klp_test_stall'\" && dmesg | grep -q \"'klp_test_stall': unpatching complete\"");
+         dmesg | grep -q \"enabling patch 'klp_test_stall'\" && dmesg | grep -q 'livepatch: signaling remaining tasks' \
+         && dmesg | grep -q \"'klp_test_stall': unpatching complete\"");
     t.check("dmesg-clean", "! dmesg | grep -E 'WARNING:|Call Trace|BUG:|Oops|general protection'");
     t
 }
@@ -174,7 +188,7 @@ fn manage_patches_on_a_debian_guest() {
         std::fs::copy(&p, work.join(p.file_name().unwrap())).unwrap();
     }
     let kos = build_external_module(&kbuild, &work).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(kos.len(), 3, "{kos:?}");
+    assert_eq!(kos.len(), 4, "{kos:?}");
 
     let cmdline_ko = std::fs::read(work.join("klp_test_cmdline.ko")).unwrap();
     let (other_ko, other_kernel) = for_other_kernel(&cmdline_ko, &kernel.abi);
