@@ -7,60 +7,8 @@ use kpatch_module::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn enabled() -> bool {
-    if std::env::var("KPATCH_RS_GUEST_TESTS").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("skipped: set KPATCH_RS_GUEST_TESTS=1 to download the Debian target and build real modules");
-    false
-}
-
-struct Target {
-    release: String,
-    kbuild_dir: PathBuf,
-    resolver: KernelResolver,
-}
-
-fn target() -> Target {
-    let k = kpatch_target::DebianKernel::default_target().expect("default Debian target");
-    let kbuild_dir = k.kbuild_dir().expect("headers");
-    let symvers = kpatch_symbols::Symvers::from_path(&k.symvers().expect("Module.symvers")).expect("parse Module.symvers");
-    let symbols = kpatch_symbols::read_kallsyms_image(&k.vmlinux().expect("vmlinux")).expect("kallsyms of vmlinux");
-    Target { release: k.abi.clone(), kbuild_dir, resolver: KernelResolver::new(symbols, symvers) }
-}
-
-/// Compiles `source` as `<name>.o` with the target's kbuild flags plus per-function sections,
-/// the way the differ's input objects are compiled.
-fn compile(t: &Target, dir: &Path, name: &str, source: &str) -> Object {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join(format!("{name}.c")), source).unwrap();
-    std::fs::write(dir.join("Kbuild"), format!("obj-m := {name}.o\nccflags-y := -ffunction-sections -fdata-sections\n")).unwrap();
-    let out = Command::new("make")
-        .arg("-C")
-        .arg(&t.kbuild_dir)
-        .arg(format!("M={}", dir.display()))
-        .arg("CC=gcc-12")
-        .arg(format!("{name}.o"))
-        .output()
-        .expect("run make");
-    assert!(out.status.success(), "compile failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    Object::read(&dir.join(format!("{name}.o"))).unwrap()
-}
-
-const CMDLINE_PATCHED: &str = r#"
-#include <linux/fs.h>
-#include <linux/init.h>
-#include <linux/proc_fs.h>
-#include <linux/seq_file.h>
-
-extern char *saved_command_line;
-
-int cmdline_proc_show(struct seq_file *m, void *v)
-{
-	seq_printf(m, "%s kpatch-rs=1\n", saved_command_line);
-	return 0;
-}
-"#;
+mod common;
+use common::*;
 
 const CMDLINE_EXPORTS_ONLY: &str = r#"
 #include <linux/seq_file.h>
@@ -72,27 +20,33 @@ int cmdline_proc_show(struct seq_file *m, void *v)
 }
 "#;
 
-fn tu(diff: Object) -> TuInput {
-    TuInput {
-        name: "fs/proc/cmdline.o".into(),
-        source: Some("fs/proc/cmdline.c".into()),
-        object: "vmlinux".into(),
-        original: diff.clone(),
-        diff,
-        changed: vec!["cmdline_proc_show".into()],
-        new: vec![],
-    }
-}
+/// Every marker of the shipped headers, and a system call patched with KPATCH_SYSCALL_DEFINE2.
+const HEADERS_USER: &str = r#"
+#include <linux/kernel.h>
+#include <linux/syscalls.h>
+#include "kpatch-macros.h"
+#include "kpatch-syscall.h"
 
-fn options(t: &Target, name: &str, out: &Path) -> ModuleOptions {
-    ModuleOptions {
-        patch_name: name.into(),
-        glue: GlueOptions { target_release: t.release.clone(), patch_sha256: "00".repeat(32), replace: true },
-        kbuild: KbuildOptions { kbuild_dir: t.kbuild_dir.clone(), cc: "gcc-12".into(), jobs: 2 },
-        output: out.to_path_buf(),
-        work_dir: None,
-    }
+static int pre(patch_object *obj) { return 0; }
+static void post(patch_object *obj) { }
+static void pre_un(patch_object *obj) { }
+static void post_un(patch_object *obj) { }
+KPATCH_PRE_PATCH_CALLBACK(pre);
+KPATCH_POST_PATCH_CALLBACK(post);
+KPATCH_PRE_UNPATCH_CALLBACK(pre_un);
+KPATCH_POST_UNPATCH_CALLBACK(post_un);
+
+int kpatch_rs_ignored(void) { return 1; }
+KPATCH_IGNORE_FUNCTION(kpatch_rs_ignored);
+KPATCH_IGNORE_SECTION(".text.unlikely");
+int kpatch_rs_forced(int x) { KPATCH_PRINTK("kpatch-rs %d\n", x); return x; }
+KPATCH_FORCE_UNSAFE(kpatch_rs_forced);
+
+KPATCH_SYSCALL_DEFINE2(kpatch_rs_test, int, a, unsigned long, b)
+{
+	return a + b;
 }
+"#;
 
 fn readelf(args: &[&str], ko: &Path) -> String {
     let out = Command::new("readelf").args(args).arg(ko).output().expect("readelf");
@@ -112,7 +66,7 @@ fn builds_cmdline_module_with_klp_relocation() {
     let out_dir = std::env::var_os("KPATCH_RS_MODULE_TEST_OUT").map(PathBuf::from).unwrap_or_else(|| work.path().to_path_buf());
     let out = out_dir.join("livepatch-cmdline.ko");
     let started = std::time::Instant::now();
-    let built = build_module(&options(&t, "cmdline", &out), vec![tu(diff)], &t.resolver, &SystemRunner).expect("build module");
+    let built = build_module(&options(&t, "cmdline", &out), vec![cmdline_tu(diff)], &t.resolver, &SystemRunner).expect("build module");
     eprintln!("built {} in {:.1}s", out.display(), started.elapsed().as_secs_f64());
     assert_eq!(built.module_name, "livepatch_cmdline");
 
@@ -136,6 +90,11 @@ fn builds_cmdline_module_with_klp_relocation() {
     assert_eq!(get("name"), Some("livepatch_cmdline"));
     assert_eq!(get("kpatch_rs_kernel"), Some(t.release.as_str()));
     assert_eq!(get("kpatch_rs_functions"), Some("vmlinux:cmdline_proc_show,0"));
+    // Both callback records are linked in and reachable from the glue.
+    for cb in ["__kpatch_rs_cb_pre_patch_0", "__kpatch_rs_cb_post_patch_0"] {
+        assert!(ko.symbols.iter().any(|s| s.name == cb && s.section.is_some()), "{cb} missing");
+    }
+    assert!(ko.section_by_name(".kpatch.force").is_none());
     assert_eq!(get("vermagic").and_then(|v| v.split_whitespace().next()), Some(t.release.as_str()));
     // binutils agrees.
     let sections = readelf(&["-SW"], &out);
@@ -153,7 +112,7 @@ fn exports_only_module_has_no_klp_sections_and_refusals_leave_no_module() {
     let work = tempfile::tempdir().unwrap();
     let diff = compile(&t, &work.path().join("src"), "cmdline", CMDLINE_EXPORTS_ONLY);
     let out = work.path().join("livepatch-plain.ko");
-    build_module(&options(&t, "plain", &out), vec![tu(diff.clone())], &t.resolver, &SystemRunner).expect("build module");
+    build_module(&options(&t, "plain", &out), vec![cmdline_tu(diff.clone())], &t.resolver, &SystemRunner).expect("build module");
     let ko = Object::read(&out).unwrap();
     assert!(ko.sections.iter().all(|s| !s.name.starts_with(".klp.")), "unexpected .klp section");
     assert!(ko.symbols.iter().all(|s| !s.name.starts_with(".klp.") && !s.name.starts_with("__kpatch_rs_klp_")));
@@ -172,7 +131,7 @@ fn exports_only_module_has_no_klp_sections_and_refusals_leave_no_module() {
         }
     }
     let bad = work.path().join("livepatch-badcrc.ko");
-    let err = build_module(&options(&t, "badcrc", &bad), vec![tu(diff.clone())], &WrongCrc(&t.resolver), &SystemRunner).unwrap_err();
+    let err = build_module(&options(&t, "badcrc", &bad), vec![cmdline_tu(diff.clone())], &WrongCrc(&t.resolver), &SystemRunner).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, ModuleError::CrcMismatch { .. }) && msg.contains("seq_puts"), "{msg}");
     assert!(!bad.exists());
@@ -180,7 +139,34 @@ fn exports_only_module_has_no_klp_sections_and_refusals_leave_no_module() {
     // Headers of another release are refused before anything is built.
     let mut o = options(&t, "other", &work.path().join("livepatch-other.ko"));
     o.glue.target_release = "6.1.0-1-amd64".into();
-    let err = build_module(&o, vec![tu(diff)], &t.resolver, &SystemRunner).unwrap_err();
+    let err = build_module(&o, vec![cmdline_tu(diff)], &t.resolver, &SystemRunner).unwrap_err();
     assert!(matches!(err, ModuleError::HeadersVersion { .. }), "{err}");
     assert!(err.to_string().contains("6.1.0-1-amd64") && err.to_string().contains(&t.release), "{err}");
+}
+
+#[test]
+fn shipped_headers_compile_against_the_target() {
+    if !enabled() {
+        return;
+    }
+    let t = target();
+    let work = tempfile::tempdir().unwrap();
+    let o = compile(&t, &work.path().join("src"), "markers", HEADERS_USER);
+    let size = |name: &str| {
+        let i = o.section_by_name(name).unwrap_or_else(|| panic!("no section {name}"));
+        o.section(i).sh_size
+    };
+    for kind in kpatch_module::CallbackKind::ALL {
+        assert_eq!(size(&kind.section()), plan::CALLBACK_RECORD_SIZE, "{}", kind.section());
+    }
+    assert_eq!(size(".kpatch.ignore.functions"), 8);
+    assert_eq!(size(".kpatch.ignore.sections"), 8);
+    assert_eq!(size(".kpatch.force"), 8);
+    let has = |n: &str| o.symbols.iter().any(|s| s.name == n && s.section.is_some());
+    let names: Vec<&str> = o.symbols.iter().map(|s| s.name.as_str()).filter(|n| n.contains("kpatch_rs_test")).collect();
+    assert!(has("__x64_sys_kpatch_rs_test"), "x64 entry point missing: {names:?}");
+    assert!(has("__ia32_sys_kpatch_rs_test"), "ia32 entry point missing (Debian has IA32_EMULATION): {names:?}");
+    // No tracing metadata or error-injection entries.
+    assert!(!o.symbols.iter().any(|s| s.name.contains("__syscall_meta") || s.name.contains("_eil_addr_")));
+    assert!(o.section_by_name("_error_injection_whitelist").is_none());
 }
