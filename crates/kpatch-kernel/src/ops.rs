@@ -43,11 +43,13 @@ impl Default for Options {
 pub enum Outcome {
     /// The requested change is complete (loaded and patched, or unpatched and removed).
     Done { patch: String, elapsed: Duration },
-    /// The transition stalled and was reversed: the kernel is as before the command
-    /// (for a load: the module is removed; for an unload: the patch is enabled again).
+    /// The transition stalled (or the wait was interrupted) and was reversed: the kernel is as
+    /// before the command (for a load: the module is removed; for an unload: the patch is
+    /// enabled again).
     Reverted {
         patch: String,
         blockers: Vec<Blocker>,
+        interrupted: bool,
     },
     /// The reverse transition stalled too: `patch` is still in transition.
     Stuck {
@@ -82,6 +84,7 @@ pub fn finit_error(k: &dyn Kernel, name: &str, errno: Errno) -> KernelError {
         Errno::ENOENT => "unknown symbol in module (a kernel without livepatch, or a module built for another kernel; see dmesg)".into(),
         Errno::ENODEV => "the livepatch core is not initialised".into(),
         Errno::ENOSYS => "the kernel has no module support".into(),
+        Errno::ETXTBSY => "the module file is open for writing by some process".into(),
         _ => "see dmesg".into(),
     };
     KernelError::Refused {
@@ -145,12 +148,16 @@ pub fn load(
             patch: name,
             elapsed,
         }),
-        WatchOutcome::Stalled { blockers, .. } => {
+        WatchOutcome::Stalled {
+            blockers,
+            interrupted,
+            ..
+        } => {
             obs.event(&Event::Reverting {
                 patch: name.clone(),
                 blockers: blockers.clone(),
             });
-            revert(k, &name, "0", blockers, opts, obs, true)
+            revert(k, &name, "0", blockers, interrupted, opts, obs, true)
         }
     }
 }
@@ -199,12 +206,16 @@ pub fn unload(
                 elapsed,
             })
         }
-        WatchOutcome::Stalled { blockers, .. } => {
+        WatchOutcome::Stalled {
+            blockers,
+            interrupted,
+            ..
+        } => {
             obs.event(&Event::Reverting {
                 patch: name.into(),
                 blockers: blockers.clone(),
             });
-            revert(k, name, "1", blockers, opts, obs, false)
+            revert(k, name, "1", blockers, interrupted, opts, obs, false)
         }
     }
 }
@@ -225,11 +236,13 @@ fn write_enabled(k: &dyn Kernel, name: &str, value: &str) -> Result<(), KernelEr
 
 /// Reverse the transition of `name` (write `value` to `enabled`), watch it, and for a load
 /// remove the module once the patch is gone.
+#[allow(clippy::too_many_arguments)]
 fn revert(
     k: &dyn Kernel,
     name: &str,
     value: &str,
     blockers: Vec<Blocker>,
+    interrupted: bool,
     opts: &Options,
     obs: &mut dyn Observer,
     remove: bool,
@@ -252,7 +265,12 @@ fn revert(
         }
     }
     write_enabled(k, name, value)?;
-    match watch_transition(k, name, &opts.revert, obs)? {
+    // The reversal itself is not cancellable: it is what restores a known state.
+    let policy = WatchPolicy {
+        cancel: None,
+        ..opts.revert.clone()
+    };
+    match watch_transition(k, name, &policy, obs)? {
         WatchOutcome::Complete { .. } => {
             if remove {
                 remove_module(k, name, opts.remove_wait, obs)?;
@@ -260,6 +278,7 @@ fn revert(
             Ok(Outcome::Reverted {
                 patch: name.into(),
                 blockers,
+                interrupted,
             })
         }
         WatchOutcome::Stalled {

@@ -5,6 +5,7 @@ use crate::patches::{in_transition, is_enabled, patch_dir};
 use crate::sys::{Kernel, Sig};
 use crate::tasks::{find_blockers, Blocker};
 use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How long to wait and what to do while a transition lasts.
@@ -24,6 +25,9 @@ pub struct WatchPolicy {
     pub report_every: Duration,
     /// Read the kernel stacks of the blockers.
     pub stacks: bool,
+    /// Set (e.g. by a SIGINT handler) to stop waiting: the watch then ends as
+    /// [`WatchOutcome::Stalled`] with `interrupted`, so the caller reverts.
+    pub cancel: Option<&'static AtomicBool>,
 }
 
 impl Default for WatchPolicy {
@@ -36,6 +40,7 @@ impl Default for WatchPolicy {
             signal_wait: Duration::from_secs(15),
             report_every: Duration::from_secs(1),
             stacks: true,
+            cancel: None,
         }
     }
 }
@@ -101,11 +106,39 @@ impl Observer for Recorder {
 pub enum WatchOutcome {
     /// `transition` went to 0 (or the patch went away after unpatching).
     Complete { elapsed: Duration },
-    /// Still in transition after the waits; the last blockers seen.
+    /// Still in transition after the waits (or when cancelled); the last blockers seen.
     Stalled {
         elapsed: Duration,
         blockers: Vec<Blocker>,
+        interrupted: bool,
     },
+}
+
+/// Set by SIGINT/SIGTERM/SIGHUP once [`catch_interrupts`] is installed.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_sig: nix::libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// The flag [`catch_interrupts`] sets; use it as [`WatchPolicy::cancel`].
+pub fn interrupted() -> &'static AtomicBool {
+    &INTERRUPTED
+}
+
+/// Make SIGINT, SIGTERM and SIGHUP set [`interrupted`] instead of killing the process, so a
+/// watched transition is reverted rather than left behind.
+pub fn catch_interrupts() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(on_interrupt),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let _ = unsafe { sigaction(sig, &action) };
+    }
 }
 
 /// Signal the tasks blocking `patch`'s transition the way the kernel allows.
@@ -207,7 +240,11 @@ pub fn watch_transition(
         match signalled_at {
             None if elapsed >= policy.wait => {
                 if !policy.signal {
-                    return Ok(WatchOutcome::Stalled { elapsed, blockers });
+                    return Ok(WatchOutcome::Stalled {
+                        elapsed,
+                        blockers,
+                        interrupted: false,
+                    });
                 }
                 if !report_due {
                     blockers = find_blockers(k, target, policy.stacks);
@@ -223,9 +260,20 @@ pub fn watch_transition(
                 if !report_due {
                     blockers = find_blockers(k, target, policy.stacks);
                 }
-                return Ok(WatchOutcome::Stalled { elapsed, blockers });
+                return Ok(WatchOutcome::Stalled {
+                    elapsed,
+                    blockers,
+                    interrupted: false,
+                });
             }
             _ => {}
+        }
+        if policy.cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+            return Ok(WatchOutcome::Stalled {
+                elapsed,
+                blockers: find_blockers(k, target, policy.stacks),
+                interrupted: true,
+            });
         }
         k.sleep(policy.poll);
     }

@@ -111,7 +111,12 @@ fn stalled_load_is_signalled_and_reverted_leaving_kernel_clean() {
     let m = module(dir.path(), "fix_a", REL);
     let mut rec = Recorder::default();
     let out = ops::load(&k, &m, &opts(), &mut rec).unwrap();
-    let Outcome::Reverted { patch, blockers } = out else {
+    let Outcome::Reverted {
+        patch,
+        blockers,
+        interrupted: false,
+    } = out
+    else {
         panic!("expected a revert, got {out:?}");
     };
     assert_eq!(patch, "fix_a");
@@ -307,4 +312,29 @@ fn stack_order_follows_load_order() {
             ("mm_third".to_string(), Some(3))
         ]
     );
+}
+
+#[test]
+fn interrupt_reverts_at_once() {
+    static CANCEL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel();
+    k.add_task(FakeTask::user(800, "slow").stuck(Stuck::Ticks(100), 1)).unwrap();
+    let m = module(dir.path(), "fix_a", REL);
+    let mut o = opts();
+    o.watch.cancel = Some(&CANCEL);
+    o.revert.cancel = Some(&CANCEL); // ignored: the reversal always runs to the end
+    CANCEL.store(true, std::sync::atomic::Ordering::SeqCst);
+    let out = ops::load(&k, &m, &o, &mut Recorder::default()).unwrap();
+    let Outcome::Reverted {
+        interrupted: true,
+        blockers,
+        ..
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(blockers[0].pid, 800);
+    assert!(k.clock() < Duration::from_secs(1), "{:?}", k.clock());
+    assert!(!k.has_module("fix_a"));
 }

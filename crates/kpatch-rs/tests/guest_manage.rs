@@ -121,6 +121,17 @@ fn script(other_kernel: &str) -> TestScript {
         "[ ! -e {lp}/klp_test_stall ] && ! grep -q '^klp_test_stall ' /proc/modules && [ -z \"$(ls {lp})\" ] \
          && [ -z \"$(cat /proc/[0-9]*/task/[0-9]*/patch_state | grep -v -- '^-1$')\" ]"
     ));
+    // An operator's Ctrl-C while the transition is stalled: reverted at once, kernel clean.
+    t.shell(&format!(
+        "(kpatch-rs load {m}/klp_test_stall.ko --wait 60 >/tmp/int.out 2>&1; echo $? >/tmp/int.rc) & sleep 0.2"
+    ));
+    t.check_eventually("int-in-transition", &format!("[ \"$(cat {lp}/klp_test_stall/transition 2>/dev/null)\" = 1 ]"), 20);
+    t.check("interrupt", "kill -INT $(pidof kpatch-rs)");
+    t.check_eventually("int-finished", "[ -s /tmp/int.rc ]", 30);
+    t.check("int-reverted", &format!(
+        "cat /tmp/int.out >/dev/console; [ \"$(cat /tmp/int.rc)\" = 2 ] && grep -q 'was interrupted and was reversed' /tmp/int.out \
+         && [ -z \"$(ls {lp})\" ] && ! grep -q '^klp_test_stall ' /proc/modules"
+    ));
     t.check("rmmod-sleeper", "rmmod klp_test_sleeper && ! pidof klp_sleeper");
     t.check("dmesg-livepatch", "dmesg | grep -E 'livepatch|klp_' >/dev/console; \
          dmesg | grep -q \"enabling patch 'klp_test_stall'\" && dmesg | grep -q 'livepatch: signaling remaining tasks' \

@@ -43,6 +43,7 @@ impl WatchArgs {
             signal_wait: d("signal-wait", self.signal_wait)?,
             signal: !self.no_signal,
             stop_cont: self.stop_cont,
+            cancel: Some(kpatch_kernel::watch::interrupted()),
             ..WatchPolicy::default()
         };
         let revert = WatchPolicy {
@@ -80,6 +81,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    kpatch_kernel::watch::catch_interrupts();
     let k = RealKernel::new();
     let tty = std::io::stderr().is_terminal();
     let mut obs = TextObserver::new(std::io::stderr(), tty);
@@ -94,9 +96,14 @@ pub fn report(outcome: &Outcome, verb: &str, out: &mut dyn std::io::Write) -> u8
             let _ = writeln!(out, "{patch}: {verb} ({:.1}s)", elapsed.as_secs_f64());
             EXIT_OK
         }
-        Outcome::Reverted { patch, blockers } => {
+        Outcome::Reverted {
+            patch,
+            blockers,
+            interrupted,
+        } => {
+            let why = if *interrupted { "was interrupted" } else { "stalled" };
             eprintln!(
-                "kpatch-rs: {patch}: the transition stalled and was reversed; the kernel is as before.\n\
+                "kpatch-rs: {patch}: the transition {why} and was reversed; the kernel is as before.\n\
                  Tasks that blocked it:\n{}",
                 format_blockers(blockers).trim_end()
             );
