@@ -131,6 +131,9 @@ pub fn check_module(ko: &Object, plan: &Plan, target_release: &str, file: &str) 
     if vermagic.split_whitespace().next() != Some(target_release) {
         return Err(ModuleError::Vermagic { file: file.into(), found: vermagic, expected: target_release.into() });
     }
+    if !info.iter().any(|(k, v)| k == "livepatch" && v == "Y") {
+        return Err(ModuleError::BadModule { file: file.into(), reason: "no `livepatch=Y` in .modinfo".into() });
+    }
 
     let versions = versions(ko, file)?;
     let by_name: HashMap<&str, u32> = versions.iter().map(|(n, c)| (n.as_str(), *c)).collect();
@@ -152,7 +155,7 @@ pub fn check_module(ko: &Object, plan: &Plan, target_release: &str, file: &str) 
     }
     let exports: HashSet<&str> = plan.imports.iter().map(|i| i.name.as_str()).collect();
     for (_, s) in ko.symbols_iter() {
-        if s.is_undefined() && !s.name.is_empty() && !exports.contains(s.name.as_str()) && !by_name.contains_key(s.name.as_str()) {
+        if s.is_undefined() && s.st_bind() != STB_WEAK && !s.name.is_empty() && !exports.contains(s.name.as_str()) && !by_name.contains_key(s.name.as_str()) {
             return Err(ModuleError::UnresolvedInModule { file: file.into(), symbol: s.name.clone() });
         }
     }

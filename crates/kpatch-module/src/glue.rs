@@ -16,6 +16,13 @@ pub struct GlueOptions {
     pub replace: bool,
 }
 
+impl GlueOptions {
+    /// Options with atomic replace on (the default).
+    pub fn new(target_release: impl Into<String>, patch_sha256: impl Into<String>) -> Self {
+        GlueOptions { target_release: target_release.into(), patch_sha256: patch_sha256.into(), replace: true }
+    }
+}
+
 /// `.modinfo` keys read by the management commands; the same strings as
 /// `kpatch_kernel::modinfo::{MODINFO_KERNEL, MODINFO_PATCH_SHA256, MODINFO_FUNCTIONS}` (not a
 /// dependency: module generation does not need the kernel interface crate).
@@ -110,6 +117,14 @@ pub fn generate(plan: &Plan, opts: &GlueOptions) -> String {
     c.push_str("static void __exit kpatch_rs_exit(void)\n{\n}\n\n");
     c.push_str("module_init(kpatch_rs_init);\nmodule_exit(kpatch_rs_exit);\n");
     c.push_str("MODULE_LICENSE(\"GPL\");\nMODULE_INFO(livepatch, \"Y\");\n");
+    let mut namespaces: Vec<&str> = plan.imports.iter().filter_map(|i| i.namespace.as_deref()).collect();
+    namespaces.sort();
+    namespaces.dedup();
+    for ns in namespaces {
+        // What MODULE_IMPORT_NS expands to, spelled out: its argument changed from an identifier
+        // to a string in 6.13.
+        let _ = writeln!(c, "MODULE_INFO(import_ns, {});", c_string(ns));
+    }
     let _ = writeln!(c, "MODULE_INFO({MODINFO_KERNEL}, {});", c_string(&opts.target_release));
     let _ = writeln!(c, "MODULE_INFO({MODINFO_PATCH_SHA256}, {});", c_string(&opts.patch_sha256));
     let _ = writeln!(c, "MODULE_INFO({MODINFO_FUNCTIONS}, {});", c_string(&functions_tag(plan)));

@@ -125,6 +125,8 @@ pub struct Callback {
 pub struct VmlinuxImport {
     pub name: String,
     pub crc: Option<u32>,
+    /// Symbol namespace of the export (the glue adds `MODULE_IMPORT_NS`).
+    pub namespace: Option<String>,
     pub tu: String,
 }
 
@@ -282,20 +284,25 @@ pub fn plan(inputs: Vec<TuInput>, resolver: &dyn SymbolResolver) -> Result<Plan,
                 if !local && provided.contains(&sym.name) {
                     continue;
                 }
-                let res = cache
-                    .entry((sym.name.clone(), local))
-                    .or_insert_with(|| resolver.resolve(&ctx, &sym.name, local))
-                    .clone()
-                    .map_err(|e| ModuleError::SymbolNotInTarget {
-                        tu: tu_name.clone(),
-                        symbol: sym.name.clone(),
-                        object: e.object,
-                        reason: e.reason,
-                    })?;
+                let res = cache.entry((sym.name.clone(), local)).or_insert_with(|| resolver.resolve(&ctx, &sym.name, local)).clone();
+                let res = match res {
+                    Ok(r) => r,
+                    // A weak reference to something the target lacks stays weak: the module
+                    // loader resolves it to 0, as the kernel's own weak references are.
+                    Err(_) if sym.st_bind() == STB_WEAK => continue,
+                    Err(e) => {
+                        return Err(ModuleError::SymbolNotInTarget {
+                            tu: tu_name.clone(),
+                            symbol: sym.name.clone(),
+                            object: e.object,
+                            reason: e.reason,
+                        })
+                    }
+                };
                 match res {
-                    Resolution::VmlinuxExport { crc } => {
+                    Resolution::VmlinuxExport { crc, namespace } => {
                         if import_seen.insert(sym.name.clone()) {
-                            plan.imports.push(VmlinuxImport { name: sym.name.clone(), crc, tu: tu_name.clone() });
+                            plan.imports.push(VmlinuxImport { name: sym.name.clone(), crc, namespace, tu: tu_name.clone() });
                         }
                     }
                     Resolution::Klp { object: sym_object, sympos } => {

@@ -29,8 +29,9 @@ pub struct TuContext<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
     /// Exported by vmlinux: a normal relocation, resolved by the module loader, versioned by
-    /// modpost. `crc` is the target's CRC (`None` when the kernel has no modversions).
-    VmlinuxExport { crc: Option<u32> },
+    /// modpost. `crc` is the target's CRC (`None` when the kernel has no modversions);
+    /// `namespace` the export's symbol namespace (`EXPORT_SYMBOL_NS`), which the glue imports.
+    VmlinuxExport { crc: Option<u32>, namespace: Option<String> },
     /// Resolved by the livepatch core: the symbol is defined in `object` (vmlinux or a module) at
     /// livepatch position `sympos` (0 when its name is unique there).
     Klp { object: String, sympos: u64 },
@@ -118,7 +119,8 @@ impl SymbolResolver for KernelResolver {
         if let Some(entry) = self.symvers.get(name) {
             let object = entry.object();
             if object == VMLINUX {
-                return Ok(Resolution::VmlinuxExport { crc: Some(entry.crc) });
+                let namespace = (!entry.namespace.is_empty()).then(|| entry.namespace.clone());
+                return Ok(Resolution::VmlinuxExport { crc: Some(entry.crc), namespace });
             }
             let sympos = self.global_sympos(&object, name)?;
             return Ok(Resolution::Klp { object, sympos });
@@ -179,7 +181,7 @@ mod tests {
             KernelSymbol::new(0x50, 'T', "ext4_thing", "ext4"),
         ]);
         let symvers = Symvers::parse(
-            "0x12345678\tprintk\tvmlinux\tEXPORT_SYMBOL\t\n0x0badf00d\text4_thing\tfs/ext4/ext4\tEXPORT_SYMBOL_GPL\t\n",
+            "0x12345678\tprintk\tvmlinux\tEXPORT_SYMBOL\t\n0x00000007\tnsfunc\tvmlinux\tEXPORT_SYMBOL_GPL\tCRYPTO_INTERNAL\n0x0badf00d\text4_thing\tfs/ext4/ext4\tEXPORT_SYMBOL_GPL\t\n",
             "Module.symvers",
         )
         .unwrap();
@@ -191,7 +193,11 @@ mod tests {
         let orig = original();
         let tu = TuContext { name: "fs/proc/cmdline.o", source: "fs/proc/cmdline.c", object: VMLINUX, original: &orig };
         let r = resolver();
-        assert_eq!(r.resolve(&tu, "printk", false).unwrap(), Resolution::VmlinuxExport { crc: Some(0x12345678) });
+        assert_eq!(r.resolve(&tu, "printk", false).unwrap(), Resolution::VmlinuxExport { crc: Some(0x12345678), namespace: None });
+        assert_eq!(
+            r.resolve(&tu, "nsfunc", false).unwrap(),
+            Resolution::VmlinuxExport { crc: Some(7), namespace: Some("CRYPTO_INTERNAL".into()) }
+        );
         assert_eq!(r.resolve(&tu, "secret", false).unwrap(), Resolution::Klp { object: VMLINUX.into(), sympos: 0 });
         // The second `helper` sits next to `neighbour`, the unit's other symbol.
         assert_eq!(r.resolve(&tu, "helper", true).unwrap(), Resolution::Klp { object: VMLINUX.into(), sympos: 2 });

@@ -122,7 +122,9 @@ fn exports_only_module_has_no_klp_sections_and_refusals_leave_no_module() {
     impl SymbolResolver for WrongCrc<'_> {
         fn resolve(&self, tu: &TuContext<'_>, name: &str, local: bool) -> Result<Resolution, ResolveError> {
             match self.0.resolve(tu, name, local)? {
-                Resolution::VmlinuxExport { crc: Some(c) } if name == "seq_puts" => Ok(Resolution::VmlinuxExport { crc: Some(c ^ 1) }),
+                Resolution::VmlinuxExport { crc: Some(c), namespace } if name == "seq_puts" => {
+                    Ok(Resolution::VmlinuxExport { crc: Some(c ^ 1), namespace })
+                }
                 r => Ok(r),
             }
         }

@@ -85,6 +85,7 @@ fn cmdline_diff() -> Object {
     b.undef("saved_command_line", STB_GLOBAL, STT_OBJECT);
     b.undef("some_key", STB_GLOBAL, STT_OBJECT);
     b.undef("unused_undefined", STB_GLOBAL, STT_NOTYPE);
+    b.undef("optional_hook", STB_WEAK, STT_FUNC);
     b.relas(
         text,
         &[
@@ -92,6 +93,7 @@ fn cmdline_diff() -> Object {
             (6, R_X86_64_PC32, "saved_command_line"),
             (11, R_X86_64_PLT32, "helper"),
             (16, R_X86_64_PC32, "saved_command_line"),
+            (21, R_X86_64_PLT32, "optional_hook"),
         ],
     );
     let jt = b.section("__jump_table", SHF_ALLOC | SHF_WRITE, 16);
@@ -115,7 +117,7 @@ struct FakeResolver {
 impl FakeResolver {
     fn vmlinux() -> FakeResolver {
         let mut r = FakeResolver::default();
-        r.symbols.insert(("seq_printf".into(), false), Resolution::VmlinuxExport { crc: Some(0xf0949581) });
+        r.symbols.insert(("seq_printf".into(), false), Resolution::VmlinuxExport { crc: Some(0xf0949581), namespace: None });
         r.symbols.insert(("saved_command_line".into(), false), Resolution::Klp { object: "vmlinux".into(), sympos: 0 });
         r.symbols.insert(("some_key".into(), false), Resolution::Klp { object: "vmlinux".into(), sympos: 0 });
         r.symbols.insert(("helper".into(), true), Resolution::Klp { object: "vmlinux".into(), sympos: 2 });
@@ -169,7 +171,7 @@ fn plan_redirects_non_exported_symbols_to_placeholders_and_keeps_exports() {
     );
     assert_eq!(
         names_of_relas(d, ".rela.text.cmdline_proc_show"),
-        ["seq_printf", "__kpatch_rs_klp_0", "__kpatch_rs_klp_1", "__kpatch_rs_klp_0"]
+        ["seq_printf", "__kpatch_rs_klp_0", "__kpatch_rs_klp_1", "__kpatch_rs_klp_0", "optional_hook"]
     );
     let ph = d.symbols.iter().find(|s| s.name == "__kpatch_rs_klp_1").unwrap();
     assert!(ph.is_undefined() && ph.st_bind() == STB_WEAK);
@@ -220,7 +222,8 @@ fn finalize_moves_relocations_into_klp_sections_and_checks_the_module() {
     finalize::convert_klp(&mut ko, &p, "x.ko").unwrap();
     let ko = Object::parse(&ko.write().unwrap(), "x.ko").unwrap();
 
-    assert_eq!(names_of_relas(&ko, ".rela.text.cmdline_proc_show"), ["seq_printf"]);
+    // A weak reference the target lacks stays a weak reference (resolved to 0 by the loader).
+    assert_eq!(names_of_relas(&ko, ".rela.text.cmdline_proc_show"), ["seq_printf", "optional_hook"]);
     assert_eq!(
         names_of_relas(&ko, ".klp.rela.vmlinux..text.cmdline_proc_show"),
         [".klp.sym.vmlinux.saved_command_line,0", ".klp.sym.vmlinux.helper,2", ".klp.sym.vmlinux.saved_command_line,0"]
@@ -279,7 +282,7 @@ fn ext4_resolver() -> FakeResolver {
     r.symbols.insert(("ext4_local".into(), true), Resolution::Klp { object: "ext4".into(), sympos: 0 });
     r.symbols.insert(("vm_secret".into(), false), Resolution::Klp { object: "vmlinux".into(), sympos: 0 });
     r.symbols.insert(("ext4_exported".into(), false), Resolution::Klp { object: "ext4".into(), sympos: 0 });
-    r.symbols.insert(("printk".into(), false), Resolution::VmlinuxExport { crc: Some(1) });
+    r.symbols.insert(("printk".into(), false), Resolution::VmlinuxExport { crc: Some(1), namespace: Some("TEST_NS".into()) });
     r.functions.insert("ext4_fill_super".into(), 3);
     r
 }
@@ -304,6 +307,7 @@ fn module_target_splits_klp_relocations_by_object_and_refuses_module_symbols_in_
     assert!(glue.contains(".name = \"ext4\""), "{glue}");
     assert!(glue.contains(".old_sympos = 3"), "{glue}");
     assert!(glue.contains(".replace = false"), "{glue}");
+    assert!(glue.contains("MODULE_INFO(import_ns, \"TEST_NS\");"), "{glue}");
     assert!(!glue.contains(".name = NULL"), "{glue}");
 
     // Jump label on an ext4 key: ext4 relocations come too late for the jump-label code.
