@@ -36,7 +36,15 @@ const IGNORED_NAMES: &[&str] = &[
     "kallsyms_token_index",
     "kallsyms_seqs_of_names",
 ];
-const IGNORED_PREFIXES: &[&str] = &["$", ".L", "__efistub_", "__kvm_nvhe_", ".LASANPC"];
+const IGNORED_PREFIXES: &[&str] = &[
+    "$",
+    ".L",
+    "__efistub_",
+    "__kvm_nvhe_",
+    "__crc_",
+    "__kstrtab_",
+    "__kstrtabns_",
+];
 
 /// Read a vmlinux with a symbol table.
 pub fn read_vmlinux(path: &Path) -> Result<KernelSymbols, Error> {
@@ -49,7 +57,8 @@ pub fn read_vmlinux(path: &Path) -> Result<KernelSymbols, Error> {
 
 /// Symbols of a vmlinux image in kallsyms order; `file` names it in errors.
 pub fn parse_vmlinux(data: &[u8], file: &str) -> Result<KernelSymbols, Error> {
-    let raw = collect(data, file, VMLINUX, false)?;
+    let mut raw = collect(data, file, VMLINUX, false)?;
+    make_percpu_absolute(&mut raw);
     let mut indexed: Vec<(usize, KernelSymbol)> = raw.into_iter().enumerate().collect();
     indexed.sort_by(|(ia, a), (ib, b)| {
         let weak = |s: &KernelSymbol| matches!(s.kind, 'w' | 'W' | 'v' | 'V');
@@ -57,6 +66,7 @@ pub fn parse_vmlinux(data: &[u8], file: &str) -> Result<KernelSymbols, Error> {
         a.address
             .cmp(&b.address)
             .then(weak(a).cmp(&weak(b)))
+            .then(linker_provided(&a.name).cmp(&linker_provided(&b.name)))
             .then(underscores(a).cmp(&underscores(b)))
             .then(a.name.cmp(&b.name))
             .then(ia.cmp(ib))
@@ -65,6 +75,33 @@ pub fn parse_vmlinux(data: &[u8], file: &str) -> Result<KernelSymbols, Error> {
         file,
         indexed.into_iter().map(|(_, s)| s).collect(),
     ))
+}
+
+/// With `CONFIG_KALLSYMS_ABSOLUTE_PERCPU`, kallsyms gives type `A` to the symbols whose address
+/// lies in `[__per_cpu_start, __per_cpu_end]`.
+fn make_percpu_absolute(symbols: &mut [KernelSymbol]) {
+    let find = |name: &str| symbols.iter().find(|s| s.name == name).map(|s| s.address);
+    let (Some(start), Some(end)) = (find("__per_cpu_start"), find("__per_cpu_end")) else {
+        return;
+    };
+    for s in symbols
+        .iter_mut()
+        .filter(|s| (start..=end).contains(&s.address))
+    {
+        s.kind = 'A';
+    }
+}
+
+/// Whether a name looks like one a linker script provides (`__start_X`, `__stop_X`, `__end_X`,
+/// `__X_start`, `__X_end`): kallsyms puts those after other symbols at the same address.
+fn linker_provided(name: &str) -> bool {
+    name.len() >= 8
+        && name.starts_with("__")
+        && (name[2..].starts_with("start_")
+            || name[2..].starts_with("stop_")
+            || name[2..].starts_with("end_")
+            || name.ends_with("_start")
+            || name.ends_with("_end"))
 }
 
 /// Symbols of a module (`.ko`) in its symbol-table order, as the kernel lists them; `object` is the
@@ -156,9 +193,6 @@ fn type_letter<'d, 'f>(
     if module && section_name.starts_with(".init") {
         return None;
     }
-    if !module && section_name == ".data..percpu" {
-        return Some('A');
-    }
     let letter = if sym.is_weak() {
         if sym.kind() == SymbolKind::Data {
             'V'
@@ -169,7 +203,7 @@ fn type_letter<'d, 'f>(
         'T'
     } else if section.kind() == SectionKind::UninitializedData {
         'B'
-    } else if sh_flags & SHF_WRITE.0 != 0 && !section_name.starts_with(".rodata") {
+    } else if sh_flags & SHF_WRITE.0 != 0 {
         'D'
     } else {
         'R'

@@ -110,14 +110,14 @@ fn vmlinux() -> Vec<u8> {
         true,
         t(text),
     );
-    b.sym(
-        "fixed_percpu_data",
-        0x0,
-        d,
-        SymbolScope::Linkage,
-        false,
-        t(percpu),
-    );
+    // Per-CPU symbols: everything in [__per_cpu_start, __per_cpu_end] becomes absolute.
+    for (name, value) in [
+        ("__per_cpu_start", 0x0),
+        ("fixed_percpu_data", 0x0),
+        ("__per_cpu_end", 0x8),
+    ] {
+        b.sym(name, value, d, SymbolScope::Linkage, false, t(percpu));
+    }
     b.sym(
         "printk",
         0,
@@ -152,6 +152,8 @@ fn vmlinux_symbols_are_in_kallsyms_order_with_their_files() {
     assert_eq!(kind("proc_tty_register_driver"), 'T');
     assert_eq!(kind("arch_weak_hook"), 'W');
     assert_eq!(kind("fixed_percpu_data"), 'A');
+    assert_eq!(kind("__per_cpu_end"), 'A');
+    assert_eq!(kind("show_console_dev"), 't');
     let c_start = k.occurrences(VMLINUX, "c_start");
     let files: Vec<_> = c_start
         .iter()

@@ -1,0 +1,77 @@
+//! Against a vmlinux that has both a symbol table and its kallsyms table (a self-built kernel,
+//! or Debian's `-dbg` one): the symbol table read as kallsyms would read it must give the same
+//! symbols in the same order, and FILE-based resolution must agree with the kallsyms one.
+//!
+//! Runs when `KPATCH_RS_DBG_VMLINUX` names such a vmlinux (Debian's is in
+//! `linux-image-<abi>-dbg`, 858 MB to download, so CI does not fetch it).
+
+use std::collections::HashMap;
+
+use kpatch_symbols::{Error, KernelSymbols, TranslationUnit, VMLINUX};
+
+fn dbg_vmlinux() -> Option<(KernelSymbols, KernelSymbols)> {
+    let Some(path) = std::env::var_os("KPATCH_RS_DBG_VMLINUX") else {
+        eprintln!("skipped: set KPATCH_RS_DBG_VMLINUX to a vmlinux with .symtab (e.g. from linux-image-<abi>-dbg)");
+        return None;
+    };
+    let path = std::path::PathBuf::from(path);
+    let data = std::fs::read(&path).expect("read the -dbg vmlinux");
+    let file = path.display().to_string();
+    let symtab = kpatch_symbols::parse_vmlinux(&data, &file).expect(".symtab");
+    let kallsyms = kpatch_symbols::parse_kallsyms_image(&data, &file).expect("embedded kallsyms");
+    Some((symtab, kallsyms))
+}
+
+#[test]
+fn symtab_in_kallsyms_order_matches_the_kallsyms_table() {
+    let Some((symtab, kallsyms)) = dbg_vmlinux() else {
+        return;
+    };
+    eprintln!(
+        "{} symtab symbols, {} kallsyms symbols",
+        symtab.len(),
+        kallsyms.len()
+    );
+    let key = |s: &kpatch_symbols::KernelSymbol| (s.address, s.kind, s.name.clone());
+    let a: Vec<_> = symtab.symbols().iter().map(key).collect();
+    let b: Vec<_> = kallsyms.symbols().iter().map(key).collect();
+    let mut in_kallsyms: HashMap<&(u64, char, String), usize> = HashMap::new();
+    for x in &b {
+        *in_kallsyms.entry(x).or_default() += 1;
+    }
+    let mut extra = Vec::new();
+    for x in &a {
+        match in_kallsyms.get_mut(x) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => extra.push(x),
+        }
+    }
+    let missing: Vec<_> = in_kallsyms
+        .iter()
+        .filter(|(_, &n)| n > 0)
+        .map(|(k, _)| *k)
+        .collect();
+    if !extra.is_empty() || !missing.is_empty() {
+        let mut kinds: HashMap<char, usize> = HashMap::new();
+        extra
+            .iter()
+            .for_each(|x| *kinds.entry(x.1).or_default() += 1);
+        panic!(
+            "{} symtab symbols are not in kallsyms (by type {kinds:?}; e.g. {:x?}), {} kallsyms symbols not in symtab (e.g. {:x?})",
+            extra.len(),
+            &extra[..extra.len().min(12)],
+            missing.len(),
+            &missing[..missing.len().min(12)]
+        );
+    }
+    let first_diff = a.iter().zip(&b).position(|(x, y)| x != y);
+    if let Some(i) = first_diff {
+        let lo = i.saturating_sub(3);
+        panic!(
+            "first difference at {i}:\n symtab   {:x?}\n kallsyms {:x?}",
+            &a[lo..(i + 4).min(a.len())],
+            &b[lo..(i + 4).min(b.len())]
+        );
+    }
+    assert_eq!(a.len(), b.len());
+}
