@@ -1,6 +1,8 @@
 //! Drives the front half of the build pipeline from the command line (used by
 //! scripts/bench-build.sh until `kpatch-rs build` is wired):
 //!
+//! build-objects [--kernel 6.1.0-56-amd64] --patch P --work W [--jobs N]
+//!     (Debian kernel through kpatch-target; default: the running or newest Debian kernel)
 //! build-objects --cache DIR --kernelrelease 6.1.0-56-amd64 --tarball T --config C
 //!               [--symvers S] [--vmlinux V] --patch P --work W [--jobs N]
 //! build-objects --sourcedir DIR [--config C] [--vmlinux V] --patch P --work W
@@ -36,6 +38,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let t = std::time::Instant::now();
     let tree = match path("sourcedir") {
         Some(dir) => PreparedTree::user(&SystemRunner, &dir, path("config").as_deref(), path("vmlinux").as_deref(), &opts)?,
+        None if !opt.contains_key("tarball") => {
+            let k = match opt.get("kernel") {
+                Some(abi) => kpatch_target::DebianKernel::named(abi)?,
+                None => kpatch_target::DebianKernel::default_target()?,
+            };
+            let t = std::time::Instant::now();
+            let src = DebianSource::from_kernel(&k)?;
+            eprintln!("target {} ({})", k.abi, k.version);
+            eprintln!("stage fetch: {:.1} s", t.elapsed().as_secs_f64());
+            let cache = path("cache").unwrap_or_else(kpatch_target::cache_dir);
+            PreparedTree::debian(&SystemRunner, &cache, &src, &opts)?
+        }
         None => {
             let src = DebianSource {
                 kernelrelease: opt.get("kernelrelease").cloned().ok_or("--kernelrelease is required")?,

@@ -43,20 +43,46 @@ pub fn cc_version(runner: &dyn Runner, cc: &str) -> Result<String> {
     Ok(out.stdout.lines().next().unwrap_or("").trim().to_string())
 }
 
-/// The GCC identification strings in a vmlinux's `.comment` section.
+/// The compiler named in a kernel banner (`/proc/version`, or `linux_banner` in vmlinux):
+/// `Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian
+/// 12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP ...` →
+/// `gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0`.
+pub fn banner_compiler(banner: &str) -> Option<String> {
+    let rest = banner.strip_prefix("Linux version ")?;
+    let (_, rest) = rest.split_once(") (")?;
+    let end = rest.find(", GNU ld").or_else(|| rest.find(", LLD")).or_else(|| rest.find(") #"))?;
+    Some(rest[..end].trim().to_string())
+}
+
+/// The compiler strings of a vmlinux: its `.comment` section's `GCC:` entries, or, in a
+/// stripped image without `.comment`, the compiler in its `linux_banner`.
 pub fn vmlinux_compilers(vmlinux: &Path) -> Result<Vec<String>> {
     let data = std::fs::read(vmlinux).map_err(io_err(vmlinux))?;
-    let file = object::File::parse(&*data).map_err(|e| BuildError::Vmlinux { path: vmlinux.to_path_buf(), reason: e.to_string() })?;
-    let Some(sec) = file.section_by_name(".comment") else {
-        return Err(BuildError::Vmlinux { path: vmlinux.to_path_buf(), reason: "has no .comment section".into() });
-    };
-    let bytes = sec.data().map_err(|e| BuildError::Vmlinux { path: vmlinux.to_path_buf(), reason: e.to_string() })?;
-    Ok(bytes
-        .split(|&b| b == 0)
-        .filter_map(|s| std::str::from_utf8(s).ok())
-        .filter(|s| s.starts_with("GCC:"))
-        .map(String::from)
-        .collect())
+    let bad = |reason: String| BuildError::Vmlinux { path: vmlinux.to_path_buf(), reason };
+    let file = object::File::parse(&*data).map_err(|e| bad(e.to_string()))?;
+    if let Some(sec) = file.section_by_name(".comment") {
+        let bytes = sec.data().map_err(|e| bad(e.to_string()))?;
+        let found: Vec<String> = bytes
+            .split(|&b| b == 0)
+            .filter_map(|s| std::str::from_utf8(s).ok())
+            .filter(|s| s.starts_with("GCC:"))
+            .map(String::from)
+            .collect();
+        if !found.is_empty() {
+            return Ok(found);
+        }
+    }
+    let needle = b"Linux version ";
+    let banner = data
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .filter_map(|(i, _)| {
+            let end = data[i..].iter().position(|&b| b == 0 || b == b'\n')?;
+            banner_compiler(std::str::from_utf8(&data[i..i + end]).ok()?)
+        })
+        .next();
+    banner.map(|b| vec![b]).ok_or_else(|| bad("has neither a .comment section nor a kernel banner naming the compiler".into()))
 }
 
 /// Fails with [`BuildError::CompilerMismatch`] unless `cc` is the compiler named by the
@@ -96,6 +122,14 @@ mod tests {
 
     fn config(text: &str) -> KernelConfig {
         KernelConfig::parse(Path::new("/boot/config-test"), text)
+    }
+
+    #[test]
+    fn banner_names_the_compiler() {
+        let b = "Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-11-16)";
+        assert_eq!(banner_compiler(b).as_deref(), Some("gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0"));
+        assert_eq!(banner_compiler("Linux version 6.18.0 (a@b) (clang version 19.1.0, LLD 19.1.0) #1"), Some("clang version 19.1.0".into()));
+        assert_eq!(banner_compiler("not a banner"), None);
     }
 
     #[test]

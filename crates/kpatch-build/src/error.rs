@@ -64,6 +64,8 @@ pub enum BuildError {
     Vmlinux { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]
     Unsupported { path: PathBuf, reason: String },
+    #[error("target kernel: {0}")]
+    Target(#[from] kpatch_target::TargetError),
     #[error("interrupted")]
     Interrupted,
 }

@@ -11,6 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{io_err, Result};
 use crate::kbuild::normalize;
@@ -23,9 +24,10 @@ const FORCED_C: &[&str] = &["include/linux/compiler-version.h", "include/linux/k
 const FORCED_ASM: &[&str] = &["include/linux/kconfig.h"];
 
 /// The reverse include graph of a tree.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct IncludeIndex {
     files: Vec<String>,
+    #[serde(skip)]
     ids: HashMap<String, usize>,
     /// For each file, the files that include it.
     includers: Vec<Vec<usize>>,
@@ -160,6 +162,25 @@ impl IncludeIndex {
         Ok(IncludeIndex { files, ids, includers })
     }
 
+    /// The index saved at `cache` if there is one, else a fresh scan saved there.
+    /// Only for trees whose sources do not change between builds (the prepared Debian trees).
+    pub fn load_or_build(tree: &Path, arch: &str, cache: &Path) -> Result<Self> {
+        if let Ok(bytes) = fs::read(cache) {
+            if let Ok(mut idx) = serde_json::from_slice::<IncludeIndex>(&bytes) {
+                if idx.includers.len() == idx.files.len() {
+                    idx.ids = idx.files.iter().enumerate().map(|(i, f)| (f.clone(), i)).collect();
+                    return Ok(idx);
+                }
+            }
+        }
+        let idx = Self::build(tree, arch)?;
+        let tmp = cache.with_extension("tmp");
+        let bytes = serde_json::to_vec(&idx).map_err(|e| crate::error::BuildError::Io { path: cache.to_path_buf(), source: e.into() })?;
+        fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+        fs::rename(&tmp, cache).map_err(io_err(cache))?;
+        Ok(idx)
+    }
+
     pub fn len(&self) -> usize {
         self.files.len()
     }
@@ -192,6 +213,27 @@ impl IncludeIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_index_answers_like_a_fresh_one() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        fs::create_dir_all(root.join("include/linux")).unwrap();
+        fs::create_dir_all(root.join("fs")).unwrap();
+        fs::write(root.join("include/linux/a.h"), "\n").unwrap();
+        fs::write(root.join("fs/x.c"), "#include <linux/a.h>\n").unwrap();
+        let cache = root.join("index.json");
+        let first = IncludeIndex::load_or_build(root, "x86", &cache).unwrap();
+        assert!(cache.is_file());
+        // A change after caching is not seen: the cache is what answers.
+        fs::write(root.join("fs/y.c"), "#include <linux/a.h>\n").unwrap();
+        let second = IncludeIndex::load_or_build(root, "x86", &cache).unwrap();
+        assert_eq!(first.units_including(Path::new("include/linux/a.h")), vec![PathBuf::from("fs/x.c")]);
+        assert_eq!(second.units_including(Path::new("include/linux/a.h")), vec![PathBuf::from("fs/x.c")]);
+        fs::remove_file(&cache).unwrap();
+        let third = IncludeIndex::load_or_build(root, "x86", &cache).unwrap();
+        assert_eq!(third.units_including(Path::new("include/linux/a.h")).len(), 2);
+    }
 
     #[test]
     fn parses_include_forms() {

@@ -61,7 +61,7 @@ pub fn build_object_pairs(runner: &dyn Runner, tree: &PreparedTree, patch: &Patc
 
     let scratch = work.join("probe");
     let _ = fs::remove_dir_all(&scratch);
-    let sel = select::select(runner, kbuild, patch, &scratch)?;
+    let sel = select::select(runner, kbuild, patch, &scratch, tree.include_index_cache.as_deref())?;
     out.timings.extend(&sel.timings);
     out.ignored = sel.ignored.clone();
     out.skipped = sel.skipped.clone();

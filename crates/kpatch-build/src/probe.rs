@@ -80,9 +80,9 @@ impl Level {
                 "obj" => l.obj = v.trim().to_string(),
                 "need-builtin" => l.need_builtin = !v.trim().is_empty(),
                 "need-modorder" => l.need_modorder = !v.trim().is_empty(),
-                "real-obj-y" => l.real_obj_y = words(v, ""),
-                "real-obj-m" => l.real_obj_m = words(v, ""),
-                "lib-y" => l.lib_y = words(v, ""),
+                "real-obj-y" => l.real_obj_y = words(v),
+                "real-obj-m" => l.real_obj_m = words(v),
+                "lib-y" => l.lib_y = words(v),
                 "multi" => {
                     let (name, parts) = v.split_once('=')?;
                     raw_multi.push((name.trim().to_string(), parts.split_whitespace().map(String::from).collect()));
@@ -106,7 +106,7 @@ impl Level {
     }
 }
 
-fn words(v: &str, _prefix: &str) -> BTreeSet<String> {
+fn words(v: &str) -> BTreeSet<String> {
     v.split_whitespace().map(String::from).collect()
 }
 
@@ -181,7 +181,7 @@ mod tests {
     #[test]
     fn builtins_of_a_directory_reached_only_as_module_are_not_in_vmlinux() {
         let l = Level::parse("obj=drivers/x\nneed-builtin=\nneed-modorder=1\nreal-obj-y=drivers/x/a.o\nreal-obj-m=drivers/x/b-c.o\n").unwrap();
-        assert_eq!(classify(&[l.clone()], "drivers/x/a.o"), None);
+        assert_eq!(classify(std::slice::from_ref(&l), "drivers/x/a.o"), None);
         assert_eq!(classify(&[l], "drivers/x/b-c.o"), Some(Placement::Module("b_c".into())));
     }
 

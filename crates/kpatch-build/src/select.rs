@@ -77,7 +77,8 @@ pub fn classify_changes(patch: &PatchFile) -> Result<(Vec<PathBuf>, Vec<PathBuf>
 }
 
 /// Selects the units of `patch` in the tree of `kbuild`. `scratch` is an empty directory.
-pub fn select(runner: &dyn Runner, kbuild: &Kbuild, patch: &PatchFile, scratch: &Path) -> Result<Selection> {
+/// `index_cache`: where the tree's include index is kept between builds (`None`: scan each time).
+pub fn select(runner: &dyn Runner, kbuild: &Kbuild, patch: &PatchFile, scratch: &Path, index_cache: Option<&Path>) -> Result<Selection> {
     let tree = &kbuild.tree;
     let (units, headers, ignored) = classify_changes(patch)?;
     let mut sel = Selection { headers: headers.clone(), ignored, ..Default::default() };
@@ -90,7 +91,10 @@ pub fn select(runner: &dyn Runner, kbuild: &Kbuild, patch: &PatchFile, scratch: 
     let mut candidates: BTreeMap<PathBuf, BTreeSet<PathBuf>> = units.iter().map(|u| (u.clone(), BTreeSet::new())).collect();
     if !headers.is_empty() {
         let t = Instant::now();
-        let index = IncludeIndex::build(tree, "x86")?;
+        let index = match index_cache {
+            Some(c) => IncludeIndex::load_or_build(tree, "x86", c)?,
+            None => IncludeIndex::build(tree, "x86")?,
+        };
         sel.timings.push("include-scan", t.elapsed());
         for h in &headers {
             for u in index.units_including(h) {

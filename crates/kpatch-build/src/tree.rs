@@ -29,6 +29,7 @@ use crate::lock::TreeLock;
 use crate::timing::Timings;
 
 const MARKER: &str = ".kpatch-rs-prepared";
+const INCLUDE_INDEX: &str = ".kpatch-rs-include-index.json";
 
 /// Options every Debian config gets so `make prepare` needs none of Debian's key files.
 const DEBIAN_CONFIG_FIXES: &[(&str, &str)] = &[("CONFIG_SYSTEM_TRUSTED_KEYS", ""), ("CONFIG_SYSTEM_REVOCATION_KEYS", ""), ("CONFIG_MODULE_SIG_KEY", "certs/signing_key.pem")];
@@ -46,6 +47,20 @@ pub struct DebianSource {
     pub symvers: Option<PathBuf>,
     /// Decompressed vmlinux, for the compiler cross-check.
     pub vmlinux: Option<PathBuf>,
+}
+
+impl DebianSource {
+    /// Everything a tree needs from a Debian kernel, fetched into the cache if missing
+    /// (source, image and headers packages; the decompressed vmlinux).
+    pub fn from_kernel(k: &kpatch_target::DebianKernel) -> Result<Self> {
+        Ok(DebianSource {
+            kernelrelease: k.abi.clone(),
+            source_tarball: k.source_tarball()?,
+            config: k.config()?,
+            symvers: Some(k.symvers()?),
+            vmlinux: Some(k.vmlinux()?),
+        })
+    }
 }
 
 /// Knobs shared by both tree kinds.
@@ -78,6 +93,8 @@ pub struct PreparedTree {
     pub recovered: Vec<Entry>,
     /// Time of each preparation stage actually run (`unpack`, `prepare`, …).
     pub timings: Timings,
+    /// Where the include index is kept (prepared Debian trees only; user trees change).
+    pub include_index_cache: Option<PathBuf>,
     lock: TreeLock,
 }
 
@@ -139,6 +156,7 @@ impl PreparedTree {
         if read_marker(&root).as_ref() != Some(&want) {
             let marker = root.join(MARKER);
             let _ = fs::remove_file(&marker);
+            let _ = fs::remove_file(root.join(INCLUDE_INDEX));
             let dot_config = root.join(".config");
             fs::write(&dot_config, fixed.as_bytes()).map_err(io_err(&dot_config))?;
             let t = Instant::now();
@@ -151,7 +169,8 @@ impl PreparedTree {
             write_marker(&root, &want)?;
         }
         let config = KernelConfig::read(&root.join(".config"))?;
-        Ok(PreparedTree { kbuild, config, cc_version, recovered, timings, lock })
+        let include_index_cache = Some(root.join(INCLUDE_INDEX));
+        Ok(PreparedTree { kbuild, config, cc_version, recovered, timings, include_index_cache, lock })
     }
 
     /// A user's tree, used in place (see the module documentation).
@@ -195,7 +214,7 @@ impl PreparedTree {
             }
         }
         let config = KernelConfig::read(&dot_config)?;
-        Ok(PreparedTree { kbuild, config, cc_version, recovered, timings, lock })
+        Ok(PreparedTree { kbuild, config, cc_version, recovered, timings, include_index_cache: None, lock })
     }
 }
 

@@ -1,0 +1,183 @@
+//! End-to-end tests on the real Debian 6.1 source tree. They download linux-source (~140 MB),
+//! unpack and prepare it, so they run only with KPATCH_RS_GUEST_TESTS=1 (set by CI), and then
+//! must pass. All tests share the cached tree; its lock serializes them.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use kpatch_build::{build_object_pairs, journal, BuildError, DebianSource, PatchFile, PreparedTree, SystemRunner, TreeOptions};
+use object::{Object, ObjectSection};
+use sha2::{Digest, Sha256};
+
+fn enabled() -> bool {
+    if std::env::var("KPATCH_RS_GUEST_TESTS").as_deref() == Ok("1") {
+        true
+    } else {
+        eprintln!("skipped: set KPATCH_RS_GUEST_TESTS=1 to fetch and build the Debian 6.1 source");
+        false
+    }
+}
+
+fn tree() -> PreparedTree {
+    let k = kpatch_target::DebianKernel::default_target().expect("resolve the default Debian target");
+    let src = DebianSource::from_kernel(&k).expect("fetch the Debian kernel packages");
+    PreparedTree::debian(&SystemRunner, &kpatch_target::cache_dir(), &src, &TreeOptions::default()).expect("prepare the tree")
+}
+
+fn write_patch(dir: &Path, name: &str, text: &str) -> PatchFile {
+    let p = dir.join(name);
+    fs::write(&p, text).unwrap();
+    PatchFile::read(&p, 1).unwrap()
+}
+
+fn hash_files(root: &Path, rels: &[&str]) -> Vec<(String, String)> {
+    rels.iter()
+        .map(|r| (r.to_string(), format!("{:x}", Sha256::digest(fs::read(root.join(r)).unwrap()))))
+        .collect()
+}
+
+/// `.text.*` sections whose bytes differ between two objects, or that only one has.
+fn changed_text_sections(a: &Path, b: &Path) -> BTreeSet<String> {
+    let (da, db) = (fs::read(a).unwrap(), fs::read(b).unwrap());
+    let (fa, fb) = (object::File::parse(&*da).unwrap(), object::File::parse(&*db).unwrap());
+    let texts = |f: &object::File| -> Vec<(String, Vec<u8>)> {
+        f.sections()
+            .filter_map(|s| {
+                let n = s.name().ok()?.to_string();
+                n.starts_with(".text").then(|| (n, s.data().unwrap().to_vec()))
+            })
+            .collect()
+    };
+    let (ta, tb) = (texts(&fa), texts(&fb));
+    let mut out = BTreeSet::new();
+    for (n, d) in &ta {
+        if tb.iter().find(|(m, _)| m == n).map(|(_, e)| e) != Some(d) {
+            out.insert(n.clone());
+        }
+    }
+    for (n, _) in &tb {
+        if !ta.iter().any(|(m, _)| m == n) {
+            out.insert(n.clone());
+        }
+    }
+    out
+}
+
+const CMDLINE_PATCH: &str = "\
+--- a/fs/proc/cmdline.c
++++ b/fs/proc/cmdline.c
+@@ -6,6 +6,7 @@
+ 
+ static int cmdline_proc_show(struct seq_file *m, void *v)
+ {
++\tseq_puts(m, \"kpatch-rs \");
+ \tseq_puts(m, saved_command_line);
+ \tseq_putc(m, '\\n');
+ \treturn 0;
+";
+
+#[test]
+fn one_line_patch_changes_only_its_function() {
+    if !enabled() {
+        return;
+    }
+    let tree = tree();
+    let work = tempfile::tempdir().unwrap();
+    let patch = write_patch(work.path(), "cmdline.patch", CMDLINE_PATCH);
+    let before = hash_files(tree.root(), &["fs/proc/cmdline.c"]);
+    let out = build_object_pairs(&SystemRunner, &tree, &patch, &work.path().join("build")).unwrap();
+    assert_eq!(out.pairs.len(), 1, "{:?}", out.pairs);
+    let p = &out.pairs[0];
+    assert_eq!(p.unit, PathBuf::from("fs/proc/cmdline.c"));
+    assert_eq!(p.object, "fs/proc/cmdline.o");
+    assert_eq!(p.klp_object, "vmlinux");
+    assert_eq!(changed_text_sections(&p.orig, &p.patched), BTreeSet::from([".text.cmdline_proc_show".to_string()]));
+    assert_eq!(hash_files(tree.root(), &["fs/proc/cmdline.c"]), before, "the tree is restored");
+    assert!(!journal::journal_path(tree.root()).exists());
+    assert!(!tree.root().join("fs/proc/cmdline.o").exists(), "no patched object is left in the tree");
+}
+
+#[test]
+fn patch_that_does_not_apply_leaves_the_tree_identical() {
+    if !enabled() {
+        return;
+    }
+    let tree = tree();
+    let work = tempfile::tempdir().unwrap();
+    // The first file would apply; the second hunk's context is wrong.
+    let text = format!(
+        "{CMDLINE_PATCH}--- a/fs/proc/version.c\n+++ b/fs/proc/version.c\n@@ -1,3 +1,3 @@\n-this line is not in version.c\n+x\n context\n context\n"
+    );
+    let patch = write_patch(work.path(), "bad.patch", &text);
+    let files = ["fs/proc/cmdline.c", "fs/proc/version.c"];
+    let before = hash_files(tree.root(), &files);
+    let listing = |d: &str| -> BTreeSet<String> { fs::read_dir(tree.root().join(d)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect() };
+    let dir_before = listing("fs/proc");
+    let err = build_object_pairs(&SystemRunner, &tree, &patch, &work.path().join("build")).unwrap_err();
+    match &err {
+        BuildError::PatchDoesNotApply { output, .. } => assert!(output.contains("FAILED"), "patch's own message: {output}"),
+        other => panic!("expected PatchDoesNotApply, got {other}"),
+    }
+    assert_eq!(hash_files(tree.root(), &files), before);
+    assert_eq!(listing("fs/proc"), dir_before, "no .rej/.orig or other files appear");
+}
+
+#[test]
+fn header_patch_selects_its_includers_in_the_module() {
+    if !enabled() {
+        return;
+    }
+    let tree = tree();
+    let work = tempfile::tempdir().unwrap();
+    // fs/ext4/truncate.h is included by four ext4 units; ext4 is a module in Debian's config.
+    let patch = write_patch(
+        work.path(),
+        "truncate.patch",
+        "--- a/fs/ext4/truncate.h\n+++ b/fs/ext4/truncate.h\n@@ -12,6 +12,7 @@\n static inline void ext4_truncate_failed_write(struct inode *inode)\n {\n \tstruct address_space *mapping = inode->i_mapping;\n+\tWARN_ON_ONCE(!mapping);\n \n \t/*\n \t * We don't need to call ext4_break_layouts() because the blocks we\n",
+    );
+    // What the includers really are, independently of the index: grep the ext4 sources.
+    let mut expected: Vec<String> = fs::read_dir(tree.root().join("fs/ext4"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "c"))
+        .filter(|p| fs::read_to_string(p).unwrap().contains("#include \"truncate.h\""))
+        .map(|p| format!("fs/ext4/{}", p.file_name().unwrap().to_str().unwrap()))
+        .collect();
+    expected.sort();
+    assert!((2..=5).contains(&expected.len()), "{expected:?}");
+    let out = build_object_pairs(&SystemRunner, &tree, &patch, &work.path().join("build")).unwrap();
+    let units: Vec<String> = out.pairs.iter().map(|p| p.unit.display().to_string()).collect();
+    assert_eq!(units, expected);
+    let mut changed_any = false;
+    for p in &out.pairs {
+        assert_eq!(p.klp_object, "ext4");
+        // Code changes exactly in the units that call the patched inline function.
+        let calls = fs::read_to_string(tree.root().join(&p.unit)).unwrap().contains("ext4_truncate_failed_write(");
+        let changed = !changed_text_sections(&p.orig, &p.patched).is_empty();
+        assert_eq!(changed, calls, "{}: text changed = {changed}, calls the function = {calls}", p.object);
+        changed_any |= changed;
+    }
+    assert!(changed_any);
+}
+
+#[test]
+fn patch_left_applied_by_a_killed_build_is_restored_on_next_open() {
+    if !enabled() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let patch = write_patch(work.path(), "cmdline.patch", CMDLINE_PATCH);
+    let before;
+    {
+        let tree = tree();
+        before = hash_files(tree.root(), &["fs/proc/cmdline.c"]);
+        let applied = kpatch_build::apply::apply(&SystemRunner, tree.root(), &patch).unwrap();
+        // As if the process were killed: the guard never runs.
+        std::mem::forget(applied);
+        assert_ne!(hash_files(tree.root(), &["fs/proc/cmdline.c"]), before);
+    }
+    let tree = tree();
+    assert_eq!(tree.recovered.len(), 1, "{:?}", tree.recovered);
+    assert_eq!(hash_files(tree.root(), &["fs/proc/cmdline.c"]), before);
+}
