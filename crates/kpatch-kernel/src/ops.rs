@@ -156,6 +156,7 @@ pub fn load(
             obs.event(&Event::Reverting {
                 patch: name.clone(),
                 blockers: blockers.clone(),
+                interrupted,
             });
             revert(k, &name, "0", blockers, interrupted, opts, obs, true)
         }
@@ -214,6 +215,7 @@ pub fn unload(
             obs.event(&Event::Reverting {
                 patch: name.into(),
                 blockers: blockers.clone(),
+                interrupted,
             });
             revert(k, name, "1", blockers, interrupted, opts, obs, false)
         }

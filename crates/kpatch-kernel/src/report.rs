@@ -182,10 +182,20 @@ impl<W: Write> Observer for TextObserver<W> {
                     self.line(&format!("{patch}: transition complete, {what} ({})", secs(*elapsed_ms)));
                 }
             }
-            Event::Reverting { patch, blockers } => {
+            Event::Reverting {
+                patch,
+                blockers,
+                interrupted,
+            } => {
+                let why = if *interrupted {
+                    "interrupted"
+                } else {
+                    "transition did not complete"
+                };
                 self.line(&format!(
-                    "{patch}: transition did not complete; reversing it. Blocking tasks:\n{}",
-                    format_blockers(blockers).trim_end()
+                    "{patch}: {why}; reversing it ({} blocking task(s): {})",
+                    blockers.len(),
+                    short_list(blockers)
                 ));
             }
             Event::Removed { patch } => {
@@ -233,13 +243,34 @@ mod tests {
             o.event(&Event::Reverting {
                 patch: "p".into(),
                 blockers: vec![blocker()],
+                interrupted: false,
+            });
+            o.event(&Event::Signalled {
+                patch: "p".into(),
+                report: SignalReport {
+                    kthreads: vec![77],
+                    ..SignalReport::default()
+                },
             });
         }
         let s = String::from_utf8(buf).unwrap();
         assert!(!s.contains("loading"), "{s}");
         assert!(!s.contains('\r'), "{s}");
-        assert!(s.contains("77 sleeper [kernel thread], still unpatched"), "{s}");
-        assert!(s.contains("klp_test_sleep+0x20"), "{s}");
+        assert!(s.contains("p: transition did not complete; reversing it (1 blocking task(s): 77 sleeper)"), "{s}");
+        assert!(s.contains("kernel threads 77 cannot be signalled from user space"), "{s}");
+    }
+
+    #[test]
+    fn blockers_with_stacks() {
+        let mut b = blocker();
+        let s = format_blockers(&[b.clone()]);
+        assert_eq!(s, "  77 sleeper [kernel thread], still unpatched\n      [<0>] klp_test_sleep+0x20/0x40\n");
+        b.stack = None;
+        b.kthread = false;
+        b.tid = 78;
+        b.patch_state = 1;
+        let s = format_blockers(&[b]);
+        assert_eq!(s, "  77 sleeper (thread 78) [process], still patched\n      (stack not readable)\n");
     }
 
     #[test]

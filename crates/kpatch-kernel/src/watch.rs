@@ -74,8 +74,12 @@ pub enum Event {
     },
     Signalled { patch: String, report: SignalReport },
     TransitionDone { patch: String, target: i32, elapsed_ms: u64 },
-    /// Giving up: the transition is being reversed.
-    Reverting { patch: String, blockers: Vec<Blocker> },
+    /// Giving up (after the waits, or interrupted): the transition is being reversed.
+    Reverting {
+        patch: String,
+        blockers: Vec<Blocker>,
+        interrupted: bool,
+    },
     /// Disabling the patch.
     Disabling { patch: String },
     Removed { patch: String },
