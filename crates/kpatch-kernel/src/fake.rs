@@ -206,6 +206,16 @@ impl FakeKernel {
         self.st.borrow().tasks.get(&tid).is_some_and(|t| t.stopped)
     }
 
+    /// Load a plain (non-livepatch) module `name` directly into the tree.
+    pub fn add_plain_module(&self, name: &str) -> io::Result<()> {
+        let mdir = self.path(format!("/sys/module/{name}"));
+        std::fs::create_dir_all(&mdir)?;
+        std::fs::write(mdir.join("refcnt"), "0\n")?;
+        std::fs::write(mdir.join("taint"), "\n")?;
+        self.st.borrow_mut().modules.insert(0, name.into());
+        self.sync_modules()
+    }
+
     /// Whether a module is loaded.
     pub fn has_module(&self, name: &str) -> bool {
         self.st.borrow().modules.iter().any(|m| m == name)
@@ -381,6 +391,8 @@ impl FakeKernel {
         std::fs::create_dir_all(&mdir).map_err(eio)?;
         std::fs::write(mdir.join("refcnt"), if m.info.is_livepatch() { "1\n" } else { "0\n" })
             .map_err(eio)?;
+        let taint = if m.info.is_livepatch() { "OEK\n" } else { "OE\n" };
+        std::fs::write(mdir.join("taint"), taint).map_err(eio)?;
         self.sync_modules().map_err(eio)?;
         if !m.info.is_livepatch() {
             return Ok(());

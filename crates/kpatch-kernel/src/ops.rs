@@ -2,7 +2,9 @@
 
 use crate::error::KernelError;
 use crate::modinfo::ModuleFile;
-use crate::patches::{check_livepatch, is_enabled, module_loaded, patch_dir, transition_patch};
+use crate::patches::{
+    check_livepatch, is_enabled, is_livepatch_module, module_loaded, patch_dir, transition_patch,
+};
 use crate::sys::{read_trim, Kernel};
 use crate::tasks::Blocker;
 use crate::watch::{watch_transition, Event, Observer, WatchOutcome, WatchPolicy};
@@ -135,6 +137,9 @@ pub fn load(
     let name = preflight(k, module)?;
     // A livepatch module that is loaded but no longer registered is a disabled leftover.
     if module_loaded(k, &name) {
+        if !is_livepatch_module(k, &name) {
+            return Err(KernelError::ModuleExists { name });
+        }
         remove_module(k, &name, opts.remove_wait, obs)?;
     }
     let file = image_file(module)?;
@@ -173,7 +178,7 @@ pub fn unload(
     check_livepatch(k)?;
     let dir = patch_dir(name);
     if !k.exists(&dir) {
-        if module_loaded(k, name) {
+        if module_loaded(k, name) && is_livepatch_module(k, name) {
             // Already disabled, only the module is left.
             let start = k.now();
             remove_module(k, name, opts.remove_wait, obs)?;

@@ -188,6 +188,14 @@ pub fn loaded_patches(k: &dyn Kernel) -> Result<Vec<LoadedPatch>, KernelError> {
     Ok(patches)
 }
 
+/// Whether a loaded module is a livepatch: its taint flags (`/sys/module/<name>/taint`) hold
+/// `K` (TAINT_LIVEPATCH), which the kernel sets for every module with `livepatch=Y`.
+pub fn is_livepatch_module(k: &dyn Kernel, name: &str) -> bool {
+    read_trim(k, &Path::new("/sys/module").join(name).join("taint"))
+        .map(|t| t.contains('K'))
+        .unwrap_or(false)
+}
+
 /// Whether a module of that name is loaded (`/sys/module/<name>` with a `refcnt`).
 pub fn module_loaded(k: &dyn Kernel, name: &str) -> bool {
     k.exists(&Path::new("/sys/module").join(name).join("refcnt"))

@@ -338,3 +338,37 @@ fn interrupt_reverts_at_once() {
     assert!(k.clock() < Duration::from_secs(1), "{:?}", k.clock());
     assert!(!k.has_module("fix_a"));
 }
+
+#[test]
+fn never_removes_a_module_that_is_not_a_livepatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel();
+    k.add_plain_module("ext4").unwrap();
+    let e = ops::unload(&k, "ext4", &opts(), &mut Recorder::default()).unwrap_err();
+    assert!(matches!(e, KernelError::NotLoaded { .. }), "{e}");
+    let m = module(dir.path(), "ext4", REL);
+    let e = ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap_err();
+    assert!(matches!(e, KernelError::ModuleExists { .. }), "{e}");
+    assert!(k.has_module("ext4"));
+    assert!(!k.calls().iter().any(|c| c.starts_with("delete_module")));
+}
+
+#[test]
+fn leftover_disabled_livepatch_module_is_removed_by_unload_and_before_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel();
+    let m = module(dir.path(), "fix_a", REL);
+    ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap();
+    // Disabled by hand (echo 0 > enabled): the patch goes, the module stays.
+    k.write(Path::new("/sys/kernel/livepatch/fix_a/enabled"), "0").unwrap();
+    assert!(!k.exists(Path::new("/sys/kernel/livepatch/fix_a")) && k.has_module("fix_a"));
+    let out = ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap();
+    assert!(matches!(out, Outcome::Done { .. }), "{out:?}");
+    let calls = k.calls();
+    let del = calls.iter().position(|c| c == "delete_module fix_a").unwrap();
+    assert!(calls[del..].iter().filter(|c| *c == "finit_module ok").count() == 1);
+    k.write(Path::new("/sys/kernel/livepatch/fix_a/enabled"), "0").unwrap();
+    let out = ops::unload(&k, "fix_a", &opts(), &mut Recorder::default()).unwrap();
+    assert!(matches!(out, Outcome::Done { .. }), "{out:?}");
+    assert!(!k.has_module("fix_a"));
+}

@@ -62,6 +62,18 @@ fn script(other_kernel: &str) -> TestScript {
         kp("load /root/klp_test_cmdline.ko.xz", 0),
         kp("unload klp_test_cmdline.ko", 0)
     ));
+    // A patch disabled by hand leaves its module behind; unload removes it (taint K), and
+    // never touches a module that is not a livepatch.
+    t.check("disabled-by-hand", &format!(
+        "{} && echo 0 > {lp}/klp_test_cmdline/enabled && krs_i=0; while [ -e {lp}/klp_test_cmdline ] && [ $krs_i -lt 100 ]; do sleep 0.1; krs_i=$((krs_i+1)); done; \
+         grep -q K /sys/module/klp_test_cmdline/taint && grep -q '^klp_test_cmdline ' /proc/modules",
+        kp(&format!("load {m}/klp_test_cmdline.ko"), 0)
+    ));
+    t.check("unload-leftover", &format!("{} && ! grep -q '^klp_test_cmdline ' /proc/modules", kp("unload klp_test_cmdline", 0)));
+    t.check("unload-non-livepatch-refused", &format!(
+        "{} && grep -q 'patch klp_test_sleeper is not loaded' /tmp/o && grep -q '^klp_test_sleeper ' /proc/modules",
+        kp("unload klp_test_sleeper", 1)
+    ));
     t.check("wrong-kernel-refused", &format!(
         "{} && grep -q 'built for kernel {other_kernel}' /tmp/o && ! grep -q '^klp_test_cmdline ' /proc/modules",
         kp(&format!("load {m}/klp_test_other.ko"), 1)
