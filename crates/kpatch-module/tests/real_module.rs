@@ -172,3 +172,55 @@ fn shipped_headers_compile_against_the_target() {
     assert!(!o.symbols.iter().any(|s| s.name.contains("__syscall_meta") || s.name.contains("_eil_addr_")));
     assert!(o.section_by_name("_error_injection_whitelist").is_none());
 }
+
+const VERSION_PATCHED: &str = r#"
+#include <linux/seq_file.h>
+
+extern char *saved_command_line;
+extern const char linux_proc_banner[];
+
+int version_proc_show(struct seq_file *m, void *v)
+{
+	seq_printf(m, "%.20s [%s]\n", linux_proc_banner, saved_command_line);
+	return 0;
+}
+"#;
+
+#[test]
+fn two_units_share_one_livepatch_symbol_after_linking() {
+    if !enabled() {
+        return;
+    }
+    let t = target();
+    let work = tempfile::tempdir().unwrap();
+    let cmdline = compile(&t, &work.path().join("a"), "cmdline", CMDLINE_PATCHED);
+    let version = compile(&t, &work.path().join("b"), "version", VERSION_PATCHED);
+    let version_tu = TuInput {
+        name: "fs/proc/version.o".into(),
+        source: Some("fs/proc/version.c".into()),
+        object: "vmlinux".into(),
+        original: version.clone(),
+        diff: version,
+        changed: vec!["version_proc_show".into()],
+        new: vec![],
+    };
+    let out = work.path().join("livepatch-two.ko");
+    let built = build_module(&options(&t, "two", &out), vec![cmdline_tu(cmdline), version_tu], &t.resolver, &SystemRunner).expect("build");
+    assert_eq!(built.plan.functions.len(), 2);
+    let ko = Object::read(&out).unwrap();
+    let scl: Vec<usize> = ko.symbols.iter().enumerate().filter(|(_, s)| s.name == ".klp.sym.vmlinux.saved_command_line,0").map(|(i, _)| i).collect();
+    assert_eq!(scl.len(), 1, "one livepatch symbol for both units");
+    for f in ["cmdline_proc_show", "version_proc_show"] {
+        let relas = names_of(&ko, &format!(".klp.rela.vmlinux..text.{f}"));
+        assert!(relas.iter().any(|n| n == ".klp.sym.vmlinux.saved_command_line,0"), "{f}: {relas:?}");
+    }
+    assert!(names_of(&ko, ".klp.rela.vmlinux..text.version_proc_show").iter().any(|n| n == ".klp.sym.vmlinux.linux_proc_banner,0"));
+    let info = finalize::modinfo(&ko);
+    let funcs = info.iter().find(|(k, _)| k == "kpatch_rs_functions").map(|(_, v)| v.as_str());
+    assert_eq!(funcs, Some("vmlinux:cmdline_proc_show,0,vmlinux:version_proc_show,0"));
+}
+
+fn names_of(o: &Object, section: &str) -> Vec<String> {
+    let i = o.section_by_name(section).unwrap_or_else(|| panic!("no section {section}"));
+    o.section(i).relas.iter().map(|r| o.symbol_name(r.r_sym).to_string()).collect()
+}
