@@ -1,7 +1,8 @@
 //! From the differ's objects to link-ready objects and a plan for the glue and the final `.ko`.
 //!
 //! For every translation unit:
-//! - `.kpatch.ignore.*`, `.kpatch.force` (consumed by the differ) and `.debug*` sections go;
+//! - `.kpatch.ignore.*`, `.kpatch.force` (consumed by the differ), `.debug*` and `.discard*`
+//!   sections go;
 //! - each changed function gets a global alias `__kpatch_rs_func_<n>` (what the glue's
 //!   `klp_func.new_func` points at) and its own symbol becomes local, so that no global of the
 //!   patch module carries a kernel function's name (two patched objects may each define a
@@ -178,8 +179,11 @@ pub fn is_special_section(section: &str) -> bool {
     !ordinary
 }
 
+/// Sections that do not go into the module: the differ's markers, debug information, and
+/// `.discard*` (the module linker script discards them; dropping them first keeps symbols only
+/// they use from reaching modpost as undefined).
 fn dropped_section(name: &str) -> bool {
-    name.starts_with(".kpatch.ignore.") || name == ".kpatch.force" || name.starts_with(".debug")
+    name.starts_with(".kpatch.ignore.") || name == ".kpatch.force" || name.starts_with(".debug") || name.starts_with(".discard")
 }
 
 /// Resolves every unit's symbols and rewrites the diff objects for linking (see the module docs).

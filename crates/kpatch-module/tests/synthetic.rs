@@ -102,6 +102,9 @@ fn cmdline_diff() -> Object {
     b.relas(cb, &[(0, R_X86_64_64, "my_pre_patch")]);
     let force = b.section(".kpatch.force", SHF_ALLOC | SHF_WRITE, 8);
     b.relas(force, &[(0, R_X86_64_64, "cmdline_proc_show")]);
+    b.undef("only_in_discard", STB_GLOBAL, STT_FUNC);
+    let discard = b.section(".discard.addressable", SHF_ALLOC | SHF_WRITE, 8);
+    b.relas(discard, &[(0, R_X86_64_64, "only_in_discard")]);
     let dbg = b.section(".debug_info", 0, 64);
     b.relas(dbg, &[(0, R_X86_64_64, "saved_command_line")]);
     let _ = pre;
@@ -176,7 +179,8 @@ fn plan_redirects_non_exported_symbols_to_placeholders_and_keeps_exports() {
     let ph = d.symbols.iter().find(|s| s.name == "__kpatch_rs_klp_1").unwrap();
     assert!(ph.is_undefined() && ph.st_bind() == STB_WEAK);
     // The originals of the placeholders and unreferenced undefined symbols are gone.
-    for gone in ["saved_command_line", "helper", "some_key", "unused_undefined"] {
+    assert!(d.section_by_name(".discard.addressable").is_none());
+    for gone in ["saved_command_line", "helper", "some_key", "unused_undefined", "only_in_discard"] {
         assert!(!d.symbols.iter().any(|s| s.name == gone), "{gone} still present");
     }
     // The changed function became local; its alias is global at the same place.
