@@ -43,11 +43,14 @@ pub enum KernelError {
          (wait for it, or run `kpatch-rs signal`)"
     )]
     Busy { name: String, busy: String },
-    #[error("the kernel refused {name}: {reason} (finit_module: {errno})")]
+    #[error("the kernel refused {name}: {reason} (finit_module: {errno}){}",
+        if kernel_log.is_empty() { String::new() } else { format!("; kernel log: {}", kernel_log.join(" | ")) })]
     Refused {
         name: String,
         errno: nix::errno::Errno,
         reason: String,
+        /// The kernel's own messages about the module, logged by the failed load.
+        kernel_log: Vec<String>,
     },
     #[error("patch {name} is not loaded ({dir} does not exist)")]
     NotLoaded { name: String, dir: PathBuf },

@@ -102,6 +102,7 @@ struct State {
     /// Module names, newest first (the `/proc/modules` order).
     modules: Vec<String>,
     calls: Vec<String>,
+    log: Vec<String>,
 }
 
 /// The simulated kernel. See the module documentation.
@@ -129,6 +130,7 @@ impl FakeKernel {
                 next_finit_error: None,
                 modules: Vec::new(),
                 calls: Vec::new(),
+                log: Vec::new(),
             }),
         };
         std::fs::create_dir_all(k.path(LIVEPATCH_DIR))?;
@@ -159,6 +161,11 @@ impl FakeKernel {
     /// Make the next `finit_module` fail with `errno`.
     pub fn fail_next_finit(&self, errno: Errno) {
         self.st.borrow_mut().next_finit_error = Some(errno);
+    }
+
+    /// Append a kernel log message.
+    pub fn log(&self, msg: &str) {
+        self.st.borrow_mut().log.push(msg.into());
     }
 
     /// Write an arbitrary file into the tree (e.g. `/sys/kernel/security/lockdown`).
@@ -370,6 +377,10 @@ impl FakeKernel {
         let name = m.name();
         let rel = self.st.borrow().release.clone();
         if m.info.vermagic_release() != Some(rel.as_str()) {
+            self.log(&format!(
+                "{name}: version magic '{}' should be '{rel} SMP preempt mod_unload modversions '",
+                m.info.vermagic().unwrap_or("")
+            ));
             return Err(Errno::ENOEXEC);
         }
         if self.has_module(&name) {
@@ -551,6 +562,17 @@ impl Kernel for FakeKernel {
         } else {
             Err(Errno::ESRCH)
         }
+    }
+
+    fn kernel_log(&self) -> io::Result<Vec<(u64, String)>> {
+        Ok(self
+            .st
+            .borrow()
+            .log
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i as u64, l.clone()))
+            .collect())
     }
 
     fn release(&self) -> io::Result<String> {

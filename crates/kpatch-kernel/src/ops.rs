@@ -61,8 +61,23 @@ pub enum Outcome {
     },
 }
 
-/// Map a `finit_module` error to a message an operator can act on.
-pub fn finit_error(k: &dyn Kernel, name: &str, errno: Errno) -> KernelError {
+/// The kernel log messages a failed load of `name` left: the last few that name the module
+/// (e.g. `fix: disagrees about version of symbol module_layout`).
+fn log_about(k: &dyn Kernel, name: &str, after: Option<u64>) -> Vec<String> {
+    let lines = k.kernel_log().unwrap_or_default();
+    let mut out: Vec<String> = lines
+        .into_iter()
+        .filter(|(seq, l)| after.is_none_or(|a| *seq > a) && l.contains(name))
+        .map(|(_, l)| l)
+        .collect();
+    let keep = out.len().saturating_sub(3);
+    out.drain(..keep);
+    out
+}
+
+/// Map a `finit_module` error to a message an operator can act on. `log_after` is the last
+/// kernel log sequence number before the call (so only newer messages are quoted).
+pub fn finit_error(k: &dyn Kernel, name: &str, errno: Errno, log_after: Option<u64>) -> KernelError {
     let lockdown = || {
         read_trim(k, Path::new("/sys/kernel/security/lockdown"))
             .map(|l| format!("; /sys/kernel/security/lockdown: {l}"))
@@ -93,6 +108,7 @@ pub fn finit_error(k: &dyn Kernel, name: &str, errno: Errno) -> KernelError {
         name: name.into(),
         errno,
         reason,
+        kernel_log: log_about(k, name, log_after),
     }
 }
 
@@ -146,8 +162,12 @@ pub fn load(
     obs.event(&Event::Loading {
         patch: name.clone(),
     });
+    let log_after = k
+        .kernel_log()
+        .ok()
+        .and_then(|l| l.last().map(|(seq, _)| *seq));
     k.finit_module(&file, &opts.params)
-        .map_err(|e| finit_error(k, &name, e))?;
+        .map_err(|e| finit_error(k, &name, e, log_after))?;
     match watch_transition(k, &name, &opts.watch, obs)? {
         WatchOutcome::Complete { elapsed } => Ok(Outcome::Done {
             patch: name,

@@ -67,6 +67,38 @@ impl Kernel for RealKernel {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
     }
 
+    fn kernel_log(&self) -> io::Result<Vec<(u64, String)>> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open("/dev/kmsg")?;
+        let mut lines = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            // One record per read: "prio,seq,usec,flags;text\n" and continuation lines.
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let rec = String::from_utf8_lossy(&buf[..n]);
+                    let first = rec.lines().next().unwrap_or("");
+                    if let Some((head, text)) = first.split_once(';') {
+                        let seq = head.split(',').nth(1).and_then(|s| s.parse().ok());
+                        if let Some(seq) = seq {
+                            lines.push((seq, text.to_string()));
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // EPIPE: the record was overwritten while we read; go on with the next one.
+                Err(e) if e.raw_os_error() == Some(nix::libc::EPIPE) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(lines)
+    }
+
     fn release(&self) -> io::Result<String> {
         Ok(std::fs::read_to_string("/proc/sys/kernel/osrelease")?
             .trim()

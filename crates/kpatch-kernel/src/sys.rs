@@ -30,6 +30,9 @@ pub trait Kernel {
     fn delete_module(&self, name: &str) -> Result<(), nix::errno::Errno>;
     /// `kill(2)` on one task.
     fn kill(&self, pid: i32, sig: Sig) -> Result<(), nix::errno::Errno>;
+    /// The kernel log's buffered messages as `(sequence number, text)` (the `/dev/kmsg`
+    /// records), oldest first.
+    fn kernel_log(&self) -> io::Result<Vec<(u64, String)>>;
     /// `uname -r` of the running kernel.
     fn release(&self) -> io::Result<String>;
     /// A monotonic clock.

@@ -259,6 +259,23 @@ fn clear_errors_for_wrong_kernel_no_livepatch_and_refusals() {
     k.fail_next_finit(Errno::EKEYREJECTED);
     let e = ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap_err();
     assert!(e.to_string().contains("signature rejected"), "{e}");
+    k.log("fix_a: disagrees about version of symbol module_layout (an old message)");
+    k.fail_next_finit(Errno::ENOEXEC);
+    let e = ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap_err();
+    assert!(!e.to_string().contains("kernel log"), "only messages from this load: {e}");
+    // The kernel's own words are quoted.
+    std::fs::write(&m.path, build_test_module(&[
+        ("livepatch", "Y"),
+        ("name", "fix_a"),
+        ("vermagic", "6.1.0-50-amd64-but-not SMP "),
+    ])).unwrap();
+    let bad = ModuleFile::read(&m.path).unwrap();
+    let mut bad_info = bad.clone();
+    // Passes our vermagic pre-check (first word), fails the (simulated) kernel's.
+    bad_info.info.fields.retain(|(k, _)| k != "vermagic");
+    bad_info.info.fields.push(("vermagic".into(), format!("{REL} SMP ")));
+    let e = ops::load(&k, &bad_info, &opts(), &mut Recorder::default()).unwrap_err();
+    assert!(e.to_string().contains("kernel log: fix_a: version magic '6.1.0-50-amd64-but-not SMP ' should be"), "{e}");
     k.fail_next_finit(Errno::EEXIST);
     let e = ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap_err();
     assert!(matches!(e, KernelError::ModuleExists { .. }), "{e}");

@@ -79,6 +79,11 @@ fn script(other_kernel: &str) -> TestScript {
         kp(&format!("load {m}/klp_test_other.ko"), 1)
     ));
 
+    t.check("bad-crc-refused", &format!(
+        "{} && grep -q 'disagrees about version of symbol module_layout' /tmp/o && ! grep -q '^klp_test_cmdline ' /proc/modules",
+        kp(&format!("load {m}/klp_test_crc.ko"), 1)
+    ));
+
     // Install, load --all, unload --all, uninstall.
     let dirs = "--state-dir /tmp/state";
     t.check("install", &format!(
@@ -192,6 +197,19 @@ fn for_other_kernel(ko: &[u8], abi: &str) -> (Vec<u8>, String) {
     (out, other)
 }
 
+/// The module's bytes with the CRC of `module_layout` in `__versions` changed, so that the
+/// kernel (not kpatch-rs, whose vermagic check passes) refuses it. A `__versions` entry is
+/// an 8-byte CRC followed by the 56-byte NUL-padded name.
+fn with_bad_crc(ko: &[u8]) -> Vec<u8> {
+    let name = b"module_layout\0";
+    let pos = ko.windows(name.len()).position(|w| w == name).expect("module_layout in __versions");
+    let mut out = ko.to_vec();
+    for b in &mut out[pos - 8..pos - 4] {
+        *b ^= 0xff;
+    }
+    out
+}
+
 #[test]
 fn manage_patches_on_a_debian_guest() {
     if !enabled() {
@@ -218,6 +236,7 @@ fn manage_patches_on_a_debian_guest() {
     let other = work.join("other");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("klp_test_other.ko"), other_ko).unwrap();
+    std::fs::write(other.join("klp_test_crc.ko"), with_bad_crc(&cmdline_ko)).unwrap();
     let xz = {
         use std::io::Write;
         let mut enc = xz2::write::XzEncoder::new(Vec::new(), 6);
@@ -232,6 +251,7 @@ fn manage_patches_on_a_debian_guest() {
         img.add_module(ko).unwrap();
     }
     img.add_module(&other.join("klp_test_other.ko")).unwrap();
+    img.add_module(&other.join("klp_test_crc.ko")).unwrap();
     img.file("/root/klp_test_cmdline.ko.xz", 0o644, xz);
     let exe = Path::new(env!("CARGO_BIN_EXE_kpatch-rs"));
     img.host_file("/bin/kpatch-rs", 0o755, exe).unwrap();
