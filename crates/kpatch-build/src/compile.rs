@@ -58,6 +58,18 @@ pub fn deps_mention(cmd_text: &str, header: &Path) -> bool {
         .any(|tok| tok == h || tok.ends_with(&suffix))
 }
 
+/// From a `.o.cmd` command line: `Some(module)` when kbuild compiled the object for a module
+/// (`-DMODULE`, with the module from `-DKBUILD_MODNAME`), `None` for a built-in object.
+pub fn compiled_for_module(cmd_text: &str) -> Option<String> {
+    let line = cmd_text.lines().find(|l| l.starts_with("cmd_"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    if !words.contains(&"-DMODULE") {
+        return None;
+    }
+    let name = words.iter().find_map(|w| w.strip_prefix("-DKBUILD_MODNAME="))?;
+    Some(name.trim_matches(|c| c == '\'' || c == '"' || c == '\\').to_string())
+}
+
 /// Whether the last compile of `object` read `header`.
 pub fn object_depends_on(tree: &Path, object: &str, header: &Path) -> Result<bool> {
     let p = cmd_file(tree, object);
@@ -68,6 +80,14 @@ pub fn object_depends_on(tree: &Path, object: &str, header: &Path) -> Result<boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn module_flags_are_read_from_the_command_line() {
+        let m = "cmd_fs/ext4/inode.o := gcc-12 -DMODULE -DKBUILD_BASENAME='\"inode\"' -DKBUILD_MODNAME='\"ext4\"' -c -o fs/ext4/inode.o\n";
+        assert_eq!(compiled_for_module(m).as_deref(), Some("ext4"));
+        let b = "cmd_fs/proc/cmdline.o := gcc-12 -DKBUILD_BASENAME='\"cmdline\"' -DKBUILD_MODNAME='\"proc\"' -c\n";
+        assert_eq!(compiled_for_module(b), None);
+    }
 
     #[test]
     fn dependency_lists_are_read() {

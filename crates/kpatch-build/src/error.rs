@@ -62,6 +62,8 @@ pub enum BuildError {
     MissingObject { tree: PathBuf, object: String },
     #[error("{path}: {reason}")]
     Vmlinux { path: PathBuf, reason: String },
+    #[error("{object}: the Makefiles place it in {expected} but kbuild compiled it for {compiled}")]
+    PlacementMismatch { object: String, expected: String, compiled: String },
     #[error("{path}: {reason}")]
     Unsupported { path: PathBuf, reason: String },
     #[error("target kernel: {0}")]

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::apply::{self, PatchReport};
 use crate::compile;
-use crate::error::{io_err, Result};
+use crate::error::{io_err, BuildError, Result};
 use crate::exec::Runner;
 use crate::interrupt;
 use crate::patchfile::PatchFile;
@@ -81,6 +81,17 @@ pub fn build_object_pairs(runner: &dyn Runner, tree: &PreparedTree, patch: &Patc
     // Units found through a header stay only if the compiler really read that header.
     let mut units = Vec::new();
     for u in sel.units {
+        // kbuild's own command line confirms the vmlinux/module placement.
+        let cmd = compile::cmd_file(root, &u.object);
+        let text = fs::read_to_string(&cmd).map_err(io_err(&cmd))?;
+        let compiled = compile::compiled_for_module(&text).unwrap_or_else(|| "vmlinux".into());
+        if compiled != u.placement.klp_object() {
+            return Err(BuildError::PlacementMismatch {
+                object: u.object.clone(),
+                expected: u.placement.klp_object().to_string(),
+                compiled,
+            });
+        }
         let mut keep = u.via_headers.is_empty();
         for h in &u.via_headers {
             keep |= compile::object_depends_on(root, &u.object, h)?;
