@@ -7,11 +7,10 @@
 
 use crate::compare::Status;
 use crate::kelf::Kelf;
-use crate::names::{is_special_static_name, mangled_eq, mangled_key};
+use crate::names::{is_special_static_name, mangled_eq, mangled_hash, HashIndex};
 use crate::DiffError;
 use kpatch_elf::consts::*;
 use kpatch_elf::{SectionIndex, SymbolIndex};
-use std::collections::HashMap;
 
 /// Correlation and status of every patched element (indexes are the patched object's, twins
 /// are the original's), plus the reverse maps.
@@ -113,15 +112,15 @@ fn pair_section_family(o: &Kelf, p: &Kelf, st: &mut State, so: SectionIndex, sp:
 }
 
 fn correlate_sections(o: &Kelf, p: &Kelf, st: &mut State) {
-    let mut by_key: HashMap<String, Vec<SectionIndex>> = HashMap::new();
+    let mut by_key: HashIndex<SectionIndex> = HashIndex::default();
     for (i, s) in p.obj.sections_iter() {
-        by_key.entry(mangled_key(&s.name)).or_default().push(i);
+        by_key.entry(mangled_hash(&s.name)).or_default().push(i);
     }
     for (so, sec) in o.obj.sections_iter() {
         if st.orig_sec_twin[so.0].is_some() {
             continue;
         }
-        let Some(cands) = by_key.get(&mangled_key(&sec.name)) else { continue };
+        let Some(cands) = by_key.get(&mangled_hash(&sec.name)) else { continue };
         for &sp in cands {
             let psec = &p.obj.sections[sp.0];
             if st.sec_twin[sp.0].is_some() || !mangled_eq(&sec.name, &psec.name) {
@@ -144,9 +143,9 @@ fn correlate_sections(o: &Kelf, p: &Kelf, st: &mut State) {
 }
 
 fn correlate_symbols(o: &Kelf, p: &Kelf, st: &mut State) {
-    let mut by_key: HashMap<String, Vec<SymbolIndex>> = HashMap::new();
+    let mut by_key: HashIndex<SymbolIndex> = HashIndex::default();
     for (i, _) in p.obj.symbols_iter() {
-        by_key.entry(mangled_key(p.sym_name(i))).or_default().push(i);
+        by_key.entry(mangled_hash(p.sym_name(i))).or_default().push(i);
     }
     for (so, sym) in o.obj.symbols_iter() {
         if st.orig_sym_twin[so.0].is_some() {
@@ -156,7 +155,7 @@ fn correlate_symbols(o: &Kelf, p: &Kelf, st: &mut State) {
         if is_special_static(o, so) || (sym.st_type() == STT_NOTYPE && oname.starts_with(".LC")) {
             continue;
         }
-        let Some(cands) = by_key.get(&mangled_key(oname)) else { continue };
+        let Some(cands) = by_key.get(&mangled_hash(oname)) else { continue };
         for &sp in cands {
             let psym = &p.obj.symbols[sp.0];
             if st.sym_twin[sp.0].is_some() || psym.st_type() != sym.st_type() || !mangled_eq(oname, p.sym_name(sp)) {

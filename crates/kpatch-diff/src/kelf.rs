@@ -5,7 +5,7 @@ use crate::DiffError;
 use kpatch_arch::Arch;
 use kpatch_elf::consts::*;
 use kpatch_elf::{Object, SectionIndex, SymbolIndex};
-use std::collections::HashMap;
+use crate::names::{name_hash, HashIndex};
 
 /// An object with the indexes the differ needs.
 pub struct Kelf {
@@ -29,10 +29,8 @@ pub struct Kelf {
     pub has_fentry: Vec<bool>,
     /// section → function/object symbols in it, sorted by start (for offset lookups).
     pub by_offset: Vec<Vec<SymbolIndex>>,
-    /// name → symbols (section symbols excluded).
-    pub sym_by_name: HashMap<String, Vec<SymbolIndex>>,
-    /// name → sections.
-    pub sec_by_name: HashMap<String, Vec<SectionIndex>>,
+    /// name hash → sections (confirm the name on lookup).
+    pub sec_by_name: HashIndex<SectionIndex>,
 }
 
 /// Prefixes of the sections that hold one function or object each under -ffunction-sections
@@ -86,15 +84,11 @@ impl Kelf {
                 bundled[sec.0] = Some(i);
             }
         }
-        let mut sym_by_name: HashMap<String, Vec<SymbolIndex>> = HashMap::with_capacity(nsym);
+        let mut funcs_by_name: HashIndex<SymbolIndex> = HashIndex::default();
         for (i, s) in obj.symbols_iter() {
-            if !s.is_section() && !s.name.is_empty() {
-                sym_by_name.entry(s.name.clone()).or_default().push(i);
+            if s.is_func() {
+                funcs_by_name.entry(name_hash(&s.name)).or_default().push(i);
             }
-        }
-        let mut sec_by_name: HashMap<String, Vec<SectionIndex>> = HashMap::with_capacity(nsec);
-        for (i, s) in obj.sections_iter() {
-            sec_by_name.entry(s.name.clone()).or_default().push(i);
         }
         let mut parent = vec![None; nsym];
         let mut children = vec![Vec::new(); nsym];
@@ -105,7 +99,7 @@ impl Kelf {
             let cut = s.name.find(".cold").or_else(|| s.name.find(".part."));
             let Some(cut) = cut else { continue };
             let pname = &s.name[..cut];
-            let p = sym_by_name.get(pname).and_then(|v| v.iter().copied().find(|&j| obj.symbols[j.0].is_func()));
+            let p = funcs_by_name.get(&name_hash(pname)).and_then(|v| v.iter().copied().find(|&j| obj.symbols[j.0].name == pname));
             match p {
                 Some(p) if p != i => {
                     parent[i.0] = Some(p);
@@ -141,10 +135,10 @@ impl Kelf {
             children,
             has_fentry: vec![false; nsym],
             by_offset,
-            sym_by_name,
-            sec_by_name,
+            sec_by_name: HashIndex::default(),
         };
         k.find_fentry_calls();
+        k.reindex_names();
         Ok(k)
     }
 
@@ -187,12 +181,15 @@ impl Kelf {
     /// Rewrites relocations that reference a section symbol to reference the function or
     /// object at that place, so that they correlate by name and link to the original symbol.
     pub fn replace_section_symbols(&mut self) {
+        let abs64 = self.arch.abs64();
+        let r32s = kpatch_arch::x86_64::R_X86_64_32S;
         for rsec in 0..self.obj.sections.len() {
             if !self.obj.sections[rsec].is_rela() || is_debug(&self.obj.sections[rsec].name) {
                 continue;
             }
             let base = self.base_of[rsec].unwrap_or_default();
-            let base_is_text = self.obj.sections[base.0].is_text();
+            // Instruction boundaries of the base section, decoded once when first needed.
+            let mut insn_ends: Option<Vec<u64>> = None;
             for n in 0..self.obj.sections[rsec].relas.len() {
                 let r = self.obj.sections[rsec].relas[n];
                 let target = &self.obj.symbols[r.r_sym.0];
@@ -207,33 +204,40 @@ impl Kelf {
                     rr.r_addend -= value;
                     continue;
                 }
-                let abs64 = self.arch.abs64();
                 let add_off = if self.arch.is_pc_relative(r.r_type) {
-                    if base_is_text {
-                        match self.arch.pc_rel_bias(&self.obj.sections[base.0].data, r.r_offset) {
-                            Some(b) => b,
+                    if self.obj.sections[base.0].is_text() {
+                        let ends = insn_ends.get_or_insert_with(|| instruction_ends(self.arch, &self.obj.sections[base.0].data));
+                        // The end of the instruction that holds the relocation.
+                        match ends.get(ends.partition_point(|&e| e <= r.r_offset)) {
+                            Some(&end) => (end - r.r_offset) as i64,
                             None => continue,
                         }
                     } else {
                         0
                     }
-                } else if r.r_type == abs64 || r.r_type == kpatch_arch::x86_64::R_X86_64_32S {
+                } else if r.r_type == abs64 || r.r_type == r32s {
                     0
                 } else {
                     continue;
                 };
                 let tsec_size = self.obj.sections[tsec.0].sh_size as i64;
-                let tsec_text = self.obj.sections[tsec.0].is_text();
-                let found = self.by_offset[tsec.0].iter().copied().find(|&s| {
+                let at = r.r_addend + add_off;
+                let syms = &self.by_offset[tsec.0];
+                let sym_at = |s: SymbolIndex| {
                     let sym = &self.obj.symbols[s.0];
-                    let start = sym.st_value as i64;
-                    let end = start + sym.st_size as i64;
-                    if !tsec_text && r.r_type == kpatch_arch::x86_64::R_X86_64_32S && r.r_addend == tsec_size && end == tsec_size {
-                        // A pointer just past the end of a data section: the last object's end.
-                        return true;
-                    }
-                    r.r_addend + add_off >= start && r.r_addend + add_off < end
-                });
+                    (sym.st_value as i64, sym.st_value as i64 + sym.st_size as i64)
+                };
+                let found = if !self.obj.sections[tsec.0].is_text() && r.r_type == r32s && r.r_addend == tsec_size {
+                    // A pointer just past the end of a data section: the object that ends there.
+                    syms.iter().copied().find(|&s| sym_at(s).1 == tsec_size)
+                } else {
+                    // Symbols are sorted by start; the candidates start at or before `at`.
+                    let upto = syms.partition_point(|&s| sym_at(s).0 <= at);
+                    syms[..upto].iter().copied().find(|&s| {
+                        let (start, end) = sym_at(s);
+                        at >= start && at < end
+                    })
+                };
                 if let Some(s) = found {
                     let start = self.obj.symbols[s.0].st_value as i64;
                     let rr = &mut self.obj.sections[rsec].relas[n];
@@ -284,22 +288,28 @@ pub fn is_debug(name: &str) -> bool {
 }
 
 impl Kelf {
-    /// Rebuilds the name indexes after symbols or sections were renamed.
+    /// Rebuilds the section-name index (after sections were renamed).
     pub fn reindex_names(&mut self) {
-        self.sym_by_name.clear();
-        for (i, s) in self.obj.symbols_iter() {
-            if !s.is_section() && !s.name.is_empty() {
-                self.sym_by_name.entry(s.name.clone()).or_default().push(i);
-            }
-        }
         self.sec_by_name.clear();
         for (i, s) in self.obj.sections_iter() {
-            self.sec_by_name.entry(s.name.clone()).or_default().push(i);
+            self.sec_by_name.entry(name_hash(&s.name)).or_default().push(i);
         }
     }
 
     /// The first section named `name`.
     pub fn section_named(&self, name: &str) -> Option<SectionIndex> {
-        self.sec_by_name.get(name).and_then(|v| v.first().copied())
+        self.sec_by_name.get(&name_hash(name))?.iter().copied().find(|&i| self.obj.sections[i.0].name == name)
     }
+}
+
+/// The end offset of every instruction in `code`, in order (stops at the first undecodable byte).
+fn instruction_ends(arch: &dyn Arch, code: &[u8]) -> Vec<u64> {
+    let mut ends = Vec::new();
+    let mut at = 0usize;
+    while at < code.len() {
+        let Some(len) = arch.insn_len(&code[at..]) else { break };
+        at += len;
+        ends.push(at as u64);
+    }
+    ends
 }

@@ -40,28 +40,56 @@ fn is_digit_tail(s: &[u8]) -> bool {
     s.len() >= 2 && s[0] == b'.' && s[1..].iter().all(u8::is_ascii_digit)
 }
 
-/// The key two names share when [`mangled_eq`] may hold: the name without `.<digits>` runs.
-pub fn mangled_key(name: &str) -> String {
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
+/// A hash two names share when [`mangled_eq`] may hold: that of the name without its
+/// `.<digits>` runs (each replaced by a lone `.`). Computed without allocating.
+pub fn mangled_hash(name: &str) -> u64 {
     if name.contains(".str1.") {
-        return name.to_string();
+        return name_hash(name);
     }
     let b = name.as_bytes();
-    let mut out = String::with_capacity(name.len());
+    let mut h = FNV_OFFSET;
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
-            i += 1;
+        let c = b[i];
+        i += 1;
+        if c == b'.' && b.get(i).is_some_and(u8::is_ascii_digit) {
             while b.get(i).is_some_and(u8::is_ascii_digit) {
                 i += 1;
             }
-            out.push('.');
-            continue;
         }
-        out.push(b[i] as char);
-        i += 1;
+        h = (h ^ c as u64).wrapping_mul(FNV_PRIME);
     }
-    out
+    h
 }
+
+/// FNV-1a of a name.
+pub fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(FNV_OFFSET, |h, c| (h ^ c as u64).wrapping_mul(FNV_PRIME))
+}
+
+/// A hasher for keys that are already hashes.
+#[derive(Default, Clone, Copy)]
+pub struct PreHashed(u64);
+
+impl std::hash::Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(FNV_PRIME);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Indexes by a name hash; lookups must confirm the name, since hashes can collide.
+pub type HashIndex<T> = std::collections::HashMap<u64, Vec<T>, std::hash::BuildHasherDefault<PreHashed>>;
 
 /// Static locals that the compiler creates per use (lockdep keys, WARN_ONCE flags, `__func__`,
 /// ratelimit states, switch tables): never correlated, always carried with the function.
@@ -84,8 +112,12 @@ pub fn is_special_static_name(name: &str, section: &str) -> bool {
     }
     SPECIAL_STATICS.iter().any(|v| {
         let v = v.trim_end_matches('.');
-        name.starts_with(&format!("{v}.")) || name.contains(&format!(".{v}."))
-            || name.ends_with(&format!(".{v}"))
+        // gcc: `__key.12`; clang: `func.__key` or `func.__key.3`.
+        (name.len() > v.len() && name.starts_with(v) && name.as_bytes()[v.len()] == b'.')
+            || name.match_indices(v).any(|(at, _)| {
+                let end = at + v.len();
+                at > 0 && name.as_bytes()[at - 1] == b'.' && (end == name.len() || name.as_bytes()[end] == b'.')
+            })
     })
 }
 
@@ -103,8 +135,9 @@ mod tests {
         assert!(!mangled_eq("foo", "foobar"));
         assert!(!mangled_eq(".rodata.str1.1", ".rodata.str1.8"));
         assert!(mangled_eq(".text.foo.constprop.0", ".text.foo.constprop.1"));
-        assert_eq!(mangled_key("foo.isra.12"), mangled_key("foo.isra.3"));
-        assert_eq!(mangled_key("x.1y"), "x.y");
+        assert_eq!(mangled_hash("foo.isra.12"), mangled_hash("foo.isra.3"));
+        assert_eq!(mangled_hash("x.1y"), name_hash("x.y"));
+        assert_ne!(mangled_hash("foo"), mangled_hash("bar"));
     }
 
     #[test]
