@@ -18,6 +18,9 @@ pub struct Candidate {
     pub neighbours: Vec<String>,
     /// How many of the translation unit's other symbols were found near the candidate.
     pub score: usize,
+    /// How many of those are evidence: names that occur only once in the object (so they are the
+    /// unit's own), or members of the candidate's FILE block.
+    pub anchors: usize,
 }
 
 impl fmt::Display for Candidate {
@@ -30,7 +33,11 @@ impl fmt::Display for Candidate {
         if let Some(file) = &self.file {
             write!(f, " in {file}")?;
         }
-        write!(f, ", {} matching neighbour(s)", self.score)?;
+        write!(
+            f,
+            ", {} matching neighbour(s), {} distinctive",
+            self.score, self.anchors
+        )?;
         if !self.neighbours.is_empty() {
             write!(f, " [{}]", self.neighbours.join(", "))?;
         }

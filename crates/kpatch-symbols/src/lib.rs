@@ -13,6 +13,7 @@
 //! [`Resolved::klp_symbol_name`] its `.klp.sym` name); [`Symvers`] gives the
 //! exported symbols and their CRCs, and checks a module's `__versions` against them.
 
+mod align;
 pub mod elf_symtab;
 mod error;
 mod image;

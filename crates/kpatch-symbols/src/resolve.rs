@@ -3,13 +3,15 @@
 //! A name that occurs once in its object resolves to `sympos` 0 (livepatch: "unique"). A local name
 //! that occurs several times is resolved through the translation unit that defines it: with FILE
 //! symbols (a vmlinux with `.symtab`) the occurrence in the unit's FILE block, else the occurrence
-//! whose neighbourhood in kallsyms order holds most of the unit's other symbols. When no single
-//! occurrence wins, the error lists every candidate; nothing is guessed.
+//! whose block in kallsyms order holds, in the unit's order, more of the unit's distinctive
+//! symbols (names that occur once in the object) than any other. When no single occurrence wins,
+//! the error lists every candidate; nothing is guessed.
 
 use std::collections::HashSet;
 
+use crate::align;
 use crate::error::Candidate;
-use crate::model::{KernelSymbol, KernelSymbols};
+use crate::model::KernelSymbols;
 use crate::symvers::Symvers;
 use crate::Error;
 
@@ -20,8 +22,9 @@ pub struct TranslationUnit {
     pub source: String,
     /// `vmlinux`, or the module the unit is linked into.
     pub object: String,
-    /// Names of the functions and data objects the unit defines, local and global, e.g. from the
-    /// original object's symbol table.
+    /// Names of the functions and data objects the unit defines, local and global, in the order
+    /// of the original object's symbol table (the order matters: without FILE symbols, the
+    /// unit's symbols must surround an occurrence in that order for it to be the unit's).
     pub symbols: Vec<String>,
 }
 
@@ -69,7 +72,7 @@ impl KernelSymbols {
                 candidates: occ
                     .iter()
                     .enumerate()
-                    .map(|(p, &i)| self.candidate(i, p + 1, &HashSet::new(), 4))
+                    .map(|(p, &i)| self.candidate(i, p + 1, &[], name))
                     .collect(),
             }),
         }
@@ -79,24 +82,19 @@ impl KernelSymbols {
     ///
     /// A name that occurs once in the object resolves to it (sympos 0), unless FILE symbols show
     /// that it belongs to another source file. Several occurrences: the one in the unit's FILE
-    /// block when FILE symbols say so, else the one whose block holds strictly more of the unit's
-    /// other symbols than any other; anything else is an error listing every candidate.
+    /// block when FILE symbols say so; else the one whose block holds strictly more of the unit's
+    /// distinctive symbols (names that occur once in the object, or FILE block members), then
+    /// more of its symbols at all, than any other. Anything else is an error listing every
+    /// candidate: occurrences told apart only by names that many units share are not guessed at.
     pub fn resolve_in_unit(&self, tu: &TranslationUnit, name: &str) -> Result<Resolved, Error> {
         let occ = self.occurrences(&tu.object, name);
         if occ.is_empty() {
             return Err(self.not_found(&tu.object, name));
         }
-        let others: HashSet<&str> = tu
-            .symbols
-            .iter()
-            .map(String::as_str)
-            .filter(|s| *s != name)
-            .collect();
-        let window = 4;
         let candidates: Vec<Candidate> = occ
             .iter()
             .enumerate()
-            .map(|(p, &i)| self.candidate(i, p + 1, &others, window))
+            .map(|(p, &i)| self.candidate(i, p + 1, &tu.symbols, name))
             .collect();
 
         // With FILE symbols: keep the occurrences whose FILE names the unit's source.
@@ -125,18 +123,16 @@ impl KernelSymbols {
         if occ.len() == 1 {
             return Ok(self.resolved(occ[0], 1, 1));
         }
-        let best = pool.iter().map(|&c| candidates[c].score).max().unwrap_or(0);
-        let winners: Vec<usize> = pool
-            .iter()
-            .copied()
-            .filter(|&c| candidates[c].score == best)
-            .collect();
+        let key = |c: usize| (candidates[c].anchors, candidates[c].score);
+        let best = pool.iter().map(|&c| key(c)).max().unwrap_or((0, 0));
+        let winners: Vec<usize> = pool.iter().copied().filter(|&c| key(c) == best).collect();
         match winners.as_slice() {
             // No occurrence lies among the unit's other symbols.
-            _ if best == 0 && !same_file_pool => Err(self.no_block(tu, name, candidates)),
-            [one] if best > 0 => Ok(self.resolved(occ[*one], one + 1, occ.len())),
-            // Several occurrences fit equally well (or several in files of the unit's name and
-            // nothing else to go on).
+            _ if best == (0, 0) && !same_file_pool => Err(self.no_block(tu, name, candidates)),
+            // One occurrence has more distinctive neighbours than any other.
+            [one] if best.0 > 0 => Ok(self.resolved(occ[*one], one + 1, occ.len())),
+            // Several occurrences fit equally well, or only through names that many units share
+            // (or several lie in files of the unit's name, with nothing else to go on).
             _ => Err(Error::Ambiguous {
                 symbol: name.to_string(),
                 object: tu.object.clone(),
@@ -165,7 +161,7 @@ impl KernelSymbols {
                 candidates: many
                     .iter()
                     .flat_map(|o| self.occurrences(o, name).into_iter().enumerate())
-                    .map(|(p, i)| self.candidate(i, p + 1, &HashSet::new(), 0))
+                    .map(|(p, i)| self.candidate(i, p + 1, &[], name))
                     .collect(),
             }),
         }
@@ -189,60 +185,49 @@ impl KernelSymbols {
         }
     }
 
-    /// Describe occurrence `index`: its FILE block, or its block of `others` in kallsyms order,
-    /// scored by how many of `others` it holds; with no match, show `window` symbols either side.
-    fn candidate(
-        &self,
-        index: usize,
-        position: usize,
-        others: &HashSet<&str>,
-        window: usize,
-    ) -> Candidate {
+    /// Describe occurrence `index` of `name`: with FILE symbols, score it by the members of its
+    /// FILE block among `unit`'s symbols; else by how well the symbols around it line up with
+    /// `unit`'s symbols before and after `name` (see [`crate::align`]).
+    fn candidate(&self, index: usize, position: usize, unit: &[String], name: &str) -> Candidate {
         let syms = self.symbols();
         let me = &syms[index];
-        let near: Vec<usize> = match me.file_group {
+        let others: HashSet<&str> = unit
+            .iter()
+            .map(String::as_str)
+            .filter(|s| *s != name)
+            .collect();
+        let (near, score, anchors) = match me.file_group {
             Some(g) => {
                 // A FILE block is contiguous in .symtab but not in kallsyms order: scan the object.
-                (0..syms.len())
+                let near: Vec<usize> = (0..syms.len())
                     .filter(|&j| {
                         j != index && syms[j].file_group == Some(g) && syms[j].object == me.object
                     })
-                    .collect()
+                    .filter(|&j| others.contains(syms[j].name.as_str()))
+                    .collect();
+                let mut names: Vec<&str> = near.iter().map(|&j| syms[j].name.as_str()).collect();
+                names.sort();
+                names.dedup();
+                // Every member of the unit's FILE block is the unit's own.
+                (near, names.len(), names.len())
             }
-            None => {
-                let mut near = unit_block(syms, index, others);
-                if near.is_empty() {
-                    let lo = index.saturating_sub(window);
-                    let hi = (index + window + 1).min(syms.len());
-                    near = (lo..hi)
-                        .filter(|&j| j != index && syms[j].object == me.object)
-                        .collect();
-                }
-                near.sort();
-                near
-            }
+            None => self.alignment(index, unit, name, &others),
         };
-        let mut matched: Vec<String> = Vec::new();
+        let mut neighbours: Vec<String> = Vec::new();
         for &j in &near {
-            let n = syms[j].name.as_str();
-            if others.contains(n) && !matched.iter().any(|m| m == n) {
-                matched.push(n.to_string());
+            if !neighbours.contains(&syms[j].name) && neighbours.len() < 8 {
+                neighbours.push(syms[j].name.clone());
             }
         }
-        let score = matched.len();
-        let neighbours = if matched.is_empty() {
+        if neighbours.is_empty() {
             // Nothing matched: show the closest few symbols so the user can tell the places apart.
-            let mut by_distance = near.clone();
-            by_distance.sort_by_key(|&j| j.abs_diff(index));
-            by_distance.truncate(4);
-            by_distance.sort();
-            by_distance
-                .into_iter()
+            let lo = index.saturating_sub(2);
+            let hi = (index + 3).min(syms.len());
+            neighbours = (lo..hi)
+                .filter(|&j| j != index && syms[j].object == me.object)
                 .map(|j| syms[j].name.clone())
-                .collect()
-        } else {
-            matched
-        };
+                .collect();
+        }
         Candidate {
             position,
             address: me.address,
@@ -250,67 +235,85 @@ impl KernelSymbols {
             file: me.file.clone(),
             neighbours,
             score,
+            anchors,
         }
     }
-}
 
-/// The indices of the unit's block around `index` in kallsyms order: walk out from the candidate
-/// over the unit's names (`others`), crossing at most [`MAX_GAP`] foreign symbols in a row (a
-/// unit's code is contiguous in the image, and so are its data of one kind). A unit defines each
-/// name once, so meeting a name again, or the candidate's own, means the walk has entered a
-/// neighbouring unit that shares the unit's names: the block ends there.
-fn unit_block(syms: &[KernelSymbol], index: usize, others: &HashSet<&str>) -> Vec<usize> {
-    let mut seen: HashSet<&str> = HashSet::from([syms[index].name.as_str()]);
-    let mut near = Vec::new();
-    walk((0..index).rev(), syms, index, others, &mut seen, &mut near);
-    walk(
-        index + 1..syms.len(),
-        syms,
-        index,
-        others,
-        &mut seen,
-        &mut near,
-    );
-    near
-}
-
-fn walk<'s>(
-    indices: impl Iterator<Item = usize>,
-    syms: &'s [KernelSymbol],
-    index: usize,
-    others: &HashSet<&str>,
-    seen: &mut HashSet<&'s str>,
-    near: &mut Vec<usize>,
-) {
-    let me = &syms[index];
-    let mut gap = 0;
-    for j in indices {
-        let s = &syms[j];
-        if s.object != me.object || s.name == me.name {
-            break;
-        }
-        if s.name.starts_with(".L") {
-            // Local labels (kept in a module's symbol table) belong to no one.
-            continue;
-        }
-        if others.contains(s.name.as_str()) {
-            if !seen.insert(s.name.as_str()) {
-                break;
+    /// `(the unit's symbols found around occurrence index, matches, distinctive matches)`:
+    /// the unit's block around the occurrence is the run of the unit's symbols on either side,
+    /// broken by more than [`MAX_GAP`] foreign symbols in a row or by another symbol called
+    /// `name` (another unit's); in it, the unit's symbols before `name` are looked for, in
+    /// order, before the occurrence, and those after it after it.
+    fn alignment(
+        &self,
+        index: usize,
+        unit: &[String],
+        name: &str,
+        others: &HashSet<&str>,
+    ) -> (Vec<usize>, usize, usize) {
+        let syms = self.symbols();
+        let me = &syms[index];
+        let block = |indices: &mut dyn Iterator<Item = usize>| {
+            let mut found = Vec::new();
+            let mut gap = 0;
+            for j in indices {
+                let s = &syms[j];
+                if s.object != me.object || s.name == name {
+                    break;
+                }
+                if others.contains(s.name.as_str()) {
+                    found.push(j);
+                    gap = 0;
+                } else if !s.name.starts_with(".L") {
+                    // (Local labels, kept in a module's symbol table, belong to no unit.)
+                    gap += 1;
+                    if gap > MAX_GAP {
+                        break;
+                    }
+                }
             }
-            near.push(j);
-            gap = 0;
-        } else {
-            gap += 1;
-            if gap > MAX_GAP {
-                break;
-            }
+            found
+        };
+        let mut before = block(&mut (0..index).rev());
+        before.reverse();
+        let after = block(&mut (index + 1..syms.len()));
+        let (unit_before, unit_after): (Vec<&str>, Vec<&str>) =
+            match unit.iter().position(|s| s == name) {
+                Some(t) => (
+                    unit[..t].iter().map(String::as_str).collect(),
+                    unit[t + 1..].iter().map(String::as_str).collect(),
+                ),
+                None => {
+                    let all: Vec<&str> = unit.iter().map(String::as_str).collect();
+                    (all.clone(), all)
+                }
+            };
+        let mut near = Vec::new();
+        let mut total = 0;
+        for (side, unit_side) in [(before, unit_before), (after, unit_after)] {
+            let names: Vec<&str> = side.iter().map(|&j| syms[j].name.as_str()).collect();
+            let weights: Vec<u64> = names
+                .iter()
+                .map(|n| {
+                    if self.occurrences(&me.object, n).len() == 1 {
+                        align::DISTINCTIVE + 1
+                    } else {
+                        1
+                    }
+                })
+                .collect();
+            total += align::weighted_lcs(&unit_side, &names, &weights);
+            near.extend(side);
         }
+        let (anchors, score) = align::split(total);
+        (near, score, anchors)
     }
 }
 
 /// How many symbols that the unit does not define may separate two of its symbols in kallsyms
-/// order before its block is taken to end.
-const MAX_GAP: usize = 2;
+/// order before its block is taken to end (a unit's code is contiguous in the image, and so are
+/// its data of one section; the slack covers symbols a caller leaves out of the unit).
+const MAX_GAP: usize = 3;
 
 /// Whether a FILE symbol's name denotes the source path `source`.
 fn file_matches(file: &str, source: &str) -> bool {

@@ -75,3 +75,69 @@ fn symtab_in_kallsyms_order_matches_the_kallsyms_table() {
     }
     assert_eq!(a.len(), b.len());
 }
+
+/// Every repeated local function, resolved for its real translation unit (the symbols of its
+/// FILE block): through FILE symbols it must be found; through the kallsyms table alone, found
+/// at the same position or refused as ambiguous, never another occurrence.
+#[test]
+fn kallsyms_resolution_agrees_with_file_symbols() {
+    let Some((symtab, kallsyms)) = dbg_vmlinux() else {
+        return;
+    };
+    let mut groups: HashMap<u32, Vec<String>> = HashMap::new();
+    for s in symtab.symbols() {
+        if let Some(g) = s.file_group {
+            groups.entry(g).or_default().push(s.name.clone());
+        }
+    }
+    let (mut by_file, mut file_refused, mut agreed, mut refused) = (0, 0, 0, 0);
+    for (name, _) in symtab.repeated_names(VMLINUX, |s| s.kind == 't') {
+        for (p, &i) in symtab.occurrences(VMLINUX, name).iter().enumerate() {
+            let s = &symtab.symbols()[i];
+            let (Some(g), Some(file)) = (s.file_group, s.file.clone()) else {
+                continue;
+            };
+            let tu = TranslationUnit {
+                source: file,
+                object: VMLINUX.into(),
+                symbols: groups[&g].clone(),
+            };
+            match symtab.resolve_in_unit(&tu, name) {
+                Ok(r) => {
+                    assert_eq!(
+                        r.position,
+                        p + 1,
+                        "FILE resolution of `{name}` in {}",
+                        tu.source
+                    );
+                    by_file += 1;
+                }
+                Err(Error::Ambiguous { .. }) => file_refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+            match kallsyms.resolve_in_unit(&tu, name) {
+                Ok(r) => {
+                    assert_eq!(
+                        r.position,
+                        p + 1,
+                        "kallsyms resolution of `{name}` in {}",
+                        tu.source
+                    );
+                    agreed += 1;
+                }
+                Err(e @ (Error::Ambiguous { .. } | Error::NoMatchingBlock { .. })) => {
+                    if std::env::var_os("KPATCH_RS_SHOW_AMBIGUOUS").is_some() {
+                        eprintln!("{e}");
+                    }
+                    refused += 1
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    eprintln!(
+        "repeated local functions of real units: FILE symbols resolve {by_file} (refuse {file_refused}); \
+         the kallsyms table alone resolves {agreed} the same way and refuses {refused} (ambiguous or no block)"
+    );
+    assert!(by_file > 0 && agreed > 0);
+}

@@ -295,7 +295,8 @@ fn kallsyms_neighbours_pick_the_units_occurrence() {
                 candidates.iter().map(|c| c.position).collect::<Vec<_>>(),
                 [1, 2, 3]
             );
-            assert!(candidates.iter().all(|c| c.score == 2));
+            // c_next and c_stop are everywhere: nothing distinctive.
+            assert!(candidates.iter().all(|c| c.anchors == 0));
         }
         other => panic!("expected ambiguity, got {other:?}"),
     }
