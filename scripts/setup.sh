@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the system packages kpatch-rs and its tests use, on Debian 12 (bookworm).
+# Idempotent: packages already present are skipped. Needs root (or sudo).
+set -euo pipefail
+
+PKGS=(
+  # kernel builds (make prepare, objtool, module builds)
+  gcc-12 make bison flex bc libelf-dev libssl-dev dwarves patch xz-utils zstd
+  # guest harness: QEMU under TCG, a static busybox and cpio for the initramfs
+  qemu-system-x86 busybox-static cpio kmod
+  # fetching and unpacking Debian kernel packages without installing them
+  dpkg apt
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  echo "setup: installing ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+echo "setup: system packages ready" >&2
