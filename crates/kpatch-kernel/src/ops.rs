@@ -85,7 +85,7 @@ pub fn finit_error(k: &dyn Kernel, name: &str, errno: Errno, log_after: Option<u
     };
     let reason = match errno {
         Errno::EEXIST => return KernelError::ModuleExists { name: name.into() },
-        Errno::ENOEXEC => "the module is not valid for this kernel (bad ELF or version magic; see dmesg)".into(),
+        Errno::ENOEXEC => "the module does not fit this kernel build (version magic or symbol versions differ) or is not a valid module".into(),
         Errno::EINVAL => "the kernel rejected the module: built for another kernel (\"disagrees about version of symbol\"), incompatible with the loaded livepatches, or a bad parameter; see dmesg".into(),
         Errno::EKEYREJECTED => format!(
             "signature rejected: the module is unsigned or its signature does not verify while signatures are enforced{}",
