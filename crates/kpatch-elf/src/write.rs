@@ -222,6 +222,11 @@ impl Object {
         if self.sections.iter().filter(|s| s.sh_type == SHT_SYMTAB).count() != 1 {
             return Err("an object needs exactly one .symtab section".into());
         }
+        for table in [".strtab", ".shstrtab"] {
+            if self.sections.iter().filter(|s| s.sh_type == SHT_STRTAB && s.name == table).count() != 1 {
+                return Err(format!("an object needs exactly one {table} section"));
+            }
+        }
         for (i, sym) in self.symbols.iter().enumerate() {
             if let Some(s) = sym.section {
                 if s.0 == 0 || s.0 >= nsec {

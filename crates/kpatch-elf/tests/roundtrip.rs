@@ -114,3 +114,16 @@ fn bad_input_is_refused_with_the_file_named() {
     let e = Object::parse(&exec, "exec.o").unwrap_err().to_string();
     assert!(e.contains("not a relocatable object"), "{e}");
 }
+
+#[test]
+fn writing_an_object_without_string_tables_is_an_error_not_a_panic() {
+    let mut o = Object::new(kpatch_elf::Header { e_machine: EM_X86_64, e_flags: 0, ei_osabi: 0, ei_abiversion: 0, big_endian: false });
+    let e = o.write().unwrap_err().to_string();
+    assert!(e.contains(".symtab"), "{e}");
+    let mut symtab = o.sections[0].clone();
+    symtab.name = ".symtab".into();
+    symtab.sh_type = SHT_SYMTAB;
+    o.sections.push(symtab);
+    let e = o.write().unwrap_err().to_string();
+    assert!(e.contains(".strtab"), "{e}");
+}
