@@ -120,6 +120,18 @@ pub enum Error {
         candidates: Vec<Candidate>,
     },
 
+    #[error(
+        "symbol `{symbol}` has no occurrence #{position} in {object}: it occurs {occurrences} \
+         time(s) (symbols from {file})"
+    )]
+    NoSuchPosition {
+        symbol: String,
+        object: String,
+        position: usize,
+        occurrences: usize,
+        file: String,
+    },
+
     #[error("symbol `{symbol}` is not exported by the target (not in {file})")]
     NotExported { symbol: String, file: String },
 

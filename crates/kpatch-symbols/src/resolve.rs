@@ -78,6 +78,28 @@ impl KernelSymbols {
         }
     }
 
+    /// Occurrence `position` (1-based, kallsyms order) of `name` in `object`, as a user picked it
+    /// after an ambiguity error listed the candidates.
+    pub fn resolve_position(
+        &self,
+        object: &str,
+        name: &str,
+        position: usize,
+    ) -> Result<Resolved, Error> {
+        let occ = self.occurrences(object, name);
+        match position.checked_sub(1).and_then(|p| occ.get(p)) {
+            Some(&i) => Ok(self.resolved(i, position, occ.len())),
+            None if occ.is_empty() => Err(self.not_found(object, name)),
+            None => Err(Error::NoSuchPosition {
+                symbol: name.to_string(),
+                object: object.to_string(),
+                position,
+                occurrences: occ.len(),
+                file: self.source.clone(),
+            }),
+        }
+    }
+
     /// The occurrence of `name` that translation unit `tu` defines.
     ///
     /// A name that occurs once in the object resolves to it (sympos 0), unless FILE symbols show

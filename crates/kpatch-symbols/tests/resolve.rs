@@ -305,6 +305,20 @@ fn kallsyms_neighbours_pick_the_units_occurrence() {
         "{msg}"
     );
 
+    // The user may pick one of the listed candidates.
+    let picked = k.resolve_position(VMLINUX, "c_start", 3).unwrap();
+    assert_eq!((picked.sympos, picked.address), (3, 0xffffffff814bb040));
+    let err = k.resolve_position(VMLINUX, "c_start", 4).unwrap_err();
+    assert!(
+        err.to_string().contains("#4") && err.to_string().contains("3 time"),
+        "{err}"
+    );
+    assert!(k.resolve_position(VMLINUX, "c_start", 0).is_err());
+    assert_eq!(
+        k.resolve_position("seqmod", "c_start", 1).unwrap().sympos,
+        0
+    );
+
     let lost = unit("fs/other.c", VMLINUX, &["c_start", "other_fn"]);
     let err = k.resolve_in_unit(&lost, "c_start").unwrap_err();
     assert!(
