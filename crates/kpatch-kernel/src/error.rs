@@ -52,6 +52,8 @@ pub enum KernelError {
         /// The kernel's own messages about the module, logged by the failed load.
         kernel_log: Vec<String>,
     },
+    #[error("patch {name} was disabled by someone else while its transition was watched; its module was removed")]
+    DisabledMeanwhile { name: String },
     #[error("patch {name} is not loaded ({dir} does not exist)")]
     NotLoaded { name: String, dir: PathBuf },
     #[error("{path}: unexpected content {content:?}")]

@@ -133,12 +133,12 @@ pub fn preflight(k: &dyn Kernel, module: &ModuleFile) -> Result<String, KernelEr
             vermagic: module.info.vermagic().unwrap_or("").trim().into(),
         });
     }
+    if let Some(busy) = transition_patch(k)? {
+        return Err(KernelError::Busy { name, busy });
+    }
     if k.exists(&patch_dir(&name)) {
         let enabled = is_enabled(k, &name).unwrap_or(true);
         return Err(KernelError::AlreadyLoaded { name, enabled });
-    }
-    if let Some(busy) = transition_patch(k)? {
-        return Err(KernelError::Busy { name, busy });
     }
     Ok(name)
 }
@@ -169,10 +169,17 @@ pub fn load(
     k.finit_module(&file, &opts.params)
         .map_err(|e| finit_error(k, &name, e, log_after))?;
     match watch_transition(k, &name, &opts.watch, obs)? {
-        WatchOutcome::Complete { elapsed } => Ok(Outcome::Done {
-            patch: name,
-            elapsed,
-        }),
+        WatchOutcome::Complete { elapsed } => {
+            // Someone may have disabled the patch meanwhile (`echo 0 > enabled`).
+            if !k.exists(&patch_dir(&name)) {
+                remove_module(k, &name, opts.remove_wait, obs)?;
+                return Err(KernelError::DisabledMeanwhile { name });
+            }
+            Ok(Outcome::Done {
+                patch: name,
+                elapsed,
+            })
+        }
         WatchOutcome::Stalled {
             blockers,
             interrupted,
