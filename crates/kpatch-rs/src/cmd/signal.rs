@@ -5,16 +5,16 @@ use kpatch_kernel::watch::signal_blockers;
 use kpatch_kernel::{Kernel, RealKernel};
 use std::process::ExitCode;
 
-/// Signal the tasks that block the livepatch transition in progress.
-///
-/// On kernels with /sys/kernel/livepatch/<patch>/signal (4.18 to 5.x) this writes 1 to it: the
-/// kernel sends a fake signal to each blocking user task and wakes each blocking kernel
-/// thread. Newer kernels (6.1 included) do that by themselves every 15 seconds of a transition;
-/// then this command names the blockers, and with --stop-cont it also sends SIGSTOP then SIGCONT
-/// to the blocking user processes, which makes them leave the kernel at once. Kernel threads
-/// cannot be signalled from user space.
+const ABOUT: &str = "\
+On kernels with /sys/kernel/livepatch/<patch>/signal (4.18 to 5.x) this writes 1 to it: the
+kernel sends a fake signal to each blocking user task and wakes each blocking kernel thread.
+Newer kernels (6.1 included) do that by themselves every 15 seconds of a transition; there
+this command names the blockers, and with --stop-cont also sends SIGSTOP then SIGCONT to the
+blocking user processes, which makes them leave the kernel at once. Kernel threads cannot be
+signalled from user space.";
+
 #[derive(clap::Args)]
-#[command(after_help = EXIT_CODES_HELP)]
+#[command(before_long_help = ABOUT, after_help = EXIT_CODES_HELP)]
 pub struct Args {
     /// Also send SIGSTOP then SIGCONT to blocking user processes (an interrupted system call
     /// may return EINTR to the process).
