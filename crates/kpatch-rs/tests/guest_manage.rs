@@ -111,7 +111,16 @@ fn script(other_kernel: &str) -> TestScript {
         kp(&format!("load {m}/klp_test_readwait.ko --wait 2 --signal-wait 8 --stop-cont"), 0)
     ));
     t.check_eventually("reader-done", "[ \"$(cat /tmp/read.out)\" = patched ] && ! pidof dd", 20);
-    t.check("unload-readwait", &kp("unload klp_test_readwait", 0));
+    // Two patches stacked: list shows the load order, unload --all takes the top one first.
+    t.check("stack-two", &format!(
+        "{} && {} && grep -q '^klp_test_readwait \\[enabled\\] stack 1' /tmp/o && grep -q '^klp_test_cmdline \\[enabled\\] stack 2' /tmp/o",
+        kp(&format!("load {m}/klp_test_cmdline.ko"), 0),
+        kp("list", 0)
+    ));
+    t.check("unload-all-two", &format!(
+        "{} && [ \"$(grep -o '^klp_test_[a-z]*' /tmp/o | tr '\\n' ' ')\" = 'klp_test_cmdline klp_test_readwait ' ] && [ -z \"$(ls {lp})\" ]",
+        kp("unload --all", 0)
+    ));
 
     // A transition held open by klp_sleeper, asleep in klp_sleeper_wait().
     t.check("signal-nothing", &kp("signal", 3));
