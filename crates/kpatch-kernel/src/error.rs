@@ -21,7 +21,9 @@ pub enum KernelError {
     },
     #[error("{path}: module {name} is not a livepatch module (no livepatch=Y in .modinfo)")]
     NotLivepatch { path: PathBuf, name: String },
-    #[error("the running kernel has no livepatch support: {dir} does not exist (CONFIG_LIVEPATCH)")]
+    #[error(
+        "the running kernel has no livepatch support: {dir} does not exist (CONFIG_LIVEPATCH)"
+    )]
     NoLivepatch { dir: PathBuf },
     #[error(
         "{path}: module {name} was built for kernel {built_for}, but the running kernel is {running} \

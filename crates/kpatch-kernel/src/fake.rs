@@ -322,7 +322,11 @@ impl FakeKernel {
                 let blocked = t.blocks_target == target && t.stuck != Stuck::No;
                 if blocked {
                     if let Stuck::Ticks(n) = t.stuck {
-                        t.stuck = if n <= 1 { Stuck::No } else { Stuck::Ticks(n - 1) };
+                        t.stuck = if n <= 1 {
+                            Stuck::No
+                        } else {
+                            Stuck::Ticks(n - 1)
+                        };
                     }
                     all = false;
                 } else {
@@ -364,7 +368,10 @@ impl FakeKernel {
             return Err(e);
         }
         // Like kernel_read_file(): a file open for writing somewhere is refused.
-        let flags = nix::fcntl::fcntl(std::os::fd::AsRawFd::as_raw_fd(image), nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags = nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(image),
+            nix::fcntl::FcntlArg::F_GETFL,
+        )?;
         if nix::fcntl::OFlag::from_bits_truncate(flags) & nix::fcntl::OFlag::O_ACCMODE
             != nix::fcntl::OFlag::O_RDONLY
         {
@@ -372,7 +379,9 @@ impl FakeKernel {
         }
         let mut f = image.try_clone().map_err(eio)?;
         let mut data = Vec::new();
-        f.rewind().and_then(|()| f.read_to_end(&mut data)).map_err(eio)?;
+        f.rewind()
+            .and_then(|()| f.read_to_end(&mut data))
+            .map_err(eio)?;
         let m = ModuleFile::from_bytes(Path::new("fake.ko"), data).map_err(|_| Errno::ENOEXEC)?;
         let name = m.name();
         let rel = self.st.borrow().release.clone();
@@ -400,9 +409,16 @@ impl FakeKernel {
         }
         let mdir = self.path(format!("/sys/module/{name}"));
         std::fs::create_dir_all(&mdir).map_err(eio)?;
-        std::fs::write(mdir.join("refcnt"), if m.info.is_livepatch() { "1\n" } else { "0\n" })
-            .map_err(eio)?;
-        let taint = if m.info.is_livepatch() { "OEK\n" } else { "OE\n" };
+        std::fs::write(
+            mdir.join("refcnt"),
+            if m.info.is_livepatch() { "1\n" } else { "0\n" },
+        )
+        .map_err(eio)?;
+        let taint = if m.info.is_livepatch() {
+            "OEK\n"
+        } else {
+            "OE\n"
+        };
         std::fs::write(mdir.join("taint"), taint).map_err(eio)?;
         self.sync_modules().map_err(eio)?;
         if !m.info.is_livepatch() {
@@ -418,8 +434,7 @@ impl FakeKernel {
             let odir = pdir.join(&f.object);
             // sysfs shows sympos 0 (unique symbol) as 1.
             let pos = f.sympos.max(1);
-            std::fs::create_dir_all(odir.join(format!("{},{pos}", f.function)))
-                .map_err(eio)?;
+            std::fs::create_dir_all(odir.join(format!("{},{pos}", f.function))).map_err(eio)?;
             // The ftrace handlers go in before the transition starts.
             std::fs::write(odir.join("patched"), "1\n").map_err(eio)?;
         }
@@ -444,7 +459,12 @@ impl FakeKernel {
                     if want == cur {
                         return Err(einval());
                     }
-                    let in_tr = self.st.borrow().transition.as_ref().map(|t| t.patch.clone());
+                    let in_tr = self
+                        .st
+                        .borrow()
+                        .transition
+                        .as_ref()
+                        .map(|t| t.patch.clone());
                     return match in_tr {
                         Some(p) if p == *patch => {
                             // Reverse: tasks already switched go back; stuck ones are there.
@@ -540,7 +560,8 @@ impl Kernel for FakeKernel {
 
     fn kill(&self, pid: i32, sig: Sig) -> Result<(), Errno> {
         let mut st = self.st.borrow_mut();
-        st.calls.push(format!("kill {pid} {}", format!("{sig:?}").to_uppercase()));
+        st.calls
+            .push(format!("kill {pid} {}", format!("{sig:?}").to_uppercase()));
         let mut found = false;
         for t in st.tasks.values_mut().filter(|t| t.pid == pid) {
             found = true;

@@ -140,11 +140,7 @@ impl ModInfo {
     /// The functions listed in [`MODINFO_FUNCTIONS`] (unparsable items are skipped).
     pub fn functions(&self) -> Vec<PatchedFunction> {
         self.get(MODINFO_FUNCTIONS)
-            .map(|v| {
-                v.split([' ', ';'])
-                    .flat_map(split_functions)
-                    .collect()
-            })
+            .map(|v| v.split([' ', ';']).flat_map(split_functions).collect())
             .unwrap_or_default()
     }
 }
@@ -252,7 +248,11 @@ pub fn build_test_module(fields: &[(&str, &str)]) -> Vec<u8> {
     use object::write::Object;
     use object::{Architecture, BinaryFormat, Endianness, SectionKind};
     let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
-    let id = obj.add_section(Vec::new(), b".modinfo".to_vec(), SectionKind::ReadOnlyString);
+    let id = obj.add_section(
+        Vec::new(),
+        b".modinfo".to_vec(),
+        SectionKind::ReadOnlyString,
+    );
     let mut data = Vec::new();
     for (k, v) in fields {
         data.extend_from_slice(format!("{k}={v}").as_bytes());
@@ -272,10 +272,16 @@ mod tests {
             ("license", "GPL"),
             ("livepatch", "Y"),
             ("name", "livepatch_fix"),
-            ("vermagic", "6.1.0-50-amd64 SMP preempt mod_unload modversions "),
+            (
+                "vermagic",
+                "6.1.0-50-amd64 SMP preempt mod_unload modversions ",
+            ),
             (MODINFO_KERNEL, "6.1.0-50-amd64"),
             (MODINFO_PATCH_SHA256, "ab12"),
-            (MODINFO_FUNCTIONS, "vmlinux:cmdline_proc_show,0,ext4:ext4_sync_fs,2"),
+            (
+                MODINFO_FUNCTIONS,
+                "vmlinux:cmdline_proc_show,0,ext4:ext4_sync_fs,2",
+            ),
         ]);
         let m = ModuleFile::from_bytes(Path::new("x.ko"), ko).unwrap();
         assert_eq!(m.name(), "livepatch_fix");
@@ -319,7 +325,10 @@ mod tests {
 
     #[test]
     fn name_from_file_name() {
-        assert_eq!(name_from_path(Path::new("/a/kpatch-fix.ko")).as_deref(), Some("kpatch_fix"));
+        assert_eq!(
+            name_from_path(Path::new("/a/kpatch-fix.ko")).as_deref(),
+            Some("kpatch_fix")
+        );
         assert_eq!(name_from_path(Path::new("b.ko.zst")).as_deref(), Some("b"));
         assert_eq!(name_from_path(Path::new("b.txt")), None);
     }

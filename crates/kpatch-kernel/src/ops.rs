@@ -77,7 +77,12 @@ fn log_about(k: &dyn Kernel, name: &str, after: Option<u64>) -> Vec<String> {
 
 /// Map a `finit_module` error to a message an operator can act on. `log_after` is the last
 /// kernel log sequence number before the call (so only newer messages are quoted).
-pub fn finit_error(k: &dyn Kernel, name: &str, errno: Errno, log_after: Option<u64>) -> KernelError {
+pub fn finit_error(
+    k: &dyn Kernel,
+    name: &str,
+    errno: Errno,
+    log_after: Option<u64>,
+) -> KernelError {
     let lockdown = || {
         read_trim(k, Path::new("/sys/kernel/security/lockdown"))
             .map(|l| format!("; /sys/kernel/security/lockdown: {l}"))
@@ -122,7 +127,9 @@ pub fn preflight(k: &dyn Kernel, module: &ModuleFile) -> Result<String, KernelEr
             name,
         });
     }
-    let running = k.release().map_err(|e| KernelError::io("/proc/sys/kernel/osrelease", e))?;
+    let running = k
+        .release()
+        .map_err(|e| KernelError::io("/proc/sys/kernel/osrelease", e))?;
     let built_for = module.info.vermagic_release().unwrap_or("unknown");
     if built_for != running {
         return Err(KernelError::WrongKernel {
@@ -260,7 +267,10 @@ fn write_enabled(k: &dyn Kernel, name: &str, value: &str) -> Result<(), KernelEr
         if e.raw_os_error() == Some(Errno::EBUSY as i32) {
             KernelError::Busy {
                 name: name.into(),
-                busy: transition_patch(k).ok().flatten().unwrap_or_else(|| "another patch".into()),
+                busy: transition_patch(k)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| "another patch".into()),
             }
         } else {
             KernelError::io(path, e)
@@ -369,7 +379,11 @@ pub fn remove_module(
                 reason: format!(
                     "still in use after {}s (refcnt {refcnt}{})",
                     wait.as_secs(),
-                    if still_registered { ", still registered with livepatch" } else { "" }
+                    if still_registered {
+                        ", still registered with livepatch"
+                    } else {
+                        ""
+                    }
                 ),
             });
         }

@@ -173,7 +173,10 @@ pub fn loaded_patches(k: &dyn Kernel) -> Result<Vec<LoadedPatch>, KernelError> {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let pos = order.iter().position(|m| *m == p.name).unwrap_or(usize::MAX);
+                let pos = order
+                    .iter()
+                    .position(|m| *m == p.name)
+                    .unwrap_or(usize::MAX);
                 (i, pos)
             })
             .collect();

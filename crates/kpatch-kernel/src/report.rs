@@ -36,13 +36,21 @@ fn secs(ms: u64) -> String {
 pub fn format_blockers(blockers: &[Blocker]) -> String {
     let mut s = String::new();
     for b in blockers {
-        let kind = if b.kthread { "kernel thread" } else { "process" };
+        let kind = if b.kthread {
+            "kernel thread"
+        } else {
+            "process"
+        };
         let thread = if b.tid != b.pid {
             format!(" (thread {})", b.tid)
         } else {
             String::new()
         };
-        let state = if b.patch_state == 0 { "unpatched" } else { "patched" };
+        let state = if b.patch_state == 0 {
+            "unpatched"
+        } else {
+            "patched"
+        };
         s.push_str(&format!(
             "  {} {}{} [{}], still {}\n",
             b.pid, b.comm, thread, kind, state
@@ -151,7 +159,11 @@ impl<W: Write> Observer for TextObserver<W> {
                 blockers,
             } => {
                 if self.tty {
-                    let verb = if *target == 1 { "patching" } else { "unpatching" };
+                    let verb = if *target == 1 {
+                        "patching"
+                    } else {
+                        "unpatching"
+                    };
                     let old = if *target == 1 { "old" } else { "patched" };
                     let who = if blockers.is_empty() {
                         String::new()
@@ -169,7 +181,9 @@ impl<W: Write> Observer for TextObserver<W> {
                 }
             }
             Event::Signalled { patch, report } => {
-                self.line(&format!("{patch}: transition stalled; signalling the blocking tasks"));
+                self.line(&format!(
+                    "{patch}: transition stalled; signalling the blocking tasks"
+                ));
                 self.line(&format_signal(patch, report));
             }
             Event::TransitionDone {
@@ -179,7 +193,10 @@ impl<W: Write> Observer for TextObserver<W> {
             } => {
                 if self.tty {
                     let what = if *target == 1 { "patched" } else { "unpatched" };
-                    self.line(&format!("{patch}: transition complete, {what} ({})", secs(*elapsed_ms)));
+                    self.line(&format!(
+                        "{patch}: transition complete, {what} ({})",
+                        secs(*elapsed_ms)
+                    ));
                 }
             }
             Event::Reverting {
@@ -256,21 +273,35 @@ mod tests {
         let s = String::from_utf8(buf).unwrap();
         assert!(!s.contains("loading"), "{s}");
         assert!(!s.contains('\r'), "{s}");
-        assert!(s.contains("p: transition did not complete; reversing it (1 blocking task(s): 77 sleeper)"), "{s}");
-        assert!(s.contains("kernel threads 77 cannot be signalled from user space"), "{s}");
+        assert!(
+            s.contains(
+                "p: transition did not complete; reversing it (1 blocking task(s): 77 sleeper)"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("kernel threads 77 cannot be signalled from user space"),
+            "{s}"
+        );
     }
 
     #[test]
     fn blockers_with_stacks() {
         let mut b = blocker();
         let s = format_blockers(&[b.clone()]);
-        assert_eq!(s, "  77 sleeper [kernel thread], still unpatched\n      [<0>] klp_test_sleep+0x20/0x40\n");
+        assert_eq!(
+            s,
+            "  77 sleeper [kernel thread], still unpatched\n      [<0>] klp_test_sleep+0x20/0x40\n"
+        );
         b.stack = None;
         b.kthread = false;
         b.tid = 78;
         b.patch_state = 1;
         let s = format_blockers(&[b]);
-        assert_eq!(s, "  77 sleeper (thread 78) [process], still patched\n      (stack not readable)\n");
+        assert_eq!(
+            s,
+            "  77 sleeper (thread 78) [process], still patched\n      (stack not readable)\n"
+        );
     }
 
     #[test]
@@ -286,7 +317,10 @@ mod tests {
             });
         }
         let s = String::from_utf8(buf).unwrap();
-        assert!(s.contains("p: patching, 2.5s, 1 task(s) on the old code: 77 sleeper"), "{s}");
+        assert!(
+            s.contains("p: patching, 2.5s, 1 task(s) on the old code: 77 sleeper"),
+            "{s}"
+        );
         assert!(s.ends_with('\n'));
     }
 }

@@ -54,10 +54,7 @@ fn sync_dir(dir: &Path) {
 /// Create or replace a symlink atomically.
 fn symlink_atomic(target: &Path, link: &Path) -> std::io::Result<()> {
     let dir = link.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".kpatch-rs-link-{}",
-        std::process::id()
-    ));
+    let tmp = dir.join(format!(".kpatch-rs-link-{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(target, &tmp)?;
     std::fs::rename(&tmp, link)?;
@@ -296,13 +293,25 @@ mod tests {
     #[test]
     fn unit_install_and_remove() {
         let d = tempfile::tempdir().unwrap();
-        let unit = install_unit(d.path(), Path::new("/usr/bin/kpatch-rs"), Path::new("/var/lib/kpatch-rs")).unwrap();
+        let unit = install_unit(
+            d.path(),
+            Path::new("/usr/bin/kpatch-rs"),
+            Path::new("/var/lib/kpatch-rs"),
+        )
+        .unwrap();
         let text = std::fs::read_to_string(&unit).unwrap();
-        assert!(text.contains("ExecStart=/usr/bin/kpatch-rs load --all --state-dir /var/lib/kpatch-rs"));
+        assert!(
+            text.contains("ExecStart=/usr/bin/kpatch-rs load --all --state-dir /var/lib/kpatch-rs")
+        );
         let link = d.path().join("multi-user.target.wants").join(UNIT_NAME);
         assert_eq!(std::fs::read_link(&link).unwrap(), unit);
         // Idempotent.
-        install_unit(d.path(), Path::new("/usr/bin/kpatch-rs"), Path::new("/var/lib/kpatch-rs")).unwrap();
+        install_unit(
+            d.path(),
+            Path::new("/usr/bin/kpatch-rs"),
+            Path::new("/var/lib/kpatch-rs"),
+        )
+        .unwrap();
         remove_unit(d.path()).unwrap();
         assert!(!unit.exists() && std::fs::symlink_metadata(&link).is_err());
     }

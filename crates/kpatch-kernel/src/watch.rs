@@ -64,7 +64,9 @@ pub struct SignalReport {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// The module image is about to be handed to the kernel.
-    Loading { patch: String },
+    Loading {
+        patch: String,
+    },
     /// A transition (patching when `target` is 1) is under way.
     Progress {
         patch: String,
@@ -72,8 +74,15 @@ pub enum Event {
         elapsed_ms: u64,
         blockers: Vec<Blocker>,
     },
-    Signalled { patch: String, report: SignalReport },
-    TransitionDone { patch: String, target: i32, elapsed_ms: u64 },
+    Signalled {
+        patch: String,
+        report: SignalReport,
+    },
+    TransitionDone {
+        patch: String,
+        target: i32,
+        elapsed_ms: u64,
+    },
     /// Giving up (after the waits, or interrupted): the transition is being reversed.
     Reverting {
         patch: String,
@@ -81,8 +90,12 @@ pub enum Event {
         interrupted: bool,
     },
     /// Disabling the patch.
-    Disabling { patch: String },
-    Removed { patch: String },
+    Disabling {
+        patch: String,
+    },
+    Removed {
+        patch: String,
+    },
 }
 
 /// Receives [`Event`]s.
@@ -172,7 +185,9 @@ pub fn signal_blockers(
             continue;
         }
         seen.push(b.pid);
-        let r = k.kill(b.pid, Sig::Stop).and_then(|()| k.kill(b.pid, Sig::Cont));
+        let r = k
+            .kill(b.pid, Sig::Stop)
+            .and_then(|()| k.kill(b.pid, Sig::Cont));
         match r {
             Ok(()) => report.stop_continued.push(b.pid),
             Err(e) => {

@@ -19,7 +19,10 @@ fn module(dir: &Path, name: &str, release: &str) -> ModuleFile {
         ("livepatch", "Y"),
         ("name", name),
         ("vermagic", &vermagic),
-        (MODINFO_FUNCTIONS, "vmlinux:cmdline_proc_show,0,vmlinux:meminfo_proc_show,1"),
+        (
+            MODINFO_FUNCTIONS,
+            "vmlinux:cmdline_proc_show,0,vmlinux:meminfo_proc_show,1",
+        ),
     ]);
     std::fs::write(&path, ko).unwrap();
     ModuleFile::read(&path).unwrap()
@@ -47,11 +50,15 @@ fn kernel() -> FakeKernel {
 fn load_completes_and_patch_is_listed() {
     let dir = tempfile::tempdir().unwrap();
     let k = kernel();
-    k.add_task(FakeTask::user(400, "slow").stuck(Stuck::Ticks(5), 1)).unwrap();
+    k.add_task(FakeTask::user(400, "slow").stuck(Stuck::Ticks(5), 1))
+        .unwrap();
     let m = module(dir.path(), "fix_a", REL);
     let mut rec = Recorder::default();
     let out = ops::load(&k, &m, &opts(), &mut rec).unwrap();
-    assert!(matches!(&out, Outcome::Done { patch, .. } if patch == "fix_a"), "{out:?}");
+    assert!(
+        matches!(&out, Outcome::Done { patch, .. } if patch == "fix_a"),
+        "{out:?}"
+    );
     // The slow task held the transition for 5 polls of 100 ms.
     assert_eq!(k.clock(), Duration::from_millis(500));
     let progress: Vec<_> = rec
@@ -65,17 +72,26 @@ fn load_completes_and_patch_is_listed() {
     assert_eq!(progress[0].len(), 1);
     assert_eq!(progress[0][0].comm, "slow");
     assert_eq!(progress[0][0].pid, 400);
-    assert!(matches!(rec.0.last(), Some(Event::TransitionDone { target: 1, .. })));
+    assert!(matches!(
+        rec.0.last(),
+        Some(Event::TransitionDone { target: 1, .. })
+    ));
     let p = read_patch(&k, "fix_a").unwrap();
     assert!(p.enabled && !p.transition);
     assert_eq!(p.objects.len(), 1);
     assert!(p.objects[0].patched);
     assert_eq!(
         p.objects[0].functions,
-        vec![("cmdline_proc_show".into(), 1), ("meminfo_proc_show".into(), 1)]
+        vec![
+            ("cmdline_proc_show".into(), 1),
+            ("meminfo_proc_show".into(), 1)
+        ]
     );
     // Every task is back to "no transition".
-    assert_eq!(k.read(Path::new("/proc/400/patch_state")).unwrap().trim(), "-1");
+    assert_eq!(
+        k.read(Path::new("/proc/400/patch_state")).unwrap().trim(),
+        "-1"
+    );
 }
 
 #[test]
@@ -85,17 +101,27 @@ fn second_load_of_same_patch_and_load_during_transition_are_refused() {
     let a = module(dir.path(), "fix_a", REL);
     ops::load(&k, &a, &opts(), &mut Recorder::default()).unwrap();
     let e = ops::load(&k, &a, &opts(), &mut Recorder::default()).unwrap_err();
-    assert!(matches!(e, KernelError::AlreadyLoaded { enabled: true, .. }), "{e}");
+    assert!(
+        matches!(e, KernelError::AlreadyLoaded { enabled: true, .. }),
+        "{e}"
+    );
 
     // Start an unload that cannot finish, and check a load is refused while it runs.
-    k.add_task(FakeTask::kthread(50, "stuck").stuck(Stuck::Forever, 0)).unwrap();
-    k.write(Path::new("/sys/kernel/livepatch/fix_a/enabled"), "0").unwrap();
+    k.add_task(FakeTask::kthread(50, "stuck").stuck(Stuck::Forever, 0))
+        .unwrap();
+    k.write(Path::new("/sys/kernel/livepatch/fix_a/enabled"), "0")
+        .unwrap();
     let b = module(dir.path(), "fix_b", REL);
     let e = ops::load(&k, &b, &opts(), &mut Recorder::default()).unwrap_err();
-    assert!(matches!(&e, KernelError::Busy { busy, .. } if busy == "fix_a"), "{e}");
+    assert!(
+        matches!(&e, KernelError::Busy { busy, .. } if busy == "fix_a"),
+        "{e}"
+    );
     assert!(e.to_string().contains("fix_a is in transition"));
-    assert!(!k.calls().iter().any(|c| c.starts_with("finit_module")
-        && c != "finit_module ok"));
+    assert!(!k
+        .calls()
+        .iter()
+        .any(|c| c.starts_with("finit_module") && c != "finit_module ok"));
 }
 
 #[test]
@@ -105,7 +131,9 @@ fn stalled_load_is_signalled_and_reverted_leaving_kernel_clean() {
     k.add_task(
         FakeTask::kthread(77, "klp_test_sleeper")
             .stuck(Stuck::Forever, 1)
-            .with_stack(Some("[<0>] klp_test_sleep+0x20/0x40 [klp_test]\n[<0>] kthread+0xe6/0x110\n")),
+            .with_stack(Some(
+                "[<0>] klp_test_sleep+0x20/0x40 [klp_test]\n[<0>] kthread+0xe6/0x110\n",
+            )),
     )
     .unwrap();
     let m = module(dir.path(), "fix_a", REL);
@@ -141,11 +169,16 @@ fn stalled_load_is_signalled_and_reverted_leaving_kernel_clean() {
         .iter()
         .position(|c| c == "write /sys/kernel/livepatch/fix_a/enabled 0")
         .expect("revert write");
-    assert!(calls[revert_at..].iter().any(|c| c == "delete_module fix_a"));
+    assert!(calls[revert_at..]
+        .iter()
+        .any(|c| c == "delete_module fix_a"));
     // Known state: no patch, no module, no task in a transition.
     assert!(!k.exists(Path::new("/sys/kernel/livepatch/fix_a")));
     assert!(!k.has_module("fix_a"));
-    assert_eq!(k.read(Path::new("/proc/77/patch_state")).unwrap().trim(), "-1");
+    assert_eq!(
+        k.read(Path::new("/proc/77/patch_state")).unwrap().trim(),
+        "-1"
+    );
     assert!(loaded_patches(&k).unwrap().is_empty());
 }
 
@@ -154,7 +187,8 @@ fn sysfs_signal_unblocks_user_task_on_older_kernels() {
     let dir = tempfile::tempdir().unwrap();
     let k = kernel();
     k.set_signal_attr(true);
-    k.add_task(FakeTask::user(500, "sleepy").stuck(Stuck::UntilSignal, 1)).unwrap();
+    k.add_task(FakeTask::user(500, "sleepy").stuck(Stuck::UntilSignal, 1))
+        .unwrap();
     let m = module(dir.path(), "fix_a", REL);
     let mut rec = Recorder::default();
     let out = ops::load(&k, &m, &opts(), &mut rec).unwrap();
@@ -168,7 +202,8 @@ fn sysfs_signal_unblocks_user_task_on_older_kernels() {
 fn stop_cont_unblocks_user_task_and_never_leaves_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let k = kernel();
-    k.add_task(FakeTask::user(600, "reader").stuck(Stuck::UntilStopCont, 1)).unwrap();
+    k.add_task(FakeTask::user(600, "reader").stuck(Stuck::UntilStopCont, 1))
+        .unwrap();
     let m = module(dir.path(), "fix_a", REL);
     // Without --stop-cont the task holds the transition: reverted.
     let out = ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap();
@@ -190,7 +225,8 @@ fn unload_disables_waits_and_removes() {
     let k = kernel();
     let m = module(dir.path(), "fix_a", REL);
     ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap();
-    k.add_task(FakeTask::user(700, "busy").stuck(Stuck::Ticks(3), 0)).unwrap();
+    k.add_task(FakeTask::user(700, "busy").stuck(Stuck::Ticks(3), 0))
+        .unwrap();
     let mut rec = Recorder::default();
     let out = ops::unload(&k, "fix_a", &opts(), &mut rec).unwrap();
     assert!(matches!(out, Outcome::Done { .. }), "{out:?}");
@@ -206,7 +242,8 @@ fn stalled_unload_is_reverted_to_enabled() {
     let k = kernel();
     let m = module(dir.path(), "fix_a", REL);
     ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap();
-    k.add_task(FakeTask::kthread(88, "in_new_fn").stuck(Stuck::Forever, 0)).unwrap();
+    k.add_task(FakeTask::kthread(88, "in_new_fn").stuck(Stuck::Forever, 0))
+        .unwrap();
     let out = ops::unload(&k, "fix_a", &opts(), &mut Recorder::default()).unwrap();
     let Outcome::Reverted { blockers, .. } = out else {
         panic!("{out:?}")
@@ -223,8 +260,10 @@ fn revert_that_stalls_reports_stuck() {
     let k = kernel();
     // One task blocks patching, another blocks unpatching once it got patched... it never
     // switches back because it sleeps in the new function.
-    k.add_task(FakeTask::kthread(90, "old_sleeper").stuck(Stuck::Forever, 1)).unwrap();
-    k.add_task(FakeTask::kthread(91, "new_sleeper").stuck(Stuck::Forever, 0)).unwrap();
+    k.add_task(FakeTask::kthread(90, "old_sleeper").stuck(Stuck::Forever, 1))
+        .unwrap();
+    k.add_task(FakeTask::kthread(91, "new_sleeper").stuck(Stuck::Forever, 0))
+        .unwrap();
     let m = module(dir.path(), "fix_a", REL);
     let out = ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap();
     let Outcome::Stuck {
@@ -251,8 +290,11 @@ fn clear_errors_for_wrong_kernel_no_livepatch_and_refusals() {
     assert!(k.calls().is_empty(), "nothing handed to the kernel");
 
     let m = module(dir.path(), "fix_a", REL);
-    k.put_file("/sys/kernel/security/lockdown", "none [integrity] confidentiality\n")
-        .unwrap();
+    k.put_file(
+        "/sys/kernel/security/lockdown",
+        "none [integrity] confidentiality\n",
+    )
+    .unwrap();
     k.fail_next_finit(Errno::EPERM);
     let e = ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap_err();
     assert!(e.to_string().contains("lockdown: none [integrity]"), "{e}");
@@ -262,20 +304,34 @@ fn clear_errors_for_wrong_kernel_no_livepatch_and_refusals() {
     k.log("fix_a: disagrees about version of symbol module_layout (an old message)");
     k.fail_next_finit(Errno::ENOEXEC);
     let e = ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap_err();
-    assert!(!e.to_string().contains("kernel log"), "only messages from this load: {e}");
+    assert!(
+        !e.to_string().contains("kernel log"),
+        "only messages from this load: {e}"
+    );
     // The kernel's own words are quoted.
-    std::fs::write(&m.path, build_test_module(&[
-        ("livepatch", "Y"),
-        ("name", "fix_a"),
-        ("vermagic", "6.1.0-50-amd64-but-not SMP "),
-    ])).unwrap();
+    std::fs::write(
+        &m.path,
+        build_test_module(&[
+            ("livepatch", "Y"),
+            ("name", "fix_a"),
+            ("vermagic", "6.1.0-50-amd64-but-not SMP "),
+        ]),
+    )
+    .unwrap();
     let bad = ModuleFile::read(&m.path).unwrap();
     let mut bad_info = bad.clone();
     // Passes our vermagic pre-check (first word), fails the (simulated) kernel's.
     bad_info.info.fields.retain(|(k, _)| k != "vermagic");
-    bad_info.info.fields.push(("vermagic".into(), format!("{REL} SMP ")));
+    bad_info
+        .info
+        .fields
+        .push(("vermagic".into(), format!("{REL} SMP ")));
     let e = ops::load(&k, &bad_info, &opts(), &mut Recorder::default()).unwrap_err();
-    assert!(e.to_string().contains("kernel log: fix_a: version magic '6.1.0-50-amd64-but-not SMP ' should be"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("kernel log: fix_a: version magic '6.1.0-50-amd64-but-not SMP ' should be"),
+        "{e}"
+    );
     k.fail_next_finit(Errno::EEXIST);
     let e = ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap_err();
     assert!(matches!(e, KernelError::ModuleExists { .. }), "{e}");
@@ -285,7 +341,11 @@ fn clear_errors_for_wrong_kernel_no_livepatch_and_refusals() {
     assert!(matches!(e, KernelError::NoLivepatch { .. }), "{e}");
 
     let plain = dir.path().join("plain.ko");
-    std::fs::write(&plain, build_test_module(&[("name", "plain"), ("vermagic", REL)])).unwrap();
+    std::fs::write(
+        &plain,
+        build_test_module(&[("name", "plain"), ("vermagic", REL)]),
+    )
+    .unwrap();
     let plain = ModuleFile::read(&plain).unwrap();
     let e = ops::load(&k, &plain, &opts(), &mut Recorder::default()).unwrap_err();
     assert!(matches!(e, KernelError::NotLivepatch { .. }), "{e}");
@@ -336,7 +396,8 @@ fn interrupt_reverts_at_once() {
     static CANCEL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let dir = tempfile::tempdir().unwrap();
     let k = kernel();
-    k.add_task(FakeTask::user(800, "slow").stuck(Stuck::Ticks(100), 1)).unwrap();
+    k.add_task(FakeTask::user(800, "slow").stuck(Stuck::Ticks(100), 1))
+        .unwrap();
     let m = module(dir.path(), "fix_a", REL);
     let mut o = opts();
     o.watch.cancel = Some(&CANCEL);
@@ -377,14 +438,25 @@ fn leftover_disabled_livepatch_module_is_removed_by_unload_and_before_load() {
     let m = module(dir.path(), "fix_a", REL);
     ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap();
     // Disabled by hand (echo 0 > enabled): the patch goes, the module stays.
-    k.write(Path::new("/sys/kernel/livepatch/fix_a/enabled"), "0").unwrap();
+    k.write(Path::new("/sys/kernel/livepatch/fix_a/enabled"), "0")
+        .unwrap();
     assert!(!k.exists(Path::new("/sys/kernel/livepatch/fix_a")) && k.has_module("fix_a"));
     let out = ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap();
     assert!(matches!(out, Outcome::Done { .. }), "{out:?}");
     let calls = k.calls();
-    let del = calls.iter().position(|c| c == "delete_module fix_a").unwrap();
-    assert!(calls[del..].iter().filter(|c| *c == "finit_module ok").count() == 1);
-    k.write(Path::new("/sys/kernel/livepatch/fix_a/enabled"), "0").unwrap();
+    let del = calls
+        .iter()
+        .position(|c| c == "delete_module fix_a")
+        .unwrap();
+    assert!(
+        calls[del..]
+            .iter()
+            .filter(|c| *c == "finit_module ok")
+            .count()
+            == 1
+    );
+    k.write(Path::new("/sys/kernel/livepatch/fix_a/enabled"), "0")
+        .unwrap();
     let out = ops::unload(&k, "fix_a", &opts(), &mut Recorder::default()).unwrap();
     assert!(matches!(out, Outcome::Done { .. }), "{out:?}");
     assert!(!k.has_module("fix_a"));

@@ -16,7 +16,9 @@ fn enabled() -> bool {
     if std::env::var("KPATCH_RS_GUEST_TESTS").as_deref() == Ok("1") {
         return true;
     }
-    eprintln!("skipped: set KPATCH_RS_GUEST_TESTS=1 to download Debian packages and boot QEMU guests");
+    eprintln!(
+        "skipped: set KPATCH_RS_GUEST_TESTS=1 to download Debian packages and boot QEMU guests"
+    );
     false
 }
 
@@ -34,16 +36,34 @@ fn script(other_kernel: &str) -> TestScript {
     let m = "/lib/modules";
     let lp = "/sys/kernel/livepatch";
     let mut t = TestScript::new();
-    t.check("insmod-sleeper", &format!("insmod {m}/klp_test_sleeper.ko && sleep 1 && pidof klp_sleeper"));
+    t.check(
+        "insmod-sleeper",
+        &format!("insmod {m}/klp_test_sleeper.ko && sleep 1 && pidof klp_sleeper"),
+    );
 
     // Load, look, unload.
-    t.check("load", &format!("{} && grep -q 'klp_test_cmdline: loaded and patched' /tmp/o", kp(&format!("load {m}/klp_test_cmdline.ko"), 0)));
-    t.check("cmdline-patched", &format!("grep -qx '{MARKER}' /proc/cmdline"));
+    t.check(
+        "load",
+        &format!(
+            "{} && grep -q 'klp_test_cmdline: loaded and patched' /tmp/o",
+            kp(&format!("load {m}/klp_test_cmdline.ko"), 0)
+        ),
+    );
+    t.check(
+        "cmdline-patched",
+        &format!("grep -qx '{MARKER}' /proc/cmdline"),
+    );
     t.check("list", &format!(
         "{} && grep -q '^klp_test_cmdline \\[enabled\\] stack 1' /tmp/o && grep -q 'vmlinux \\[patched\\]: cmdline_proc_show,1' /tmp/o",
         kp("list", 0)
     ));
-    t.check("list-json", &format!("{} && grep -q '\"enabled\": true' /tmp/o && grep -q '\"transition\": null' /tmp/o", kp("list --json", 0)));
+    t.check(
+        "list-json",
+        &format!(
+            "{} && grep -q '\"enabled\": true' /tmp/o && grep -q '\"transition\": null' /tmp/o",
+            kp("list --json", 0)
+        ),
+    );
     t.check("info-name", &format!(
         "{} && grep -q 'state: *enabled' /tmp/o && grep -q \"target kernel: $(uname -r)\" /tmp/o && grep -q 'vmlinux:cmdline_proc_show,1' /tmp/o",
         kp("info klp_test_cmdline", 0)
@@ -52,7 +72,13 @@ fn script(other_kernel: &str) -> TestScript {
         "{} && grep -q '\"patch_sha256\": \"0000000000000000000000000000000000000000000000000000000000000001\"' /tmp/o",
         kp(&format!("info --json {m}/klp_test_cmdline.ko"), 0)
     ));
-    t.check("load-twice-refused", &format!("{} && grep -q 'already loaded' /tmp/o", kp(&format!("load {m}/klp_test_cmdline.ko"), 1)));
+    t.check(
+        "load-twice-refused",
+        &format!(
+            "{} && grep -q 'already loaded' /tmp/o",
+            kp(&format!("load {m}/klp_test_cmdline.ko"), 1)
+        ),
+    );
     t.check("unload", &format!(
         "{} && ! grep -q '^klp_test_cmdline ' /proc/modules && [ ! -e {lp}/klp_test_cmdline ] && ! grep -q '{MARKER}' /proc/cmdline",
         kp("unload klp_test_cmdline", 0)
@@ -69,7 +95,13 @@ fn script(other_kernel: &str) -> TestScript {
          grep -q K /sys/module/klp_test_cmdline/taint && grep -q '^klp_test_cmdline ' /proc/modules",
         kp(&format!("load {m}/klp_test_cmdline.ko"), 0)
     ));
-    t.check("unload-leftover", &format!("{} && ! grep -q '^klp_test_cmdline ' /proc/modules", kp("unload klp_test_cmdline", 0)));
+    t.check(
+        "unload-leftover",
+        &format!(
+            "{} && ! grep -q '^klp_test_cmdline ' /proc/modules",
+            kp("unload klp_test_cmdline", 0)
+        ),
+    );
     t.check("unload-non-livepatch-refused", &format!(
         "{} && grep -q 'patch klp_test_sleeper is not loaded' /tmp/o && grep -q '^klp_test_sleeper ' /proc/modules",
         kp("unload klp_test_sleeper", 1)
@@ -91,26 +123,61 @@ fn script(other_kernel: &str) -> TestScript {
          && [ -L /tmp/units/multi-user.target.wants/kpatch-rs.service ] && ! ls -a /tmp/state/$(uname -r) | grep -q '^\\.kpatch'",
         kp(&format!("install {m}/klp_test_cmdline.ko {dirs} --unit-dir /tmp/units"), 0)
     ));
-    t.check("load-all", &format!("{} && grep -qx '{MARKER}' /proc/cmdline", kp(&format!("load --all {dirs}"), 0)));
-    t.check("list-installed", &format!("{} && grep -q \"^klp_test_cmdline ($(uname -r))\" /tmp/o", kp(&format!("list {dirs}"), 0)));
-    t.check("unload-all", &format!("{} && [ -z \"$(ls {lp})\" ]", kp("unload --all", 0)));
+    t.check(
+        "load-all",
+        &format!(
+            "{} && grep -qx '{MARKER}' /proc/cmdline",
+            kp(&format!("load --all {dirs}"), 0)
+        ),
+    );
+    t.check(
+        "list-installed",
+        &format!(
+            "{} && grep -q \"^klp_test_cmdline ($(uname -r))\" /tmp/o",
+            kp(&format!("list {dirs}"), 0)
+        ),
+    );
+    t.check(
+        "unload-all",
+        &format!("{} && [ -z \"$(ls {lp})\" ]", kp("unload --all", 0)),
+    );
     t.check("unload-all-nothing", &kp("unload --all", 3));
-    t.check("uninstall", &format!(
-        "{} && [ ! -e /tmp/units/kpatch-rs.service ] && [ ! -e /tmp/state/$(uname -r) ]",
-        kp(&format!("uninstall klp_test_cmdline {dirs} --unit-dir /tmp/units"), 0)
-    ));
+    t.check(
+        "uninstall",
+        &format!(
+            "{} && [ ! -e /tmp/units/kpatch-rs.service ] && [ ! -e /tmp/state/$(uname -r) ]",
+            kp(
+                &format!("uninstall klp_test_cmdline {dirs} --unit-dir /tmp/units"),
+                0
+            )
+        ),
+    );
 
     // A user process asleep in klp_sleeper_read_wait(): --stop-cont moves it on long before
     // the kernel's own signal (15 s into the transition) would; the restarted read then runs
     // the new function.
     t.shell("dd if=/proc/klp_test_read of=/tmp/read.out bs=64 count=1 2>/dev/null & echo $! >/tmp/dd.pid");
-    t.check_eventually("reader-asleep", "grep -q klp_sleeper_read_wait /proc/$(cat /tmp/dd.pid)/stack", 20);
-    t.check("load-stop-cont", &format!(
-        "{} && grep -qE \"sent SIGSTOP\\+SIGCONT to $(cat /tmp/dd.pid)(;|$)\" /tmp/o \
+    t.check_eventually(
+        "reader-asleep",
+        "grep -q klp_sleeper_read_wait /proc/$(cat /tmp/dd.pid)/stack",
+        20,
+    );
+    t.check(
+        "load-stop-cont",
+        &format!(
+            "{} && grep -qE \"sent SIGSTOP\\+SIGCONT to $(cat /tmp/dd.pid)(;|$)\" /tmp/o \
          && grep -q 'klp_test_readwait: loaded and patched' /tmp/o",
-        kp(&format!("load {m}/klp_test_readwait.ko --wait 2 --signal-wait 8 --stop-cont"), 0)
-    ));
-    t.check_eventually("reader-done", "[ \"$(cat /tmp/read.out)\" = patched ] && ! pidof dd", 20);
+            kp(
+                &format!("load {m}/klp_test_readwait.ko --wait 2 --signal-wait 8 --stop-cont"),
+                0
+            )
+        ),
+    );
+    t.check_eventually(
+        "reader-done",
+        "[ \"$(cat /tmp/read.out)\" = patched ] && ! pidof dd",
+        20,
+    );
     // Two patches stacked: list shows the load order, unload --all takes the top one first.
     t.check("stack-two", &format!(
         "{} && {} && grep -q '^klp_test_readwait \\[enabled\\] stack 1' /tmp/o && grep -q '^klp_test_cmdline \\[enabled\\] stack 2' /tmp/o",
@@ -127,7 +194,11 @@ fn script(other_kernel: &str) -> TestScript {
     t.shell(&format!(
         "(kpatch-rs load {m}/klp_test_stall.ko --wait 15 --signal-wait 5 --revert-wait 20 >/tmp/stall.out 2>&1; echo $? >/tmp/stall.rc) &"
     ));
-    t.check_eventually("stall-in-transition", &format!("[ \"$(cat {lp}/klp_test_stall/transition 2>/dev/null)\" = 1 ]"), 20);
+    t.check_eventually(
+        "stall-in-transition",
+        &format!("[ \"$(cat {lp}/klp_test_stall/transition 2>/dev/null)\" = 1 ]"),
+        20,
+    );
     t.check("busy-refused", &format!(
         "{} && grep -q 'klp_test_stall is in transition' /tmp/o && ! grep -q '^klp_test_cmdline ' /proc/modules",
         kp(&format!("load {m}/klp_test_cmdline.ko"), 1)
@@ -137,7 +208,13 @@ fn script(other_kernel: &str) -> TestScript {
          && grep -q 'klp_sleeper_wait' /tmp/o",
         kp("list", 0)
     ));
-    t.check("signal", &format!("{} && grep -q 'klp_sleeper' /tmp/o && grep -q 'cannot be signalled' /tmp/o", kp("signal", 0)));
+    t.check(
+        "signal",
+        &format!(
+            "{} && grep -q 'klp_sleeper' /tmp/o && grep -q 'cannot be signalled' /tmp/o",
+            kp("signal", 0)
+        ),
+    );
     t.check_eventually("stall-finished", "[ -s /tmp/stall.rc ]", 120);
     t.check("stall-reverted", "echo '--- stalled load:' >/dev/console; cat /tmp/stall.out >/dev/console; \
          [ \"$(cat /tmp/stall.rc)\" = 2 ] && grep -q 'signalling the blocking tasks' /tmp/stall.out \
@@ -151,25 +228,43 @@ fn script(other_kernel: &str) -> TestScript {
     t.shell(&format!(
         "(kpatch-rs load {m}/klp_test_stall.ko --wait 60 >/tmp/int.out 2>&1; echo $? >/tmp/int.rc) & sleep 0.2"
     ));
-    t.check_eventually("int-in-transition", &format!("[ \"$(cat {lp}/klp_test_stall/transition 2>/dev/null)\" = 1 ]"), 20);
+    t.check_eventually(
+        "int-in-transition",
+        &format!("[ \"$(cat {lp}/klp_test_stall/transition 2>/dev/null)\" = 1 ]"),
+        20,
+    );
     t.check("interrupt", "kill -INT $(pidof kpatch-rs)");
     t.check_eventually("int-finished", "[ -s /tmp/int.rc ]", 30);
     t.check("int-reverted", &format!(
         "cat /tmp/int.out >/dev/console; [ \"$(cat /tmp/int.rc)\" = 2 ] && grep -q 'was interrupted and was reversed' /tmp/int.out \
          && [ -z \"$(ls {lp})\" ] && ! grep -q '^klp_test_stall ' /proc/modules"
     ));
-    t.check("rmmod-sleeper", "rmmod klp_test_sleeper && ! pidof klp_sleeper");
+    t.check(
+        "rmmod-sleeper",
+        "rmmod klp_test_sleeper && ! pidof klp_sleeper",
+    );
     t.check("dmesg-livepatch", "dmesg | grep -E 'livepatch|klp_' >/dev/console; \
          dmesg | grep -q \"enabling patch 'klp_test_stall'\" && dmesg | grep -q 'livepatch: signaling remaining tasks' \
          && dmesg | grep -q \"'klp_test_stall': unpatching complete\"");
-    t.check("dmesg-clean", "! dmesg | grep -E 'WARNING:|Call Trace|BUG:|Oops|general protection'");
+    t.check(
+        "dmesg-clean",
+        "! dmesg | grep -E 'WARNING:|Call Trace|BUG:|Oops|general protection'",
+    );
     t
 }
 
 /// Shared libraries the binary needs (from ldd), to copy into the initramfs at the same paths.
 fn shared_libs(exe: &Path) -> Vec<PathBuf> {
-    let out = std::process::Command::new("ldd").arg(exe).output().expect("running ldd");
-    assert!(out.status.success(), "ldd {}: {}", exe.display(), String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("ldd")
+        .arg(exe)
+        .output()
+        .expect("running ldd");
+    assert!(
+        out.status.success(),
+        "ldd {}: {}",
+        exe.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
@@ -197,10 +292,16 @@ fn for_other_kernel(ko: &[u8], abi: &str) -> (Vec<u8>, String) {
     // 6.1.0-56-amd64 -> 6.1.0-99-amd64 (or -88- if it was -99-).
     let parts: Vec<&str> = abi.splitn(3, '-').collect();
     assert_eq!(parts.len(), 3, "unexpected ABI {abi}");
-    let num: String = parts[1].chars().map(|c| if c == '9' { '8' } else { '9' }).collect();
+    let num: String = parts[1]
+        .chars()
+        .map(|c| if c == '9' { '8' } else { '9' })
+        .collect();
     let other = format!("{}-{num}-{}", parts[0], parts[2]);
     let needle = format!("vermagic={abi} ");
-    let pos = ko.windows(needle.len()).position(|w| w == needle.as_bytes()).expect("vermagic in .modinfo");
+    let pos = ko
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+        .expect("vermagic in .modinfo");
     let mut out = ko.to_vec();
     out[pos..pos + needle.len()].copy_from_slice(format!("vermagic={other} ").as_bytes());
     (out, other)
@@ -211,7 +312,10 @@ fn for_other_kernel(ko: &[u8], abi: &str) -> (Vec<u8>, String) {
 /// an 8-byte CRC followed by the 56-byte NUL-padded name.
 fn with_bad_crc(ko: &[u8]) -> Vec<u8> {
     let name = b"module_layout\0";
-    let pos = ko.windows(name.len()).position(|w| w == name).expect("module_layout in __versions");
+    let pos = ko
+        .windows(name.len())
+        .position(|w| w == name)
+        .expect("module_layout in __versions");
     let mut out = ko.to_vec();
     for b in &mut out[pos - 8..pos - 4] {
         *b ^= 0xff;
@@ -232,7 +336,8 @@ fn manage_patches_on_a_debian_guest() {
     let work = std::env::temp_dir().join(format!("kpatch-rs-guest-manage-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kpatch-kernel/tests/fixtures/klp-test");
+    let src =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kpatch-kernel/tests/fixtures/klp-test");
     for e in std::fs::read_dir(&src).unwrap() {
         let p = e.unwrap().path();
         std::fs::copy(&p, work.join(p.file_name().unwrap())).unwrap();
@@ -286,8 +391,15 @@ fn manage_patches_on_a_debian_guest() {
 
     assert!(run.done, "script did not finish:\n{}", run.tail(60));
     for name in t.check_names() {
-        let r = run.result(name).unwrap_or_else(|| panic!("no result for {name}:\n{}", run.log()));
+        let r = run
+            .result(name)
+            .unwrap_or_else(|| panic!("no result for {name}:\n{}", run.log()));
         assert!(r.ok, "check {name} failed: {}\n{}", r.detail, run.log());
     }
-    assert!(run.problems.is_empty(), "kernel problems: {:#?}\n{}", run.problems, run.log());
+    assert!(
+        run.problems.is_empty(),
+        "kernel problems: {:#?}\n{}",
+        run.problems,
+        run.log()
+    );
 }

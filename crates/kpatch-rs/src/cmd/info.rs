@@ -49,7 +49,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 pub fn gather(k: &dyn Kernel, arg: &str, state_dir: &Path) -> anyhow::Result<Info> {
     let store = Store::new(state_dir);
-    let release = k.release().context("reading the running kernel's release")?;
+    let release = k
+        .release()
+        .context("reading the running kernel's release")?;
     let path = Path::new(arg);
     let file = if path.is_file() {
         Some(ModuleFile::read(path)?)
@@ -69,14 +71,21 @@ pub fn gather(k: &dyn Kernel, arg: &str, state_dir: &Path) -> anyhow::Result<Inf
     } else {
         None
     };
-    let installed: Vec<Installed> = store.list()?.into_iter().filter(|i| i.name == name).collect();
+    let installed: Vec<Installed> = store
+        .list()?
+        .into_iter()
+        .filter(|i| i.name == name)
+        .collect();
     if file.is_none() && loaded.is_none() {
         anyhow::bail!(
             "{arg}: no such file, no loaded patch {name}, and not installed for {release} in {}",
             store.kernel_dir(&release).display()
         );
     }
-    let mut functions = file.as_ref().map(|f| f.info.functions()).unwrap_or_default();
+    let mut functions = file
+        .as_ref()
+        .map(|f| f.info.functions())
+        .unwrap_or_default();
     if functions.is_empty() {
         if let Some(p) = &loaded {
             for o in &p.objects {
@@ -90,7 +99,10 @@ pub fn gather(k: &dyn Kernel, arg: &str, state_dir: &Path) -> anyhow::Result<Inf
             }
         }
     }
-    let get = |key: &str| file.as_ref().and_then(|f| f.info.get(key).map(str::to_string));
+    let get = |key: &str| {
+        file.as_ref()
+            .and_then(|f| f.info.get(key).map(str::to_string))
+    };
     Ok(Info {
         name,
         file: file.as_ref().map(|f| f.path.clone()),
@@ -122,7 +134,10 @@ pub fn render(i: &Info) -> String {
     if let Some(v) = &i.vermagic {
         s.push_str(&format!("vermagic:      {v}\n"));
     }
-    s.push_str(&format!("livepatch:     {}\n", if i.livepatch { "yes" } else { "no" }));
+    s.push_str(&format!(
+        "livepatch:     {}\n",
+        if i.livepatch { "yes" } else { "no" }
+    ));
     s.push_str(&format!(
         "patch sha256:  {}\n",
         i.patch_sha256.clone().unwrap_or_else(unknown)
@@ -133,7 +148,11 @@ pub fn render(i: &Info) -> String {
     };
     s.push_str(&format!("state:         {state}\n"));
     for inst in &i.installed {
-        s.push_str(&format!("installed:     {} ({})\n", inst.path.display(), inst.kernel));
+        s.push_str(&format!(
+            "installed:     {} ({})\n",
+            inst.path.display(),
+            inst.kernel
+        ));
     }
     s.push_str(&format!("functions ({}):\n", i.functions.len()));
     for f in &i.functions {
@@ -178,7 +197,10 @@ mod tests {
                 ("vermagic", &vermagic),
                 (MODINFO_KERNEL, rel),
                 (MODINFO_PATCH_SHA256, "5d41402abc4b2a76b9719d911017c592"),
-                (MODINFO_FUNCTIONS, "vmlinux:cmdline_proc_show,0,ext4:ext4_fill_super,2"),
+                (
+                    MODINFO_FUNCTIONS,
+                    "vmlinux:cmdline_proc_show,0,ext4:ext4_fill_super,2",
+                ),
             ]),
         )
         .unwrap();
@@ -192,7 +214,10 @@ mod tests {
         run_with(&k, &args, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("target kernel: 6.1.0-50-amd64\n"), "{text}");
-        assert!(text.contains("patch sha256:  5d41402abc4b2a76b9719d911017c592\n"), "{text}");
+        assert!(
+            text.contains("patch sha256:  5d41402abc4b2a76b9719d911017c592\n"),
+            "{text}"
+        );
         assert!(text.contains("state:         not loaded\n"), "{text}");
         assert!(text.contains("    ext4:ext4_fill_super,2\n"), "{text}");
 

@@ -40,9 +40,10 @@ pub fn run_with(args: &Args, exe: &Path, out: &mut dyn std::io::Write) -> anyhow
             args.module.display()
         );
     }
-    let built_for = module.info.vermagic_release().with_context(|| {
-        format!("{}: no vermagic in .modinfo", args.module.display())
-    })?;
+    let built_for = module
+        .info
+        .vermagic_release()
+        .with_context(|| format!("{}: no vermagic in .modinfo", args.module.display()))?;
     let kernel = args.kernel_version.as_deref().unwrap_or(built_for);
     if kernel != built_for {
         anyhow::bail!(
@@ -52,7 +53,11 @@ pub fn run_with(args: &Args, exe: &Path, out: &mut dyn std::io::Write) -> anyhow
     }
     let store = Store::new(&args.state_dir);
     let installed = store.install(&module, kernel)?;
-    writeln!(out, "installed {name} ({kernel}) as {}", installed.path.display())?;
+    writeln!(
+        out,
+        "installed {name} ({kernel}) as {}",
+        installed.path.display()
+    )?;
     if !args.no_unit {
         let unit = install_unit(&args.unit_dir, exe, &args.state_dir)?;
         writeln!(out, "boot loading enabled: {}", unit.display())?;
@@ -74,7 +79,11 @@ mod tests {
         std::fs::create_dir_all(f.parent().unwrap()).unwrap();
         std::fs::write(
             &f,
-            build_test_module(&[("name", "fix_a"), ("livepatch", "Y"), ("vermagic", "6.1.0-50-amd64 SMP ")]),
+            build_test_module(&[
+                ("name", "fix_a"),
+                ("livepatch", "Y"),
+                ("vermagic", "6.1.0-50-amd64 SMP "),
+            ]),
         )
         .unwrap();
         let mut args = Args {
@@ -85,13 +94,23 @@ mod tests {
             no_unit: false,
         };
         let e = run_with(&args, Path::new("/usr/bin/kpatch-rs"), &mut Vec::new()).unwrap_err();
-        assert!(e.to_string().contains("built for kernel 6.1.0-50-amd64, not 6.1.0-49-amd64"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("built for kernel 6.1.0-50-amd64, not 6.1.0-49-amd64"),
+            "{e}"
+        );
         args.kernel_version = None;
         let mut out = Vec::new();
         run_with(&args, Path::new("/usr/bin/kpatch-rs"), &mut out).unwrap();
-        assert!(k.path("/var/lib/kpatch-rs/6.1.0-50-amd64/fix_a.ko").is_file());
-        let unit = std::fs::read_to_string(k.path("/etc/systemd/system/kpatch-rs.service")).unwrap();
-        assert!(unit.contains("ExecStart=/usr/bin/kpatch-rs load --all"), "{unit}");
+        assert!(k
+            .path("/var/lib/kpatch-rs/6.1.0-50-amd64/fix_a.ko")
+            .is_file());
+        let unit =
+            std::fs::read_to_string(k.path("/etc/systemd/system/kpatch-rs.service")).unwrap();
+        assert!(
+            unit.contains("ExecStart=/usr/bin/kpatch-rs load --all"),
+            "{unit}"
+        );
         let e = run_with(&args, Path::new("/usr/bin/kpatch-rs"), &mut Vec::new()).unwrap_err();
         assert!(e.to_string().contains("already installed"), "{e}");
     }

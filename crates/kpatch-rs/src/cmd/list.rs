@@ -1,4 +1,6 @@
-use kpatch_kernel::patches::{check_livepatch, is_enabled, loaded_patches, transition_patch, LoadedPatch};
+use kpatch_kernel::patches::{
+    check_livepatch, is_enabled, loaded_patches, transition_patch, LoadedPatch,
+};
 use kpatch_kernel::report::{format_blockers, EXIT_CODES_HELP, EXIT_OK};
 use kpatch_kernel::store::{Installed, Store, DEFAULT_STATE_DIR};
 use kpatch_kernel::tasks::{find_blockers, Blocker};
@@ -95,7 +97,11 @@ pub fn render(l: &Listing) -> String {
         }
     }
     if let Some(t) = &l.transition {
-        let verb = if t.target == 1 { "patching" } else { "unpatching" };
+        let verb = if t.target == 1 {
+            "patching"
+        } else {
+            "unpatching"
+        };
         s.push_str(&format!(
             "\nTransition in progress: {} ({verb}); tasks not yet switched: {}\n",
             t.patch,
@@ -148,15 +154,23 @@ mod tests {
                 ("name", "fix_a"),
                 ("livepatch", "Y"),
                 ("vermagic", &vermagic),
-                (kpatch_kernel::MODINFO_FUNCTIONS, "vmlinux:cmdline_proc_show,0"),
+                (
+                    kpatch_kernel::MODINFO_FUNCTIONS,
+                    "vmlinux:cmdline_proc_show,0",
+                ),
             ]),
         )
         .unwrap();
         let m = ModuleFile::read(&f).unwrap();
         ops::load(&k, &m, &Options::default(), &mut Recorder::default()).unwrap();
         // A task that blocks unpatching, and an unload started by hand.
-        k.add_task(FakeTask::kthread(42, "holder").stuck(Stuck::Forever, 0)).unwrap();
-        k.write(std::path::Path::new("/sys/kernel/livepatch/fix_a/enabled"), "0").unwrap();
+        k.add_task(FakeTask::kthread(42, "holder").stuck(Stuck::Forever, 0))
+            .unwrap();
+        k.write(
+            std::path::Path::new("/sys/kernel/livepatch/fix_a/enabled"),
+            "0",
+        )
+        .unwrap();
 
         let args = Args {
             json: false,
@@ -165,12 +179,29 @@ mod tests {
         let mut out = Vec::new();
         run_with(&k, &args, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("fix_a [disabling] stack 1\n    vmlinux [patched]: cmdline_proc_show,1\n"), "{text}");
-        assert!(text.contains("Transition in progress: fix_a (unpatching); tasks not yet switched: 1"), "{text}");
-        assert!(text.contains("42 holder [kernel thread], still patched"), "{text}");
-        assert!(text.contains("Installed patch modules:\nfix_b (6.1.0-50-amd64)\n"), "{text}");
+        assert!(
+            text.contains(
+                "fix_a [disabling] stack 1\n    vmlinux [patched]: cmdline_proc_show,1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Transition in progress: fix_a (unpatching); tasks not yet switched: 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("42 holder [kernel thread], still patched"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Installed patch modules:\nfix_b (6.1.0-50-amd64)\n"),
+            "{text}"
+        );
 
-        let args = Args { json: true, state_dir: state };
+        let args = Args {
+            json: true,
+            state_dir: state,
+        };
         let mut out = Vec::new();
         run_with(&k, &args, &mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();

@@ -101,7 +101,11 @@ pub fn report(outcome: &Outcome, verb: &str, out: &mut dyn std::io::Write) -> u8
             blockers,
             interrupted,
         } => {
-            let why = if *interrupted { "was interrupted" } else { "stalled" };
+            let why = if *interrupted {
+                "was interrupted"
+            } else {
+                "stalled"
+            };
             eprintln!(
                 "kpatch-rs: {patch}: the transition {why} and was reversed; the kernel is as before.\n\
                  Tasks that blocked it:\n{}",
@@ -135,7 +139,9 @@ pub fn run_with(
 ) -> anyhow::Result<u8> {
     let mut opts = args.watch.options()?;
     opts.params = args.params.join(" ");
-    let release = k.release().context("reading the running kernel's release")?;
+    let release = k
+        .release()
+        .context("reading the running kernel's release")?;
     let store = Store::new(&args.state_dir);
     if !args.all {
         let arg = args.module.as_deref().unwrap_or_default();
@@ -155,7 +161,10 @@ pub fn run_with(
     for i in installed {
         let module = kpatch_kernel::modinfo::ModuleFile::read(&i.path)?;
         let outcome = match ops::load(k, &module, &opts, obs) {
-            Err(KernelError::AlreadyLoaded { name, enabled: true }) => {
+            Err(KernelError::AlreadyLoaded {
+                name,
+                enabled: true,
+            }) => {
                 let _ = writeln!(out, "{name}: already loaded");
                 continue;
             }
@@ -216,7 +225,10 @@ pub(crate) mod tests {
         let mut out = Vec::new();
         let code = run_with(&k, &args, &mut Recorder::default(), &mut out).unwrap();
         assert_eq!(code, EXIT_OK);
-        assert_eq!(String::from_utf8(out).unwrap(), "p1: already loaded\np2: already loaded\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "p1: already loaded\np2: already loaded\n"
+        );
     }
 
     #[test]
@@ -225,9 +237,18 @@ pub(crate) mod tests {
         let k = FakeKernel::new(rel).unwrap();
         let state = k.path("/var/lib/kpatch-rs");
         install(&state, rel, "p1");
-        k.add_task(FakeTask::kthread(9, "sleeper").stuck(Stuck::Forever, 1)).unwrap();
+        k.add_task(FakeTask::kthread(9, "sleeper").stuck(Stuck::Forever, 1))
+            .unwrap();
         let sd = state.to_str().unwrap();
-        let args = parse(&["p1", "--state-dir", sd, "--wait", "0.5", "--signal-wait", "0.5"]);
+        let args = parse(&[
+            "p1",
+            "--state-dir",
+            sd,
+            "--wait",
+            "0.5",
+            "--signal-wait",
+            "0.5",
+        ]);
         let code = run_with(&k, &args, &mut Recorder::default(), &mut Vec::new()).unwrap();
         assert_eq!(code, EXIT_REVERTED);
         assert!(!k.has_module("p1"));

@@ -1,5 +1,7 @@
 use kpatch_kernel::patches::{is_enabled, transition_patch};
-use kpatch_kernel::report::{format_blockers, format_signal, EXIT_CODES_HELP, EXIT_NOTHING, EXIT_OK};
+use kpatch_kernel::report::{
+    format_blockers, format_signal, EXIT_CODES_HELP, EXIT_NOTHING, EXIT_OK,
+};
 use kpatch_kernel::tasks::find_blockers;
 use kpatch_kernel::watch::signal_blockers;
 use kpatch_kernel::{Kernel, RealKernel};
@@ -52,7 +54,11 @@ pub fn run_with(k: &dyn Kernel, args: &Args, out: &mut dyn std::io::Write) -> an
         serde_json::to_writer_pretty(&mut *out, &v)?;
         writeln!(out)?;
     } else {
-        writeln!(out, "{patch}: {} task(s) block the transition:", blockers.len())?;
+        writeln!(
+            out,
+            "{patch}: {} task(s) block the transition:",
+            blockers.len()
+        )?;
         write!(out, "{}", format_blockers(&blockers))?;
         writeln!(out, "{}", format_signal(&patch, &report))?;
     }
@@ -71,16 +77,32 @@ mod tests {
     fn signal_names_blockers_and_stops_continues_user_tasks() {
         let rel = "6.1.0-50-amd64";
         let k = FakeKernel::new(rel).unwrap();
-        let args = Args { stop_cont: true, json: true };
+        let args = Args {
+            stop_cont: true,
+            json: true,
+        };
         assert_eq!(run_with(&k, &args, &mut Vec::new()).unwrap(), EXIT_NOTHING);
 
-        k.add_task(FakeTask::user(10, "reader").stuck(Stuck::UntilStopCont, 0)).unwrap();
-        k.add_task(FakeTask::kthread(11, "kt").stuck(Stuck::Forever, 0)).unwrap();
+        k.add_task(FakeTask::user(10, "reader").stuck(Stuck::UntilStopCont, 0))
+            .unwrap();
+        k.add_task(FakeTask::kthread(11, "kt").stuck(Stuck::Forever, 0))
+            .unwrap();
         let f = k.path("/tmp/p.ko");
         std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-        std::fs::write(&f, build_test_module(&[("name", "p"), ("livepatch", "Y"), ("vermagic", rel)])).unwrap();
-        ops::load(&k, &ModuleFile::read(&f).unwrap(), &Options::default(), &mut Recorder::default()).unwrap();
-        k.write(std::path::Path::new("/sys/kernel/livepatch/p/enabled"), "0").unwrap();
+        std::fs::write(
+            &f,
+            build_test_module(&[("name", "p"), ("livepatch", "Y"), ("vermagic", rel)]),
+        )
+        .unwrap();
+        ops::load(
+            &k,
+            &ModuleFile::read(&f).unwrap(),
+            &Options::default(),
+            &mut Recorder::default(),
+        )
+        .unwrap();
+        k.write(std::path::Path::new("/sys/kernel/livepatch/p/enabled"), "0")
+            .unwrap();
 
         let mut out = Vec::new();
         assert_eq!(run_with(&k, &args, &mut out).unwrap(), EXIT_OK);

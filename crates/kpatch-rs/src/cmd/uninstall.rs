@@ -34,7 +34,9 @@ pub fn run_with(k: &dyn Kernel, args: &Args, out: &mut dyn std::io::Write) -> an
     }
     let kernel = match &args.kernel_version {
         Some(v) => v.clone(),
-        None => k.release().context("reading the running kernel's release")?,
+        None => k
+            .release()
+            .context("reading the running kernel's release")?,
     };
     let name = name_from_path(std::path::Path::new(&args.name))
         .unwrap_or_else(|| args.name.replace('-', "_"));
@@ -60,7 +62,8 @@ mod tests {
         let units = k.path("/etc/systemd/system");
         crate::cmd::load::tests::install(&state, rel, "p1");
         crate::cmd::load::tests::install(&state, "6.1.0-49-amd64", "p1");
-        kpatch_kernel::store::install_unit(&units, std::path::Path::new("/bin/kpatch-rs"), &state).unwrap();
+        kpatch_kernel::store::install_unit(&units, std::path::Path::new("/bin/kpatch-rs"), &state)
+            .unwrap();
         let mut args = Args {
             name: "p1.ko".into(),
             kernel_version: None,
@@ -69,7 +72,10 @@ mod tests {
         };
         run_with(&k, &args, &mut Vec::new()).unwrap();
         assert!(!state.join(rel).exists());
-        assert!(units.join("kpatch-rs.service").exists(), "another kernel still has a patch");
+        assert!(
+            units.join("kpatch-rs.service").exists(),
+            "another kernel still has a patch"
+        );
         let e = run_with(&k, &args, &mut Vec::new()).unwrap_err();
         assert!(e.to_string().contains("no installed patch named p1"), "{e}");
         args.kernel_version = Some("6.1.0-49-amd64".into());

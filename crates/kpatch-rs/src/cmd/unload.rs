@@ -87,7 +87,8 @@ mod tests {
         for n in ["b_first", "a_second"] {
             crate::cmd::load::tests::install(&state, rel, n);
         }
-        let load = crate::cmd::load::tests::parse(&["--all", "--state-dir", state.to_str().unwrap()]);
+        let load =
+            crate::cmd::load::tests::parse(&["--all", "--state-dir", state.to_str().unwrap()]);
         // File name order: a_second loads first, so it is at the bottom of the stack.
         crate::cmd::load::run_with(&k, &load, &mut Recorder::default(), &mut Vec::new()).unwrap();
         let args = Cli::try_parse_from(["unload", "--all"]).unwrap().args;
@@ -98,7 +99,10 @@ mod tests {
             .into_iter()
             .filter(|c| c.starts_with("delete_module"))
             .collect();
-        assert_eq!(deletes, vec!["delete_module b_first", "delete_module a_second"]);
+        assert_eq!(
+            deletes,
+            vec!["delete_module b_first", "delete_module a_second"]
+        );
         let code = run_with(&k, &args, &mut Recorder::default(), &mut Vec::new()).unwrap();
         assert_eq!(code, EXIT_NOTHING);
         assert_eq!(patch_name("/x/fix-1.ko.xz"), "fix_1");
