@@ -24,6 +24,15 @@ impl Default for RealKernel {
     }
 }
 
+/// One `/dev/kmsg` record, `prio,seq,usec,flags[,...];text` plus continuation lines, as
+/// `(seq, text)`.
+fn parse_kmsg_record(rec: &str) -> Option<(u64, String)> {
+    let first = rec.lines().next()?;
+    let (head, text) = first.split_once(';')?;
+    let seq = head.split(',').nth(1)?.parse().ok()?;
+    Some((seq, text.to_string()))
+}
+
 impl Kernel for RealKernel {
     fn read(&self, path: &Path) -> io::Result<String> {
         let bytes = std::fs::read(path)?;
@@ -81,13 +90,8 @@ impl Kernel for RealKernel {
             match f.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    let rec = String::from_utf8_lossy(&buf[..n]);
-                    let first = rec.lines().next().unwrap_or("");
-                    if let Some((head, text)) = first.split_once(';') {
-                        let seq = head.split(',').nth(1).and_then(|s| s.parse().ok());
-                        if let Some(seq) = seq {
-                            lines.push((seq, text.to_string()));
-                        }
+                    if let Some(rec) = parse_kmsg_record(&String::from_utf8_lossy(&buf[..n])) {
+                        lines.push(rec);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -111,5 +115,42 @@ impl Kernel for RealKernel {
 
     fn sleep(&self, d: Duration) {
         std::thread::sleep(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kmsg_records() {
+        assert_eq!(
+            parse_kmsg_record(
+                "4,1234,5678901,-;fix: disagrees about version of symbol x\n SUBSYSTEM=y\n"
+            ),
+            Some((1234, "fix: disagrees about version of symbol x".into()))
+        );
+        assert_eq!(parse_kmsg_record("garbage"), None);
+    }
+
+    #[test]
+    fn reads_the_host_proc() {
+        let k = RealKernel::new();
+        let me = std::process::id().to_string();
+        assert!(k.list_dir(Path::new("/proc")).unwrap().contains(&me));
+        let comm = k.read(&Path::new("/proc").join(&me).join("comm")).unwrap();
+        assert!(!comm.trim().is_empty());
+        let release = k.release().unwrap();
+        assert_eq!(
+            release,
+            std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap()
+                .trim()
+        );
+        let t0 = k.now();
+        k.sleep(Duration::from_millis(5));
+        assert!(k.now() >= t0 + Duration::from_millis(5));
+        // No such process: kill reports ESRCH rather than signalling anything.
+        assert_eq!(k.kill(i32::MAX, Sig::Cont), Err(nix::errno::Errno::ESRCH));
     }
 }
