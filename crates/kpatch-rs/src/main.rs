@@ -1,6 +1,8 @@
 //! `kpatch-rs`: build, apply, manage and verify livepatch modules.
 
 mod cmd;
+mod progress;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

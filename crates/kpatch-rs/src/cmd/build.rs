@@ -1,8 +1,358 @@
+//! `kpatch-rs build PATCH...`: from a source patch to a livepatch module for one exact kernel.
+//!
+//! The steps: pick the target (a Debian kernel fetched into the cache, or a user's tree),
+//! prepare its source once, compile the translation units the patch touches before and after
+//! applying it, diff each object pair, and turn the differences into a livepatch module.
+//! `--verify` then proves the module in a guest running the target kernel.
+
+use crate::progress::Progress;
+use crate::verify::{verify, Verification};
+use anyhow::{bail, Context};
+use kpatch_build::{build_object_pairs, PatchFile, PreparedTree, SystemRunner, TreeOptions};
+use kpatch_diff::{DiffError, Outcome};
+use kpatch_elf::Object;
+use kpatch_module::{GlueOptions, KbuildOptions, KernelResolver, ModuleOptions, TuInput};
+use kpatch_target::DebianKernel;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
-pub struct Args {}
+#[command(after_help = "Exit status: 0 module built (and verified with --verify), 1 error, 2 the change cannot be \
+live-patched, 3 the patch changes no function, 4 the module failed verification in the guest.\n\n\
+Targets: by default the running kernel when it is a Debian kernel, else the newest Debian 6.1 kernel apt offers; \
+--kernel names a Debian kernel (6.1.0-NN-amd64); --sourcedir/--config/--vmlinux name any prepared kernel tree.")]
+pub struct Args {
+    /// Source patches (unified diffs against the kernel tree, `-p1`), applied in order.
+    #[arg(required = true)]
+    pub patches: Vec<PathBuf>,
+    /// A Debian kernel ABI to target, e.g. 6.1.0-56-amd64.
+    #[arg(long, conflicts_with = "sourcedir")]
+    pub kernel: Option<String>,
+    /// A kernel source tree to build against instead of a Debian kernel.
+    #[arg(short = 's', long)]
+    pub sourcedir: Option<PathBuf>,
+    /// The target kernel's .config (with --sourcedir).
+    #[arg(short = 'c', long)]
+    pub config: Option<PathBuf>,
+    /// The target kernel's vmlinux, for symbol positions and the compiler check (with --sourcedir).
+    #[arg(short = 'v', long)]
+    pub vmlinux: Option<PathBuf>,
+    /// Parallel jobs for make.
+    #[arg(short = 'j', long)]
+    pub jobs: Option<usize>,
+    /// Accepted for kpatch-build compatibility (kpatch-rs compiles only the objects it needs).
+    #[arg(short = 't', long = "target")]
+    pub targets: Vec<String>,
+    /// The patch name (default: the first patch file's name); the module is livepatch-NAME.ko.
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// Directory for the module (default: the current directory).
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    /// Keep the work directory and print what the differ saw.
+    #[arg(short = 'd', long)]
+    pub debug: bool,
+    /// Build a patch that stacks on the loaded ones instead of replacing them.
+    #[arg(short = 'R', long = "non-replace")]
+    pub non_replace: bool,
+    /// Patch an out-of-tree module (not supported yet: refused).
+    #[arg(long)]
+    pub oot_module: Option<PathBuf>,
+    /// Skip the check that the compiler is the one the target kernel was built with.
+    #[arg(long)]
+    pub skip_compiler_check: bool,
+    /// Boot the target kernel in a QEMU guest, load, check and unload the module.
+    #[arg(long)]
+    pub verify: bool,
+    /// A shell command to run in the guest unpatched, patched and unpatched again (repeatable).
+    #[arg(long = "verify-cmd", value_name = "CMD")]
+    pub verify_cmds: Vec<String>,
+    /// Sign the module with the kernel's sign-file (for kernels that enforce signatures).
+    #[arg(long, requires = "sign_cert")]
+    pub sign_key: Option<PathBuf>,
+    #[arg(long, requires = "sign_key")]
+    pub sign_cert: Option<PathBuf>,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("this subcommand is not implemented yet")
+/// The target kernel and where each of its parts is.
+struct Target {
+    tree: PreparedTree,
+    release: String,
+    symbols_image: PathBuf,
+    symvers: PathBuf,
+    kbuild_dir: PathBuf,
+    modules_dir: Option<PathBuf>,
+    debian: Option<DebianKernel>,
+    vmlinux: Option<PathBuf>,
+}
+
+fn patch_name(args: &Args) -> String {
+    let raw = args.name.clone().unwrap_or_else(|| {
+        let f = args.patches[0].file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        f.trim_end_matches(".patch").trim_end_matches(".diff").to_string()
+    });
+    raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect()
+}
+
+fn target(args: &Args, runner: &SystemRunner, p: &Progress) -> anyhow::Result<Target> {
+    let mut opts = TreeOptions { jobs: args.jobs, ..Default::default() };
+    if let Some(dir) = &args.sourcedir {
+        p.stage(format!("target: the kernel tree at {}", dir.display()));
+        let vmlinux = args.vmlinux.clone().or_else(|| Some(dir.join("vmlinux")).filter(|v| v.exists()));
+        let Some(vmlinux) = vmlinux else {
+            bail!("--sourcedir {}: no vmlinux there; give --vmlinux (symbol positions come from it)", dir.display());
+        };
+        let tree = PreparedTree::user(runner, dir, args.config.as_deref(), Some(&vmlinux), &opts)?;
+        let release = std::fs::read_to_string(dir.join("include/config/kernel.release"))
+            .with_context(|| format!("{}: not a prepared kernel tree (no include/config/kernel.release)", dir.display()))?
+            .trim()
+            .to_string();
+        return Ok(Target {
+            symbols_image: vmlinux.clone(),
+            symvers: dir.join("Module.symvers"),
+            kbuild_dir: dir.clone(),
+            modules_dir: None,
+            release,
+            tree,
+            debian: None,
+            vmlinux: Some(vmlinux),
+        });
+    }
+    if args.config.is_some() || args.vmlinux.is_some() {
+        bail!("--config and --vmlinux go with --sourcedir");
+    }
+    let k = match &args.kernel {
+        Some(abi) => DebianKernel::named(abi)?,
+        None => DebianKernel::default_target()?,
+    };
+    p.stage(format!("target: Debian kernel {} ({})", k.abi, k.version));
+    let src = kpatch_build::DebianSource::from_kernel(&k)?;
+    if args.skip_compiler_check {
+        opts.cc = None;
+    }
+    p.stage("preparing the source tree (first time: unpack and make prepare)");
+    let tree = PreparedTree::debian(runner, &kpatch_target::cache_dir(), &src, &opts)?;
+    Ok(Target {
+        release: k.abi.clone(),
+        symbols_image: k.vmlinux()?,
+        symvers: k.symvers()?,
+        kbuild_dir: k.kbuild_dir()?,
+        modules_dir: k.modules_dir().ok(),
+        vmlinux: Some(k.vmlinux()?),
+        debian: Some(k),
+        tree,
+    })
+}
+
+/// The patches as one file (applied in order) and the SHA-256 of their text.
+fn combined_patch(args: &Args, work: &Path) -> anyhow::Result<(PathBuf, String)> {
+    let mut text = String::new();
+    for p in &args.patches {
+        let t = std::fs::read_to_string(p).with_context(|| format!("reading patch {}", p.display()))?;
+        text.push_str(&t);
+        if !t.ends_with('\n') {
+            text.push('\n');
+        }
+    }
+    let sha = format!("{:x}", Sha256::digest(text.as_bytes()));
+    let path = work.join("combined.patch");
+    std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+    Ok((path, sha))
+}
+
+fn symbols_for(target: &Target, objects: &[String]) -> anyhow::Result<kpatch_symbols::KernelSymbols> {
+    let vmlinux = kpatch_symbols::read_kernel_image(&target.symbols_image)?;
+    let modules: Vec<&String> = objects.iter().filter(|o| o.as_str() != "vmlinux").collect();
+    if modules.is_empty() {
+        return Ok(vmlinux);
+    }
+    let dir = target.modules_dir.as_ref().context("the patch changes a loadable module, but the target's modules are unknown")?;
+    let index = kpatch_guest::kmod::index_modules(dir)?;
+    let mut all: Vec<kpatch_symbols::KernelSymbol> = vmlinux.symbols().to_vec();
+    for m in modules {
+        let canon = kpatch_guest::kmod::canonical_name(m);
+        let ko = index.get(&canon).with_context(|| format!("module {m} is not in {}", dir.display()))?;
+        let data = std::fs::read(ko).with_context(|| format!("reading {}", ko.display()))?;
+        all.extend(kpatch_symbols::parse_module(&data, &ko.display().to_string(), &canon)?.symbols().iter().cloned());
+    }
+    Ok(kpatch_symbols::KernelSymbols::new(vmlinux.source.clone(), all))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let p = Progress::new(args.json);
+    if args.oot_module.is_some() {
+        bail!("--oot-module: out-of-tree modules are not supported yet");
+    }
+    if args.sign_key.is_some() {
+        bail!("--sign-key/--sign-cert: module signing is not supported yet (Debian accepts unsigned modules unless lockdown is on)");
+    }
+    let name = patch_name(&args);
+    kpatch_build::interrupt::install_handlers()?;
+    let runner = SystemRunner;
+    let work_tmp = tempfile::Builder::new().prefix("kpatch-rs-build.").tempdir()?;
+    let work = work_tmp.path().to_path_buf();
+    let (patch_path, sha) = combined_patch(&args, &work)?;
+    let patch = PatchFile::read(&patch_path, 1)?;
+
+    let mut target = target(&args, &runner, &p)?;
+    // The patch-author headers (kpatch-macros.h, kpatch-syscall.h) on every compile's include path.
+    let include = work.join("include");
+    kpatch_module::headers::install_headers(&include)?;
+    target.tree.kbuild.kcflags.push_str(&format!(" -I{}", include.display()));
+    if let Some(j) = args.jobs {
+        target.tree.kbuild.jobs = j;
+    }
+
+    p.stage(format!("compiling the units {} touches, original and patched", args.patches[0].display()));
+    let built = build_object_pairs(&runner, &target.tree, &patch, &work.join("objects"))?;
+    for line in &built.patch.inexact {
+        p.warn(line);
+    }
+    if built.pairs.is_empty() {
+        bail!("the patch changes no compiled source file for this kernel configuration");
+    }
+    p.stage(format!("diffing {} object pair(s)", built.pairs.len()));
+    let options = kpatch_diff::Options { debug: args.debug, ..Default::default() };
+    let diffs: Vec<_> = built
+        .pairs
+        .par_iter()
+        .map(|pair| -> anyhow::Result<_> {
+            let orig = Object::read(&pair.orig)?;
+            let patched = Object::read(&pair.patched)?;
+            let r = kpatch_diff::diff(orig.clone(), &pair.object, patched, &pair.object, &options);
+            Ok((pair, orig, r))
+        })
+        .collect::<anyhow::Result<_>>()?;
+
+    let mut tus = Vec::new();
+    let mut refused = Vec::new();
+    let mut summary = Vec::new();
+    for (pair, orig, r) in diffs {
+        match r {
+            Ok(Outcome::Changed { output, report }) => {
+                for f in &report.changed_functions {
+                    p.stage(format!("{}: changed function: {f}", pair.object));
+                }
+                for f in &report.new_functions {
+                    p.stage(format!("{}: new function: {f}", pair.object));
+                }
+                summary.push(serde_json::json!({"unit": pair.unit, "object": pair.klp_object, "report": report}));
+                tus.push(TuInput {
+                    name: pair.object.clone(),
+                    source: Some(pair.unit.display().to_string()),
+                    object: pair.klp_object.clone(),
+                    diff: *output,
+                    original: orig,
+                    changed: report.changed_functions.clone(),
+                    new: report.new_functions.clone(),
+                });
+            }
+            Ok(Outcome::NoChange { .. }) => p.stage(format!("{}: no function changed", pair.object)),
+            Err(e @ DiffError::Unpatchable { .. }) => refused.push(e.to_string()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !refused.is_empty() {
+        eprintln!("kpatch-rs: the patch cannot be live-patched:\n{}", refused.join("\n"));
+        return Ok(ExitCode::from(2));
+    }
+    if tus.is_empty() {
+        eprintln!("kpatch-rs: the patch changes no function");
+        return Ok(ExitCode::from(3));
+    }
+
+    p.stage("resolving symbols against the target kernel");
+    let objects: Vec<String> = tus.iter().map(|t| t.object.clone()).collect();
+    let symbols = symbols_for(&target, &objects)?;
+    let symvers = kpatch_symbols::Symvers::from_path(&target.symvers)?;
+    let resolver = KernelResolver::new(symbols, symvers);
+    let out_dir = args.output.clone().unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let mut glue = GlueOptions::new(target.release.clone(), sha.clone());
+    glue.replace = !args.non_replace;
+    let mopts = ModuleOptions {
+        patch_name: name.clone(),
+        glue,
+        kbuild: KbuildOptions { kbuild_dir: target.kbuild_dir.clone(), cc: target.tree.kbuild.cc.clone(), jobs: target.tree.kbuild.jobs },
+        output: out_dir.join(format!("livepatch-{name}.ko")),
+        work_dir: args.debug.then(|| work.join("module")),
+    };
+    p.stage(format!("building livepatch-{name}.ko"));
+    let module = kpatch_module::build_module(&mopts, tus, &resolver, &kpatch_module::SystemRunner)?;
+    p.stage(format!("wrote {}", module.path.display()));
+
+    let functions: Vec<(String, String, u64)> =
+        module.plan.functions.iter().map(|f| (f.object.clone(), f.name.clone(), f.sympos)).collect();
+    let mut verified = None;
+    if args.verify {
+        p.stage("verifying in a guest running the target kernel (QEMU, TCG)");
+        let guest = match (&target.debian, &target.vmlinux) {
+            (Some(k), _) => kpatch_guest::Guest::for_kernel(k)?,
+            (None, Some(v)) => kpatch_guest::Guest::new(v.clone())?,
+            (None, None) => bail!("--verify needs the target's kernel image"),
+        };
+        let target_modules: Vec<String> = objects.iter().filter(|o| o.as_str() != "vmlinux").cloned().collect();
+        let v = Verification {
+            module: &module.path,
+            module_name: &module.module_name,
+            functions: &functions,
+            target_modules: &target_modules,
+            commands: &args.verify_cmds,
+        };
+        let result = verify(guest, target.modules_dir.as_deref(), &v)?;
+        print_verification(&args, &result, &p);
+        verified = Some(result);
+    }
+    if args.debug {
+        let kept = work_tmp.keep();
+        eprintln!("kpatch-rs: work directory kept at {}", kept.display());
+    }
+    let ok = verified.as_ref().is_none_or(|v| v.run.done && v.run.failed().is_empty() && v.run.problems.is_empty());
+    if args.json {
+        let value = serde_json::json!({
+            "module": module.path,
+            "module_name": module.module_name,
+            "kernel": target.release,
+            "patch_sha256": sha,
+            "units": summary,
+            "functions": functions,
+            "timings": built.timings.0.iter().map(|(s, d)| (s.clone(), d.as_secs_f64())).collect::<Vec<_>>(),
+            "elapsed": p.elapsed(),
+            "verified": verified.as_ref().map(|_| ok),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("{}", module.path.display());
+    }
+    Ok(ExitCode::from(if ok { 0 } else { 4 }))
+}
+
+fn print_verification(args: &Args, v: &crate::verify::Verified, p: &Progress) {
+    let run = &v.run;
+    for r in &run.results {
+        p.stage(format!("guest: {} {}", if r.ok { "ok  " } else { "FAIL" }, r.name));
+    }
+    for problem in &run.problems {
+        p.warn(format!("guest: kernel problem: {problem:?}"));
+    }
+    if !run.done {
+        p.warn(format!("guest: the script did not finish; last console lines:\n{}", run.tail(30)));
+    }
+    for r in run.failed() {
+        p.warn(format!("guest: check {} failed: {}", r.name, r.detail));
+    }
+    if args.json {
+        return;
+    }
+    for (cmd, [before, patched, after]) in args.verify_cmds.iter().zip(&v.outputs) {
+        eprintln!("$ {cmd}");
+        eprintln!("  unpatched:     {}", before.replace('\n', "\n                 "));
+        eprintln!("  patched:       {}", patched.replace('\n', "\n                 "));
+        eprintln!("  after unload:  {}", after.replace('\n', "\n                 "));
+    }
 }
