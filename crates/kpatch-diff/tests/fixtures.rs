@@ -250,3 +250,213 @@ fn patch_callbacks_are_found_and_carried() {
         assert!(symbol(&out, &format!("{kind}_cb")).section.is_some(), "{kind}_cb defined in the patch");
     }
 }
+
+#[test]
+fn mcount_loc_lists_each_changed_and_new_function_once() {
+    let p = fixture!("new_things");
+    let (out, _) = p.changed();
+    let relas = relas_of(&out, "__mcount_loc").expect("__mcount_loc in the output");
+    let mut sites: Vec<String> = relas
+        .relas
+        .iter()
+        .map(|r| {
+            assert_eq!(r.r_type, kpatch_arch::x86_64::R_X86_64_64);
+            assert_eq!(r.r_addend, 0, "the ftrace call is the function's first instruction");
+            target_name(&out, r)
+        })
+        .collect();
+    sites.sort();
+    assert_eq!(sites, strs(&["foo", "new_exported", "new_helper"]));
+    assert_eq!(section(&out, "__mcount_loc").unwrap().sh_size, 8 * 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Special sections: split into entries, kept only for the functions in the patch. Each fixture
+// has the construct in foo() (changed) and bar() (unchanged).
+
+#[test]
+fn ex_table_keeps_only_entries_of_included_functions() {
+    let p = fixture!("ex_table");
+    assert_eq!(sorted(&entry_targets(&p.patched, "__ex_table", 12, 0)), strs(&[".text.bar", ".text.foo"]));
+    let (out, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(entry_targets(&out, "__ex_table", 12, 0), strs(&["foo"]));
+    assert_eq!(entry_targets(&out, "__ex_table", 12, 4), strs(&["foo"]), "the resume address is in foo too");
+    // The type word travels unchanged.
+    let e = &section(&out, "__ex_table").unwrap().data;
+    assert_eq!(u32::from_le_bytes([e[8], e[9], e[10], e[11]]), 3);
+}
+
+#[test]
+fn jump_table_keeps_only_entries_of_included_functions() {
+    let p = fixture!("jump_table");
+    assert_eq!(section(&p.patched, "__jump_table").unwrap().sh_size, 32, "two 16-byte jump entries");
+    let (out, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(entry_targets(&out, "__jump_table", 16, 0), strs(&["foo"]));
+    assert_eq!(entry_targets(&out, "__jump_table", 16, 4), strs(&["foo"]));
+    assert_eq!(entry_targets(&out, "__jump_table", 16, 8), strs(&["key_foo"]));
+    assert!(symbol(&out, "key_foo").section.is_none(), "the key is the kernel's");
+    assert!(!has_symbol(&out, "key_bar"));
+}
+
+#[test]
+fn altinstructions_keep_only_entries_of_included_functions() {
+    let p = fixture!("alternatives");
+    assert_eq!(section(&p.patched, ".altinstructions").unwrap().sh_size, 24, "two 12-byte alt_instr entries");
+    let (out, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(entry_targets(&out, ".altinstructions", 12, 0), strs(&["foo"]));
+    assert_eq!(entry_targets(&out, ".altinstructions", 12, 4), strs(&[".altinstr_replacement"]));
+    let alt = &section(&out, ".altinstructions").unwrap().data;
+    assert_eq!(u16::from_le_bytes([alt[8], alt[9]]), 3 * 32 + 18, "foo's feature bit");
+    assert!(section(&out, ".altinstr_replacement").is_some(), "the replacement code comes along");
+}
+
+#[test]
+fn altinstr_replacement_is_dropped_when_no_alternative_is_kept() {
+    // Only plain(), which has no alternative, changes.
+    let p = fixture!("alternatives", &[], &["PLAIN_ONLY"]);
+    let (out, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["plain"]));
+    assert!(section(&out, ".altinstructions").is_none());
+    assert!(section(&out, ".altinstr_replacement").is_none());
+}
+
+#[test]
+fn smp_locks_keep_only_entries_of_included_functions() {
+    let p = fixture!("smp_locks");
+    assert_eq!(section(&p.patched, ".smp_locks").unwrap().sh_size, 12, "three lock sites");
+    let (out, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(entry_targets(&out, ".smp_locks", 4, 0), strs(&["foo"]));
+}
+
+#[test]
+fn parainstructions_keep_only_entries_of_included_functions() {
+    let p = fixture!("parainstructions");
+    // Three 16-byte entries, the last without its tail padding.
+    assert_eq!(section(&p.patched, ".parainstructions").unwrap().sh_size, 42);
+    let (out, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(entry_targets(&out, ".parainstructions", 16, 0), strs(&["foo"]));
+    let e = &section(&out, ".parainstructions").unwrap().data;
+    assert_eq!((e[8], e[9]), (26, 1), "type PARAVIRT_IRQ_DISABLE, a 1-byte cli");
+}
+
+#[test]
+fn static_call_sites_keep_only_entries_of_included_functions() {
+    let p = fixture!("static_call");
+    assert_eq!(section(&p.patched, ".static_call_sites").unwrap().sh_size, 16, "two 8-byte sites");
+    let (out, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(entry_targets(&out, ".static_call_sites", 8, 0), strs(&["foo"]));
+    assert_eq!(entry_targets(&out, ".static_call_sites", 8, 4), strs(&["__SCK__foo_hook"]));
+}
+
+#[test]
+fn retpoline_return_and_call_sites_keep_only_entries_of_included_functions() {
+    let p = fixture!("objtool_sites");
+    let (out, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["foo"]));
+    for sec in [".retpoline_sites", ".return_sites", ".call_sites"] {
+        assert_eq!(section(&p.patched, sec).unwrap().sh_size, 8, "{sec}: two sites in the patched object");
+        assert_eq!(entry_targets(&out, sec, 4, 0), strs(&["foo"]), "{sec}");
+    }
+}
+
+#[test]
+fn orc_entries_keep_only_those_of_included_functions_in_step() {
+    let p = fixture!("orc");
+    assert_eq!(section(&p.patched, ".orc_unwind_ip").unwrap().sh_size, 12);
+    assert_eq!(section(&p.patched, ".orc_unwind").unwrap().sh_size, 18);
+    let (out, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(entry_targets(&out, ".orc_unwind_ip", 4, 0), strs(&["foo", "foo"]));
+    // The kept 6-byte entries are foo's (sp offsets 8 and 16), not bar's (24).
+    let orc = &section(&out, ".orc_unwind").unwrap().data;
+    let sp: Vec<u16> = orc.chunks(6).map(|e| u16::from_le_bytes([e[0], e[1]])).collect();
+    assert_eq!(sp, vec![8, 16]);
+}
+
+#[test]
+fn discard_sections_are_ignored_and_not_carried() {
+    let p = fixture!("discard");
+    // Shape: the patched build has one more .discard.retpoline_safe entry, for bar().
+    let n = |o| section(o, ".discard.retpoline_safe").unwrap().sh_size;
+    assert_eq!((n(&p.orig), n(&p.patched)), (4, 8));
+    let (out, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["foo"]), "an annotation alone is no change");
+    let discards: Vec<&str> = out.sections.iter().map(|s| s.name.as_str()).filter(|n| n.contains(".discard")).collect();
+    assert!(discards.is_empty(), "discarded sections in the output: {discards:?}");
+}
+
+#[test]
+fn modinfo_import_namespaces_are_carried_and_nothing_else() {
+    let p = fixture!("import_ns");
+    let (out, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["foo"]));
+    let m = section(&out, ".modinfo").expect(".modinfo in the output");
+    let entries: Vec<String> =
+        m.data.split(|&b| b == 0).filter(|e| !e.is_empty()).map(|e| String::from_utf8_lossy(e).into_owned()).collect();
+    assert_eq!(sorted(&entries), strs(&["fixture.import_ns=CRYPTO_INTERNAL", "fixture.import_ns=DMA_BUF"]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refusals: what cannot be live-patched is refused with the reason named.
+
+#[test]
+fn changed_existing_data_is_refused_naming_it() {
+    let p = fixture!("data_changed");
+    let e = p.unpatchable();
+    assert!(e.contains("limits") && e.contains(".data.limits"), "{e}");
+}
+
+#[test]
+fn resized_bss_object_is_refused_naming_it() {
+    let p = fixture!("bss_resized");
+    assert_eq!(section(&p.orig, ".bss.slots").unwrap().sh_size, 32);
+    let e = p.unpatchable();
+    assert!(e.contains("slots") && e.contains("size"), "{e}");
+}
+
+#[test]
+fn changed_read_mostly_data_is_refused_naming_the_section() {
+    let p = fixture!("read_mostly");
+    let e = p.unpatchable();
+    assert!(e.contains(".data..read_mostly"), "{e}");
+}
+
+#[test]
+fn changed_init_code_is_refused_naming_the_section() {
+    let p = fixture!("init_changed");
+    assert!(section(&p.orig, ".init.text").is_some());
+    let e = p.unpatchable();
+    assert!(e.contains(".init.text") && e.contains("__init"), "{e}");
+}
+
+#[test]
+fn changed_section_group_is_refused_naming_it() {
+    let p = fixture!("group_changed");
+    assert!(p.orig.sections.iter().any(|s| s.is_group()), "no COMDAT group");
+    let e = p.unpatchable();
+    assert!(e.contains("grp_fn") && e.contains("group"), "{e}");
+}
+
+#[test]
+fn changed_function_without_ftrace_entry_is_refused_naming_it() {
+    let p = fixture!("notrace_changed");
+    // Shape: quiet() is notrace, foo() is not.
+    assert_ftrace_shape(&p.orig, &["quiet"]);
+    let first = relas_of(&p.orig, ".text.quiet").unwrap().relas.iter().map(|r| target_name(&p.orig, r)).collect::<Vec<_>>();
+    assert!(!first.contains(&"__fentry__".to_string()));
+    let e = p.unpatchable();
+    assert!(e.contains("quiet") && e.contains("ftrace"), "{e}");
+}
+
+#[test]
+fn unchanged_notrace_function_does_not_stop_a_patch() {
+    let p = fixture!("notrace_changed", &[], &["FOO_ONLY"]);
+    let (_, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["foo"]));
+}
