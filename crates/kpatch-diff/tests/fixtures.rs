@@ -116,6 +116,42 @@ fn change_in_cold_part_patches_the_parent_and_carries_the_cold_child() {
 }
 
 #[test]
+fn new_cold_child_is_carried_with_its_parent() {
+    let p = fixture!("cold_new");
+    assert!(!has_symbol(&p.orig, "foo.cold") && has_symbol(&p.patched, "foo.cold"));
+    let (out, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert!(report.new_functions.is_empty(), "a child is not a new function of its own: {report:?}");
+    assert_eq!(defined_functions(&out), strs(&["foo", "foo.cold"]));
+}
+
+#[test]
+fn warn_once_flags_are_carried_not_correlated() {
+    let p = fixture!("warn_once");
+    assert!(section(&p.orig, ".data.once").is_some() && has_symbol(&p.orig, "__already_done.0"));
+    let (out, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["foo"]));
+    // foo()'s flag is the patch's own (the patched function may warn once more).
+    let flags: Vec<&kpatch_elf::Symbol> = out.symbols.iter().filter(|s| s.name.starts_with("__already_done.")).collect();
+    assert!(!flags.is_empty() && flags.iter().all(|s| s.section.is_some()), "{flags:?}");
+    assert!(!defined_functions(&out).contains(&"bar".to_string()));
+}
+
+#[test]
+fn new_static_local_is_carried_with_a_warning() {
+    let p = fixture!("new_static_local");
+    assert!(has_symbol(&p.patched, "calls.0") && !has_symbol(&p.orig, "calls.0"));
+    let (out, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert!(
+        report.warnings.iter().any(|w| w.contains("calls.0") && w.contains("new")),
+        "expected a warning about calls.0: {:?}",
+        report.warnings
+    );
+    assert!(symbol(&out, "calls.0").section.is_some(), "the new static local is defined in the patch");
+}
+
+#[test]
 fn part_clone_change_is_patched_in_the_part_function() {
     let p = fixture!("part");
     assert!(has_symbol(&p.orig, "big.part.0"), "gcc made no .part clone");
@@ -290,13 +326,15 @@ fn ex_table_keeps_only_entries_of_included_functions() {
 #[test]
 fn jump_table_keeps_only_entries_of_included_functions() {
     let p = fixture!("jump_table");
-    assert_eq!(section(&p.patched, "__jump_table").unwrap().sh_size, 32, "two 16-byte jump entries");
+    assert_eq!(section(&p.patched, "__jump_table").unwrap().sh_size, 48, "three 16-byte jump entries");
     let (out, report) = p.changed();
     assert_eq!(report.changed_functions, strs(&["foo"]));
-    assert_eq!(entry_targets(&out, "__jump_table", 16, 0), strs(&["foo"]));
-    assert_eq!(entry_targets(&out, "__jump_table", 16, 4), strs(&["foo"]));
-    assert_eq!(entry_targets(&out, "__jump_table", 16, 8), strs(&["key_foo"]));
-    assert!(symbol(&out, "key_foo").section.is_none(), "the key is the kernel's");
+    assert_eq!(entry_targets(&out, "__jump_table", 16, 0), strs(&["foo", "foo"]));
+    assert_eq!(entry_targets(&out, "__jump_table", 16, 4), strs(&["foo", "foo"]));
+    assert_eq!(sorted(&entry_targets(&out, "__jump_table", 16, 8)), strs(&["key_foo", "key_local"]));
+    // The keys are the kernel's, this object's own one too: never copies.
+    assert!(symbol(&out, "key_foo").section.is_none(), "key_foo is the kernel's");
+    assert!(symbol(&out, "key_local").section.is_none(), "key_local must not be copied into the patch");
     assert!(!has_symbol(&out, "key_bar"));
 }
 
