@@ -498,3 +498,41 @@ fn unchanged_notrace_function_does_not_stop_a_patch() {
     let (_, report) = p.changed();
     assert_eq!(report.changed_functions, strs(&["foo"]));
 }
+
+#[test]
+fn padded_functions_get_mcount_loc_and_no_patchable_entries_of_others() {
+    let p = match build_with_flags("padded", &[], &[], &["-fpatchable-function-entry=16,16"]) {
+        Some(p) => p,
+        None => return,
+    };
+    // Shape: foo starts after 16 bytes of padding, listed in __patchable_function_entries.
+    assert_eq!(symbol(&p.orig, "foo").st_value, 16);
+    assert!(section(&p.orig, "__patchable_function_entries").is_some());
+    assert_ftrace_shape(&p.orig, &[]);
+    let (out, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(symbol(&out, "foo").st_value, 16, "the padding stays in front of foo");
+    let mcount = relas_of(&out, "__mcount_loc").expect("__mcount_loc in the output");
+    let sites: Vec<(String, i64)> = mcount.relas.iter().map(|r| (target_name(&out, r), r.r_addend)).collect();
+    assert_eq!(sites, vec![("foo".to_string(), 0)]);
+    for s in out.sections.iter().filter(|s| s.name == "__patchable_function_entries") {
+        let relas = out.sections.iter().find(|r| r.is_rela() && r.rela_target().is_some_and(|t| out.sections[t.0].name == s.name));
+        for r in relas.map(|r| r.relas.as_slice()).unwrap_or(&[]) {
+            assert_eq!(target_name(&out, r), "foo", "a __patchable_function_entries entry of another function");
+        }
+    }
+    assert!(!has_symbol(&out, "bar"));
+}
+
+#[test]
+fn changed_const_data_is_carried_with_its_changed_user() {
+    let p = fixture!("const_data");
+    assert!(section(&p.orig, ".rodata.weights").is_some());
+    let (out, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["foo"]));
+    // foo() reads the patch's own copy of the new table; other_weights stays the kernel's.
+    let w = symbol(&out, "weights");
+    let data = &out.sections[w.section.expect("weights is copied into the patch").0].data;
+    assert_eq!(&data[12..16], &5i32.to_le_bytes());
+    assert!(!has_symbol(&out, "other_weights"));
+}
