@@ -85,6 +85,29 @@ fn renamed_static_locals_are_paired_through_the_functions_that_use_them() {
 }
 
 #[test]
+fn static_local_used_only_in_a_cold_child_is_paired_through_it() {
+    let p = fixture!("static_local_cold");
+    let var_of = |o: &kpatch_elf::Object| {
+        relas_of(o, ".text.unlikely.foo")
+            .expect("foo has a .cold part")
+            .relas
+            .iter()
+            .map(|r| target_name(o, r).trim_start_matches(".bss.").to_string())
+            .find(|n| n.starts_with("errors."))
+            .expect("foo.cold references its static local")
+    };
+    let (orig_var, patched_var) = (var_of(&p.orig), var_of(&p.patched));
+    assert_ne!(orig_var, patched_var, "the fixture should renumber foo's static local");
+    let (out, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert!(defined_functions(&out).contains(&"foo.cold".to_string()));
+    let refs: Vec<String> =
+        relas_of(&out, ".text.unlikely.foo").unwrap().relas.iter().map(|r| target_name(&out, r)).collect();
+    assert!(refs.contains(&orig_var), "foo.cold should reference the original {orig_var}: {refs:?}");
+    assert!(symbol(&out, &orig_var).section.is_none(), "{orig_var} is the kernel's");
+}
+
+#[test]
 fn constprop_clone_correlates_and_keeps_its_original_name() {
     let p = fixture!("constprop");
     assert!(has_symbol(&p.orig, "scale.constprop.0"), "gcc made no constprop clone");
