@@ -34,7 +34,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let path = |k: &str| opt.get(k).map(PathBuf::from);
     let need = |k: &str| path(k).ok_or(format!("--{k} is required"));
     interrupt::install_handlers()?;
-    let opts = TreeOptions { cc: opt.get("cc").cloned(), jobs: opt.get("jobs").map(|j| j.parse()).transpose()? };
+    let opts = TreeOptions { cc: opt.get("cc").cloned(), jobs: opt.get("jobs").map(|j| j.parse()).transpose()?, ..Default::default() };
     let t = std::time::Instant::now();
     let tree = match path("sourcedir") {
         Some(dir) => PreparedTree::user(&SystemRunner, &dir, path("config").as_deref(), path("vmlinux").as_deref(), &opts)?,

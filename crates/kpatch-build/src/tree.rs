@@ -70,6 +70,33 @@ pub struct TreeOptions {
     pub cc: Option<String>,
     /// make -j; default: the number of CPUs.
     pub jobs: Option<usize>,
+    /// Flags appended to `KCFLAGS` (e.g. `-I<dir>` for patch-author headers). They are part of
+    /// the prepared state: give the same ones (a stable directory, not a per-build temporary)
+    /// on every build, or kbuild redoes part of `prepare` each time.
+    pub extra_kcflags: Vec<String>,
+    /// Let a compiler mismatch pass (kpatch-build's `--skip-compiler-check`);
+    /// the mismatch is still recorded in [`PreparedTree::compiler_mismatch`].
+    pub skip_compiler_check: bool,
+}
+
+impl TreeOptions {
+    fn apply(&self, kbuild: &mut Kbuild) {
+        if let Some(j) = self.jobs {
+            kbuild.jobs = j;
+        }
+        for f in &self.extra_kcflags {
+            kbuild.kcflags.push(' ');
+            kbuild.kcflags.push_str(f);
+        }
+    }
+
+    fn check_compiler(&self, runner: &dyn Runner, config: &KernelConfig, cc: &str, vmlinux: Option<&Path>) -> Result<(String, Option<BuildError>)> {
+        match compiler::check(runner, config, cc, vmlinux) {
+            Ok(v) => Ok((v, None)),
+            Err(e @ BuildError::CompilerMismatch { .. }) if self.skip_compiler_check => Ok((compiler::cc_version(runner, cc)?, Some(e))),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +116,8 @@ pub struct PreparedTree {
     pub config: KernelConfig,
     /// `<cc> --version`, checked against the target.
     pub cc_version: String,
+    /// The mismatch that [`TreeOptions::skip_compiler_check`] let pass, if any.
+    pub compiler_mismatch: Option<String>,
     /// Files restored from a patch an earlier, interrupted build left applied.
     pub recovered: Vec<Entry>,
     /// Time of each preparation stage actually run (`unpack`, `prepare`, …).
@@ -129,7 +158,7 @@ impl PreparedTree {
 
         let target_config = KernelConfig::read(&src.config)?;
         let cc = opts.cc.clone().unwrap_or_else(|| compiler::default_cc(&target_config));
-        let cc_version = compiler::check(runner, &target_config, &cc, src.vmlinux.as_deref())?;
+        let (cc_version, mismatch) = opts.check_compiler(runner, &target_config, &cc, src.vmlinux.as_deref())?;
 
         if !root.is_dir() {
             let t = Instant::now();
@@ -139,9 +168,7 @@ impl PreparedTree {
         let recovered = journal::restore(&root)?.unwrap_or_default();
 
         let mut kbuild = Kbuild::new(&root, &cc, Some(src.kernelrelease.clone()));
-        if let Some(j) = opts.jobs {
-            kbuild.jobs = j;
-        }
+        opts.apply(&mut kbuild);
         let config_text = fs::read(&src.config).map_err(io_err(&src.config))?;
         let fixed = set_strings(&String::from_utf8_lossy(&config_text), DEBIAN_CONFIG_FIXES);
         let (config_len, config_hash) = config_fingerprint(fixed.as_bytes());
@@ -170,7 +197,16 @@ impl PreparedTree {
         }
         let config = KernelConfig::read(&root.join(".config"))?;
         let include_index_cache = Some(root.join(INCLUDE_INDEX));
-        Ok(PreparedTree { kbuild, config, cc_version, recovered, timings, include_index_cache, lock })
+        Ok(PreparedTree {
+            kbuild,
+            config,
+            cc_version,
+            compiler_mismatch: mismatch.map(|e| e.to_string()),
+            recovered,
+            timings,
+            include_index_cache,
+            lock,
+        })
     }
 
     /// A user's tree, used in place (see the module documentation).
@@ -195,11 +231,9 @@ impl PreparedTree {
             }
         };
         let cc = opts.cc.clone().unwrap_or_else(|| compiler::default_cc(&target_config));
-        let cc_version = compiler::check(runner, &target_config, &cc, vmlinux)?;
+        let (cc_version, mismatch) = opts.check_compiler(runner, &target_config, &cc, vmlinux)?;
         let mut kbuild = Kbuild::new(&root, &cc, None);
-        if let Some(j) = opts.jobs {
-            kbuild.jobs = j;
-        }
+        opts.apply(&mut kbuild);
         if let Some(c) = config {
             let given = fs::read(c).map_err(io_err(c))?;
             let (config_len, config_hash) = config_fingerprint(&given);
@@ -214,7 +248,16 @@ impl PreparedTree {
             }
         }
         let config = KernelConfig::read(&dot_config)?;
-        Ok(PreparedTree { kbuild, config, cc_version, recovered, timings, include_index_cache: None, lock })
+        Ok(PreparedTree {
+            kbuild,
+            config,
+            cc_version,
+            compiler_mismatch: mismatch.map(|e| e.to_string()),
+            recovered,
+            timings,
+            include_index_cache: None,
+            lock,
+        })
     }
 }
 
@@ -261,4 +304,133 @@ fn write_marker(root: &Path, m: &Marker) -> Result<()> {
     let text = serde_json::to_vec_pretty(m).map_err(|e| BuildError::Io { path: path.clone(), source: e.into() })?;
     fs::write(&tmp, text).map_err(io_err(&tmp))?;
     fs::rename(&tmp, &path).map_err(io_err(&path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::CmdOutput;
+    use std::sync::Mutex;
+
+    /// Pretends to be tar (creates the tree), the compiler (prints a version) and make.
+    struct Fake {
+        version: &'static str,
+        log: Mutex<Vec<String>>,
+    }
+
+    impl Runner for Fake {
+        fn run(&self, cmd: &Cmd) -> Result<CmdOutput> {
+            let line = cmd.to_string();
+            self.log.lock().unwrap().push(line.clone());
+            let prog = cmd.program.to_string_lossy().to_string();
+            let mut out = CmdOutput { code: Some(0), ..Default::default() };
+            if prog == "tar" {
+                let dest = PathBuf::from(&cmd.args[3]);
+                fs::create_dir_all(dest.join("linux-source-6.1/fs/proc")).unwrap();
+                fs::write(dest.join("linux-source-6.1/fs/proc/cmdline.c"), "original\n").unwrap();
+            } else if cmd.args.first().is_some_and(|a| a == "--version") {
+                out.stdout = format!("{}\n", self.version);
+            }
+            Ok(out)
+        }
+    }
+
+    impl Fake {
+        fn new(version: &'static str) -> Self {
+            Fake { version, log: Mutex::new(Vec::new()) }
+        }
+        fn count(&self, what: &str) -> usize {
+            self.log.lock().unwrap().iter().filter(|l| l.contains(what)).count()
+        }
+    }
+
+    fn source(dir: &Path, config: &str) -> DebianSource {
+        let cfg = dir.join("config-6.1.0-56-amd64");
+        fs::write(&cfg, config).unwrap();
+        let symvers = dir.join("Module.symvers");
+        fs::write(&symvers, "0x1\tprintk\tvmlinux\tEXPORT_SYMBOL\t\n").unwrap();
+        DebianSource {
+            kernelrelease: "6.1.0-56-amd64".into(),
+            source_tarball: dir.join("linux-source-6.1.tar.xz"),
+            config: cfg,
+            symvers: Some(symvers),
+            vmlinux: None,
+        }
+    }
+
+    const CONFIG: &str = "CONFIG_CC_VERSION_TEXT=\"gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0\"\nCONFIG_SYSTEM_TRUSTED_KEYS=\"debian/certs/debian-uefi-certs.pem\"\n";
+    const GCC: &str = "gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0";
+
+    #[test]
+    fn debian_tree_is_unpacked_and_prepared_once() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = d.path().join("cache");
+        let src = source(d.path(), CONFIG);
+        let opts = TreeOptions { cc: Some("gcc-12".into()), jobs: Some(2), ..Default::default() };
+        let fake = Fake::new(GCC);
+        let tree = PreparedTree::debian(&fake, &cache, &src, &opts).unwrap();
+        let root = cache.join("src/6.1.0-56-amd64");
+        assert_eq!(tree.root(), root);
+        assert!(root.join("fs/proc/cmdline.c").is_file());
+        assert!(root.join(MARKER).is_file());
+        assert!(root.join("Module.symvers").is_file());
+        let cfg = fs::read_to_string(root.join(".config")).unwrap();
+        assert!(cfg.contains("CONFIG_SYSTEM_TRUSTED_KEYS=\"\"\n"), "{cfg}");
+        assert_eq!((fake.count("tar -xf"), fake.count(" olddefconfig"), fake.count(" prepare")), (1, 1, 1));
+        assert!(fake.log.lock().unwrap().iter().any(|l| l.contains("KERNELRELEASE=6.1.0-56-amd64") && l.contains(" prepare")));
+        assert!(tree.timings.get("unpack").is_some() && tree.timings.get("prepare").is_some());
+        drop(tree);
+
+        // Reused: no tar, no make.
+        let again = Fake::new(GCC);
+        let tree = PreparedTree::debian(&again, &cache, &src, &opts).unwrap();
+        assert_eq!((again.count("tar"), again.count("make")), (0, 0));
+        assert!(tree.timings.0.is_empty());
+        drop(tree);
+
+        // Other flags: prepared again, not unpacked again.
+        let flags = TreeOptions { extra_kcflags: vec!["-I/stable/include".into()], ..opts.clone() };
+        let third = Fake::new(GCC);
+        let tree = PreparedTree::debian(&third, &cache, &src, &flags).unwrap();
+        assert_eq!((third.count("tar"), third.count(" prepare")), (0, 1));
+        assert!(tree.kbuild.kcflags.ends_with(" -I/stable/include"));
+    }
+
+    #[test]
+    fn left_over_patch_is_restored_when_the_tree_is_opened() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = d.path().join("cache");
+        let src = source(d.path(), CONFIG);
+        let opts = TreeOptions { cc: Some("gcc-12".into()), ..Default::default() };
+        let tree = PreparedTree::debian(&Fake::new(GCC), &cache, &src, &opts).unwrap();
+        let root = tree.root().to_path_buf();
+        journal::begin(&root, &[PathBuf::from("fs/proc/cmdline.c")]).unwrap();
+        fs::write(root.join("fs/proc/cmdline.c"), "patched\n").unwrap();
+        drop(tree);
+        let tree = PreparedTree::debian(&Fake::new(GCC), &cache, &src, &opts).unwrap();
+        assert_eq!(tree.recovered, vec![Entry::Saved(PathBuf::from("fs/proc/cmdline.c"))]);
+        assert_eq!(fs::read_to_string(root.join("fs/proc/cmdline.c")).unwrap(), "original\n");
+    }
+
+    #[test]
+    fn compiler_mismatch_is_refused_unless_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = d.path().join("cache");
+        let src = source(d.path(), CONFIG);
+        let opts = TreeOptions { cc: Some("gcc-13".into()), ..Default::default() };
+        let fake = Fake::new("gcc-13 (Debian 13.3.0-1) 13.3.0");
+        let e = PreparedTree::debian(&fake, &cache, &src, &opts).unwrap_err().to_string();
+        assert!(e.contains("12.2.0-14+deb12u1") && e.contains("13.3.0-1"), "{e}");
+        assert_eq!(fake.count("tar"), 0, "nothing is unpacked for a refused compiler");
+        let skip = TreeOptions { skip_compiler_check: true, ..opts };
+        let tree = PreparedTree::debian(&fake, &cache, &src, &skip).unwrap();
+        assert!(tree.compiler_mismatch.as_deref().is_some_and(|m| m.contains("13.3.0-1")));
+    }
+
+    #[test]
+    fn unconfigured_user_tree_without_config_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let e = PreparedTree::user(&Fake::new(GCC), d.path(), None, None, &TreeOptions::default()).unwrap_err();
+        assert!(matches!(e, BuildError::UnconfiguredTree { .. }), "{e}");
+    }
 }
