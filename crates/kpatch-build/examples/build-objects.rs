@@ -12,7 +12,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use kpatch_build::{build_object_pairs, interrupt, DebianSource, PatchFile, PreparedTree, SystemRunner, TreeOptions};
+use kpatch_build::{
+    build_object_pairs, interrupt, DebianSource, PatchFile, PreparedTree, SystemRunner, TreeOptions,
+};
 
 fn main() -> ExitCode {
     match run() {
@@ -34,10 +36,20 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let path = |k: &str| opt.get(k).map(PathBuf::from);
     let need = |k: &str| path(k).ok_or(format!("--{k} is required"));
     interrupt::install_handlers()?;
-    let opts = TreeOptions { cc: opt.get("cc").cloned(), jobs: opt.get("jobs").map(|j| j.parse()).transpose()?, ..Default::default() };
+    let opts = TreeOptions {
+        cc: opt.get("cc").cloned(),
+        jobs: opt.get("jobs").map(|j| j.parse()).transpose()?,
+        ..Default::default()
+    };
     let t = std::time::Instant::now();
     let tree = match path("sourcedir") {
-        Some(dir) => PreparedTree::user(&SystemRunner, &dir, path("config").as_deref(), path("vmlinux").as_deref(), &opts)?,
+        Some(dir) => PreparedTree::user(
+            &SystemRunner,
+            &dir,
+            path("config").as_deref(),
+            path("vmlinux").as_deref(),
+            &opts,
+        )?,
         None if !opt.contains_key("tarball") => {
             let k = match opt.get("kernel") {
                 Some(abi) => kpatch_target::DebianKernel::named(abi)?,
@@ -52,7 +64,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         None => {
             let src = DebianSource {
-                kernelrelease: opt.get("kernelrelease").cloned().ok_or("--kernelrelease is required")?,
+                kernelrelease: opt
+                    .get("kernelrelease")
+                    .cloned()
+                    .ok_or("--kernelrelease is required")?,
                 source_tarball: need("tarball")?,
                 config: need("config")?,
                 symvers: path("symvers"),
@@ -64,7 +79,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     for (stage, d) in &tree.timings.0 {
         eprintln!("stage {stage}: {:.1} s", d.as_secs_f64());
     }
-    eprintln!("stage tree-ready: {:.1} s (total for opening the tree)", t.elapsed().as_secs_f64());
+    eprintln!(
+        "stage tree-ready: {:.1} s (total for opening the tree)",
+        t.elapsed().as_secs_f64()
+    );
     for e in &tree.recovered {
         eprintln!("restored from an interrupted build: {e:?}");
     }

@@ -23,10 +23,15 @@ impl PatchReport {
         let mut r = PatchReport::default();
         let mut current = String::new();
         for line in output.lines() {
-            if let Some(f) = line.strip_prefix("patching file ").or_else(|| line.strip_prefix("checking file ")) {
+            if let Some(f) = line
+                .strip_prefix("patching file ")
+                .or_else(|| line.strip_prefix("checking file "))
+            {
                 current = f.trim_matches(|c| c == '\'' || c == '`').to_string();
                 r.files.push(PathBuf::from(&current));
-            } else if line.starts_with("Hunk #") && (line.contains("offset") || line.contains("fuzz")) {
+            } else if line.starts_with("Hunk #")
+                && (line.contains("offset") || line.contains("fuzz"))
+            {
                 r.inexact.push(format!("{current}: {line}"));
             }
         }
@@ -39,7 +44,13 @@ fn patch_cmd(tree: &Path, patch: &PatchFile, dry_run: bool) -> Cmd {
         .arg("-d")
         .arg(tree)
         .arg(format!("-p{}", patch.strip))
-        .args(["--forward", "--force", "--no-backup-if-mismatch", "--reject-file=-", "-i"])
+        .args([
+            "--forward",
+            "--force",
+            "--no-backup-if-mismatch",
+            "--reject-file=-",
+            "-i",
+        ])
         .arg(&patch.path);
     if dry_run {
         c = c.arg("--dry-run");
@@ -94,7 +105,11 @@ pub fn check(runner: &dyn Runner, tree: &Path, patch: &PatchFile) -> Result<Patc
 pub fn apply(runner: &dyn Runner, tree: &Path, patch: &PatchFile) -> Result<AppliedPatch> {
     check(runner, tree, patch)?;
     journal::begin(tree, &patch.touched_paths())?;
-    let applied = AppliedPatch { tree: tree.to_path_buf(), reverted: false, report: PatchReport::default() };
+    let applied = AppliedPatch {
+        tree: tree.to_path_buf(),
+        reverted: false,
+        report: PatchReport::default(),
+    };
     let out = runner.run(&patch_cmd(tree, patch, false))?;
     if !out.success() {
         applied.revert()?;
@@ -116,7 +131,10 @@ mod tests {
     use std::fs;
 
     fn have_patch() -> bool {
-        std::process::Command::new("patch").arg("--version").output().is_ok_and(|o| o.status.success())
+        std::process::Command::new("patch")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
     }
 
     fn fake_tree() -> tempfile::TempDir {
@@ -137,11 +155,17 @@ mod tests {
     fn report_parses_offsets_and_fuzz() {
         let out = "patching file fs/proc/cmdline.c\nHunk #1 succeeded at 12 (offset 2 lines).\nHunk #2 succeeded at 40 with fuzz 1.\npatching file a.c\n";
         let r = PatchReport::parse(out);
-        assert_eq!(r.files, vec![PathBuf::from("fs/proc/cmdline.c"), PathBuf::from("a.c")]);
-        assert_eq!(r.inexact, vec![
-            "fs/proc/cmdline.c: Hunk #1 succeeded at 12 (offset 2 lines).".to_string(),
-            "fs/proc/cmdline.c: Hunk #2 succeeded at 40 with fuzz 1.".to_string(),
-        ]);
+        assert_eq!(
+            r.files,
+            vec![PathBuf::from("fs/proc/cmdline.c"), PathBuf::from("a.c")]
+        );
+        assert_eq!(
+            r.inexact,
+            vec![
+                "fs/proc/cmdline.c: Hunk #1 succeeded at 12 (offset 2 lines).".to_string(),
+                "fs/proc/cmdline.c: Hunk #2 succeeded at 40 with fuzz 1.".to_string(),
+            ]
+        );
     }
 
     #[test]
@@ -157,12 +181,21 @@ mod tests {
         let before = fs::read(t.path().join("fs/proc/cmdline.c")).unwrap();
         let applied = apply(&SystemRunner, t.path(), &p).unwrap();
         assert_eq!(applied.report.inexact.len(), 1, "{:?}", applied.report);
-        assert!(applied.report.inexact[0].contains("offset 2 lines"), "{:?}", applied.report);
-        assert!(fs::read_to_string(t.path().join("fs/proc/cmdline.c")).unwrap().contains("line six"));
+        assert!(
+            applied.report.inexact[0].contains("offset 2 lines"),
+            "{:?}",
+            applied.report
+        );
+        assert!(fs::read_to_string(t.path().join("fs/proc/cmdline.c"))
+            .unwrap()
+            .contains("line six"));
         assert!(t.path().join("fs/proc/new.c").exists());
         assert!(journal::journal_path(t.path()).exists());
         applied.revert().unwrap();
-        assert_eq!(fs::read(t.path().join("fs/proc/cmdline.c")).unwrap(), before);
+        assert_eq!(
+            fs::read(t.path().join("fs/proc/cmdline.c")).unwrap(),
+            before
+        );
         assert!(!t.path().join("fs/proc/new.c").exists());
         assert!(!journal::journal_path(t.path()).exists());
     }
@@ -175,13 +208,22 @@ mod tests {
         }
         let t = fake_tree();
         let work = tempfile::tempdir().unwrap();
-        let p = write_patch(work.path(), "--- a/fs/proc/cmdline.c\n+++ b/fs/proc/cmdline.c\n@@ -1 +1 @@\n-line 1\n+line one\n");
+        let p = write_patch(
+            work.path(),
+            "--- a/fs/proc/cmdline.c\n+++ b/fs/proc/cmdline.c\n@@ -1 +1 @@\n-line 1\n+line one\n",
+        );
         let before = fs::read(t.path().join("fs/proc/cmdline.c")).unwrap();
         {
             let _applied = apply(&SystemRunner, t.path(), &p).unwrap();
-            assert_ne!(fs::read(t.path().join("fs/proc/cmdline.c")).unwrap(), before);
+            assert_ne!(
+                fs::read(t.path().join("fs/proc/cmdline.c")).unwrap(),
+                before
+            );
         }
-        assert_eq!(fs::read(t.path().join("fs/proc/cmdline.c")).unwrap(), before);
+        assert_eq!(
+            fs::read(t.path().join("fs/proc/cmdline.c")).unwrap(),
+            before
+        );
     }
 
     #[test]
@@ -197,12 +239,20 @@ mod tests {
         let before = fs::read(t.path().join("fs/proc/cmdline.c")).unwrap();
         let err = apply(&SystemRunner, t.path(), &p).unwrap_err();
         match &err {
-            BuildError::PatchDoesNotApply { output, .. } => assert!(output.contains("FAILED"), "{output}"),
+            BuildError::PatchDoesNotApply { output, .. } => {
+                assert!(output.contains("FAILED"), "{output}")
+            }
             other => panic!("unexpected {other}"),
         }
-        assert_eq!(fs::read(t.path().join("fs/proc/cmdline.c")).unwrap(), before);
+        assert_eq!(
+            fs::read(t.path().join("fs/proc/cmdline.c")).unwrap(),
+            before
+        );
         assert!(!journal::journal_path(t.path()).exists());
-        let names: Vec<_> = fs::read_dir(t.path().join("fs/proc")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(t.path().join("fs/proc"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "no .rej or .orig files: {names:?}");
     }
 
@@ -214,7 +264,10 @@ mod tests {
         }
         let t = fake_tree();
         let work = tempfile::tempdir().unwrap();
-        let p = write_patch(work.path(), "--- a/fs/proc/cmdline.c\n+++ b/fs/proc/cmdline.c\n@@ -1 +1 @@\n-line 0\n+line 1\n");
+        let p = write_patch(
+            work.path(),
+            "--- a/fs/proc/cmdline.c\n+++ b/fs/proc/cmdline.c\n@@ -1 +1 @@\n-line 0\n+line 1\n",
+        );
         let err = apply(&SystemRunner, t.path(), &p).unwrap_err();
         assert!(matches!(err, BuildError::PatchDoesNotApply { .. }), "{err}");
     }

@@ -21,7 +21,12 @@ pub fn remove_objects(tree: &Path, objects: &[String]) -> Result<()> {
 }
 
 /// Builds `objects` with one make run and copies each to `dest/<object>`.
-pub fn compile(runner: &dyn Runner, kbuild: &Kbuild, objects: &[String], dest: &Path) -> Result<Vec<PathBuf>> {
+pub fn compile(
+    runner: &dyn Runner,
+    kbuild: &Kbuild,
+    objects: &[String],
+    dest: &Path,
+) -> Result<Vec<PathBuf>> {
     let tree = &kbuild.tree;
     remove_objects(tree, objects)?;
     runner.run_ok(&kbuild.make(objects.iter().map(String::as_str)))?;
@@ -29,7 +34,10 @@ pub fn compile(runner: &dyn Runner, kbuild: &Kbuild, objects: &[String], dest: &
     for o in objects {
         let src = tree.join(o);
         if !src.is_file() {
-            return Err(BuildError::MissingObject { tree: tree.clone(), object: o.clone() });
+            return Err(BuildError::MissingObject {
+                tree: tree.clone(),
+                object: o.clone(),
+            });
         }
         let dst = dest.join(o);
         if let Some(parent) = dst.parent() {
@@ -49,7 +57,9 @@ pub fn cmd_file(tree: &Path, object: &str) -> PathBuf {
 
 /// Whether the compiler's dependency list in a `.o.cmd` file names `header`.
 pub fn deps_mention(cmd_text: &str, header: &Path) -> bool {
-    let Some(h) = header.to_str() else { return false };
+    let Some(h) = header.to_str() else {
+        return false;
+    };
     let suffix = format!("/{h}");
     cmd_text
         .lines()
@@ -66,8 +76,13 @@ pub fn compiled_for_module(cmd_text: &str) -> Option<String> {
     if !words.contains(&"-DMODULE") {
         return None;
     }
-    let name = words.iter().find_map(|w| w.strip_prefix("-DKBUILD_MODNAME="))?;
-    Some(name.trim_matches(|c| c == '\'' || c == '"' || c == '\\').to_string())
+    let name = words
+        .iter()
+        .find_map(|w| w.strip_prefix("-DKBUILD_MODNAME="))?;
+    Some(
+        name.trim_matches(|c| c == '\'' || c == '"' || c == '\\')
+            .to_string(),
+    )
 }
 
 /// Whether the last compile of `object` read `header`.
@@ -96,6 +111,9 @@ mod tests {
         assert!(!deps_mention(text, Path::new("include/linux/fs.h")));
         // The command line before deps_ does not count.
         assert!(!deps_mention(text, Path::new("fs/proc/.cmdline.o.d")));
-        assert_eq!(cmd_file(Path::new("/t"), "fs/proc/cmdline.o"), PathBuf::from("/t/fs/proc/.cmdline.o.cmd"));
+        assert_eq!(
+            cmd_file(Path::new("/t"), "fs/proc/cmdline.o"),
+            PathBuf::from("/t/fs/proc/.cmdline.o.cmd")
+        );
     }
 }

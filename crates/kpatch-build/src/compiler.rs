@@ -50,7 +50,10 @@ pub fn cc_version(runner: &dyn Runner, cc: &str) -> Result<String> {
 pub fn banner_compiler(banner: &str) -> Option<String> {
     let rest = banner.strip_prefix("Linux version ")?;
     let (_, rest) = rest.split_once(") (")?;
-    let end = rest.find(", GNU ld").or_else(|| rest.find(", LLD")).or_else(|| rest.find(") #"))?;
+    let end = rest
+        .find(", GNU ld")
+        .or_else(|| rest.find(", LLD"))
+        .or_else(|| rest.find(") #"))?;
     Some(rest[..end].trim().to_string())
 }
 
@@ -58,7 +61,10 @@ pub fn banner_compiler(banner: &str) -> Option<String> {
 /// stripped image without `.comment`, the compiler in its `linux_banner`.
 pub fn vmlinux_compilers(vmlinux: &Path) -> Result<Vec<String>> {
     let data = std::fs::read(vmlinux).map_err(io_err(vmlinux))?;
-    let bad = |reason: String| BuildError::Vmlinux { path: vmlinux.to_path_buf(), reason };
+    let bad = |reason: String| BuildError::Vmlinux {
+        path: vmlinux.to_path_buf(),
+        reason,
+    };
     let file = object::File::parse(&*data).map_err(|e| bad(e.to_string()))?;
     if let Some(sec) = file.section_by_name(".comment") {
         let bytes = sec.data().map_err(|e| bad(e.to_string()))?;
@@ -82,25 +88,43 @@ pub fn vmlinux_compilers(vmlinux: &Path) -> Result<Vec<String>> {
             banner_compiler(std::str::from_utf8(&data[i..i + end]).ok()?)
         })
         .next();
-    banner.map(|b| vec![b]).ok_or_else(|| bad("has neither a .comment section nor a kernel banner naming the compiler".into()))
+    banner.map(|b| vec![b]).ok_or_else(|| {
+        bad("has neither a .comment section nor a kernel banner naming the compiler".into())
+    })
 }
 
 /// Fails with [`BuildError::CompilerMismatch`] unless `cc` is the compiler named by the
 /// target's `CONFIG_CC_VERSION_TEXT` and, when given, by the vmlinux's `.comment`.
 /// Returns `cc`'s version line.
-pub fn check(runner: &dyn Runner, config: &KernelConfig, cc: &str, vmlinux: Option<&Path>) -> Result<String> {
+pub fn check(
+    runner: &dyn Runner,
+    config: &KernelConfig,
+    cc: &str,
+    vmlinux: Option<&Path>,
+) -> Result<String> {
     let found = cc_version(runner, cc)?;
-    let target = config.get("CONFIG_CC_VERSION_TEXT").ok_or_else(|| BuildError::MissingConfigOption {
-        config: config.path.clone(),
-        option: "CONFIG_CC_VERSION_TEXT".into(),
-    })?;
+    let target =
+        config
+            .get("CONFIG_CC_VERSION_TEXT")
+            .ok_or_else(|| BuildError::MissingConfigOption {
+                config: config.path.clone(),
+                option: "CONFIG_CC_VERSION_TEXT".into(),
+            })?;
     if identity(target) != identity(&found) {
-        return Err(BuildError::CompilerMismatch { target: target.to_string(), cc: cc.to_string(), found });
+        return Err(BuildError::CompilerMismatch {
+            target: target.to_string(),
+            cc: cc.to_string(),
+            found,
+        });
     }
     if let Some(v) = vmlinux {
         for c in vmlinux_compilers(v)? {
             if identity(&c) != identity(&found) {
-                return Err(BuildError::CompilerMismatch { target: c, cc: cc.to_string(), found });
+                return Err(BuildError::CompilerMismatch {
+                    target: c,
+                    cc: cc.to_string(),
+                    found,
+                });
             }
         }
     }
@@ -116,7 +140,11 @@ mod tests {
     impl Runner for FakeCc {
         fn run(&self, cmd: &Cmd) -> Result<CmdOutput> {
             assert_eq!(cmd.args, vec![std::ffi::OsString::from("--version")]);
-            Ok(CmdOutput { code: Some(0), stdout: format!("{}\nCopyright (C) 2022\n", self.0), stderr: String::new() })
+            Ok(CmdOutput {
+                code: Some(0),
+                stdout: format!("{}\nCopyright (C) 2022\n", self.0),
+                stderr: String::new(),
+            })
         }
     }
 
@@ -127,36 +155,69 @@ mod tests {
     #[test]
     fn banner_names_the_compiler() {
         let b = "Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-11-16)";
-        assert_eq!(banner_compiler(b).as_deref(), Some("gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0"));
-        assert_eq!(banner_compiler("Linux version 6.18.0 (a@b) (clang version 19.1.0, LLD 19.1.0) #1"), Some("clang version 19.1.0".into()));
+        assert_eq!(
+            banner_compiler(b).as_deref(),
+            Some("gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0")
+        );
+        assert_eq!(
+            banner_compiler("Linux version 6.18.0 (a@b) (clang version 19.1.0, LLD 19.1.0) #1"),
+            Some("clang version 19.1.0".into())
+        );
         assert_eq!(banner_compiler("not a banner"), None);
     }
 
     #[test]
     fn identity_strips_program_names() {
-        assert_eq!(identity("gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0"), "(Debian 12.2.0-14+deb12u1) 12.2.0");
-        assert_eq!(identity("GCC: (Debian 12.2.0-14+deb12u1) 12.2.0"), "(Debian 12.2.0-14+deb12u1) 12.2.0");
-        assert_eq!(identity("gcc (GCC) 14.2.1 20240912"), "(GCC) 14.2.1 20240912");
+        assert_eq!(
+            identity("gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0"),
+            "(Debian 12.2.0-14+deb12u1) 12.2.0"
+        );
+        assert_eq!(
+            identity("GCC: (Debian 12.2.0-14+deb12u1) 12.2.0"),
+            "(Debian 12.2.0-14+deb12u1) 12.2.0"
+        );
+        assert_eq!(
+            identity("gcc (GCC) 14.2.1 20240912"),
+            "(GCC) 14.2.1 20240912"
+        );
     }
 
     #[test]
     fn same_compiler_passes_under_another_name() {
         let c = config("CONFIG_CC_VERSION_TEXT=\"gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0\"\n");
-        let v = check(&FakeCc("gcc (Debian 12.2.0-14+deb12u1) 12.2.0"), &c, "gcc", None).unwrap();
+        let v = check(
+            &FakeCc("gcc (Debian 12.2.0-14+deb12u1) 12.2.0"),
+            &c,
+            "gcc",
+            None,
+        )
+        .unwrap();
         assert_eq!(v, "gcc (Debian 12.2.0-14+deb12u1) 12.2.0");
     }
 
     #[test]
     fn mismatch_names_both_versions() {
         let c = config("CONFIG_CC_VERSION_TEXT=\"gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0\"\n");
-        let e = check(&FakeCc("gcc-13 (Debian 13.3.0-1) 13.3.0"), &c, "gcc-13", None).unwrap_err();
+        let e = check(
+            &FakeCc("gcc-13 (Debian 13.3.0-1) 13.3.0"),
+            &c,
+            "gcc-13",
+            None,
+        )
+        .unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("12.2.0-14+deb12u1") && msg.contains("13.3.0-1"), "{msg}");
+        assert!(
+            msg.contains("12.2.0-14+deb12u1") && msg.contains("13.3.0-1"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn missing_version_text_is_reported() {
         let c = config("CONFIG_X=y\n");
-        assert!(matches!(check(&FakeCc("gcc (x) 1"), &c, "gcc", None), Err(BuildError::MissingConfigOption { .. })));
+        assert!(matches!(
+            check(&FakeCc("gcc (x) 1"), &c, "gcc", None),
+            Err(BuildError::MissingConfigOption { .. })
+        ));
     }
 }

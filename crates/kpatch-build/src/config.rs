@@ -27,7 +27,10 @@ impl KernelConfig {
                 }
             }
         }
-        KernelConfig { path: path.to_path_buf(), values }
+        KernelConfig {
+            path: path.to_path_buf(),
+            values,
+        }
     }
 
     pub fn get(&self, option: &str) -> Option<&str> {
@@ -51,7 +54,10 @@ pub fn set_strings(text: &str, settings: &[(&str, &str)]) -> String {
     for line in text.lines() {
         let hit = settings.iter().position(|(k, _)| {
             line.strip_prefix(k).is_some_and(|r| r.starts_with('='))
-                || line.strip_prefix("# ").and_then(|r| r.strip_prefix(k)).is_some_and(|r| r == " is not set")
+                || line
+                    .strip_prefix("# ")
+                    .and_then(|r| r.strip_prefix(k))
+                    .is_some_and(|r| r == " is not set")
         });
         match hit {
             Some(i) => {
@@ -83,7 +89,10 @@ mod tests {
         assert_eq!(c.get("CONFIG_A"), Some("y"));
         assert_eq!(c.get("CONFIG_B"), None);
         assert_eq!(c.get("CONFIG_S"), Some("x \"q\""));
-        let s = set_strings(text, &[("CONFIG_K", ""), ("CONFIG_B", "v"), ("CONFIG_NEW", "")]);
+        let s = set_strings(
+            text,
+            &[("CONFIG_K", ""), ("CONFIG_B", "v"), ("CONFIG_NEW", "")],
+        );
         assert_eq!(s, "CONFIG_A=y\nCONFIG_B=\"v\"\nCONFIG_S=\"x \\\"q\\\"\"\nCONFIG_K=\"\"\nCONFIG_NEW=\"\"\n");
     }
 }

@@ -36,13 +36,13 @@ pub enum BuildError {
         tree: PathBuf,
         output: String,
     },
-    #[error("{tree}: a patch is already applied (journal {journal} exists); recover the tree first")]
+    #[error(
+        "{tree}: a patch is already applied (journal {journal} exists); recover the tree first"
+    )]
     AlreadyPatched { tree: PathBuf, journal: PathBuf },
     #[error("{journal}: corrupt patch journal: {reason}")]
     CorruptJournal { journal: PathBuf, reason: String },
-    #[error(
-        "compiler mismatch: the target was built with `{target}` but `{cc}` is `{found}`"
-    )]
+    #[error("compiler mismatch: the target was built with `{target}` but `{cc}` is `{found}`")]
     CompilerMismatch {
         target: String,
         cc: String,
@@ -50,11 +50,15 @@ pub enum BuildError {
     },
     #[error("{config}: has no {option}")]
     MissingConfigOption { config: PathBuf, option: String },
-    #[error("{tree}: not a configured kernel tree ({missing} is missing) and no --config was given")]
+    #[error(
+        "{tree}: not a configured kernel tree ({missing} is missing) and no --config was given"
+    )]
     UnconfiguredTree { tree: PathBuf, missing: PathBuf },
     #[error("{tree}: {unit} is not part of the kernel source tree")]
     MissingUnit { tree: PathBuf, unit: PathBuf },
-    #[error("{unit}: not built in this kernel configuration ({object} is in neither obj-y nor obj-m)")]
+    #[error(
+        "{unit}: not built in this kernel configuration ({object} is in neither obj-y nor obj-m)"
+    )]
     UnitNotBuilt { unit: PathBuf, object: String },
     #[error("{patch}: touches no file that is compiled into the kernel (only {files})")]
     NothingToCompile { patch: PathBuf, files: String },
@@ -62,8 +66,14 @@ pub enum BuildError {
     MissingObject { tree: PathBuf, object: String },
     #[error("{path}: {reason}")]
     Vmlinux { path: PathBuf, reason: String },
-    #[error("{object}: the Makefiles place it in {expected} but kbuild compiled it for {compiled}")]
-    PlacementMismatch { object: String, expected: String, compiled: String },
+    #[error(
+        "{object}: the Makefiles place it in {expected} but kbuild compiled it for {compiled}"
+    )]
+    PlacementMismatch {
+        object: String,
+        expected: String,
+        compiled: String,
+    },
     #[error("{path}: {reason}")]
     Unsupported { path: PathBuf, reason: String },
     #[error("target kernel: {0}")]

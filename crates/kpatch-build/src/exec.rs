@@ -18,7 +18,10 @@ pub struct Cmd {
 
 impl Cmd {
     pub fn new(program: impl Into<OsString>) -> Self {
-        Cmd { program: program.into(), ..Default::default() }
+        Cmd {
+            program: program.into(),
+            ..Default::default()
+        }
     }
     pub fn arg(mut self, a: impl Into<OsString>) -> Self {
         self.args.push(a.into());
@@ -116,7 +119,10 @@ impl Runner for SystemRunner {
         for (k, v) in &cmd.env {
             c.env(k, v);
         }
-        let out = c.output().map_err(|source| BuildError::Spawn { command: cmd.to_string(), source })?;
+        let out = c.output().map_err(|source| BuildError::Spawn {
+            command: cmd.to_string(),
+            source,
+        })?;
         Ok(CmdOutput {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

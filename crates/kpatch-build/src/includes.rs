@@ -17,10 +17,21 @@ use crate::error::{io_err, Result};
 use crate::kbuild::normalize;
 
 /// Top-level directories that hold no kernel translation units.
-const SKIP_DIRS: &[&str] = &[".git", "Documentation", "tools", "scripts", "usr", ".kpatch-rs-journal"];
+const SKIP_DIRS: &[&str] = &[
+    ".git",
+    "Documentation",
+    "tools",
+    "scripts",
+    "usr",
+    ".kpatch-rs-journal",
+];
 
 /// Headers the kernel's command line forces into every C translation unit (`-include`).
-const FORCED_C: &[&str] = &["include/linux/compiler-version.h", "include/linux/kconfig.h", "include/linux/compiler_types.h"];
+const FORCED_C: &[&str] = &[
+    "include/linux/compiler-version.h",
+    "include/linux/kconfig.h",
+    "include/linux/compiler_types.h",
+];
 const FORCED_ASM: &[&str] = &["include/linux/kconfig.h"];
 
 /// The reverse include graph of a tree.
@@ -42,7 +53,11 @@ fn is_unit(name: &str) -> bool {
 }
 
 fn walk(root: &Path, rel: &str, out: &mut Vec<String>) -> Result<()> {
-    let dir = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
+    let dir = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    };
     for e in fs::read_dir(&dir).map_err(io_err(&dir))? {
         let e = e.map_err(io_err(&dir))?;
         let name = e.file_name();
@@ -50,7 +65,11 @@ fn walk(root: &Path, rel: &str, out: &mut Vec<String>) -> Result<()> {
             Some(n) => n,
             None => continue,
         };
-        let path = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
+        let path = if rel.is_empty() {
+            name.to_string()
+        } else {
+            format!("{rel}/{name}")
+        };
         let ft = e.file_type().map_err(io_err(e.path()))?;
         if ft.is_dir() {
             if rel.is_empty() && SKIP_DIRS.contains(&name) {
@@ -69,9 +88,13 @@ pub fn parse_includes(text: &[u8]) -> Vec<(String, bool)> {
     let mut out = Vec::new();
     for line in text.split(|&b| b == b'\n') {
         let l = trim_start(line);
-        let Some(l) = l.strip_prefix(b"#") else { continue };
+        let Some(l) = l.strip_prefix(b"#") else {
+            continue;
+        };
         let l = trim_start(l);
-        let Some(l) = l.strip_prefix(b"include") else { continue };
+        let Some(l) = l.strip_prefix(b"include") else {
+            continue;
+        };
         let l = trim_start(l);
         let (close, quoted) = match l.first() {
             Some(b'"') => (b'"', true),
@@ -99,7 +122,11 @@ impl IncludeIndex {
         let mut files = Vec::new();
         walk(tree, "", &mut files)?;
         files.sort();
-        let ids: HashMap<String, usize> = files.iter().enumerate().map(|(i, f)| (f.clone(), i)).collect();
+        let ids: HashMap<String, usize> = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.clone(), i))
+            .collect();
         let mut by_suffix: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, f) in files.iter().enumerate() {
             let base = f.rsplit('/').next().unwrap_or(f);
@@ -114,8 +141,14 @@ impl IncludeIndex {
             "include/uapi".into(),
             "include/generated/uapi".into(),
         ];
-        let forced_c: Vec<usize> = FORCED_C.iter().filter_map(|f| ids.get(*f).copied()).collect();
-        let forced_asm: Vec<usize> = FORCED_ASM.iter().filter_map(|f| ids.get(*f).copied()).collect();
+        let forced_c: Vec<usize> = FORCED_C
+            .iter()
+            .filter_map(|f| ids.get(*f).copied())
+            .collect();
+        let forced_asm: Vec<usize> = FORCED_ASM
+            .iter()
+            .filter_map(|f| ids.get(*f).copied())
+            .collect();
         let edges: Vec<Vec<usize>> = files
             .par_iter()
             .map(|f| {
@@ -129,7 +162,9 @@ impl IncludeIndex {
                         found = ids.get(&cand).copied();
                     }
                     if found.is_none() {
-                        found = search.iter().find_map(|s| ids.get(&normalize(&format!("{s}/{name}"))).copied());
+                        found = search
+                            .iter()
+                            .find_map(|s| ids.get(&normalize(&format!("{s}/{name}"))).copied());
                     }
                     match found {
                         Some(id) => out.push(id),
@@ -138,7 +173,9 @@ impl IncludeIndex {
                             let norm = normalize(&name);
                             let base = norm.rsplit('/').next().unwrap_or(&norm);
                             if let Some(c) = by_suffix.get(base) {
-                                out.extend(c.iter().copied().filter(|&i| files[i] == norm || files[i].ends_with(&format!("/{norm}"))));
+                                out.extend(c.iter().copied().filter(|&i| {
+                                    files[i] == norm || files[i].ends_with(&format!("/{norm}"))
+                                }));
                             }
                         }
                     }
@@ -159,7 +196,11 @@ impl IncludeIndex {
                 }
             }
         }
-        Ok(IncludeIndex { files, ids, includers })
+        Ok(IncludeIndex {
+            files,
+            ids,
+            includers,
+        })
     }
 
     /// The index saved at `cache` if there is one, else a fresh scan saved there.
@@ -168,14 +209,22 @@ impl IncludeIndex {
         if let Ok(bytes) = fs::read(cache) {
             if let Ok(mut idx) = serde_json::from_slice::<IncludeIndex>(&bytes) {
                 if idx.includers.len() == idx.files.len() {
-                    idx.ids = idx.files.iter().enumerate().map(|(i, f)| (f.clone(), i)).collect();
+                    idx.ids = idx
+                        .files
+                        .iter()
+                        .enumerate()
+                        .map(|(i, f)| (f.clone(), i))
+                        .collect();
                     return Ok(idx);
                 }
             }
         }
         let idx = Self::build(tree, arch)?;
         let tmp = cache.with_extension("tmp");
-        let bytes = serde_json::to_vec(&idx).map_err(|e| crate::error::BuildError::Io { path: cache.to_path_buf(), source: e.into() })?;
+        let bytes = serde_json::to_vec(&idx).map_err(|e| crate::error::BuildError::Io {
+            path: cache.to_path_buf(),
+            source: e.into(),
+        })?;
         fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
         fs::rename(&tmp, cache).map_err(io_err(cache))?;
         Ok(idx)
@@ -204,7 +253,11 @@ impl IncludeIndex {
                 }
             }
         }
-        let mut out: Vec<PathBuf> = seen.into_iter().filter(|&i| is_unit(&self.files[i])).map(|i| PathBuf::from(&self.files[i])).collect();
+        let mut out: Vec<PathBuf> = seen
+            .into_iter()
+            .filter(|&i| is_unit(&self.files[i]))
+            .map(|i| PathBuf::from(&self.files[i]))
+            .collect();
         out.sort();
         out
     }
@@ -228,17 +281,32 @@ mod tests {
         // A change after caching is not seen: the cache is what answers.
         fs::write(root.join("fs/y.c"), "#include <linux/a.h>\n").unwrap();
         let second = IncludeIndex::load_or_build(root, "x86", &cache).unwrap();
-        assert_eq!(first.units_including(Path::new("include/linux/a.h")), vec![PathBuf::from("fs/x.c")]);
-        assert_eq!(second.units_including(Path::new("include/linux/a.h")), vec![PathBuf::from("fs/x.c")]);
+        assert_eq!(
+            first.units_including(Path::new("include/linux/a.h")),
+            vec![PathBuf::from("fs/x.c")]
+        );
+        assert_eq!(
+            second.units_including(Path::new("include/linux/a.h")),
+            vec![PathBuf::from("fs/x.c")]
+        );
         fs::remove_file(&cache).unwrap();
         let third = IncludeIndex::load_or_build(root, "x86", &cache).unwrap();
-        assert_eq!(third.units_including(Path::new("include/linux/a.h")).len(), 2);
+        assert_eq!(
+            third.units_including(Path::new("include/linux/a.h")).len(),
+            2
+        );
     }
 
     #[test]
     fn parses_include_forms() {
         let src = b"#include <linux/fs.h>\n  #  include \"local.h\" // c\n#include_next <x.h>\n#define X 1\n#include MACRO\n";
-        assert_eq!(parse_includes(src), vec![("linux/fs.h".to_string(), false), ("local.h".to_string(), true)]);
+        assert_eq!(
+            parse_includes(src),
+            vec![
+                ("linux/fs.h".to_string(), false),
+                ("local.h".to_string(), true)
+            ]
+        );
     }
 
     #[test]
@@ -260,16 +328,40 @@ mod tests {
         w("include/linux/other.h", "\n");
         w("drivers/y/deep/priv.h", "#include <linux/small.h>\n");
         // Resolved by a per-directory -I in the real build: falls back to the suffix match.
-        w("drivers/y/four.c", "#include \"priv.h\"\n#include \"deep/priv.h\"\n");
+        w(
+            "drivers/y/four.c",
+            "#include \"priv.h\"\n#include \"deep/priv.h\"\n",
+        );
         w("arch/x86/entry/e.S", "#include <linux/mid.h>\n");
         w("tools/ignored.c", "#include <linux/small.h>\n");
         w("include/linux/kconfig.h", "\n");
         let idx = IncludeIndex::build(root, "x86").unwrap();
-        let units: Vec<String> = idx.units_including(Path::new("include/linux/small.h")).iter().map(|p| p.display().to_string()).collect();
-        assert_eq!(units, vec!["arch/x86/entry/e.S", "drivers/y/four.c", "fs/x/one.c", "fs/x/two.c"]);
-        assert_eq!(idx.units_including(Path::new("include/linux/other.h")), vec![PathBuf::from("fs/x/three.c")]);
+        let units: Vec<String> = idx
+            .units_including(Path::new("include/linux/small.h"))
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        assert_eq!(
+            units,
+            vec![
+                "arch/x86/entry/e.S",
+                "drivers/y/four.c",
+                "fs/x/one.c",
+                "fs/x/two.c"
+            ]
+        );
+        assert_eq!(
+            idx.units_including(Path::new("include/linux/other.h")),
+            vec![PathBuf::from("fs/x/three.c")]
+        );
         // kconfig.h is forced into every unit.
-        assert_eq!(idx.units_including(Path::new("include/linux/kconfig.h")).len(), 5);
-        assert!(idx.units_including(Path::new("include/linux/none.h")).is_empty());
+        assert_eq!(
+            idx.units_including(Path::new("include/linux/kconfig.h"))
+                .len(),
+            5
+        );
+        assert!(idx
+            .units_including(Path::new("include/linux/none.h"))
+            .is_empty());
     }
 }

@@ -17,7 +17,11 @@ extern "C" fn on_signal(_: nix::libc::c_int) {
 /// Installs handlers for SIGINT, SIGTERM and SIGHUP that only set a flag.
 /// Call once from the binary before building.
 pub fn install_handlers() -> Result<()> {
-    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { sigaction(sig, &action) }.map_err(|e| BuildError::Io {

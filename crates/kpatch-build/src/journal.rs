@@ -36,7 +36,10 @@ pub fn journal_path(tree: &Path) -> PathBuf {
 pub fn begin(tree: &Path, paths: &[PathBuf]) -> Result<Vec<Entry>> {
     let journal = journal_path(tree);
     if journal.exists() {
-        return Err(BuildError::AlreadyPatched { tree: tree.to_path_buf(), journal });
+        return Err(BuildError::AlreadyPatched {
+            tree: tree.to_path_buf(),
+            journal,
+        });
     }
     let tmp = tree.join(JOURNAL_TMP);
     if tmp.exists() {
@@ -53,7 +56,10 @@ pub fn begin(tree: &Path, paths: &[PathBuf]) -> Result<Vec<Entry>> {
             reason: format!("{} is not UTF-8", rel.display()),
         })?;
         if name.contains('\n') {
-            return Err(BuildError::CorruptJournal { journal, reason: format!("{name:?} contains a newline") });
+            return Err(BuildError::CorruptJournal {
+                journal,
+                reason: format!("{name:?} contains a newline"),
+            });
         }
         match fs::symlink_metadata(&src) {
             Ok(m) if m.is_file() => {
@@ -76,7 +82,12 @@ pub fn begin(tree: &Path, paths: &[PathBuf]) -> Result<Vec<Entry>> {
                 manifest.push_str(&format!("A {name}\n"));
                 entries.push(Entry::Absent(rel.clone()));
             }
-            Err(e) => return Err(BuildError::Io { path: src, source: e }),
+            Err(e) => {
+                return Err(BuildError::Io {
+                    path: src,
+                    source: e,
+                })
+            }
         }
     }
     let mpath = tmp.join(MANIFEST);
@@ -126,7 +137,12 @@ pub fn restore(tree: &Path) -> Result<Option<Vec<Entry>>> {
                 match fs::remove_file(&dst) {
                     Ok(()) => remove_empty_parents(tree, &dst),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(BuildError::Io { path: dst, source: e }),
+                    Err(e) => {
+                        return Err(BuildError::Io {
+                            path: dst,
+                            source: e,
+                        })
+                    }
                 }
             }
         }
@@ -141,10 +157,19 @@ fn read_manifest(journal: &Path) -> Result<Vec<Entry>> {
     let text = fs::read_to_string(&mpath).map_err(io_err(&mpath))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let bad = |reason: String| BuildError::CorruptJournal { journal: journal.to_path_buf(), reason };
-        let (kind, name) = line.split_once(' ').ok_or_else(|| bad(format!("line {}: `{line}`", n + 1)))?;
+        let bad = |reason: String| BuildError::CorruptJournal {
+            journal: journal.to_path_buf(),
+            reason,
+        };
+        let (kind, name) = line
+            .split_once(' ')
+            .ok_or_else(|| bad(format!("line {}: `{line}`", n + 1)))?;
         let rel = PathBuf::from(name);
-        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
             return Err(bad(format!("line {}: `{name}` leaves the tree", n + 1)));
         }
         match kind {
@@ -174,11 +199,15 @@ fn remove_empty_parents(tree: &Path, file: &Path) {
 }
 
 fn sync_file(p: &Path) -> Result<()> {
-    fs::File::open(p).and_then(|f| f.sync_all()).map_err(io_err(p))
+    fs::File::open(p)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(p))
 }
 
 fn sync_dir(p: &Path) -> Result<()> {
-    fs::File::open(p).and_then(|f| f.sync_all()).map_err(io_err(p))
+    fs::File::open(p)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(p))
 }
 
 #[cfg(test)]
@@ -197,7 +226,11 @@ mod tests {
     fn restore_undoes_changes_creations_and_deletions() {
         let t = tree();
         let root = t.path();
-        let paths = vec![PathBuf::from("fs/proc/cmdline.c"), PathBuf::from("fs/new/dir/new.c"), PathBuf::from("Makefile")];
+        let paths = vec![
+            PathBuf::from("fs/proc/cmdline.c"),
+            PathBuf::from("fs/new/dir/new.c"),
+            PathBuf::from("Makefile"),
+        ];
         let entries = begin(root, &paths).unwrap();
         assert_eq!(entries[1], Entry::Absent(PathBuf::from("fs/new/dir/new.c")));
         // Simulate a patch: modify, create, delete.
@@ -208,18 +241,33 @@ mod tests {
 
         let restored = restore(root).unwrap().unwrap();
         assert_eq!(restored.len(), 3);
-        assert_eq!(fs::read_to_string(root.join("fs/proc/cmdline.c")).unwrap(), "int a;\n");
-        assert_eq!(fs::read_to_string(root.join("Makefile")).unwrap(), "obj-y += fs/\n");
-        assert!(!root.join("fs/new").exists(), "created directories are removed");
+        assert_eq!(
+            fs::read_to_string(root.join("fs/proc/cmdline.c")).unwrap(),
+            "int a;\n"
+        );
+        assert_eq!(
+            fs::read_to_string(root.join("Makefile")).unwrap(),
+            "obj-y += fs/\n"
+        );
+        assert!(
+            !root.join("fs/new").exists(),
+            "created directories are removed"
+        );
         assert!(!journal_path(root).exists());
-        assert!(restore(root).unwrap().is_none(), "second restore finds nothing");
+        assert!(
+            restore(root).unwrap().is_none(),
+            "second restore finds nothing"
+        );
     }
 
     #[test]
     fn a_second_begin_is_refused_until_restored() {
         let t = tree();
         begin(t.path(), &[PathBuf::from("fs/proc/cmdline.c")]).unwrap();
-        assert!(matches!(begin(t.path(), &[PathBuf::from("Makefile")]), Err(BuildError::AlreadyPatched { .. })));
+        assert!(matches!(
+            begin(t.path(), &[PathBuf::from("Makefile")]),
+            Err(BuildError::AlreadyPatched { .. })
+        ));
         restore(t.path()).unwrap();
         begin(t.path(), &[PathBuf::from("Makefile")]).unwrap();
     }
@@ -228,13 +276,20 @@ mod tests {
     fn interrupted_restore_can_be_repeated() {
         let t = tree();
         let root = t.path();
-        begin(root, &[PathBuf::from("fs/proc/cmdline.c"), PathBuf::from("x.c")]).unwrap();
+        begin(
+            root,
+            &[PathBuf::from("fs/proc/cmdline.c"), PathBuf::from("x.c")],
+        )
+        .unwrap();
         fs::write(root.join("fs/proc/cmdline.c"), "patched\n").unwrap();
         fs::write(root.join("x.c"), "new\n").unwrap();
         // A restore killed half-way: the first file is back, the journal still exists.
         fs::write(root.join("fs/proc/cmdline.c"), "int a;\n").unwrap();
         restore(root).unwrap().unwrap();
-        assert_eq!(fs::read_to_string(root.join("fs/proc/cmdline.c")).unwrap(), "int a;\n");
+        assert_eq!(
+            fs::read_to_string(root.join("fs/proc/cmdline.c")).unwrap(),
+            "int a;\n"
+        );
         assert!(!root.join("x.c").exists());
     }
 
@@ -245,7 +300,10 @@ mod tests {
         fs::create_dir_all(root.join(JOURNAL_TMP).join("files")).unwrap();
         assert!(restore(root).unwrap().is_none());
         assert!(!root.join(JOURNAL_TMP).exists());
-        assert_eq!(fs::read_to_string(root.join("fs/proc/cmdline.c")).unwrap(), "int a;\n");
+        assert_eq!(
+            fs::read_to_string(root.join("fs/proc/cmdline.c")).unwrap(),
+            "int a;\n"
+        );
     }
 
     #[test]
@@ -254,6 +312,9 @@ mod tests {
         let root = t.path();
         fs::create_dir_all(journal_path(root)).unwrap();
         fs::write(journal_path(root).join(MANIFEST), "M ../../etc/passwd\n").unwrap();
-        assert!(matches!(restore(root), Err(BuildError::CorruptJournal { .. })));
+        assert!(matches!(
+            restore(root),
+            Err(BuildError::CorruptJournal { .. })
+        ));
     }
 }

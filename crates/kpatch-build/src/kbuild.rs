@@ -25,13 +25,19 @@ pub struct Kbuild {
 }
 
 impl Kbuild {
-    pub fn new(tree: impl Into<PathBuf>, cc: impl Into<String>, kernelrelease: Option<String>) -> Self {
+    pub fn new(
+        tree: impl Into<PathBuf>,
+        cc: impl Into<String>,
+        kernelrelease: Option<String>,
+    ) -> Self {
         Kbuild {
             tree: tree.into(),
             cc: cc.into(),
             kernelrelease,
             kcflags: KPATCH_KCFLAGS.to_string(),
-            jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            jobs: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         }
     }
 
@@ -98,10 +104,19 @@ mod tests {
 
     #[test]
     fn objects_and_paths() {
-        assert_eq!(object_of(Path::new("fs/proc/cmdline.c")).as_deref(), Some("fs/proc/cmdline.o"));
-        assert_eq!(object_of(Path::new("arch/x86/entry/entry_64.S")).as_deref(), Some("arch/x86/entry/entry_64.o"));
+        assert_eq!(
+            object_of(Path::new("fs/proc/cmdline.c")).as_deref(),
+            Some("fs/proc/cmdline.o")
+        );
+        assert_eq!(
+            object_of(Path::new("arch/x86/entry/entry_64.S")).as_deref(),
+            Some("arch/x86/entry/entry_64.o")
+        );
         assert_eq!(object_of(Path::new("include/linux/fs.h")), None);
-        assert_eq!(normalize("drivers/gpu/amdgpu/../display/dc.o"), "drivers/gpu/display/dc.o");
+        assert_eq!(
+            normalize("drivers/gpu/amdgpu/../display/dc.o"),
+            "drivers/gpu/display/dc.o"
+        );
         assert_eq!(normalize("./fs/proc/x.o"), "fs/proc/x.o");
         assert_eq!(module_name_fix("nf-conntrack"), "nf_conntrack");
     }

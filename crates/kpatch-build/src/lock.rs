@@ -18,7 +18,10 @@ impl TreeLock {
     /// Blocks until the lock at `path` is ours; `waiting` is called once if it is busy.
     pub fn acquire(path: &Path, waiting: impl FnOnce()) -> Result<Self> {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| BuildError::Io { path: parent.to_path_buf(), source })?;
+            std::fs::create_dir_all(parent).map_err(|source| BuildError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
         }
         let open = || {
             OpenOptions::new()
@@ -26,7 +29,10 @@ impl TreeLock {
                 .truncate(false)
                 .write(true)
                 .open(path)
-                .map_err(|source| BuildError::Io { path: path.to_path_buf(), source })
+                .map_err(|source| BuildError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
         };
         let lock = match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
@@ -37,9 +43,17 @@ impl TreeLock {
                     source: std::io::Error::from(e),
                 })?
             }
-            Err((_, e)) => return Err(BuildError::Io { path: path.to_path_buf(), source: std::io::Error::from(e) }),
+            Err((_, e)) => {
+                return Err(BuildError::Io {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::from(e),
+                })
+            }
         };
-        Ok(TreeLock { path: path.to_path_buf(), _lock: lock })
+        Ok(TreeLock {
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -64,9 +78,15 @@ mod tests {
             tx.send(waited).unwrap();
         });
         std::thread::sleep(std::time::Duration::from_millis(200));
-        assert!(rx.try_recv().is_err(), "second lock must block while the first is held");
+        assert!(
+            rx.try_recv().is_err(),
+            "second lock must block while the first is held"
+        );
         drop(first);
-        assert!(rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap(), "second caller was told it waits");
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap(),
+            "second caller was told it waits"
+        );
         h.join().unwrap();
     }
 }

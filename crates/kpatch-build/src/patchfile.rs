@@ -48,9 +48,15 @@ impl PatchFile {
             reason,
         })?;
         if changes.is_empty() {
-            return Err(BuildError::EmptyPatch { patch: path.to_path_buf() });
+            return Err(BuildError::EmptyPatch {
+                patch: path.to_path_buf(),
+            });
         }
-        Ok(PatchFile { path: path.to_path_buf(), strip, changes })
+        Ok(PatchFile {
+            path: path.to_path_buf(),
+            strip,
+            changes,
+        })
     }
 
     /// Every tree path the patch may write, create or remove (deduplicated, in patch order).
@@ -91,7 +97,10 @@ pub fn parse(text: &str, strip: usize) -> std::result::Result<Vec<FileChange>, (
                 // A pure rename has no ---/+++ lines; record it now, merge below if it has.
                 push_unique(&mut out, FileChange::Renamed { from, to });
             }
-        } else if line.starts_with("--- ") && i + 1 < lines.len() && lines[i + 1].starts_with("+++ ") {
+        } else if line.starts_with("--- ")
+            && i + 1 < lines.len()
+            && lines[i + 1].starts_with("+++ ")
+        {
             let old = header_path(&line[4..], strip, i + 1)?;
             let new = header_path(&lines[i + 1][4..], strip, i + 2)?;
             let change = match (old, new) {
@@ -109,7 +118,8 @@ pub fn parse(text: &str, strip: usize) -> std::result::Result<Vec<FileChange>, (
             i += 2;
             // Skip hunks by their counts.
             while i < lines.len() && lines[i].starts_with("@@ ") {
-                let (mut old_n, mut new_n) = hunk_counts(lines[i]).ok_or((i + 1, format!("malformed hunk header `{}`", lines[i])))?;
+                let (mut old_n, mut new_n) = hunk_counts(lines[i])
+                    .ok_or((i + 1, format!("malformed hunk header `{}`", lines[i])))?;
                 i += 1;
                 while (old_n > 0 || new_n > 0) && i < lines.len() {
                     let l = lines[i];
@@ -121,7 +131,14 @@ pub fn parse(text: &str, strip: usize) -> std::result::Result<Vec<FileChange>, (
                         Some(b'-') => old_n = old_n.saturating_sub(1),
                         Some(b'+') => new_n = new_n.saturating_sub(1),
                         Some(b'\\') => {}
-                        _ => return Err((i + 1, format!("hunk ends early (expected {old_n} old and {new_n} new lines)"))),
+                        _ => {
+                            return Err((
+                                i + 1,
+                                format!(
+                                    "hunk ends early (expected {old_n} old and {new_n} new lines)"
+                                ),
+                            ))
+                        }
                     }
                     i += 1;
                 }
@@ -138,7 +155,9 @@ pub fn parse(text: &str, strip: usize) -> std::result::Result<Vec<FileChange>, (
 
 fn push_unique(out: &mut Vec<FileChange>, c: FileChange) {
     if let FileChange::Renamed { from, to } = &c {
-        out.retain(|o| !matches!(o, FileChange::Renamed { from: f, to: t } if f == from && t == to));
+        out.retain(
+            |o| !matches!(o, FileChange::Renamed { from: f, to: t } if f == from && t == to),
+        );
     }
     if !out.contains(&c) {
         out.push(c);
@@ -166,7 +185,11 @@ fn hunk_counts(h: &str) -> Option<(usize, usize)> {
 
 /// The path in a `---`/`+++` header after stripping `strip` leading components;
 /// `None` for /dev/null.
-fn header_path(raw: &str, strip: usize, line: usize) -> std::result::Result<Option<PathBuf>, (usize, String)> {
+fn header_path(
+    raw: &str,
+    strip: usize,
+    line: usize,
+) -> std::result::Result<Option<PathBuf>, (usize, String)> {
     // The name ends at a tab (timestamp follows); quoted names are rare in kernel patches.
     let name = raw.split('\t').next().unwrap_or("").trim_end();
     let name = name.trim_matches('"');
@@ -175,7 +198,10 @@ fn header_path(raw: &str, strip: usize, line: usize) -> std::result::Result<Opti
     }
     let comps: Vec<&str> = name.split('/').filter(|c| !c.is_empty()).collect();
     if comps.len() <= strip {
-        return Err((line, format!("`{name}` has fewer than {} path components", strip + 1)));
+        return Err((
+            line,
+            format!("`{name}` has fewer than {} path components", strip + 1),
+        ));
     }
     clean(&comps[strip..].join("/"), line).map(Some)
 }
@@ -239,9 +265,16 @@ index 1..2 100644
 
     #[test]
     fn strip_levels() {
-        let text = "--- linux-6.1.orig/kernel/fork.c\n+++ linux-6.1/kernel/fork.c\n@@ -1 +1 @@\n-a\n+b\n";
-        assert_eq!(parse(text, 1).unwrap(), vec![FileChange::Modified(p("kernel/fork.c"))]);
-        assert_eq!(parse(text, 0).unwrap(), vec![FileChange::Modified(p("linux-6.1.orig/kernel/fork.c"))]);
+        let text =
+            "--- linux-6.1.orig/kernel/fork.c\n+++ linux-6.1/kernel/fork.c\n@@ -1 +1 @@\n-a\n+b\n";
+        assert_eq!(
+            parse(text, 1).unwrap(),
+            vec![FileChange::Modified(p("kernel/fork.c"))]
+        );
+        assert_eq!(
+            parse(text, 0).unwrap(),
+            vec![FileChange::Modified(p("linux-6.1.orig/kernel/fork.c"))]
+        );
         assert!(parse(text, 3).is_err());
     }
 
@@ -258,7 +291,13 @@ rename to b.c
 -x
 +y
 ";
-        assert_eq!(parse(text, 1).unwrap(), vec![FileChange::Renamed { from: p("a.c"), to: p("b.c") }]);
+        assert_eq!(
+            parse(text, 1).unwrap(),
+            vec![FileChange::Renamed {
+                from: p("a.c"),
+                to: p("b.c")
+            }]
+        );
     }
 
     #[test]
@@ -281,6 +320,9 @@ rename to b.c
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("empty.patch");
         std::fs::write(&f, "just a description\n").unwrap();
-        assert!(matches!(PatchFile::read(&f, 1), Err(BuildError::EmptyPatch { .. })));
+        assert!(matches!(
+            PatchFile::read(&f, 1),
+            Err(BuildError::EmptyPatch { .. })
+        ));
     }
 }

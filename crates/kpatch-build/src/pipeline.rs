@@ -47,7 +47,12 @@ pub struct BuildOutput {
 
 /// Builds every affected object of `patch` twice in `tree`. `work` receives `orig/`,
 /// `patched/` and scratch files. The tree is restored before this returns, whatever happens.
-pub fn build_object_pairs(runner: &dyn Runner, tree: &PreparedTree, patch: &PatchFile, work: &Path) -> Result<BuildOutput> {
+pub fn build_object_pairs(
+    runner: &dyn Runner,
+    tree: &PreparedTree,
+    patch: &PatchFile,
+    work: &Path,
+) -> Result<BuildOutput> {
     let kbuild = &tree.kbuild;
     let root = tree.root();
     let mut out = BuildOutput::default();
@@ -61,7 +66,13 @@ pub fn build_object_pairs(runner: &dyn Runner, tree: &PreparedTree, patch: &Patc
 
     let scratch = work.join("probe");
     let _ = fs::remove_dir_all(&scratch);
-    let sel = select::select(runner, kbuild, patch, &scratch, tree.include_index_cache.as_deref())?;
+    let sel = select::select(
+        runner,
+        kbuild,
+        patch,
+        &scratch,
+        tree.include_index_cache.as_deref(),
+    )?;
     out.timings.extend(&sel.timings);
     out.ignored = sel.ignored.clone();
     out.skipped = sel.skipped.clone();
@@ -99,7 +110,10 @@ pub fn build_object_pairs(runner: &dyn Runner, tree: &PreparedTree, patch: &Patc
         if keep {
             units.push(u);
         } else {
-            out.skipped.push(SkippedUnit { unit: u.unit.clone(), reason: "does not include the changed header in this configuration".into() });
+            out.skipped.push(SkippedUnit {
+                unit: u.unit.clone(),
+                reason: "does not include the changed header in this configuration".into(),
+            });
             let _ = fs::remove_file(orig_dir.join(&u.object));
         }
     }
@@ -110,7 +124,8 @@ pub fn build_object_pairs(runner: &dyn Runner, tree: &PreparedTree, patch: &Patc
     out.timings.push("apply", t.elapsed());
     out.patch = applied.report.clone();
     let t = Instant::now();
-    let built = interrupt::check().and_then(|_| compile::compile(runner, kbuild, &objects, &patched_dir));
+    let built =
+        interrupt::check().and_then(|_| compile::compile(runner, kbuild, &objects, &patched_dir));
     out.timings.push("compile-patched", t.elapsed());
     let t = Instant::now();
     let reverted = applied.revert();

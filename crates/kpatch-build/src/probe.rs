@@ -85,7 +85,10 @@ impl Level {
                 "lib-y" => l.lib_y = words(v),
                 "multi" => {
                     let (name, parts) = v.split_once('=')?;
-                    raw_multi.push((name.trim().to_string(), parts.split_whitespace().map(String::from).collect()));
+                    raw_multi.push((
+                        name.trim().to_string(),
+                        parts.split_whitespace().map(String::from).collect(),
+                    ));
                 }
                 _ => {}
             }
@@ -93,10 +96,17 @@ impl Level {
         if l.obj.is_empty() {
             return None;
         }
-        let prefix = if l.obj == "." { String::new() } else { format!("{}/", l.obj) };
+        let prefix = if l.obj == "." {
+            String::new()
+        } else {
+            format!("{}/", l.obj)
+        };
         // real-obj-y/m and lib-y already carry the directory prefix; composite parts do not.
         for (name, parts) in raw_multi {
-            let parts = parts.iter().map(|p| normalize(&format!("{prefix}{p}"))).collect();
+            let parts = parts
+                .iter()
+                .map(|p| normalize(&format!("{prefix}{p}")))
+                .collect();
             l.multi.insert(normalize(&format!("{prefix}{name}")), parts);
         }
         l.real_obj_y = l.real_obj_y.iter().map(|p| normalize(p)).collect();
@@ -121,7 +131,11 @@ pub fn classify(levels: &[Level], object: &str) -> Option<Placement> {
     }
     for l in levels {
         if l.need_modorder && l.real_obj_m.contains(&object) {
-            let composite = l.multi.iter().find(|(_, parts)| parts.contains(&object)).map(|(name, _)| name.clone());
+            let composite = l
+                .multi
+                .iter()
+                .find(|(_, parts)| parts.contains(&object))
+                .map(|(name, _)| name.clone());
             let module = composite.unwrap_or_else(|| object.clone());
             let base = module.rsplit('/').next().unwrap_or(&module);
             let base = base.strip_suffix(".o").unwrap_or(base);
@@ -133,7 +147,12 @@ pub fn classify(levels: &[Level], object: &str) -> Option<Placement> {
 
 /// Evaluates the Makefiles on the way to every object's directory and classifies each object.
 /// `scratch` is an empty directory the probe may write to.
-pub fn probe(runner: &dyn Runner, kbuild: &Kbuild, objects: &[String], scratch: &Path) -> Result<HashMap<String, Option<Placement>>> {
+pub fn probe(
+    runner: &dyn Runner,
+    kbuild: &Kbuild,
+    objects: &[String],
+    scratch: &Path,
+) -> Result<HashMap<String, Option<Placement>>> {
     let out_dir = scratch.join("levels");
     fs::create_dir_all(&out_dir).map_err(io_err(&out_dir))?;
     let hook = scratch.join("probe.mk");
@@ -145,7 +164,10 @@ pub fn probe(runner: &dyn Runner, kbuild: &Kbuild, objects: &[String], scratch: 
             None => PROBE_NAME.to_string(),
         })
         .collect();
-    let cmd = kbuild.make(dirs).env("MAKEFILES", &hook).env("KPATCH_RS_PROBE_OUT", &out_dir);
+    let cmd = kbuild
+        .make(dirs)
+        .env("MAKEFILES", &hook)
+        .env("KPATCH_RS_PROBE_OUT", &out_dir);
     runner.run_ok(&cmd)?;
     let mut levels = Vec::new();
     for e in fs::read_dir(&out_dir).map_err(io_err(&out_dir))? {
@@ -155,7 +177,10 @@ pub fn probe(runner: &dyn Runner, kbuild: &Kbuild, objects: &[String], scratch: 
             levels.push(l);
         }
     }
-    Ok(objects.iter().map(|o| (o.clone(), classify(&levels, o))).collect())
+    Ok(objects
+        .iter()
+        .map(|o| (o.clone(), classify(&levels, o)))
+        .collect())
 }
 
 #[cfg(test)]
@@ -168,13 +193,31 @@ mod tests {
         let fs_ = Level::parse("obj=fs\nneed-builtin=1\nneed-modorder=1\nreal-obj-y=fs/proc/built-in.a fs/open.o\nreal-obj-m=fs/ext4/modules.order fs/binfmt_misc.o\nlib-y=\n").unwrap();
         let proc_ = Level::parse("obj=fs/proc\nneed-builtin=1\nneed-modorder=1\nreal-obj-y=fs/proc/cmdline.o fs/proc/base.o\nreal-obj-m=\nlib-y=\nmulti=proc.o=cmdline.o base.o\n").unwrap();
         let ext4 = Level::parse("obj=fs/ext4\nneed-builtin=\nneed-modorder=1\nreal-obj-y=\nreal-obj-m=fs/ext4/inode.o fs/ext4/sub/x.o\nlib-y=\nmulti=ext4.o=inode.o sub/x.o\n").unwrap();
-        assert_eq!(proc_.multi["fs/proc/proc.o"], ["fs/proc/cmdline.o", "fs/proc/base.o"].iter().map(|s| s.to_string()).collect());
+        assert_eq!(
+            proc_.multi["fs/proc/proc.o"],
+            ["fs/proc/cmdline.o", "fs/proc/base.o"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        );
         let levels = vec![root, fs_, proc_, ext4];
-        assert_eq!(classify(&levels, "fs/proc/cmdline.o"), Some(Placement::Vmlinux));
+        assert_eq!(
+            classify(&levels, "fs/proc/cmdline.o"),
+            Some(Placement::Vmlinux)
+        );
         assert_eq!(classify(&levels, "fs/open.o"), Some(Placement::Vmlinux));
-        assert_eq!(classify(&levels, "fs/ext4/inode.o"), Some(Placement::Module("ext4".into())));
-        assert_eq!(classify(&levels, "fs/ext4/sub/x.o"), Some(Placement::Module("ext4".into())));
-        assert_eq!(classify(&levels, "fs/binfmt_misc.o"), Some(Placement::Module("binfmt_misc".into())));
+        assert_eq!(
+            classify(&levels, "fs/ext4/inode.o"),
+            Some(Placement::Module("ext4".into()))
+        );
+        assert_eq!(
+            classify(&levels, "fs/ext4/sub/x.o"),
+            Some(Placement::Module("ext4".into()))
+        );
+        assert_eq!(
+            classify(&levels, "fs/binfmt_misc.o"),
+            Some(Placement::Module("binfmt_misc".into()))
+        );
         assert_eq!(classify(&levels, "fs/proc/nommu.o"), None);
     }
 
@@ -182,20 +225,30 @@ mod tests {
     fn builtins_of_a_directory_reached_only_as_module_are_not_in_vmlinux() {
         let l = Level::parse("obj=drivers/x\nneed-builtin=\nneed-modorder=1\nreal-obj-y=drivers/x/a.o\nreal-obj-m=drivers/x/b-c.o\n").unwrap();
         assert_eq!(classify(std::slice::from_ref(&l), "drivers/x/a.o"), None);
-        assert_eq!(classify(&[l], "drivers/x/b-c.o"), Some(Placement::Module("b_c".into())));
+        assert_eq!(
+            classify(&[l], "drivers/x/b-c.o"),
+            Some(Placement::Module("b_c".into()))
+        );
     }
 
     #[test]
     fn composite_parts_in_other_directories_are_normalized() {
         let l = Level::parse("obj=drivers/gpu/amdgpu\nneed-builtin=1\nneed-modorder=1\nreal-obj-y=\nreal-obj-m=drivers/gpu/amdgpu/../display/dc.o\nmulti=amdgpu.o=../display/dc.o\n").unwrap();
-        assert_eq!(classify(&[l], "drivers/gpu/display/dc.o"), Some(Placement::Module("amdgpu".into())));
+        assert_eq!(
+            classify(&[l], "drivers/gpu/display/dc.o"),
+            Some(Placement::Module("amdgpu".into()))
+        );
     }
 
     /// A miniature kbuild (top Makefile descending into directory Makefiles through a
     /// Makefile.build) checks that the hook dumps every level it passes.
     #[test]
     fn hook_dumps_each_level_of_a_synthetic_tree() {
-        if std::process::Command::new("make").arg("--version").output().is_err() {
+        if std::process::Command::new("make")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
             eprintln!("skipped: make is not installed");
             return;
         }
@@ -225,17 +278,29 @@ $(sub-goals): descend ; @:
 descend: ; $(foreach d,$(subdir-ym),$(if $(filter $(obj)/$d/%,$(goals)),$(MAKE) -f scripts/Makefile.build obj=$(obj)/$d need-builtin=1 need-modorder=1 $(filter $(obj)/$d/%,$(goals));))
 ");
         w("Makefile", "$(MAKECMDGOALS): descend ; @:\ndescend: ; $(MAKE) -f scripts/Makefile.build obj=fs need-builtin=1 need-modorder=1 $(MAKECMDGOALS)\n");
-        w("fs/Makefile", "obj-$(CONFIG_A) += a.o proc/\nobj-$(CONFIG_B) += ext/\nobj-$(CONFIG_C) += off.o\n");
+        w(
+            "fs/Makefile",
+            "obj-$(CONFIG_A) += a.o proc/\nobj-$(CONFIG_B) += ext/\nobj-$(CONFIG_C) += off.o\n",
+        );
         w("fs/proc/Makefile", "obj-y += cmdline.o\n");
-        w("fs/ext/Makefile", "obj-$(CONFIG_B) += ext-mod.o\next-mod-y := inode.o super.o\n");
+        w(
+            "fs/ext/Makefile",
+            "obj-$(CONFIG_B) += ext-mod.o\next-mod-y := inode.o super.o\n",
+        );
         let mut k = Kbuild::new(root, "cc", None);
         k.jobs = 1;
         let scratch = tempfile::tempdir().unwrap();
-        let objs: Vec<String> = ["fs/a.o", "fs/off.o", "fs/proc/cmdline.o", "fs/ext/inode.o"].iter().map(|s| s.to_string()).collect();
+        let objs: Vec<String> = ["fs/a.o", "fs/off.o", "fs/proc/cmdline.o", "fs/ext/inode.o"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let r = probe(&crate::exec::SystemRunner, &k, &objs, scratch.path()).unwrap();
         assert_eq!(r["fs/a.o"], Some(Placement::Vmlinux));
         assert_eq!(r["fs/off.o"], None);
         assert_eq!(r["fs/proc/cmdline.o"], Some(Placement::Vmlinux));
-        assert_eq!(r["fs/ext/inode.o"], Some(Placement::Module("ext_mod".into())));
+        assert_eq!(
+            r["fs/ext/inode.o"],
+            Some(Placement::Module("ext_mod".into()))
+        );
     }
 }

@@ -64,10 +64,15 @@ pub fn classify_changes(patch: &PatchFile) -> Result<(Vec<PathBuf>, Vec<PathBuf>
                     reason: "a live patch cannot add or remove a source file".into(),
                 })
             }
-            FileChange::Renamed { from, to } if is_code || kind == "h" || matches!(ext(from), "c" | "S" | "h") => {
+            FileChange::Renamed { from, to }
+                if is_code || kind == "h" || matches!(ext(from), "c" | "S" | "h") =>
+            {
                 return Err(BuildError::Unsupported {
                     path: from.clone(),
-                    reason: format!("a live patch cannot rename a source file (to {})", to.display()),
+                    reason: format!(
+                        "a live patch cannot rename a source file (to {})",
+                        to.display()
+                    ),
                 })
             }
             other => ignored.push(other.path().to_path_buf()),
@@ -78,17 +83,31 @@ pub fn classify_changes(patch: &PatchFile) -> Result<(Vec<PathBuf>, Vec<PathBuf>
 
 /// Selects the units of `patch` in the tree of `kbuild`. `scratch` is an empty directory.
 /// `index_cache`: where the tree's include index is kept between builds (`None`: scan each time).
-pub fn select(runner: &dyn Runner, kbuild: &Kbuild, patch: &PatchFile, scratch: &Path, index_cache: Option<&Path>) -> Result<Selection> {
+pub fn select(
+    runner: &dyn Runner,
+    kbuild: &Kbuild,
+    patch: &PatchFile,
+    scratch: &Path,
+    index_cache: Option<&Path>,
+) -> Result<Selection> {
     let tree = &kbuild.tree;
     let (units, headers, ignored) = classify_changes(patch)?;
-    let mut sel = Selection { headers: headers.clone(), ignored, ..Default::default() };
+    let mut sel = Selection {
+        headers: headers.clone(),
+        ignored,
+        ..Default::default()
+    };
     for u in &units {
         if !tree.join(u).is_file() {
-            return Err(BuildError::MissingUnit { tree: tree.clone(), unit: u.clone() });
+            return Err(BuildError::MissingUnit {
+                tree: tree.clone(),
+                unit: u.clone(),
+            });
         }
     }
     // Candidates: unit → headers it was found through.
-    let mut candidates: BTreeMap<PathBuf, BTreeSet<PathBuf>> = units.iter().map(|u| (u.clone(), BTreeSet::new())).collect();
+    let mut candidates: BTreeMap<PathBuf, BTreeSet<PathBuf>> =
+        units.iter().map(|u| (u.clone(), BTreeSet::new())).collect();
     if !headers.is_empty() {
         let t = Instant::now();
         let index = match index_cache {
@@ -107,13 +126,21 @@ pub fn select(runner: &dyn Runner, kbuild: &Kbuild, patch: &PatchFile, scratch: 
     if candidates.is_empty() {
         return Err(BuildError::NothingToCompile {
             patch: patch.path.clone(),
-            files: patch.touched_paths().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            files: patch
+                .touched_paths()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     }
     let objects: Vec<String> = candidates
         .keys()
         .map(|u| {
-            object_of(u).ok_or_else(|| BuildError::Unsupported { path: u.clone(), reason: "not a .c or .S file".into() })
+            object_of(u).ok_or_else(|| BuildError::Unsupported {
+                path: u.clone(),
+                reason: "not a .c or .S file".into(),
+            })
         })
         .collect::<Result<_>>()?;
     let t = Instant::now();
@@ -121,15 +148,28 @@ pub fn select(runner: &dyn Runner, kbuild: &Kbuild, patch: &PatchFile, scratch: 
     sel.timings.push("probe", t.elapsed());
     for ((unit, via), object) in candidates.into_iter().zip(objects) {
         match placements.get(&object).cloned().flatten() {
-            Some(placement) => sel.units.push(SelectedUnit { unit, object, placement, via_headers: via.into_iter().collect() }),
+            Some(placement) => sel.units.push(SelectedUnit {
+                unit,
+                object,
+                placement,
+                via_headers: via.into_iter().collect(),
+            }),
             None if via.is_empty() => return Err(BuildError::UnitNotBuilt { unit, object }),
-            None => sel.skipped.push(SkippedUnit { unit, reason: "not built in this configuration".into() }),
+            None => sel.skipped.push(SkippedUnit {
+                unit,
+                reason: "not built in this configuration".into(),
+            }),
         }
     }
     if sel.units.is_empty() {
         return Err(BuildError::NothingToCompile {
             patch: patch.path.clone(),
-            files: patch.touched_paths().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            files: patch
+                .touched_paths()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     }
     Ok(sel)
@@ -140,7 +180,11 @@ mod tests {
     use super::*;
 
     fn patch(changes: Vec<FileChange>) -> PatchFile {
-        PatchFile { path: "fix.patch".into(), strip: 1, changes }
+        PatchFile {
+            path: "fix.patch".into(),
+            strip: 1,
+            changes,
+        }
     }
 
     #[test]
@@ -153,9 +197,21 @@ mod tests {
             FileChange::Modified("arch/x86/entry/entry_64.S".into()),
         ]);
         let (u, h, i) = classify_changes(&p).unwrap();
-        assert_eq!(u, vec![PathBuf::from("fs/proc/cmdline.c"), PathBuf::from("arch/x86/entry/entry_64.S")]);
+        assert_eq!(
+            u,
+            vec![
+                PathBuf::from("fs/proc/cmdline.c"),
+                PathBuf::from("arch/x86/entry/entry_64.S")
+            ]
+        );
         assert_eq!(h, vec![PathBuf::from("include/linux/x.h")]);
-        assert_eq!(i, vec![PathBuf::from("fs/proc/Makefile"), PathBuf::from("include/linux/new.h")]);
+        assert_eq!(
+            i,
+            vec![
+                PathBuf::from("fs/proc/Makefile"),
+                PathBuf::from("include/linux/new.h")
+            ]
+        );
     }
 
     #[test]
@@ -163,9 +219,15 @@ mod tests {
         for c in [
             FileChange::Added("fs/new.c".into()),
             FileChange::Deleted("fs/old.c".into()),
-            FileChange::Renamed { from: "a.c".into(), to: "b.c".into() },
+            FileChange::Renamed {
+                from: "a.c".into(),
+                to: "b.c".into(),
+            },
         ] {
-            assert!(matches!(classify_changes(&patch(vec![c])), Err(BuildError::Unsupported { .. })));
+            assert!(matches!(
+                classify_changes(&patch(vec![c])),
+                Err(BuildError::Unsupported { .. })
+            ));
         }
     }
 }

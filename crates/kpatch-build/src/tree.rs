@@ -32,7 +32,11 @@ const MARKER: &str = ".kpatch-rs-prepared";
 const INCLUDE_INDEX: &str = ".kpatch-rs-include-index.json";
 
 /// Options every Debian config gets so `make prepare` needs none of Debian's key files.
-const DEBIAN_CONFIG_FIXES: &[(&str, &str)] = &[("CONFIG_SYSTEM_TRUSTED_KEYS", ""), ("CONFIG_SYSTEM_REVOCATION_KEYS", ""), ("CONFIG_MODULE_SIG_KEY", "certs/signing_key.pem")];
+const DEBIAN_CONFIG_FIXES: &[(&str, &str)] = &[
+    ("CONFIG_SYSTEM_TRUSTED_KEYS", ""),
+    ("CONFIG_SYSTEM_REVOCATION_KEYS", ""),
+    ("CONFIG_MODULE_SIG_KEY", "certs/signing_key.pem"),
+];
 
 /// The files of a Debian kernel that a tree is made from (from `kpatch_target::DebianKernel`).
 #[derive(Debug, Clone)]
@@ -90,10 +94,18 @@ impl TreeOptions {
         }
     }
 
-    fn check_compiler(&self, runner: &dyn Runner, config: &KernelConfig, cc: &str, vmlinux: Option<&Path>) -> Result<(String, Option<BuildError>)> {
+    fn check_compiler(
+        &self,
+        runner: &dyn Runner,
+        config: &KernelConfig,
+        cc: &str,
+        vmlinux: Option<&Path>,
+    ) -> Result<(String, Option<BuildError>)> {
         match compiler::check(runner, config, cc, vmlinux) {
             Ok(v) => Ok((v, None)),
-            Err(e @ BuildError::CompilerMismatch { .. }) if self.skip_compiler_check => Ok((compiler::cc_version(runner, cc)?, Some(e))),
+            Err(e @ BuildError::CompilerMismatch { .. }) if self.skip_compiler_check => {
+                Ok((compiler::cc_version(runner, cc)?, Some(e)))
+            }
             Err(e) => Err(e),
         }
     }
@@ -147,22 +159,40 @@ impl PreparedTree {
     }
 
     /// The tree for a Debian kernel under `cache`, unpacking and preparing it if needed.
-    pub fn debian(runner: &dyn Runner, cache: &Path, src: &DebianSource, opts: &TreeOptions) -> Result<Self> {
+    pub fn debian(
+        runner: &dyn Runner,
+        cache: &Path,
+        src: &DebianSource,
+        opts: &TreeOptions,
+    ) -> Result<Self> {
         let src_dir = cache.join("src");
         fs::create_dir_all(&src_dir).map_err(io_err(&src_dir))?;
         let root = src_dir.join(&src.kernelrelease);
         let lock = TreeLock::acquire(&src_dir.join(format!("{}.lock", src.kernelrelease)), || {
-            eprintln!("kpatch-rs: waiting for another build using {}", root.display());
+            eprintln!(
+                "kpatch-rs: waiting for another build using {}",
+                root.display()
+            );
         })?;
         let mut timings = Timings::default();
 
         let target_config = KernelConfig::read(&src.config)?;
-        let cc = opts.cc.clone().unwrap_or_else(|| compiler::default_cc(&target_config));
-        let (cc_version, mismatch) = opts.check_compiler(runner, &target_config, &cc, src.vmlinux.as_deref())?;
+        let cc = opts
+            .cc
+            .clone()
+            .unwrap_or_else(|| compiler::default_cc(&target_config));
+        let (cc_version, mismatch) =
+            opts.check_compiler(runner, &target_config, &cc, src.vmlinux.as_deref())?;
 
         if !root.is_dir() {
             let t = Instant::now();
-            unpack(runner, &src_dir, &src.kernelrelease, &src.source_tarball, &root)?;
+            unpack(
+                runner,
+                &src_dir,
+                &src.kernelrelease,
+                &src.source_tarball,
+                &root,
+            )?;
             timings.push("unpack", t.elapsed());
         }
         let recovered = journal::restore(&root)?.unwrap_or_default();
@@ -210,10 +240,19 @@ impl PreparedTree {
     }
 
     /// A user's tree, used in place (see the module documentation).
-    pub fn user(runner: &dyn Runner, dir: &Path, config: Option<&Path>, vmlinux: Option<&Path>, opts: &TreeOptions) -> Result<Self> {
+    pub fn user(
+        runner: &dyn Runner,
+        dir: &Path,
+        config: Option<&Path>,
+        vmlinux: Option<&Path>,
+        opts: &TreeOptions,
+    ) -> Result<Self> {
         let root = dir.to_path_buf();
         let lock = TreeLock::acquire(&root.join(".kpatch-rs.lock"), || {
-            eprintln!("kpatch-rs: waiting for another build using {}", root.display());
+            eprintln!(
+                "kpatch-rs: waiting for another build using {}",
+                root.display()
+            );
         })?;
         let mut timings = Timings::default();
         let recovered = journal::restore(&root)?.unwrap_or_default();
@@ -224,20 +263,33 @@ impl PreparedTree {
             None => {
                 for needed in [&dot_config, &autoconf] {
                     if !needed.is_file() {
-                        return Err(BuildError::UnconfiguredTree { tree: root.clone(), missing: needed.clone() });
+                        return Err(BuildError::UnconfiguredTree {
+                            tree: root.clone(),
+                            missing: needed.clone(),
+                        });
                     }
                 }
                 KernelConfig::read(&dot_config)?
             }
         };
-        let cc = opts.cc.clone().unwrap_or_else(|| compiler::default_cc(&target_config));
+        let cc = opts
+            .cc
+            .clone()
+            .unwrap_or_else(|| compiler::default_cc(&target_config));
         let (cc_version, mismatch) = opts.check_compiler(runner, &target_config, &cc, vmlinux)?;
         let mut kbuild = Kbuild::new(&root, &cc, None);
         opts.apply(&mut kbuild);
         if let Some(c) = config {
             let given = fs::read(c).map_err(io_err(c))?;
             let (config_len, config_hash) = config_fingerprint(&given);
-            let want = Marker { kernelrelease: None, cc: cc.clone(), cc_version: cc_version.clone(), kcflags: kbuild.kcflags.clone(), config_len, config_hash };
+            let want = Marker {
+                kernelrelease: None,
+                cc: cc.clone(),
+                cc_version: cc_version.clone(),
+                kcflags: kbuild.kcflags.clone(),
+                config_len,
+                config_hash,
+            };
             if read_marker(&root).as_ref() != Some(&want) || !autoconf.is_file() {
                 let _ = fs::remove_file(root.join(MARKER));
                 fs::write(&dot_config, &given).map_err(io_err(&dot_config))?;
@@ -269,18 +321,31 @@ pub fn prepare(runner: &dyn Runner, kbuild: &Kbuild) -> Result<()> {
 }
 
 /// Unpacks `tarball` (one top directory) into a temporary sibling of `root`, then renames it.
-fn unpack(runner: &dyn Runner, src_dir: &Path, name: &str, tarball: &Path, root: &Path) -> Result<()> {
+fn unpack(
+    runner: &dyn Runner,
+    src_dir: &Path,
+    name: &str,
+    tarball: &Path,
+    root: &Path,
+) -> Result<()> {
     // We hold the lock: any temporary directory of this tree is from a dead process.
     let prefix = format!(".{name}.unpack-");
     for e in fs::read_dir(src_dir).map_err(io_err(src_dir))?.flatten() {
-        if e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
+        if e.file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix))
+        {
             fs::remove_dir_all(e.path()).map_err(io_err(e.path()))?;
         }
     }
     let tmp = src_dir.join(format!("{prefix}{}", std::process::id()));
     fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
     runner.run_ok(&Cmd::new("tar").arg("-xf").arg(tarball).arg("-C").arg(&tmp))?;
-    let mut tops: Vec<PathBuf> = fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten().map(|e| e.path()).collect();
+    let mut tops: Vec<PathBuf> = fs::read_dir(&tmp)
+        .map_err(io_err(&tmp))?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     let top = match tops.len() {
         1 => tops.pop().unwrap_or_default(),
         _ => tmp.clone(),
@@ -301,7 +366,10 @@ fn read_marker(root: &Path) -> Option<Marker> {
 fn write_marker(root: &Path, m: &Marker) -> Result<()> {
     let path = root.join(MARKER);
     let tmp = root.join(format!("{MARKER}.tmp"));
-    let text = serde_json::to_vec_pretty(m).map_err(|e| BuildError::Io { path: path.clone(), source: e.into() })?;
+    let text = serde_json::to_vec_pretty(m).map_err(|e| BuildError::Io {
+        path: path.clone(),
+        source: e.into(),
+    })?;
     fs::write(&tmp, text).map_err(io_err(&tmp))?;
     fs::rename(&tmp, &path).map_err(io_err(&path))
 }
@@ -323,11 +391,18 @@ mod tests {
             let line = cmd.to_string();
             self.log.lock().unwrap().push(line.clone());
             let prog = cmd.program.to_string_lossy().to_string();
-            let mut out = CmdOutput { code: Some(0), ..Default::default() };
+            let mut out = CmdOutput {
+                code: Some(0),
+                ..Default::default()
+            };
             if prog == "tar" {
                 let dest = PathBuf::from(&cmd.args[3]);
                 fs::create_dir_all(dest.join("linux-source-6.1/fs/proc")).unwrap();
-                fs::write(dest.join("linux-source-6.1/fs/proc/cmdline.c"), "original\n").unwrap();
+                fs::write(
+                    dest.join("linux-source-6.1/fs/proc/cmdline.c"),
+                    "original\n",
+                )
+                .unwrap();
             } else if cmd.args.first().is_some_and(|a| a == "--version") {
                 out.stdout = format!("{}\n", self.version);
             }
@@ -337,10 +412,18 @@ mod tests {
 
     impl Fake {
         fn new(version: &'static str) -> Self {
-            Fake { version, log: Mutex::new(Vec::new()) }
+            Fake {
+                version,
+                log: Mutex::new(Vec::new()),
+            }
         }
         fn count(&self, what: &str) -> usize {
-            self.log.lock().unwrap().iter().filter(|l| l.contains(what)).count()
+            self.log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(what))
+                .count()
         }
     }
 
@@ -366,7 +449,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let cache = d.path().join("cache");
         let src = source(d.path(), CONFIG);
-        let opts = TreeOptions { cc: Some("gcc-12".into()), jobs: Some(2), ..Default::default() };
+        let opts = TreeOptions {
+            cc: Some("gcc-12".into()),
+            jobs: Some(2),
+            ..Default::default()
+        };
         let fake = Fake::new(GCC);
         let tree = PreparedTree::debian(&fake, &cache, &src, &opts).unwrap();
         let root = cache.join("src/6.1.0-56-amd64");
@@ -376,8 +463,20 @@ mod tests {
         assert!(root.join("Module.symvers").is_file());
         let cfg = fs::read_to_string(root.join(".config")).unwrap();
         assert!(cfg.contains("CONFIG_SYSTEM_TRUSTED_KEYS=\"\"\n"), "{cfg}");
-        assert_eq!((fake.count("tar -xf"), fake.count(" olddefconfig"), fake.count(" prepare")), (1, 1, 1));
-        assert!(fake.log.lock().unwrap().iter().any(|l| l.contains("KERNELRELEASE=6.1.0-56-amd64") && l.contains(" prepare")));
+        assert_eq!(
+            (
+                fake.count("tar -xf"),
+                fake.count(" olddefconfig"),
+                fake.count(" prepare")
+            ),
+            (1, 1, 1)
+        );
+        assert!(fake
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("KERNELRELEASE=6.1.0-56-amd64") && l.contains(" prepare")));
         assert!(tree.timings.get("unpack").is_some() && tree.timings.get("prepare").is_some());
         drop(tree);
 
@@ -389,7 +488,10 @@ mod tests {
         drop(tree);
 
         // Other flags: prepared again, not unpacked again.
-        let flags = TreeOptions { extra_kcflags: vec!["-I/stable/include".into()], ..opts.clone() };
+        let flags = TreeOptions {
+            extra_kcflags: vec!["-I/stable/include".into()],
+            ..opts.clone()
+        };
         let third = Fake::new(GCC);
         let tree = PreparedTree::debian(&third, &cache, &src, &flags).unwrap();
         assert_eq!((third.count("tar"), third.count(" prepare")), (0, 1));
@@ -401,15 +503,24 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let cache = d.path().join("cache");
         let src = source(d.path(), CONFIG);
-        let opts = TreeOptions { cc: Some("gcc-12".into()), ..Default::default() };
+        let opts = TreeOptions {
+            cc: Some("gcc-12".into()),
+            ..Default::default()
+        };
         let tree = PreparedTree::debian(&Fake::new(GCC), &cache, &src, &opts).unwrap();
         let root = tree.root().to_path_buf();
         journal::begin(&root, &[PathBuf::from("fs/proc/cmdline.c")]).unwrap();
         fs::write(root.join("fs/proc/cmdline.c"), "patched\n").unwrap();
         drop(tree);
         let tree = PreparedTree::debian(&Fake::new(GCC), &cache, &src, &opts).unwrap();
-        assert_eq!(tree.recovered, vec![Entry::Saved(PathBuf::from("fs/proc/cmdline.c"))]);
-        assert_eq!(fs::read_to_string(root.join("fs/proc/cmdline.c")).unwrap(), "original\n");
+        assert_eq!(
+            tree.recovered,
+            vec![Entry::Saved(PathBuf::from("fs/proc/cmdline.c"))]
+        );
+        assert_eq!(
+            fs::read_to_string(root.join("fs/proc/cmdline.c")).unwrap(),
+            "original\n"
+        );
     }
 
     #[test]
@@ -417,20 +528,45 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let cache = d.path().join("cache");
         let src = source(d.path(), CONFIG);
-        let opts = TreeOptions { cc: Some("gcc-13".into()), ..Default::default() };
+        let opts = TreeOptions {
+            cc: Some("gcc-13".into()),
+            ..Default::default()
+        };
         let fake = Fake::new("gcc-13 (Debian 13.3.0-1) 13.3.0");
-        let e = PreparedTree::debian(&fake, &cache, &src, &opts).unwrap_err().to_string();
-        assert!(e.contains("12.2.0-14+deb12u1") && e.contains("13.3.0-1"), "{e}");
-        assert_eq!(fake.count("tar"), 0, "nothing is unpacked for a refused compiler");
-        let skip = TreeOptions { skip_compiler_check: true, ..opts };
+        let e = PreparedTree::debian(&fake, &cache, &src, &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("12.2.0-14+deb12u1") && e.contains("13.3.0-1"),
+            "{e}"
+        );
+        assert_eq!(
+            fake.count("tar"),
+            0,
+            "nothing is unpacked for a refused compiler"
+        );
+        let skip = TreeOptions {
+            skip_compiler_check: true,
+            ..opts
+        };
         let tree = PreparedTree::debian(&fake, &cache, &src, &skip).unwrap();
-        assert!(tree.compiler_mismatch.as_deref().is_some_and(|m| m.contains("13.3.0-1")));
+        assert!(tree
+            .compiler_mismatch
+            .as_deref()
+            .is_some_and(|m| m.contains("13.3.0-1")));
     }
 
     #[test]
     fn unconfigured_user_tree_without_config_is_refused() {
         let d = tempfile::tempdir().unwrap();
-        let e = PreparedTree::user(&Fake::new(GCC), d.path(), None, None, &TreeOptions::default()).unwrap_err();
+        let e = PreparedTree::user(
+            &Fake::new(GCC),
+            d.path(),
+            None,
+            None,
+            &TreeOptions::default(),
+        )
+        .unwrap_err();
         assert!(matches!(e, BuildError::UnconfiguredTree { .. }), "{e}");
     }
 }

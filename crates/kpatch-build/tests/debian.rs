@@ -6,7 +6,10 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use kpatch_build::{build_object_pairs, journal, BuildError, DebianSource, PatchFile, PreparedTree, SystemRunner, TreeOptions};
+use kpatch_build::{
+    build_object_pairs, journal, BuildError, DebianSource, PatchFile, PreparedTree, SystemRunner,
+    TreeOptions,
+};
 use object::{Object, ObjectSection};
 use sha2::{Digest, Sha256};
 
@@ -20,9 +23,16 @@ fn enabled() -> bool {
 }
 
 fn tree() -> PreparedTree {
-    let k = kpatch_target::DebianKernel::default_target().expect("resolve the default Debian target");
+    let k =
+        kpatch_target::DebianKernel::default_target().expect("resolve the default Debian target");
     let src = DebianSource::from_kernel(&k).expect("fetch the Debian kernel packages");
-    PreparedTree::debian(&SystemRunner, &kpatch_target::cache_dir(), &src, &TreeOptions::default()).expect("prepare the tree")
+    PreparedTree::debian(
+        &SystemRunner,
+        &kpatch_target::cache_dir(),
+        &src,
+        &TreeOptions::default(),
+    )
+    .expect("prepare the tree")
 }
 
 fn write_patch(dir: &Path, name: &str, text: &str) -> PatchFile {
@@ -33,19 +43,28 @@ fn write_patch(dir: &Path, name: &str, text: &str) -> PatchFile {
 
 fn hash_files(root: &Path, rels: &[&str]) -> Vec<(String, String)> {
     rels.iter()
-        .map(|r| (r.to_string(), format!("{:x}", Sha256::digest(fs::read(root.join(r)).unwrap()))))
+        .map(|r| {
+            (
+                r.to_string(),
+                format!("{:x}", Sha256::digest(fs::read(root.join(r)).unwrap())),
+            )
+        })
         .collect()
 }
 
 /// `.text.*` sections whose bytes differ between two objects, or that only one has.
 fn changed_text_sections(a: &Path, b: &Path) -> BTreeSet<String> {
     let (da, db) = (fs::read(a).unwrap(), fs::read(b).unwrap());
-    let (fa, fb) = (object::File::parse(&*da).unwrap(), object::File::parse(&*db).unwrap());
+    let (fa, fb) = (
+        object::File::parse(&*da).unwrap(),
+        object::File::parse(&*db).unwrap(),
+    );
     let texts = |f: &object::File| -> Vec<(String, Vec<u8>)> {
         f.sections()
             .filter_map(|s| {
                 let n = s.name().ok()?.to_string();
-                n.starts_with(".text").then(|| (n, s.data().unwrap().to_vec()))
+                n.starts_with(".text")
+                    .then(|| (n, s.data().unwrap().to_vec()))
             })
             .collect()
     };
@@ -92,10 +111,20 @@ fn one_line_patch_changes_only_its_function() {
     assert_eq!(p.unit, PathBuf::from("fs/proc/cmdline.c"));
     assert_eq!(p.object, "fs/proc/cmdline.o");
     assert_eq!(p.klp_object, "vmlinux");
-    assert_eq!(changed_text_sections(&p.orig, &p.patched), BTreeSet::from([".text.cmdline_proc_show".to_string()]));
-    assert_eq!(hash_files(tree.root(), &["fs/proc/cmdline.c"]), before, "the tree is restored");
+    assert_eq!(
+        changed_text_sections(&p.orig, &p.patched),
+        BTreeSet::from([".text.cmdline_proc_show".to_string()])
+    );
+    assert_eq!(
+        hash_files(tree.root(), &["fs/proc/cmdline.c"]),
+        before,
+        "the tree is restored"
+    );
     assert!(!journal::journal_path(tree.root()).exists());
-    assert!(!tree.root().join("fs/proc/cmdline.o").exists(), "no patched object is left in the tree");
+    assert!(
+        !tree.root().join("fs/proc/cmdline.o").exists(),
+        "no patched object is left in the tree"
+    );
 }
 
 #[test]
@@ -112,15 +141,27 @@ fn patch_that_does_not_apply_leaves_the_tree_identical() {
     let patch = write_patch(work.path(), "bad.patch", &text);
     let files = ["fs/proc/cmdline.c", "fs/proc/version.c"];
     let before = hash_files(tree.root(), &files);
-    let listing = |d: &str| -> BTreeSet<String> { fs::read_dir(tree.root().join(d)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect() };
+    let listing = |d: &str| -> BTreeSet<String> {
+        fs::read_dir(tree.root().join(d))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect()
+    };
     let dir_before = listing("fs/proc");
-    let err = build_object_pairs(&SystemRunner, &tree, &patch, &work.path().join("build")).unwrap_err();
+    let err =
+        build_object_pairs(&SystemRunner, &tree, &patch, &work.path().join("build")).unwrap_err();
     match &err {
-        BuildError::PatchDoesNotApply { output, .. } => assert!(output.contains("FAILED"), "patch's own message: {output}"),
+        BuildError::PatchDoesNotApply { output, .. } => {
+            assert!(output.contains("FAILED"), "patch's own message: {output}")
+        }
         other => panic!("expected PatchDoesNotApply, got {other}"),
     }
     assert_eq!(hash_files(tree.root(), &files), before);
-    assert_eq!(listing("fs/proc"), dir_before, "no .rej/.orig or other files appear");
+    assert_eq!(
+        listing("fs/proc"),
+        dir_before,
+        "no .rej/.orig or other files appear"
+    );
 }
 
 #[test]
@@ -141,21 +182,35 @@ fn header_patch_selects_its_includers_in_the_module() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "c"))
-        .filter(|p| fs::read_to_string(p).unwrap().contains("#include \"truncate.h\""))
+        .filter(|p| {
+            fs::read_to_string(p)
+                .unwrap()
+                .contains("#include \"truncate.h\"")
+        })
         .map(|p| format!("fs/ext4/{}", p.file_name().unwrap().to_str().unwrap()))
         .collect();
     expected.sort();
     assert!((2..=5).contains(&expected.len()), "{expected:?}");
     let out = build_object_pairs(&SystemRunner, &tree, &patch, &work.path().join("build")).unwrap();
-    let units: Vec<String> = out.pairs.iter().map(|p| p.unit.display().to_string()).collect();
+    let units: Vec<String> = out
+        .pairs
+        .iter()
+        .map(|p| p.unit.display().to_string())
+        .collect();
     assert_eq!(units, expected);
     let mut changed_any = false;
     for p in &out.pairs {
         assert_eq!(p.klp_object, "ext4");
         // Code changes exactly in the units that call the patched inline function.
-        let calls = fs::read_to_string(tree.root().join(&p.unit)).unwrap().contains("ext4_truncate_failed_write(");
+        let calls = fs::read_to_string(tree.root().join(&p.unit))
+            .unwrap()
+            .contains("ext4_truncate_failed_write(");
         let changed = !changed_text_sections(&p.orig, &p.patched).is_empty();
-        assert_eq!(changed, calls, "{}: text changed = {changed}, calls the function = {calls}", p.object);
+        assert_eq!(
+            changed, calls,
+            "{}: text changed = {changed}, calls the function = {calls}",
+            p.object
+        );
         changed_any |= changed;
     }
     assert!(changed_any);
