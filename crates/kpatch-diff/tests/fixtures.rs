@@ -47,6 +47,19 @@ fn identical_code_is_no_change() {
     assert!(report.changed_functions.is_empty() && report.new_functions.is_empty(), "{report:?}");
 }
 
+#[test]
+fn objects_of_different_sources_are_invalid() {
+    let (Some(a), Some(b)) = (build("no_change"), build("warn_line")) else { return };
+    match kpatch_diff::diff(a.orig, "a.o", b.orig, "b.o", &kpatch_diff::Options::default()) {
+        Err(e @ kpatch_diff::DiffError::Invalid { .. }) => {
+            assert_eq!(e.exit_code(), 1);
+            let t = e.to_string();
+            assert!(t.contains("no_change.c") && t.contains("warn_line.c"), "{t}");
+        }
+        other => panic!("expected Invalid, got {:?}", other.map(|_| ())),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Correlation.
 
@@ -263,6 +276,35 @@ fn shifted_symbol_indexes_and_new_neighbours_are_not_changes() {
     assert_eq!(defined_functions(&out), strs(&["added"]));
 }
 
+#[test]
+fn string_references_compare_by_content_not_by_section_or_offset() {
+    let p = fixture!("strings");
+    // Shape: bar()'s __func__ string is .rodata.__func__.0 in the original and .1 in the
+    // patched build, where .0 is early()'s.
+    let func_of = |o: &kpatch_elf::Object| {
+        relas_of(o, ".text.bar").unwrap().relas.iter().map(|r| target_name(o, r)).find(|n| n.starts_with(".rodata.__func__.")).unwrap()
+    };
+    assert_eq!((func_of(&p.orig).as_str(), func_of(&p.patched).as_str()), (".rodata.__func__.0", ".rodata.__func__.1"));
+    let (out, report) = p.changed();
+    // foo()'s message changed (same offsets, other bytes); bar() did not.
+    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(report.new_functions, strs(&["early"]));
+    assert!(!defined_functions(&out).contains(&"bar".to_string()));
+    let strings: Vec<u8> = out.sections.iter().filter(|s| s.is_strings()).flat_map(|s| s.data.clone()).collect();
+    let needle = b"foo: hello, world!\n";
+    assert!(strings.windows(needle.len()).any(|w| w == needle), "foo's new message is in the output");
+}
+
+#[test]
+fn changed_functions_become_local_and_new_globals_stay_global() {
+    let p = fixture!("new_things");
+    let (out, _) = p.changed();
+    // A patched function must not be linked to by name: the kernel's foo stays the global one.
+    assert!(symbol(&out, "foo").is_local(), "changed foo must be local in the patch");
+    assert!(!symbol(&out, "new_exported").is_local(), "a new global function stays global");
+    assert!(!symbol(&out, "new_global").is_local(), "a new global variable stays global");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Inclusion.
 
@@ -289,6 +331,8 @@ fn new_functions_data_and_strings_are_carried_with_the_changed_function() {
         "the new string is not in the output"
     );
     assert!(!defined_functions(&out).contains(&"bar".to_string()));
+    // The new helper's WARN_ON comes along, bar()'s does not.
+    assert_eq!(entry_targets(&out, "__bug_table", 12, 0), strs(&["new_helper"]));
 }
 
 #[test]
@@ -378,6 +422,7 @@ fn altinstructions_keep_only_entries_of_included_functions() {
 fn altinstr_replacement_is_dropped_when_no_alternative_is_kept() {
     // Only plain(), which has no alternative, changes.
     let p = fixture!("alternatives", &[], &["PLAIN_ONLY"]);
+    assert!(section(&p.patched, ".altinstr_replacement").is_some());
     let (out, report) = p.changed();
     assert_eq!(report.changed_functions, strs(&["plain"]));
     assert!(section(&out, ".altinstructions").is_none());
