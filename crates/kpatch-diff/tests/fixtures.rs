@@ -519,6 +519,13 @@ fn changed_existing_data_is_refused_naming_it() {
 }
 
 #[test]
+fn changed_existing_data_used_by_a_changed_function_is_refused_naming_it() {
+    let p = fixture!("data_changed", &[], &["FOO_TOO"]);
+    let e = p.unpatchable();
+    assert!(e.contains("limits"), "{e}");
+}
+
+#[test]
 fn resized_bss_object_is_refused_naming_it() {
     let p = fixture!("bss_resized");
     assert_eq!(section(&p.orig, ".bss.slots").unwrap().sh_size, 32);
