@@ -611,3 +611,27 @@ fn changed_const_data_is_carried_with_its_changed_user() {
     assert_eq!(&data[12..16], &5i32.to_le_bytes());
     assert!(!has_symbol(&out, "other_weights"));
 }
+
+#[test]
+fn callbacks_alone_are_a_change() {
+    let p = fixture!("callbacks", &[], &["CALLBACKS_ONLY"]);
+    let (out, report) = p.changed();
+    assert!(report.changed_functions.is_empty(), "{report:?}");
+    assert_eq!(report.callbacks.len(), 4, "{report:?}");
+    assert!(symbol(&out, "pre_patch_cb").section.is_some());
+    assert!(!has_symbol(&out, "foo"));
+}
+
+#[test]
+fn ignored_function_is_not_patched() {
+    let p = fixture!("ignore");
+    assert!(section(&p.patched, ".kpatch.ignore.functions").is_some());
+    let (out, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["bar"]));
+    assert_eq!(report.ignored, strs(&["foo"]));
+    assert_eq!(defined_functions(&out), strs(&["bar"]));
+    assert!(
+        !out.sections.iter().any(|s| s.name.contains(".kpatch.ignore")),
+        "the marker section is not part of the patch"
+    );
+}
