@@ -21,7 +21,7 @@ use object::{
     SymbolSection,
 };
 
-use crate::model::{KernelSymbol, KernelSymbols, VMLINUX};
+use crate::model::{linker_provided, KernelSymbol, KernelSymbols, VMLINUX};
 use crate::Error;
 
 /// Names that `scripts/kallsyms` never puts in the table.
@@ -90,18 +90,6 @@ fn make_percpu_absolute(symbols: &mut [KernelSymbol]) {
     {
         s.kind = 'A';
     }
-}
-
-/// Whether a name looks like one a linker script provides (`__start_X`, `__stop_X`, `__end_X`,
-/// `__X_start`, `__X_end`): kallsyms puts those after other symbols at the same address.
-fn linker_provided(name: &str) -> bool {
-    name.len() >= 8
-        && name.starts_with("__")
-        && (name[2..].starts_with("start_")
-            || name[2..].starts_with("stop_")
-            || name[2..].starts_with("end_")
-            || name.ends_with("_start")
-            || name.ends_with("_end"))
 }
 
 /// Symbols of a module (`.ko`) in its symbol-table order, as the kernel lists them; `object` is the

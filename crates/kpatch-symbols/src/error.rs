@@ -21,6 +21,9 @@ pub struct Candidate {
     /// How many of those are evidence: names that occur only once in the object (so they are the
     /// unit's own), or members of the candidate's FILE block.
     pub anchors: usize,
+    /// Another symbol of the same name is right next to this one, so the neighbours may be the
+    /// other's.
+    pub twin: bool,
 }
 
 impl fmt::Display for Candidate {
@@ -38,6 +41,9 @@ impl fmt::Display for Candidate {
             ", {} matching neighbour(s), {} distinctive",
             self.score, self.anchors
         )?;
+        if self.twin {
+            write!(f, ", next to another of the same name")?;
+        }
         if !self.neighbours.is_empty() {
             write!(f, " [{}]", self.neighbours.join(", "))?;
         }

@@ -5,6 +5,36 @@ use std::collections::HashMap;
 /// The livepatch object name of the core kernel.
 pub const VMLINUX: &str = "vmlinux";
 
+/// Whether a name looks like one a linker script provides (`__start_X`, `__stop_X`, `__end_X`,
+/// `__X_start`, `__X_end`): kallsyms puts those after other symbols at the same address.
+pub(crate) fn linker_provided(name: &str) -> bool {
+    name.len() >= 8
+        && name.starts_with("__")
+        && (name[2..].starts_with("start_")
+            || name[2..].starts_with("stop_")
+            || name[2..].starts_with("end_")
+            || name.ends_with("_start")
+            || name.ends_with("_end"))
+}
+
+/// Whether a symbol marks where an output section (or a linker-collected part of one, such as
+/// `.data.once`) starts or ends: no translation unit's block runs across it.
+pub(crate) fn section_boundary(name: &str) -> bool {
+    linker_provided(name)
+        || name.ends_with("_stop")
+        || matches!(
+            name,
+            "_text"
+                | "_stext"
+                | "_etext"
+                | "_sdata"
+                | "_edata"
+                | "_sinittext"
+                | "_einittext"
+                | "_end"
+        )
+}
+
 /// One symbol of the target kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelSymbol {
@@ -64,6 +94,8 @@ pub struct KernelSymbols {
     symbols: Vec<KernelSymbol>,
     /// name -> indices into `symbols`, in sympos order (all objects mixed; filter by object).
     by_name: HashMap<String, Vec<usize>>,
+    /// FILE group -> indices into `symbols`.
+    by_group: HashMap<u32, Vec<usize>>,
 }
 
 impl KernelSymbols {
@@ -91,10 +123,17 @@ impl KernelSymbols {
             seen[i] = true;
             by_name.entry(symbols[i].name.clone()).or_default().push(i);
         }
+        let mut by_group: HashMap<u32, Vec<usize>> = HashMap::new();
+        for (i, s) in symbols.iter().enumerate() {
+            if let Some(g) = s.file_group {
+                by_group.entry(g).or_default().push(i);
+            }
+        }
         KernelSymbols {
             source: source.into(),
             symbols,
             by_name,
+            by_group,
         }
     }
 
@@ -121,6 +160,11 @@ impl KernelSymbols {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Indices of the symbols of FILE group `group` (one translation unit of a `.symtab`).
+    pub fn file_group(&self, group: u32) -> &[usize] {
+        self.by_group.get(&group).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// Every object (vmlinux or module) that has a symbol named `name`, each once.

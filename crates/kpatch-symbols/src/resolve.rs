@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use crate::align;
 use crate::error::Candidate;
-use crate::model::KernelSymbols;
+use crate::model::{section_boundary, KernelSymbols};
 use crate::symvers::Symvers;
 use crate::Error;
 
@@ -151,8 +151,11 @@ impl KernelSymbols {
         match winners.as_slice() {
             // No occurrence lies among the unit's other symbols.
             _ if best == (0, 0) && !same_file_pool => Err(self.no_block(tu, name, candidates)),
-            // One occurrence has more distinctive neighbours than any other.
-            [one] if best.0 > 0 => Ok(self.resolved(occ[*one], one + 1, occ.len())),
+            // One occurrence has more distinctive neighbours than any other, and no same-named
+            // symbol right next to it could own those neighbours instead.
+            [one] if best.0 > 0 && !candidates[*one].twin => {
+                Ok(self.resolved(occ[*one], one + 1, occ.len()))
+            }
             // Several occurrences fit equally well, or only through names that many units share
             // (or several lie in files of the unit's name, with nothing else to go on).
             _ => Err(Error::Ambiguous {
@@ -218,20 +221,20 @@ impl KernelSymbols {
             .map(String::as_str)
             .filter(|s| *s != name)
             .collect();
-        let (near, score, anchors) = match me.file_group {
+        let (near, score, anchors, twin) = match me.file_group {
             Some(g) => {
-                // A FILE block is contiguous in .symtab but not in kallsyms order: scan the object.
-                let near: Vec<usize> = (0..syms.len())
-                    .filter(|&j| {
-                        j != index && syms[j].file_group == Some(g) && syms[j].object == me.object
-                    })
+                let near: Vec<usize> = self
+                    .file_group(g)
+                    .iter()
+                    .copied()
+                    .filter(|&j| j != index && syms[j].object == me.object)
                     .filter(|&j| others.contains(syms[j].name.as_str()))
                     .collect();
                 let mut names: Vec<&str> = near.iter().map(|&j| syms[j].name.as_str()).collect();
                 names.sort();
                 names.dedup();
                 // Every member of the unit's FILE block is the unit's own.
-                (near, names.len(), names.len())
+                (near, names.len(), names.len(), false)
             }
             None => self.alignment(index, unit, name, &others),
         };
@@ -258,29 +261,41 @@ impl KernelSymbols {
             neighbours,
             score,
             anchors,
+            twin,
         }
     }
 
-    /// `(the unit's symbols found around occurrence index, matches, distinctive matches)`:
+    /// `(the unit's symbols found around occurrence index, matches, distinctive matches, twin)`:
     /// the unit's block around the occurrence is the run of the unit's symbols on either side,
-    /// broken by more than [`MAX_GAP`] foreign symbols in a row or by another symbol called
-    /// `name` (another unit's); in it, the unit's symbols before `name` are looked for, in
-    /// order, before the occurrence, and those after it after it.
+    /// broken by more than [`MAX_GAP`] foreign symbols in a row, by a section boundary
+    /// (`__start_once`, `_etext`, ...) or by another symbol called `name` (another unit's); in it, the unit's symbols before `name` are looked for, in
+    /// order, before the occurrence, and those after it after it. `twin`: another `name` is the
+    /// occurrence's direct neighbour, as where zero-size objects share an address: which of the
+    /// two the block belongs to is unknown.
     fn alignment(
         &self,
         index: usize,
         unit: &[String],
         name: &str,
         others: &HashSet<&str>,
-    ) -> (Vec<usize>, usize, usize) {
+    ) -> (Vec<usize>, usize, usize, bool) {
         let syms = self.symbols();
         let me = &syms[index];
+        // The unit's symbols on one side, and whether another `name` came before any of them.
         let block = |indices: &mut dyn Iterator<Item = usize>| {
             let mut found = Vec::new();
             let mut gap = 0;
             for j in indices {
                 let s = &syms[j];
-                if s.object != me.object || s.name == name {
+                if s.name == name {
+                    let twin = found.is_empty() && gap == 0 && s.object == me.object;
+                    return (found, twin);
+                }
+                if s.object != me.object {
+                    break;
+                }
+                if section_boundary(&s.name) && !others.contains(s.name.as_str()) {
+                    // Past a section boundary lie other sections' blocks.
                     break;
                 }
                 if others.contains(s.name.as_str()) {
@@ -294,11 +309,11 @@ impl KernelSymbols {
                     }
                 }
             }
-            found
+            (found, false)
         };
-        let mut before = block(&mut (0..index).rev());
+        let (mut before, twin_before) = block(&mut (0..index).rev());
         before.reverse();
-        let after = block(&mut (index + 1..syms.len()));
+        let (after, twin_after) = block(&mut (index + 1..syms.len()));
         let (unit_before, unit_after): (Vec<&str>, Vec<&str>) =
             match unit.iter().position(|s| s == name) {
                 Some(t) => (
@@ -328,7 +343,7 @@ impl KernelSymbols {
             near.extend(side);
         }
         let (anchors, score) = align::split(total);
-        (near, score, anchors)
+        (near, score, anchors, twin_before || twin_after)
     }
 }
 

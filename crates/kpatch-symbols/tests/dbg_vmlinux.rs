@@ -76,7 +76,7 @@ fn symtab_in_kallsyms_order_matches_the_kallsyms_table() {
     assert_eq!(a.len(), b.len());
 }
 
-/// Every repeated local function, resolved for its real translation unit (the symbols of its
+/// Every repeated local symbol (types `KPATCH_RS_DBG_KINDS`, default all local ones), resolved for its real translation unit (the symbols of its
 /// FILE block): through FILE symbols it must be found; through the kallsyms table alone, found
 /// at the same position or refused as ambiguous, never another occurrence.
 #[test]
@@ -91,7 +91,8 @@ fn kallsyms_resolution_agrees_with_file_symbols() {
         }
     }
     let (mut by_file, mut file_refused, mut agreed, mut refused) = (0, 0, 0, 0);
-    for (name, _) in symtab.repeated_names(VMLINUX, |s| s.kind == 't') {
+    let kinds = std::env::var("KPATCH_RS_DBG_KINDS").unwrap_or_else(|_| "tdbr".into());
+    for (name, _) in symtab.repeated_names(VMLINUX, |s| kinds.contains(s.kind)) {
         for (p, &i) in symtab.occurrences(VMLINUX, name).iter().enumerate() {
             let s = &symtab.symbols()[i];
             let (Some(g), Some(file)) = (s.file_group, s.file.clone()) else {
@@ -136,7 +137,7 @@ fn kallsyms_resolution_agrees_with_file_symbols() {
         }
     }
     eprintln!(
-        "repeated local functions of real units: FILE symbols resolve {by_file} (refuse {file_refused}); \
+        "repeated local symbols (types {kinds}) of real units: FILE symbols resolve {by_file} (refuse {file_refused}); \
          the kallsyms table alone resolves {agreed} the same way and refuses {refused} (ambiguous or no block)"
     );
     assert!(by_file > 0 && agreed > 0);
