@@ -142,3 +142,71 @@ fn kallsyms_resolution_agrees_with_file_symbols() {
     );
     assert!(by_file > 0 && agreed > 0);
 }
+
+/// A module's repeated locals: resolved through the FILE symbols of its `-dbg` copy, and through
+/// symbol-table neighbours in the shipped (FILE-less) copy, the answers agree or the second
+/// refuses. Runs when `KPATCH_RS_DBG_KO` and `KPATCH_RS_KO` name the two copies of one module.
+#[test]
+fn module_resolution_without_file_symbols_agrees_with_the_dbg_copy() {
+    let (Some(dbg), Some(shipped)) = (
+        std::env::var_os("KPATCH_RS_DBG_KO"),
+        std::env::var_os("KPATCH_RS_KO"),
+    ) else {
+        eprintln!("skipped: set KPATCH_RS_DBG_KO and KPATCH_RS_KO to the -dbg and shipped copies of one module");
+        return;
+    };
+    let object = "m";
+    let read = |p: &std::ffi::OsStr| {
+        let data = std::fs::read(p).unwrap();
+        kpatch_symbols::parse_module(&data, &p.to_string_lossy(), object).unwrap()
+    };
+    let (with_file, without) = (read(&dbg), read(&shipped));
+    let names = |k: &KernelSymbols| {
+        k.symbols()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(&with_file),
+        names(&without),
+        "both copies list the same symbols in the same order"
+    );
+    let (mut agreed, mut refused) = (0, 0);
+    for (name, _) in with_file.repeated_names(object, |s| s.is_local()) {
+        for (p, &i) in with_file.occurrences(object, name).iter().enumerate() {
+            let s = &with_file.symbols()[i];
+            let (Some(g), Some(file)) = (s.file_group, s.file.clone()) else {
+                continue;
+            };
+            let symbols = with_file
+                .file_group(g)
+                .iter()
+                .map(|&j| with_file.symbols()[j].name.clone())
+                .collect();
+            let tu = TranslationUnit {
+                source: file,
+                object: object.into(),
+                symbols,
+            };
+            assert_eq!(
+                with_file
+                    .resolve_in_unit(&tu, name)
+                    .map(|r| r.position)
+                    .ok(),
+                Some(p + 1),
+                "`{name}` by FILE"
+            );
+            match without.resolve_in_unit(&tu, name) {
+                Ok(r) => {
+                    assert_eq!(r.position, p + 1, "`{name}` of {} by neighbours", tu.source);
+                    agreed += 1;
+                }
+                Err(Error::Ambiguous { .. } | Error::NoMatchingBlock { .. }) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    eprintln!("module's repeated locals: {agreed} resolved by neighbours as FILE symbols say, {refused} refused");
+    assert!(agreed > 0);
+}
