@@ -324,6 +324,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "timings": built.timings.0.iter().map(|(s, d)| (s.clone(), d.as_secs_f64())).collect::<Vec<_>>(),
             "elapsed": p.elapsed(),
             "verified": verified.as_ref().map(|_| ok),
+            "verification": verified.as_ref().map(|v| serde_json::json!({
+                "checks": v.run.results.iter().map(|r| serde_json::json!({"name": r.name, "ok": r.ok, "detail": r.detail})).collect::<Vec<_>>(),
+                "problems": v.run.problems.iter().map(|p| format!("{:?}: {}", p.kind, p.line)).collect::<Vec<_>>(),
+                "outputs": args.verify_cmds.iter().zip(&v.outputs).map(|(c, [b, p, a])| serde_json::json!({
+                    "command": c, "unpatched": b, "patched": p, "after_unload": a,
+                })).collect::<Vec<_>>(),
+            })),
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
