@@ -635,3 +635,24 @@ fn ignored_function_is_not_patched() {
         "the marker section is not part of the patch"
     );
 }
+
+#[test]
+fn removed_function_is_no_change() {
+    let p = fixture!("removed");
+    assert!(has_symbol(&p.orig, "old_fn") && !has_symbol(&p.patched, "old_fn"));
+    let report = p.no_change();
+    assert!(report.changed_functions.is_empty(), "{report:?}");
+}
+
+#[test]
+fn lines_moved_by_an_edit_above_change_only_the_edited_function() {
+    let p = fixture!("lines_shift");
+    // Shape: the later functions' code or bug entries carry other line numbers.
+    for sec in [".text.second", ".text.unlikely.fourth", "__bug_table"] {
+        assert_ne!(section(&p.orig, sec).unwrap().data, section(&p.patched, sec).unwrap().data, "{sec}");
+    }
+    let (out, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["first"]));
+    assert_eq!(defined_functions(&out), strs(&["first"]));
+    assert!(section(&out, "__bug_table").is_none(), "third()'s WARN entry stays behind");
+}
