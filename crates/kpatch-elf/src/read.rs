@@ -129,6 +129,28 @@ impl Object {
         let Some(symtab_index) = symtab_index else {
             return Err(malformed("no symbol table (.symtab)".into()));
         };
+        // The writer regenerates the string tables by role; their names must say which is which.
+        let strtab_index = sections[symtab_index].sh_link as usize;
+        let shstrndx = hdr.shstrndx(endian, data).map_err(|e| malformed(e.to_string()))? as usize;
+        for (index, want) in [(symtab_index, ".symtab"), (strtab_index, ".strtab"), (shstrndx, ".shstrtab")] {
+            match sections.get(index) {
+                Some(s) if s.name == want && (want == ".symtab" || s.sh_type == SHT_STRTAB) => {}
+                Some(s) => {
+                    return Err(ElfError::BadSection {
+                        file: file.into(),
+                        index,
+                        section: s.name.clone(),
+                        reason: format!("expected the string or symbol table {want} here"),
+                    })
+                }
+                None => return Err(malformed(format!("{want}: section index {index} does not exist"))),
+            }
+        }
+        if let Some((i, s)) = sections.iter().enumerate().find(|(i, s)| {
+            s.is_generated_table() && ![symtab_index, strtab_index, shstrndx].contains(i) && s.sh_type != SHT_SYMTAB_SHNDX
+        }) {
+            return Err(ElfError::BadSection { file: file.into(), index: i, section: s.name.clone(), reason: "a second copy of a string or symbol table".into() });
+        }
         let symtab = table
             .symbols(endian, data, object::elf::SHT_SYMTAB)
             .map_err(|e| malformed(format!("symbol table: {e}")))?;

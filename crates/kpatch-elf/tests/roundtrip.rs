@@ -127,3 +127,16 @@ fn writing_an_object_without_string_tables_is_an_error_not_a_panic() {
     let e = o.write().unwrap_err().to_string();
     assert!(e.contains(".strtab"), "{e}");
 }
+
+/// Fuzzing found a patched object whose `.strtab` was renamed (`hstrtab`): it was read, and the
+/// differ then built an output it could not write. Such an object is now refused on reading.
+#[test]
+fn fuzz_crash_renamed_string_table_is_refused_when_read() {
+    let objs = corpus_objects();
+    let Some(first) = objs.first() else { return };
+    let mut data = std::fs::read(first).unwrap();
+    let at = data.windows(9).position(|w| w == b"\0.strtab\0").expect("a .strtab name") + 1;
+    data[at] = b'x';
+    let e = Object::parse(&data, "renamed.o").unwrap_err().to_string();
+    assert!(e.contains("renamed.o") && e.contains("xstrtab") && e.contains(".strtab"), "{e}");
+}
