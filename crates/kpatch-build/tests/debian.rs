@@ -236,3 +236,32 @@ fn patch_left_applied_by_a_killed_build_is_restored_on_next_open() {
     assert_eq!(tree.recovered.len(), 1, "{:?}", tree.recovered);
     assert_eq!(hash_files(tree.root(), &["fs/proc/cmdline.c"]), before);
 }
+
+#[test]
+fn patched_code_that_does_not_compile_is_reported_and_the_tree_restored() {
+    if !enabled() {
+        return;
+    }
+    let tree = tree();
+    let work = tempfile::tempdir().unwrap();
+    let patch = write_patch(
+        work.path(),
+        "broken.patch",
+        &CMDLINE_PATCH.replace("seq_puts(m, \"kpatch-rs \");", "this_is_not_c;"),
+    );
+    assert!(fs::read_to_string(&patch.path)
+        .unwrap()
+        .contains("this_is_not_c"));
+    let before = hash_files(tree.root(), &["fs/proc/cmdline.c"]);
+    let err =
+        build_object_pairs(&SystemRunner, &tree, &patch, &work.path().join("build")).unwrap_err();
+    match &err {
+        BuildError::ToolFailed { output, .. } => assert!(
+            output.contains("this_is_not_c"),
+            "compiler output: {output}"
+        ),
+        other => panic!("expected ToolFailed, got {other}"),
+    }
+    assert_eq!(hash_files(tree.root(), &["fs/proc/cmdline.c"]), before);
+    assert!(!journal::journal_path(tree.root()).exists());
+}
