@@ -656,3 +656,12 @@ fn lines_moved_by_an_edit_above_change_only_the_edited_function() {
     assert_eq!(defined_functions(&out), strs(&["first"]));
     assert!(section(&out, "__bug_table").is_none(), "third()'s WARN entry stays behind");
 }
+
+#[test]
+fn change_in_an_inlined_helper_changes_every_caller() {
+    let p = fixture!("inlined");
+    assert!(!has_symbol(&p.orig, "helper"), "shape: helper is inlined everywhere");
+    let (out, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["user1", "user2"]));
+    assert_eq!(defined_functions(&out), strs(&["user1", "user2"]));
+}
