@@ -85,8 +85,8 @@ fn renamed_static_locals_are_paired_through_the_functions_that_use_them() {
     let orig_count = orig_count.trim_start_matches(".bss.").to_string();
 
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["second"]));
-    assert_eq!(report.new_functions, strs(&["early"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["second"]));
+    assert_eq!(sorted(&report.new_functions), strs(&["early"]));
     // second() refers to the running kernel's variable, by its original name, undefined.
     let refs: Vec<String> =
         relas_of(&out, ".text.second").unwrap().relas.iter().map(|r| target_name(&out, r)).collect();
@@ -112,7 +112,7 @@ fn static_local_used_only_in_a_cold_child_is_paired_through_it() {
     let (orig_var, patched_var) = (var_of(&p.orig), var_of(&p.patched));
     assert_ne!(orig_var, patched_var, "the fixture should renumber foo's static local");
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
     assert!(defined_functions(&out).contains(&"foo.cold".to_string()));
     let refs: Vec<String> =
         relas_of(&out, ".text.unlikely.foo").unwrap().relas.iter().map(|r| target_name(&out, r)).collect();
@@ -125,7 +125,7 @@ fn constprop_clone_correlates_and_keeps_its_original_name() {
     let p = fixture!("constprop");
     assert!(has_symbol(&p.orig, "scale.constprop.0"), "gcc made no constprop clone");
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["scale.constprop.0"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["scale.constprop.0"]));
     assert!(report.new_functions.is_empty(), "{report:?}");
     assert_eq!(defined_functions(&out), strs(&["scale.constprop.0"]));
 }
@@ -135,7 +135,7 @@ fn isra_clone_correlates_and_keeps_its_original_name() {
     let p = fixture!("isra");
     assert!(has_symbol(&p.orig, "get_c.isra.0"), "gcc made no isra clone");
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["get_c.isra.0"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["get_c.isra.0"]));
     assert!(report.new_functions.is_empty(), "{report:?}");
     assert_eq!(defined_functions(&out), strs(&["get_c.isra.0"]));
 }
@@ -146,7 +146,7 @@ fn change_in_cold_part_patches_the_parent_and_carries_the_cold_child() {
     assert!(has_symbol(&p.orig, "with_cold.cold") && section(&p.orig, ".text.unlikely.with_cold").is_some(), "no .cold part");
     let (out, report) = p.changed();
     // The .cold part has no ftrace entry: its parent is what gets patched.
-    assert_eq!(report.changed_functions, strs(&["with_cold"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["with_cold"]));
     assert_eq!(defined_functions(&out), strs(&["with_cold", "with_cold.cold"]));
     assert!(!defined_functions(&out).contains(&"plain".to_string()));
 }
@@ -156,7 +156,7 @@ fn new_cold_child_is_carried_with_its_parent() {
     let p = fixture!("cold_new");
     assert!(!has_symbol(&p.orig, "foo.cold") && has_symbol(&p.patched, "foo.cold"));
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
     assert!(report.new_functions.is_empty(), "a child is not a new function of its own: {report:?}");
     assert_eq!(defined_functions(&out), strs(&["foo", "foo.cold"]));
 }
@@ -166,7 +166,7 @@ fn warn_once_flags_are_carried_not_correlated() {
     let p = fixture!("warn_once");
     assert!(section(&p.orig, ".data.once").is_some() && has_symbol(&p.orig, "__already_done.0"));
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
     // foo()'s flag is the patch's own (the patched function may warn once more).
     let flags: Vec<&kpatch_elf::Symbol> = out.symbols.iter().filter(|s| s.name.starts_with("__already_done.")).collect();
     assert!(!flags.is_empty() && flags.iter().all(|s| s.section.is_some()), "{flags:?}");
@@ -178,7 +178,7 @@ fn new_static_local_is_carried_with_a_warning() {
     let p = fixture!("new_static_local");
     assert!(has_symbol(&p.patched, "calls.0") && !has_symbol(&p.orig, "calls.0"));
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
     assert!(
         report.warnings.iter().any(|w| w.contains("calls.0") && w.contains("new")),
         "expected a warning about calls.0: {:?}",
@@ -192,7 +192,7 @@ fn part_clone_change_is_patched_in_the_part_function() {
     let p = fixture!("part");
     assert!(has_symbol(&p.orig, "big.part.0"), "gcc made no .part clone");
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["big.part.0"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["big.part.0"]));
     assert_eq!(defined_functions(&out), strs(&["big.part.0"]));
 }
 
@@ -214,7 +214,7 @@ fn line_number_only_change_in_warn_is_not_a_change() {
 fn real_change_next_to_a_moved_warn_is_a_change() {
     let p = fixture!("warn_line", &[], &["REAL_CHANGE"]);
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["check"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["check"]));
     // Both WARNs of check() come along, with the patched lines; other()'s stays behind.
     assert_eq!(entry_targets(&out, "__bug_table", 12, 0), strs(&["check", "check"]));
     let bug = section(&out, "__bug_table").unwrap();
@@ -234,7 +234,7 @@ fn line_number_only_change_in_might_sleep_is_not_a_change() {
 fn real_change_next_to_a_moved_might_sleep_is_a_change() {
     let p = fixture!("might_sleep_line", &[], &["REAL_CHANGE"]);
     let (_, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["sleeper"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["sleeper"]));
 }
 
 #[test]
@@ -256,7 +256,7 @@ fn relocations_compare_by_target_symbol_not_bytes() {
     }
     let (out, report) = p.changed();
     // calls() calls another function; points() points to another element (another addend).
-    assert_eq!(report.changed_functions, strs(&["calls", "points"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["calls", "points"]));
     assert_eq!(defined_functions(&out), strs(&["calls", "points"]));
     let refs: Vec<String> = relas_of(&out, ".text.calls").unwrap().relas.iter().map(|r| target_name(&out, r)).collect();
     assert!(refs.contains(&"ext_b".to_string()), "{refs:?}");
@@ -272,7 +272,7 @@ fn shifted_symbol_indexes_and_new_neighbours_are_not_changes() {
     assert_ne!(idx(&p.orig), idx(&p.patched));
     let (out, report) = p.changed();
     assert!(report.changed_functions.is_empty(), "{report:?}");
-    assert_eq!(report.new_functions, strs(&["added"]));
+    assert_eq!(sorted(&report.new_functions), strs(&["added"]));
     assert_eq!(defined_functions(&out), strs(&["added"]));
 }
 
@@ -287,8 +287,8 @@ fn string_references_compare_by_content_not_by_section_or_offset() {
     assert_eq!((func_of(&p.orig).as_str(), func_of(&p.patched).as_str()), (".rodata.__func__.0", ".rodata.__func__.1"));
     let (out, report) = p.changed();
     // foo()'s message changed (same offsets, other bytes); bar() did not.
-    assert_eq!(report.changed_functions, strs(&["foo"]));
-    assert_eq!(report.new_functions, strs(&["early"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert_eq!(sorted(&report.new_functions), strs(&["early"]));
     assert!(!defined_functions(&out).contains(&"bar".to_string()));
     let strings: Vec<u8> = out.sections.iter().filter(|s| s.is_strings()).flat_map(|s| s.data.clone()).collect();
     let needle = b"foo: hello, world!\n";
@@ -312,7 +312,7 @@ fn changed_functions_become_local_and_new_globals_stay_global() {
 fn new_functions_data_and_strings_are_carried_with_the_changed_function() {
     let p = fixture!("new_things");
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
     assert_eq!(sorted(&report.new_functions), strs(&["new_exported", "new_helper"]));
     for g in ["new_global", "new_exported"] {
         assert!(report.new_globals.contains(&g.to_string()), "{g} not in new_globals: {report:?}");
@@ -339,7 +339,7 @@ fn new_functions_data_and_strings_are_carried_with_the_changed_function() {
 fn patch_callbacks_are_found_and_carried() {
     let p = fixture!("callbacks");
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
     assert_eq!(sorted(&report.callbacks), strs(&["post_patch_cb", "post_unpatch_cb", "pre_patch_cb", "pre_unpatch_cb"]));
     for kind in ["pre_patch", "post_patch", "pre_unpatch", "post_unpatch"] {
         let sec = format!(".kpatch.callbacks.{kind}");
@@ -382,7 +382,7 @@ fn ex_table_keeps_only_entries_of_included_functions() {
     let p = fixture!("ex_table");
     assert_eq!(sorted(&entry_targets(&p.patched, "__ex_table", 12, 0)), strs(&[".text.bar", ".text.foo"]));
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
     assert_eq!(entry_targets(&out, "__ex_table", 12, 0), strs(&["foo"]));
     assert_eq!(entry_targets(&out, "__ex_table", 12, 4), strs(&["foo"]), "the resume address is in foo too");
     // The type word travels unchanged.
@@ -395,7 +395,7 @@ fn jump_table_keeps_only_entries_of_included_functions() {
     let p = fixture!("jump_table");
     assert_eq!(section(&p.patched, "__jump_table").unwrap().sh_size, 48, "three 16-byte jump entries");
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
     assert_eq!(entry_targets(&out, "__jump_table", 16, 0), strs(&["foo", "foo"]));
     assert_eq!(entry_targets(&out, "__jump_table", 16, 4), strs(&["foo", "foo"]));
     assert_eq!(sorted(&entry_targets(&out, "__jump_table", 16, 8)), strs(&["key_foo", "key_local"]));
@@ -410,7 +410,7 @@ fn altinstructions_keep_only_entries_of_included_functions() {
     let p = fixture!("alternatives");
     assert_eq!(section(&p.patched, ".altinstructions").unwrap().sh_size, 24, "two 12-byte alt_instr entries");
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
     assert_eq!(entry_targets(&out, ".altinstructions", 12, 0), strs(&["foo"]));
     assert_eq!(entry_targets(&out, ".altinstructions", 12, 4), strs(&[".altinstr_replacement"]));
     let alt = &section(&out, ".altinstructions").unwrap().data;
@@ -424,7 +424,7 @@ fn altinstr_replacement_is_dropped_when_no_alternative_is_kept() {
     let p = fixture!("alternatives", &[], &["PLAIN_ONLY"]);
     assert!(section(&p.patched, ".altinstr_replacement").is_some());
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["plain"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["plain"]));
     assert!(section(&out, ".altinstructions").is_none());
     assert!(section(&out, ".altinstr_replacement").is_none());
 }
@@ -434,7 +434,7 @@ fn smp_locks_keep_only_entries_of_included_functions() {
     let p = fixture!("smp_locks");
     assert_eq!(section(&p.patched, ".smp_locks").unwrap().sh_size, 12, "three lock sites");
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
     assert_eq!(entry_targets(&out, ".smp_locks", 4, 0), strs(&["foo"]));
 }
 
@@ -444,7 +444,7 @@ fn parainstructions_keep_only_entries_of_included_functions() {
     // Three 16-byte entries, the last without its tail padding.
     assert_eq!(section(&p.patched, ".parainstructions").unwrap().sh_size, 42);
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
     assert_eq!(entry_targets(&out, ".parainstructions", 16, 0), strs(&["foo"]));
     let e = &section(&out, ".parainstructions").unwrap().data;
     assert_eq!((e[8], e[9]), (26, 1), "type PARAVIRT_IRQ_DISABLE, a 1-byte cli");
@@ -455,7 +455,7 @@ fn static_call_sites_keep_only_entries_of_included_functions() {
     let p = fixture!("static_call");
     assert_eq!(section(&p.patched, ".static_call_sites").unwrap().sh_size, 16, "two 8-byte sites");
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
     assert_eq!(entry_targets(&out, ".static_call_sites", 8, 0), strs(&["foo"]));
     assert_eq!(entry_targets(&out, ".static_call_sites", 8, 4), strs(&["__SCK__foo_hook"]));
 }
@@ -464,7 +464,7 @@ fn static_call_sites_keep_only_entries_of_included_functions() {
 fn retpoline_return_and_call_sites_keep_only_entries_of_included_functions() {
     let p = fixture!("objtool_sites");
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
     for sec in [".retpoline_sites", ".return_sites", ".call_sites"] {
         assert_eq!(section(&p.patched, sec).unwrap().sh_size, 8, "{sec}: two sites in the patched object");
         assert_eq!(entry_targets(&out, sec, 4, 0), strs(&["foo"]), "{sec}");
@@ -477,7 +477,7 @@ fn orc_entries_keep_only_those_of_included_functions_in_step() {
     assert_eq!(section(&p.patched, ".orc_unwind_ip").unwrap().sh_size, 12);
     assert_eq!(section(&p.patched, ".orc_unwind").unwrap().sh_size, 18);
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
     assert_eq!(entry_targets(&out, ".orc_unwind_ip", 4, 0), strs(&["foo", "foo"]));
     // The kept 6-byte entries are foo's (sp offsets 8 and 16), not bar's (24).
     let orc = &section(&out, ".orc_unwind").unwrap().data;
@@ -492,7 +492,7 @@ fn discard_sections_are_ignored_and_not_carried() {
     let n = |o| section(o, ".discard.retpoline_safe").unwrap().sh_size;
     assert_eq!((n(&p.orig), n(&p.patched)), (4, 8));
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["foo"]), "an annotation alone is no change");
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]), "an annotation alone is no change");
     let discards: Vec<&str> = out.sections.iter().map(|s| s.name.as_str()).filter(|n| n.contains(".discard")).collect();
     assert!(discards.is_empty(), "discarded sections in the output: {discards:?}");
 }
@@ -501,7 +501,7 @@ fn discard_sections_are_ignored_and_not_carried() {
 fn modinfo_import_namespaces_are_carried_and_nothing_else() {
     let p = fixture!("import_ns");
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
     let m = section(&out, ".modinfo").expect(".modinfo in the output");
     let entries: Vec<String> =
         m.data.split(|&b| b == 0).filter(|e| !e.is_empty()).map(|e| String::from_utf8_lossy(e).into_owned()).collect();
@@ -571,7 +571,7 @@ fn changed_function_without_ftrace_entry_is_refused_naming_it() {
 fn unchanged_notrace_function_does_not_stop_a_patch() {
     let p = fixture!("notrace_changed", &[], &["FOO_ONLY"]);
     let (_, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
 }
 
 #[test]
@@ -585,7 +585,7 @@ fn padded_functions_get_mcount_loc_and_no_patchable_entries_of_others() {
     assert!(section(&p.orig, "__patchable_function_entries").is_some());
     assert_ftrace_shape(&p.orig, &[]);
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
     assert_eq!(symbol(&out, "foo").st_value, 16, "the padding stays in front of foo");
     let mcount = relas_of(&out, "__mcount_loc").expect("__mcount_loc in the output");
     let sites: Vec<(String, i64)> = mcount.relas.iter().map(|r| (target_name(&out, r), r.r_addend)).collect();
@@ -604,7 +604,7 @@ fn changed_const_data_is_carried_with_its_changed_user() {
     let p = fixture!("const_data");
     assert!(section(&p.orig, ".rodata.weights").is_some());
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["foo"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
     // foo() reads the patch's own copy of the new table; other_weights stays the kernel's.
     let w = symbol(&out, "weights");
     let data = &out.sections[w.section.expect("weights is copied into the patch").0].data;
@@ -627,7 +627,7 @@ fn ignored_function_is_not_patched() {
     let p = fixture!("ignore");
     assert!(section(&p.patched, ".kpatch.ignore.functions").is_some());
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["bar"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["bar"]));
     assert_eq!(report.ignored, strs(&["foo"]));
     assert_eq!(defined_functions(&out), strs(&["bar"]));
     assert!(
@@ -652,7 +652,7 @@ fn lines_moved_by_an_edit_above_change_only_the_edited_function() {
         assert_ne!(section(&p.orig, sec).unwrap().data, section(&p.patched, sec).unwrap().data, "{sec}");
     }
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["first"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["first"]));
     assert_eq!(defined_functions(&out), strs(&["first"]));
     assert!(section(&out, "__bug_table").is_none(), "third()'s WARN entry stays behind");
 }
@@ -662,6 +662,22 @@ fn change_in_an_inlined_helper_changes_every_caller() {
     let p = fixture!("inlined");
     assert!(!has_symbol(&p.orig, "helper"), "shape: helper is inlined everywhere");
     let (out, report) = p.changed();
-    assert_eq!(report.changed_functions, strs(&["user1", "user2"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["user1", "user2"]));
     assert_eq!(defined_functions(&out), strs(&["user1", "user2"]));
+}
+
+#[test]
+fn cold_and_hot_subsection_functions_correlate_and_moving_between_them_is_a_change() {
+    let p = fixture!("subsections");
+    for s in [".text.unlikely.slow_path", ".text.hot.fast_path", ".text.mover"] {
+        assert!(section(&p.orig, s).is_some(), "shape: {s} in the original");
+    }
+    assert!(section(&p.patched, ".text.unlikely.mover").is_some(), "shape: mover moved to .text.unlikely");
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["fast_path", "mover", "slow_path"]));
+    assert!(report.new_functions.is_empty(), "{report:?}");
+    let mover = symbol(&out, "mover");
+    assert_eq!(out.sections[mover.section.unwrap().0].name, ".text.unlikely.mover");
+    let sites: Vec<String> = relas_of(&out, "__mcount_loc").unwrap().relas.iter().map(|r| target_name(&out, r)).collect();
+    assert_eq!(sorted(&sites), strs(&["fast_path", "mover", "slow_path"]));
 }
