@@ -31,7 +31,7 @@ $(kpatch-rs-goals): kpatch-rs-dump
 %/kpatch-rs-probe.o: ; @:
 .PHONY: kpatch-rs-dump
 kpatch-rs-dump:
-	$(if $(filter %scripts/Makefile.build,$(MAKEFILE_LIST)),$(file >$(KPATCH_RS_PROBE_OUT)/$(subst /,@,$(obj)).level,obj=$(obj)$(kpatch-rs-nl)need-builtin=$(need-builtin)$(kpatch-rs-nl)need-modorder=$(need-modorder)$(kpatch-rs-nl)real-obj-y=$(real-obj-y)$(kpatch-rs-nl)real-obj-m=$(real-obj-m)$(kpatch-rs-nl)lib-y=$(lib-y)$(kpatch-rs-nl)$(foreach m,$(multi-obj-y) $(multi-obj-m),multi=$(patsubst $(obj)/%,%,$m)=$(call suffix-search,$(patsubst $(obj)/%,%,$m),.o,-objs -y -m)$(kpatch-rs-nl))))@:
+	$(if $(filter %scripts/Makefile.build,$(MAKEFILE_LIST)),$(file >$(KPATCH_RS_PROBE_OUT)/$(subst /,@,$(obj)).level,obj=$(obj)$(kpatch-rs-nl)need-builtin=$(need-builtin)$(kpatch-rs-nl)need-modorder=$(need-modorder)$(kpatch-rs-nl)real-obj-y=$(real-obj-y)$(kpatch-rs-nl)real-obj-m=$(real-obj-m)$(kpatch-rs-nl)lib-y=$(lib-y)$(kpatch-rs-nl)subdir-ym=$(subdir-ym)$(kpatch-rs-nl)$(foreach m,$(multi-obj-y) $(multi-obj-m),multi=$(patsubst $(obj)/%,%,$m)=$(call suffix-search,$(patsubst $(obj)/%,%,$m),.o,-objs -y -m)$(kpatch-rs-nl))))@:
 endif
 "#;
 
@@ -62,6 +62,8 @@ pub struct Level {
     pub real_obj_y: BTreeSet<String>,
     pub real_obj_m: BTreeSet<String>,
     pub lib_y: BTreeSet<String>,
+    /// Subdirectories kbuild descends into from this level.
+    pub subdir_ym: BTreeSet<String>,
     /// Composite object (relative to the tree) → its parts.
     pub multi: BTreeMap<String, BTreeSet<String>>,
 }
@@ -71,7 +73,9 @@ impl Level {
     pub fn parse(text: &str) -> Option<Level> {
         let mut l = Level::default();
         let mut raw_multi: Vec<(String, Vec<String>)> = Vec::new();
-        for line in text.lines() {
+        // make's foreach joins its items with a space, so every composite after the first
+        // starts with one.
+        for line in text.lines().map(str::trim_start) {
             let (k, v) = match line.split_once('=') {
                 Some(kv) => kv,
                 None => continue,
@@ -83,6 +87,7 @@ impl Level {
                 "real-obj-y" => l.real_obj_y = words(v),
                 "real-obj-m" => l.real_obj_m = words(v),
                 "lib-y" => l.lib_y = words(v),
+                "subdir-ym" => l.subdir_ym = words(v),
                 "multi" => {
                     let (name, parts) = v.split_once('=')?;
                     raw_multi.push((
@@ -112,6 +117,7 @@ impl Level {
         l.real_obj_y = l.real_obj_y.iter().map(|p| normalize(p)).collect();
         l.real_obj_m = l.real_obj_m.iter().map(|p| normalize(p)).collect();
         l.lib_y = l.lib_y.iter().map(|p| normalize(p)).collect();
+        l.subdir_ym = l.subdir_ym.iter().map(|p| normalize(p)).collect();
         Some(l)
     }
 }
@@ -157,30 +163,105 @@ pub fn probe(
     fs::create_dir_all(&out_dir).map_err(io_err(&out_dir))?;
     let hook = scratch.join("probe.mk");
     fs::write(&hook, HOOK).map_err(io_err(&hook))?;
-    let dirs: BTreeSet<String> = objects
+    let goals: BTreeSet<String> = objects.iter().map(|o| probe_goal(dir_of(o))).collect();
+    let mut levels = run_probe(runner, kbuild, &goals, &hook, &out_dir)?;
+    // Composite objects may take parts from outside their directory (amdgpu's
+    // `../display/...`): such an object's own directory is no kbuild level. Evaluate the
+    // subdirectories of the deepest level on its path as well, preferring those that share
+    // its next path component.
+    let unplaced: Vec<&String> = objects
         .iter()
-        .map(|o| match o.rsplit_once('/') {
-            Some((d, _)) => format!("{d}/{PROBE_NAME}"),
-            None => PROBE_NAME.to_string(),
-        })
+        .filter(|o| classify(&levels, o).is_none())
         .collect();
-    let cmd = kbuild
-        .make(dirs)
-        .env("MAKEFILES", &hook)
-        .env("KPATCH_RS_PROBE_OUT", &out_dir);
-    runner.run_ok(&cmd)?;
-    let mut levels = Vec::new();
-    for e in fs::read_dir(&out_dir).map_err(io_err(&out_dir))? {
-        let p = e.map_err(io_err(&out_dir))?.path();
-        let text = fs::read_to_string(&p).map_err(io_err(&p))?;
-        if let Some(l) = Level::parse(&text) {
-            levels.push(l);
+    let seen: BTreeSet<String> = levels.iter().map(|l| l.obj.clone()).collect();
+    let mut more = BTreeSet::new();
+    for o in unplaced {
+        for d in sibling_candidates(&levels, o) {
+            if !seen.contains(&d) {
+                more.insert(probe_goal(&d));
+            }
         }
+    }
+    if !more.is_empty() {
+        levels = run_probe(runner, kbuild, &more, &hook, &out_dir)?;
     }
     Ok(objects
         .iter()
         .map(|o| (o.clone(), classify(&levels, o)))
         .collect())
+}
+
+fn dir_of(object: &str) -> &str {
+    object.rsplit_once('/').map(|(d, _)| d).unwrap_or(".")
+}
+
+fn probe_goal(dir: &str) -> String {
+    if dir == "." || dir.is_empty() {
+        PROBE_NAME.to_string()
+    } else {
+        format!("{dir}/{PROBE_NAME}")
+    }
+}
+
+fn is_under(path: &str, dir: &str) -> bool {
+    dir == "." || path.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
+}
+
+/// Subdirectories of the deepest evaluated level above `object` where a composite holding it
+/// may be defined: those sharing the object's next path component, else all of them.
+pub fn sibling_candidates(levels: &[Level], object: &str) -> Vec<String> {
+    let Some(deepest) = levels
+        .iter()
+        .filter(|l| is_under(object, &l.obj))
+        .max_by_key(|l| l.obj.len())
+    else {
+        return Vec::new();
+    };
+    let rest = if deepest.obj == "." {
+        object
+    } else {
+        &object[deepest.obj.len() + 1..]
+    };
+    let next = rest.split('/').next().unwrap_or("");
+    let prefix = if deepest.obj == "." {
+        format!("{next}/")
+    } else {
+        format!("{}/{next}/", deepest.obj)
+    };
+    let sharing: Vec<String> = deepest
+        .subdir_ym
+        .iter()
+        .filter(|d| d.starts_with(&prefix))
+        .cloned()
+        .collect();
+    if sharing.is_empty() {
+        deepest.subdir_ym.iter().cloned().collect()
+    } else {
+        sharing
+    }
+}
+
+fn run_probe(
+    runner: &dyn Runner,
+    kbuild: &Kbuild,
+    goals: &BTreeSet<String>,
+    hook: &Path,
+    out_dir: &Path,
+) -> Result<Vec<Level>> {
+    let cmd = kbuild
+        .make(goals)
+        .env("MAKEFILES", hook)
+        .env("KPATCH_RS_PROBE_OUT", out_dir);
+    runner.run_ok(&cmd)?;
+    let mut levels = Vec::new();
+    for e in fs::read_dir(out_dir).map_err(io_err(out_dir))? {
+        let p = e.map_err(io_err(out_dir))?.path();
+        let text = fs::read_to_string(&p).map_err(io_err(&p))?;
+        if let Some(l) = Level::parse(&text) {
+            levels.push(l);
+        }
+    }
+    Ok(levels)
 }
 
 #[cfg(test)]
@@ -191,7 +272,7 @@ mod tests {
     fn parse_and_classify_builtin_composite_and_modules() {
         let root = Level::parse("obj=.\nneed-builtin=1\nneed-modorder=1\nreal-obj-y=fs/built-in.a\nreal-obj-m=fs/modules.order\nlib-y=\n").unwrap();
         let fs_ = Level::parse("obj=fs\nneed-builtin=1\nneed-modorder=1\nreal-obj-y=fs/proc/built-in.a fs/open.o\nreal-obj-m=fs/ext4/modules.order fs/binfmt_misc.o\nlib-y=\n").unwrap();
-        let proc_ = Level::parse("obj=fs/proc\nneed-builtin=1\nneed-modorder=1\nreal-obj-y=fs/proc/cmdline.o fs/proc/base.o\nreal-obj-m=\nlib-y=\nmulti=proc.o=cmdline.o base.o\n").unwrap();
+        let proc_ = Level::parse("obj=fs/proc\nneed-builtin=1\nneed-modorder=1\nreal-obj-y=fs/proc/cmdline.o fs/proc/base.o\nreal-obj-m=\nlib-y=\nmulti=proc.o=cmdline.o base.o\n multi=other.o=x.o\n").unwrap();
         let ext4 = Level::parse("obj=fs/ext4\nneed-builtin=\nneed-modorder=1\nreal-obj-y=\nreal-obj-m=fs/ext4/inode.o fs/ext4/sub/x.o\nlib-y=\nmulti=ext4.o=inode.o sub/x.o\n").unwrap();
         assert_eq!(
             proc_.multi["fs/proc/proc.o"],
@@ -229,6 +310,25 @@ mod tests {
             classify(&[l], "drivers/x/b-c.o"),
             Some(Placement::Module("b_c".into()))
         );
+    }
+
+    #[test]
+    fn siblings_sharing_the_next_component_are_preferred() {
+        let drm = Level::parse("obj=drivers/gpu/drm\nneed-builtin=1\nsubdir-ym=drivers/gpu/drm/amd/amdgpu drivers/gpu/drm/i915 drivers/gpu/drm/amd/amdxcp\n").unwrap();
+        let gpu = Level::parse("obj=drivers/gpu\nsubdir-ym=drivers/gpu/drm\n").unwrap();
+        let levels = vec![gpu, drm];
+        assert_eq!(
+            sibling_candidates(&levels, "drivers/gpu/drm/amd/display/dc/core/dc.o"),
+            vec![
+                "drivers/gpu/drm/amd/amdgpu".to_string(),
+                "drivers/gpu/drm/amd/amdxcp".to_string()
+            ]
+        );
+        assert_eq!(
+            sibling_candidates(&levels, "drivers/gpu/drm/other/x.o").len(),
+            3
+        );
+        assert!(sibling_candidates(&levels, "fs/x.o").is_empty());
     }
 
     #[test]

@@ -265,3 +265,60 @@ fn patched_code_that_does_not_compile_is_reported_and_the_tree_restored() {
     assert_eq!(hash_files(tree.root(), &["fs/proc/cmdline.c"]), before);
     assert!(!journal::journal_path(tree.root()).exists());
 }
+
+/// Placements of well-known objects, each module confirmed by the image package's `.ko`.
+#[test]
+fn probe_places_objects_in_vmlinux_and_modules() {
+    if !enabled() {
+        return;
+    }
+    let tree = tree();
+    let k = kpatch_target::DebianKernel::default_target().unwrap();
+    let modules = k.modules_dir().unwrap();
+    let cases = [
+        ("kernel/fork.o", "vmlinux"),
+        ("fs/proc/cmdline.o", "vmlinux"),
+        ("lib/string.o", "vmlinux"),
+        ("arch/x86/kernel/process_64.o", "vmlinux"),
+        ("fs/ext4/inode.o", "ext4"),
+        ("net/netfilter/nf_conntrack_core.o", "nf_conntrack"),
+        ("drivers/net/virtio_net.o", "virtio_net"),
+        ("drivers/gpu/drm/amd/display/dc/core/dc.o", "amdgpu"),
+    ];
+    let objects: Vec<String> = cases.iter().map(|(o, _)| o.to_string()).collect();
+    let scratch = tempfile::tempdir().unwrap();
+    let placed =
+        kpatch_build::probe::probe(&SystemRunner, &tree.kbuild, &objects, scratch.path()).unwrap();
+    for (object, want) in cases {
+        let got = placed[object].as_ref().map(|p| p.klp_object().to_string());
+        assert_eq!(got.as_deref(), Some(want), "{object}");
+        if want != "vmlinux" {
+            let ko = format!("{want}.ko");
+            let found = walk_for(&modules, &ko, &want.replace('_', "-"));
+            assert!(found, "{ko} is shipped in {}", modules.display());
+        }
+    }
+    // Disabled in Debian's config: not built at all.
+    let off = vec!["drivers/platform/x86/winmate-fm07-keys.o".to_string()];
+    let placed = kpatch_build::probe::probe(
+        &SystemRunner,
+        &tree.kbuild,
+        &off,
+        tempfile::tempdir().unwrap().path(),
+    )
+    .unwrap();
+    assert_eq!(placed[&off[0]], None);
+}
+
+fn walk_for(dir: &Path, name: &str, alt: &str) -> bool {
+    let alt = format!("{alt}.ko");
+    fs::read_dir(dir).unwrap().flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            walk_for(&p, name, alt.trim_end_matches(".ko"))
+        } else {
+            let n = e.file_name();
+            n == name || n == alt.as_str()
+        }
+    })
+}
