@@ -681,3 +681,36 @@ fn cold_and_hot_subsection_functions_correlate_and_moving_between_them_is_a_chan
     let sites: Vec<String> = relas_of(&out, "__mcount_loc").unwrap().relas.iter().map(|r| target_name(&out, r)).collect();
     assert_eq!(sorted(&sites), strs(&["fast_path", "mover", "slow_path"]));
 }
+
+#[test]
+fn section_relative_references_resolve_to_the_variable_at_the_accessed_address() {
+    let p = fixture!("shared_section");
+    // Shape: foo() reaches both variables through the .data..read_mostly section symbol, one
+    // of them with an immediate after the displacement (addend -8).
+    let addends: Vec<i64> = relas_of(&p.orig, ".text.foo")
+        .unwrap()
+        .relas
+        .iter()
+        .filter(|r| target_name(&p.orig, r) == ".data..read_mostly")
+        .map(|r| r.r_addend)
+        .collect();
+    assert!(addends.contains(&-8), "{addends:?}");
+    let (a, b) = (symbol(&p.orig, "a").st_value as i64, symbol(&p.orig, "b").st_value as i64);
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    let refs: Vec<(String, i64)> = relas_of(&out, ".text.foo")
+        .unwrap()
+        .relas
+        .iter()
+        .map(|r| (target_name(&out, r), r.r_addend))
+        .filter(|(n, _)| n == "a" || n == "b")
+        .collect();
+    // Each reference now names the variable it reaches, its addend made relative to it: the
+    // load of a ends 4 bytes after its displacement, the store of $7 to b 8 bytes after.
+    let mut expect = vec![("a".to_string(), -4), ("b".to_string(), -8)];
+    expect.sort();
+    let mut got = refs.clone();
+    got.sort();
+    assert_eq!(got, expect, "a at {a}, b at {b}");
+    assert!(symbol(&out, "a").section.is_none() && symbol(&out, "b").section.is_none(), "the kernel's variables");
+}
