@@ -714,3 +714,12 @@ fn section_relative_references_resolve_to_the_variable_at_the_accessed_address()
     assert_eq!(got, expect, "a at {a}, b at {b}");
     assert!(symbol(&out, "a").section.is_none() && symbol(&out, "b").section.is_none(), "the kernel's variables");
 }
+
+#[test]
+fn unchanged_section_group_does_not_stop_a_patch() {
+    let p = fixture!("group_unchanged");
+    assert!(p.orig.sections.iter().any(|s| s.is_group()), "no COMDAT group");
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert!(!has_symbol(&out, "grp_fn"));
+}
