@@ -20,6 +20,66 @@ pub fn remove_objects(tree: &Path, objects: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Objects a (user's, already built) tree had before this build, kept aside and put back
+/// with their old timestamps when dropped, so the build leaves the tree's objects as it
+/// found them.
+#[derive(Debug)]
+pub struct SavedObjects {
+    tree: PathBuf,
+    dir: PathBuf,
+    saved: Vec<(String, std::time::SystemTime)>,
+}
+
+impl SavedObjects {
+    pub fn save(tree: &Path, objects: &[String], dir: &Path) -> Result<Self> {
+        let mut saved = Vec::new();
+        for o in objects {
+            let src = tree.join(o);
+            let Ok(meta) = fs::metadata(&src) else {
+                continue;
+            };
+            let dst = dir.join(o);
+            if let Some(parent) = dst.parent() {
+                fs::create_dir_all(parent).map_err(io_err(parent))?;
+            }
+            fs::copy(&src, &dst).map_err(io_err(&src))?;
+            saved.push((o.clone(), meta.modified().map_err(io_err(&src))?));
+        }
+        Ok(SavedObjects {
+            tree: tree.to_path_buf(),
+            dir: dir.to_path_buf(),
+            saved,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.saved.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.saved.is_empty()
+    }
+
+    fn restore(&mut self) -> Result<()> {
+        for (o, mtime) in self.saved.drain(..) {
+            let (src, dst) = (self.dir.join(&o), self.tree.join(&o));
+            fs::copy(&src, &dst).map_err(io_err(&dst))?;
+            fs::File::options()
+                .write(true)
+                .open(&dst)
+                .and_then(|f| f.set_modified(mtime))
+                .map_err(io_err(&dst))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SavedObjects {
+    fn drop(&mut self) {
+        let _ = self.restore();
+    }
+}
+
 /// Builds `objects` with one make run and copies each to `dest/<object>`.
 pub fn compile(
     runner: &dyn Runner,
@@ -95,6 +155,38 @@ pub fn object_depends_on(tree: &Path, object: &str, header: &Path) -> Result<boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saved_objects_come_back_with_their_timestamps() {
+        let t = tempfile::tempdir().unwrap();
+        let tree = t.path().join("tree");
+        fs::create_dir_all(tree.join("fs/proc")).unwrap();
+        fs::write(tree.join("fs/proc/a.o"), "users object").unwrap();
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        fs::File::options()
+            .write(true)
+            .open(tree.join("fs/proc/a.o"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let objs = vec!["fs/proc/a.o".to_string(), "fs/proc/b.o".to_string()];
+        let saved = SavedObjects::save(&tree, &objs, &t.path().join("saved")).unwrap();
+        assert_eq!(saved.len(), 1);
+        fs::write(tree.join("fs/proc/a.o"), "ours").unwrap();
+        drop(saved);
+        assert_eq!(
+            fs::read_to_string(tree.join("fs/proc/a.o")).unwrap(),
+            "users object"
+        );
+        assert_eq!(
+            fs::metadata(tree.join("fs/proc/a.o"))
+                .unwrap()
+                .modified()
+                .unwrap(),
+            old
+        );
+        assert!(!tree.join("fs/proc/b.o").exists());
+    }
 
     #[test]
     fn module_flags_are_read_from_the_command_line() {

@@ -84,6 +84,14 @@ pub fn build_object_pairs(
         let _ = fs::remove_dir_all(d);
     }
     let objects: Vec<String> = sel.units.iter().map(|u| u.object.clone()).collect();
+    // A user's built tree gets its own objects back, whatever happens below.
+    let saved_dir = work.join("saved");
+    let _ = fs::remove_dir_all(&saved_dir);
+    let _saved = if tree.is_user_tree {
+        Some(compile::SavedObjects::save(root, &objects, &saved_dir)?)
+    } else {
+        None
+    };
     let t = Instant::now();
     compile::compile(runner, kbuild, &objects, &orig_dir)?;
     out.timings.push("compile-orig", t.elapsed());

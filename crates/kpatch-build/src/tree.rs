@@ -136,6 +136,9 @@ pub struct PreparedTree {
     pub timings: Timings,
     /// Where the include index is kept (prepared Debian trees only; user trees change).
     pub include_index_cache: Option<PathBuf>,
+    /// A user's tree (`--sourcedir`): objects it already had are put back after a build.
+    /// A cached Debian tree keeps no objects at all.
+    pub is_user_tree: bool,
     lock: TreeLock,
 }
 
@@ -235,6 +238,7 @@ impl PreparedTree {
             recovered,
             timings,
             include_index_cache,
+            is_user_tree: false,
             lock,
         })
     }
@@ -308,6 +312,7 @@ impl PreparedTree {
             recovered,
             timings,
             include_index_cache: None,
+            is_user_tree: true,
             lock,
         })
     }
