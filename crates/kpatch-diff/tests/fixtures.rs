@@ -7,25 +7,10 @@
 //! Run: `cargo test -p kpatch-diff --test fixtures`.
 
 #[path = "fixtures/harness.rs"]
+#[macro_use]
 mod harness;
 
 use harness::*;
-
-/// Takes the fixture pair, or returns from the test (after saying why) without a compiler.
-macro_rules! fixture {
-    ($name:expr) => {
-        match build($name) {
-            Some(p) => p,
-            None => return,
-        }
-    };
-    ($name:expr, $orig:expr, $patched:expr) => {
-        match build_with($name, $orig, $patched) {
-            Some(p) => p,
-            None => return,
-        }
-    };
-}
 
 // ---------------------------------------------------------------------------------------------
 // The fixtures have the kernel's shape.
