@@ -28,10 +28,12 @@ const LINE_MACRO_CALLEES: &[&str] = &[
     "__btrfs_panic",
 ];
 
-pub fn compare(o: &Kelf, p: &Kelf, st: &mut State, report: &mut Report) -> Result<(), DiffError> {
+pub fn compare(o: &Kelf, p: &Kelf, st: &mut State, report: &mut Report, options: &crate::Options) -> Result<(), DiffError> {
     mark_ignored_sections(p, st, report)?;
     compare_sections(o, p, st)?;
     compare_symbols(o, p, st)?;
+    compare_special_entries(o, p, st, options);
+    propagate_read_only_data_changes(p, st);
     mark_ignored_functions(p, st, report)?;
     mark_ignored_sections_same(p, st);
     check_ftrace_entries(o, p, st)?;
@@ -84,7 +86,39 @@ fn rela_equal(o: &Kelf, p: &Kelf, a: &Rela, b: &Rela) -> bool {
     if a.r_addend != b.r_addend {
         return false;
     }
-    mangled_eq(an, bn)
+    if !mangled_eq(an, bn) {
+        return false;
+    }
+    // Special statics are never correlated (CSWTCH switch tables, __func__, ...): a reference to
+    // one is the same only if what it references is the same.
+    if is_special_static(o, a.r_sym) && is_special_static(p, b.r_sym) {
+        return static_content(o, a.r_sym) == static_content(p, b.r_sym);
+    }
+    true
+}
+
+/// The bytes of a read-only object and the names and addends its relocations reference;
+/// `None` for writable data, whose contents are state, not code.
+fn static_content<'k>(k: &'k Kelf, sym: kpatch_elf::SymbolIndex) -> Option<(&'k [u8], Vec<(&'k str, i64, u64)>)> {
+    let s = &k.obj.symbols[sym.0];
+    let sec = s.section?;
+    let section = &k.obj.sections[sec.0];
+    if section.sh_flags & kpatch_elf::consts::SHF_WRITE != 0 || section.is_nobits() {
+        return None;
+    }
+    let (lo, hi) = if s.is_section() { (0, section.data.len() as u64) } else { (s.st_value, s.st_value + s.st_size) };
+    let bytes = section.data.get(lo as usize..hi as usize)?;
+    let relas = k.rela_of[sec.0]
+        .map(|r| {
+            k.obj.sections[r.0]
+                .relas
+                .iter()
+                .filter(|r| r.r_offset >= lo && r.r_offset < hi)
+                .map(|r| (k.sym_name(r.r_sym), r.r_addend, r.r_offset - lo))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((bytes, relas))
 }
 
 fn compare_sections(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), DiffError> {
@@ -116,6 +150,8 @@ fn compare_sections(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), DiffError>
             } else {
                 Status::Changed
             }
+        } else if psec.is_group() {
+            if crate::correlate::group_key(o, so) == crate::correlate::group_key(p, sp) { Status::Same } else { Status::Changed }
         } else if !psec.is_nobits() && osec.data != psec.data {
             Status::Changed
         } else {
@@ -156,8 +192,8 @@ fn changed_child_needs_parent_ftrace(p: &Kelf, st: &State, sym: SymbolIndex) -> 
         if p.has_fentry[c.0] {
             return false;
         }
-        let changed = p.obj.symbols[c.0].section.is_some_and(|s| st.sec_status[s.0] == Status::Changed);
-        changed || changed_child_needs_parent_ftrace(p, st, c)
+        // The child's symbol status covers both its code and its relocations.
+        st.sym_status[c.0] == Status::Changed || changed_child_needs_parent_ftrace(p, st, c)
     })
 }
 
@@ -248,7 +284,8 @@ fn compare_symbols(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), DiffError> 
                 }
             }
         }
-        if osym.is_object() && osym.st_size != psym.st_size && !is_special_static(o, so) {
+        let metadata = osym.section.is_some_and(|s| o.sec_name(s) == ".modinfo");
+        if osym.is_object() && osym.st_size != psym.st_size && !is_special_static(o, so) && !metadata {
             return Err(fatal(
                 p,
                 format!(
@@ -344,5 +381,135 @@ fn check_ftrace_entries(o: &Kelf, p: &Kelf, st: &State) -> Result<(), DiffError>
         Ok(())
     } else {
         Err(DiffError::Unpatchable { file: p.file.clone(), reasons })
+    }
+}
+
+/// What a function's entries in the special sections say, position-independently: per section,
+/// each entry's bytes (the `__bug_table` line number masked: it moves with unrelated edits) and
+/// what its relocations point at (names, addends, the code of an alternative's replacement,
+/// strings by content).
+type EntrySignature = Vec<(String, Vec<u8>, Vec<(u64, u32, String, i64, Vec<u8>)>)>;
+
+fn special_signatures(k: &Kelf, options: &crate::Options) -> std::collections::HashMap<SymbolIndex, EntrySignature> {
+    let mut out: std::collections::HashMap<SymbolIndex, EntrySignature> = Default::default();
+    let repl = k.section_named(".altinstr_replacement");
+    // Each replacement runs from its start to the next one's.
+    let mut repl_starts: Vec<i64> = Vec::new();
+    if let (Some(r), Some(alt)) = (repl, k.section_named(".altinstructions")) {
+        if let Some(ar) = k.rela_of[alt.0] {
+            repl_starts = k.obj.sections[ar.0]
+                .relas
+                .iter()
+                .filter(|x| k.obj.symbols[x.r_sym.0].section == Some(r))
+                .map(|x| k.obj.symbols[x.r_sym.0].st_value as i64 + x.r_addend)
+                .collect();
+            repl_starts.sort_unstable();
+            repl_starts.dedup();
+        }
+    }
+    for spec in k.arch.special_sections() {
+        let Some(sec) = k.section_named(spec.name) else { continue };
+        let Some(rsec) = k.rela_of[sec.0] else { continue };
+        let Some(size) = crate::special::entry_size_for(k, spec.name, sec, options) else { continue };
+        let base = &k.obj.sections[sec.0];
+        let mut relas = k.obj.sections[rsec.0].relas.clone();
+        relas.sort_by_key(|r| r.r_offset);
+        let mut at = 0;
+        let mut offset = 0u64;
+        while offset < base.sh_size {
+            let len = size.min(base.sh_size - offset);
+            let start = at;
+            while at < relas.len() && relas[at].r_offset < offset + len {
+                at += 1;
+            }
+            let group = &relas[start..at];
+            let owner = group.iter().map(|r| r.r_sym).find(|&s| k.obj.symbols[s.0].is_func() && k.obj.symbols[s.0].section.is_some());
+            if let Some(owner) = owner {
+                let mut bytes = base.data.get(offset as usize..(offset + len) as usize).unwrap_or(&[]).to_vec();
+                if spec.name == "__bug_table" && bytes.len() >= 12 {
+                    bytes[8..10].fill(0);
+                }
+                let targets = group
+                    .iter()
+                    .map(|r| {
+                        let t = &k.obj.symbols[r.r_sym.0];
+                        let at = t.st_value as i64 + r.r_addend;
+                        let content = if let Some(s) = k.rela_string(r) {
+                            s.to_vec()
+                        } else if t.section.is_some() && t.section == repl {
+                            let end = repl_starts.iter().copied().find(|&x| x > at).unwrap_or(k.obj.sections[t.section.unwrap().0].data.len() as i64);
+                            k.obj.sections[t.section.unwrap().0].data.get(at.max(0) as usize..end.max(0) as usize).unwrap_or(&[]).to_vec()
+                        } else {
+                            Vec::new()
+                        };
+                        // What is compared by content needs no name (`.LC6` and `.LC8` may hold
+                        // the same string).
+                        let (name, addend) = if content.is_empty() {
+                            (crate::names::mangled_key_string(k.sym_name(r.r_sym)), r.r_addend)
+                        } else {
+                            (String::new(), 0)
+                        };
+                        (r.r_offset - offset, r.r_type, name, addend, content)
+                    })
+                    .collect();
+                out.entry(owner).or_default().push((spec.name.to_string(), bytes, targets));
+            }
+            offset += len;
+        }
+    }
+    out
+}
+
+/// A function whose code is the same is still changed when its alternatives, exception
+/// entries, bug flags or jump-label keys changed.
+fn compare_special_entries(o: &Kelf, p: &Kelf, st: &mut State, options: &crate::Options) {
+    let (so, sp) = (special_signatures(o, options), special_signatures(p, options));
+    for (&psym, sig) in &sp {
+        if st.sym_status[psym.0] != Status::Same {
+            continue;
+        }
+        let Some(osym) = st.sym_twin[psym.0] else { continue };
+        // Unchanged code has the same sites: only the same number of entries, with different
+        // contents, is a change of the entries themselves.
+        if so.get(&osym).is_some_and(|o| o.len() == sig.len() && o != sig) {
+            if options.debug {
+                eprintln!("special entries of {} differ:\n  orig {:?}\n  new  {:?}", p.sym_name(psym), so.get(&osym), sig);
+            }
+            st.sym_status[psym.0] = Status::Changed;
+        }
+    }
+}
+
+/// A changed constant (a `.rodata` table) cannot be patched in place, but every function that
+/// reads it can be, with a new copy of the table: such readers are changed too.
+fn propagate_read_only_data_changes(p: &Kelf, st: &mut State) {
+    let changed_const = |sym: SymbolIndex| {
+        let s = &p.obj.symbols[sym.0];
+        let Some(sec) = s.section else { return false };
+        let section = &p.obj.sections[sec.0];
+        let owner = if s.is_section() { p.bundled[sec.0] } else { Some(sym).filter(|_| p.bundled[sec.0] == Some(sym)) };
+        let Some(owner) = owner else { return false };
+        p.obj.symbols[owner.0].is_object()
+            && section.is_alloc()
+            && section.sh_flags & kpatch_elf::consts::SHF_WRITE == 0
+            && !section.is_strings()
+            && !section.is_text()
+            && section.name.starts_with(".rodata")
+            && st.sec_status[sec.0] == Status::Changed
+    };
+    let mut readers = Vec::new();
+    for (rsec, sec) in p.obj.sections_iter() {
+        if !sec.is_rela() || st.sec_ignore[rsec.0] {
+            continue;
+        }
+        let Some(reader) = p.base_of[rsec.0].and_then(|b| p.bundled[b.0]) else { continue };
+        if p.obj.symbols[reader.0].is_func() && sec.relas.iter().any(|r| changed_const(r.r_sym)) {
+            readers.push(reader);
+        }
+    }
+    for r in readers {
+        if st.sym_status[r.0] == Status::Same && st.sym_twin[r.0].is_some() {
+            st.sym_status[r.0] = Status::Changed;
+        }
     }
 }

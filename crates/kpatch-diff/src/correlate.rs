@@ -133,7 +133,7 @@ fn correlate_sections(o: &Kelf, p: &Kelf, st: &mut State) {
                 }
             }
             // Group sections must match exactly; changed groups are not supported.
-            if sec.is_group() && sec.data != psec.data {
+            if sec.is_group() && group_key(o, so) != group_key(p, sp) {
                 continue;
             }
             pair_section_family(o, p, st, so, sp);
@@ -381,4 +381,10 @@ fn rename_pairs(o: &Kelf, p: &mut Kelf, st: &State) {
             }
         }
     }
+}
+
+/// A section group as it means: its flag and its members' names (their indexes shift freely).
+pub fn group_key(k: &Kelf, sec: SectionIndex) -> (u32, Vec<&str>) {
+    let (flags, members) = k.obj.sections[sec.0].group_members(k.obj.header.big_endian);
+    (flags, members.iter().map(|m| k.obj.sections.get(m.0).map(|s| s.name.as_str()).unwrap_or("")).collect())
 }

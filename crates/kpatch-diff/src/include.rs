@@ -165,10 +165,19 @@ pub fn functions_with(p: &Kelf, st: &State, inc: &Inclusion, status: Status) -> 
             inc.sym[i.0]
                 && s.section.is_some()
                 && s.is_func()
-                && p.parent[i.0].is_none()
+                && is_patch_target(p, st, *i)
                 && !s.name.starts_with(PFX)
                 && st.sym_status[i.0] == status
         })
         .map(|(_, s)| s.name.clone())
         .collect()
+}
+
+/// A function the livepatch core replaces on its own: a top-level function, or a child
+/// (`foo.part.0`) with its own ftrace entry whose parent is not being replaced.
+pub fn is_patch_target(p: &Kelf, st: &State, sym: SymbolIndex) -> bool {
+    match p.parent[sym.0] {
+        None => true,
+        Some(parent) => p.has_fentry[sym.0] && st.sym_status[parent.0] == Status::Same,
+    }
 }

@@ -122,7 +122,7 @@ pub fn diff(
 
     let mut st = correlate::correlate(&o, &mut p)?;
     let mut report = Report::default();
-    compare::compare(&o, &p, &mut st, &mut report)?;
+    compare::compare(&o, &p, &mut st, &mut report, options)?;
     let mut inc = include::Inclusion::new(&p);
     include::include_all(&p, &st, &mut inc, &mut report);
     let regen = special::process(&p, &mut st, &mut inc, options)?;

@@ -7,11 +7,21 @@ pub fn mangled_eq(a: &str, b: &str) -> bool {
     if a.contains(".str1.") {
         return a == b;
     }
+    // `__UNIQUE_ID_<prefix><counter>`: the `__COUNTER__` digits move with unrelated changes.
+    let unique = a.starts_with(UNIQUE_ID) && b.starts_with(UNIQUE_ID);
     let (a, b) = (a.as_bytes(), b.as_bytes());
     let (mut i, mut j) = (0, 0);
     loop {
         match (a.get(i), b.get(j)) {
             (None, None) => return true,
+            (Some(x), Some(y)) if unique && x.is_ascii_digit() && y.is_ascii_digit() => {
+                while a.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+                while b.get(j).is_some_and(u8::is_ascii_digit) {
+                    j += 1;
+                }
+            }
             (Some(b'.'), Some(b'.')) if a.get(i + 1).is_some_and(u8::is_ascii_digit) => {
                 if !b.get(j + 1).is_some_and(u8::is_ascii_digit) {
                     return false;
@@ -40,6 +50,8 @@ fn is_digit_tail(s: &[u8]) -> bool {
     s.len() >= 2 && s[0] == b'.' && s[1..].iter().all(u8::is_ascii_digit)
 }
 
+const UNIQUE_ID: &str = "__UNIQUE_ID_";
+
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0100_0000_01b3;
 
@@ -50,19 +62,59 @@ pub fn mangled_hash(name: &str) -> u64 {
         return name_hash(name);
     }
     let b = name.as_bytes();
+    let unique = name.starts_with(UNIQUE_ID);
+    let digits_from = |mut i: usize| {
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        i
+    };
     let mut h = FNV_OFFSET;
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
+        if unique && c.is_ascii_digit() {
+            // A __COUNTER__ run: one placeholder, whatever its digits.
+            i = digits_from(i);
+            h = (h ^ b'#' as u64).wrapping_mul(FNV_PRIME);
+            continue;
+        }
+        if c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            i = digits_from(i + 1);
+            // `foo.12` and `foo` are the same name (mangled_eq's digit tail): a final run hashes
+            // to nothing, an inner one to a lone '.'.
+            if i < b.len() {
+                h = (h ^ b'.' as u64).wrapping_mul(FNV_PRIME);
+            }
+            continue;
+        }
+        h = (h ^ c as u64).wrapping_mul(FNV_PRIME);
         i += 1;
-        if c == b'.' && b.get(i).is_some_and(u8::is_ascii_digit) {
+    }
+    h
+}
+
+/// A name without its gcc numbers (`.<digits>` runs become `.`, a final one goes), for
+/// comparing names where [`mangled_eq`] would hold.
+pub fn mangled_key_string(name: &str) -> String {
+    let b = name.as_bytes();
+    let mut out = String::with_capacity(name.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit) && !name.contains(".str1.") {
+            i += 1;
             while b.get(i).is_some_and(u8::is_ascii_digit) {
                 i += 1;
             }
+            if i < b.len() {
+                out.push('.');
+            }
+            continue;
         }
-        h = (h ^ c as u64).wrapping_mul(FNV_PRIME);
+        out.push(b[i] as char);
+        i += 1;
     }
-    h
+    out
 }
 
 /// FNV-1a of a name.
@@ -137,7 +189,12 @@ mod tests {
         assert!(mangled_eq(".text.foo.constprop.0", ".text.foo.constprop.1"));
         assert_eq!(mangled_hash("foo.isra.12"), mangled_hash("foo.isra.3"));
         assert_eq!(mangled_hash("x.1y"), name_hash("x.y"));
+        assert_eq!(mangled_hash("foo.12"), mangled_hash("foo"));
+        assert_eq!(mangled_hash("foo.isra.0"), name_hash("foo.isra"));
         assert_ne!(mangled_hash("foo"), mangled_hash("bar"));
+        assert!(mangled_eq("__UNIQUE_ID_calls0.1", "__UNIQUE_ID_calls1.1"));
+        assert_eq!(mangled_hash("__UNIQUE_ID_calls0.1"), mangled_hash("__UNIQUE_ID_calls12.3"));
+        assert!(!mangled_eq("calls0", "calls1"));
     }
 
     #[test]

@@ -25,6 +25,11 @@ fn is_carryable_data(name: &str) -> bool {
     n == ".data.unlikely" || n == ".data.once" || n.starts_with(".data..Lubsan") || n.starts_with(".data..L__unnamed")
 }
 
+fn is_metadata(name: &str) -> bool {
+    let n = name.strip_prefix(".rela").unwrap_or(name);
+    n == ".modinfo" || n == ".comment" || n.starts_with(".note")
+}
+
 pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), DiffError> {
     let mut reasons = Vec::new();
     for (i, sec) in p.obj.sections_iter() {
@@ -38,8 +43,9 @@ pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), Dif
             }
         };
         if status == Status::Changed && !inc.sec[i.0] {
-            if is_carryable_data(name) || crate::kelf::is_debug(name) {
-                // Source locations only (UBSAN records, WARN_ONCE flags, debug info).
+            if is_carryable_data(name) || crate::kelf::is_debug(name) || is_metadata(name) {
+                // Source locations only (UBSAN records, WARN_ONCE flags, debug info), or
+                // metadata the module gets its own copy of (.modinfo namespaces, notes).
                 continue;
             }
             if is_init(name) {
