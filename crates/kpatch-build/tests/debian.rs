@@ -322,3 +322,52 @@ fn walk_for(dir: &Path, name: &str, alt: &str) -> bool {
         }
     })
 }
+
+/// `--sourcedir`: a configured tree of the user's, used in place; the objects it had come back.
+#[test]
+fn user_tree_is_used_in_place_and_keeps_its_objects() {
+    if !enabled() {
+        return;
+    }
+    let k = kpatch_target::DebianKernel::default_target().unwrap();
+    let vmlinux = k.vmlinux().unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    let user = copy.path().join("linux");
+    {
+        // A copy of the prepared Debian tree stands in for a user's configured tree.
+        let tree = tree();
+        let st = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(tree.root())
+            .arg(&user)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    fs::write(user.join("fs/proc/cmdline.o"), "the user's own object").unwrap();
+    let tree = PreparedTree::user(
+        &SystemRunner,
+        &user,
+        None,
+        Some(&vmlinux),
+        &TreeOptions::default(),
+    )
+    .unwrap();
+    assert!(tree.is_user_tree && tree.kbuild.kernelrelease.is_none());
+    let work = tempfile::tempdir().unwrap();
+    let patch = write_patch(work.path(), "cmdline.patch", CMDLINE_PATCH);
+    let before = hash_files(&user, &["fs/proc/cmdline.c"]);
+    let out = build_object_pairs(&SystemRunner, &tree, &patch, &work.path().join("build")).unwrap();
+    assert_eq!(out.pairs.len(), 1);
+    assert_eq!(
+        changed_text_sections(&out.pairs[0].orig, &out.pairs[0].patched),
+        BTreeSet::from([".text.cmdline_proc_show".to_string()])
+    );
+    assert_eq!(hash_files(&user, &["fs/proc/cmdline.c"]), before);
+    assert_eq!(
+        fs::read_to_string(user.join("fs/proc/cmdline.o")).unwrap(),
+        "the user's own object"
+    );
+    // A configured tree is not reconfigured when no config is given.
+    assert!(tree.timings.get("prepare").is_none());
+}
