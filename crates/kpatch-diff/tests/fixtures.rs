@@ -106,6 +106,52 @@ fn static_local_used_only_in_a_cold_child_is_paired_through_it() {
 }
 
 #[test]
+fn unique_id_static_locals_correlate_despite_their_counter() {
+    let p = fixture!("unique_id");
+    // Shape: foo()'s static local is __UNIQUE_ID_calls0.N in the original and
+    // __UNIQUE_ID_calls1.N in the patched build, where calls1 was bar()'s name.
+    assert!(symbol_names(&p.orig).iter().any(|n| n.starts_with("__UNIQUE_ID_calls0.")));
+    assert!(symbol_names(&p.patched).iter().any(|n| n.starts_with("__UNIQUE_ID_calls2.")));
+    let orig_foo_var = relas_of(&p.orig, ".text.foo")
+        .unwrap()
+        .relas
+        .iter()
+        .map(|r| target_name(&p.orig, r))
+        .find(|n| n.contains("__UNIQUE_ID_calls"))
+        .expect("foo() references its static local");
+    let orig_foo_var = orig_foo_var.trim_start_matches(".bss.").to_string();
+
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    let refs: Vec<String> = relas_of(&out, ".text.foo").unwrap().relas.iter().map(|r| target_name(&out, r)).collect();
+    assert!(refs.contains(&orig_foo_var), "foo() should reference the original {orig_foo_var}: {refs:?}");
+    assert!(symbol(&out, &orig_foo_var).section.is_none(), "{orig_foo_var} is the kernel's, not copied");
+    assert!(!defined_functions(&out).contains(&"bar".to_string()));
+}
+
+#[test]
+fn static_local_of_a_removed_cold_child_is_paired_through_its_parent() {
+    let p = fixture!("static_local_cold", &[], &["NO_COLD"]);
+    // Shape: in the original only foo.cold uses foo's "errors"; the patched foo has no .cold
+    // part and uses it itself, under another number.
+    assert!(has_symbol(&p.orig, "foo.cold") && !has_symbol(&p.patched, "foo.cold"));
+    let orig_var = relas_of(&p.orig, ".text.unlikely.foo")
+        .unwrap()
+        .relas
+        .iter()
+        .map(|r| target_name(&p.orig, r).trim_start_matches(".bss.").to_string())
+        .find(|n| n.starts_with("errors."))
+        .unwrap();
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    let refs: Vec<String> = relas_of(&out, ".text.foo").unwrap().relas.iter().map(|r| target_name(&out, r)).collect();
+    assert!(refs.contains(&orig_var), "foo should reference the original {orig_var}: {refs:?}");
+    assert!(symbol(&out, &orig_var).section.is_none(), "{orig_var} is the kernel's");
+    // Only first()'s own (new) "errors" may be reported as new.
+    assert!(report.warnings.iter().all(|w| w.contains("used by first")), "{:?}", report.warnings);
+}
+
+#[test]
 fn constprop_clone_correlates_and_keeps_its_original_name() {
     let p = fixture!("constprop");
     assert!(has_symbol(&p.orig, "scale.constprop.0"), "gcc made no constprop clone");
@@ -290,6 +336,78 @@ fn changed_functions_become_local_and_new_globals_stay_global() {
     assert!(!symbol(&out, "new_global").is_local(), "a new global variable stays global");
 }
 
+#[test]
+fn changed_switch_table_changes_its_function() {
+    let p = fixture!("switch_table");
+    // Shape: pick()'s code and relocations are the same; only its CSWTCH table differs.
+    assert!(has_symbol(&p.orig, "CSWTCH.3"));
+    assert_eq!(section(&p.orig, ".text.pick").unwrap().data, section(&p.patched, ".text.pick").unwrap().data);
+    assert_ne!(section(&p.orig, ".rodata.CSWTCH.3").unwrap().data, section(&p.patched, ".rodata.CSWTCH.3").unwrap().data);
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["pick"]));
+    // pick() uses the patch's own table, with the new value.
+    let t = out.symbols.iter().find(|s| s.name.starts_with("CSWTCH")).expect("the table is in the output");
+    let data = &out.sections[t.section.expect("the table is defined in the patch").0].data;
+    assert_eq!(&data[20..24], &61i32.to_le_bytes());
+    assert!(!defined_functions(&out).contains(&"other".to_string()));
+}
+
+#[test]
+fn changed_bug_entry_flags_change_the_function() {
+    let p = fixture!("bug_flags");
+    // Shape: same code, the first bug entry's flags differ (WARNING vs WARNING|ONCE).
+    assert_eq!(section(&p.orig, ".text.foo").unwrap().data, section(&p.patched, ".text.foo").unwrap().data);
+    let flags = |o| {
+        let d = &section(o, "__bug_table").unwrap().data;
+        d.chunks(12).map(|e| u16::from_le_bytes([e[10], e[11]])).collect::<Vec<_>>()
+    };
+    assert_ne!(flags(&p.orig), flags(&p.patched));
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert_eq!(entry_targets(&out, "__bug_table", 12, 0), strs(&["foo"]));
+    assert_eq!(flags(&out), vec![3], "the patched entry is WARNING|ONCE");
+}
+
+#[test]
+fn changed_alternative_feature_changes_the_function() {
+    let p = fixture!("alternatives", &[], &["FEATURE_ONLY"]);
+    assert_eq!(section(&p.orig, ".text.foo").unwrap().data, section(&p.patched, ".text.foo").unwrap().data);
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    let alt = &section(&out, ".altinstructions").unwrap().data;
+    assert_eq!(u16::from_le_bytes([alt[8], alt[9]]), 26, "the patched feature bit (X86_FEATURE_XMM2)");
+}
+
+#[test]
+fn changed_alternative_replacement_changes_the_function() {
+    let p = fixture!("alternatives", &[], &["REPLACEMENT_ONLY"]);
+    assert_eq!(section(&p.orig, ".text.foo").unwrap().data, section(&p.patched, ".text.foo").unwrap().data);
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    let repl = &section(&out, ".altinstr_replacement").unwrap().data;
+    assert!(repl.windows(3).any(|w| w == [0x0f, 0xae, 0xf8]), "the patched replacement (sfence) is in the output");
+}
+
+#[test]
+fn changed_ex_table_type_changes_the_function() {
+    let p = fixture!("ex_table", &[], &["TYPE_ONLY"]);
+    assert_eq!(section(&p.orig, ".text.foo").unwrap().data, section(&p.patched, ".text.foo").unwrap().data);
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert_eq!(entry_targets(&out, "__ex_table", 12, 0), strs(&["foo"]));
+    let e = &section(&out, "__ex_table").unwrap().data;
+    assert_eq!(u32::from_le_bytes([e[8], e[9], e[10], e[11]]), 1, "the patched type, EX_TYPE_DEFAULT");
+}
+
+#[test]
+fn changed_jump_label_key_changes_the_function() {
+    let p = fixture!("jump_table", &[], &["KEY_ONLY"]);
+    assert_eq!(section(&p.orig, ".text.foo").unwrap().data, section(&p.patched, ".text.foo").unwrap().data);
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert_eq!(sorted(&entry_targets(&out, "__jump_table", 16, 8)), strs(&["key_bar", "key_local"]));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Inclusion.
 
@@ -318,6 +436,43 @@ fn new_functions_data_and_strings_are_carried_with_the_changed_function() {
     assert!(!defined_functions(&out).contains(&"bar".to_string()));
     // The new helper's WARN_ON comes along, bar()'s does not.
     assert_eq!(entry_targets(&out, "__bug_table", 12, 0), strs(&["new_helper"]));
+}
+
+#[test]
+fn part_child_change_with_unchanged_parent_is_patched() {
+    let p = fixture!("part_parent");
+    // Shape: big() stays a function and big.part.0 is its child, with its own ftrace entry.
+    assert!(has_symbol(&p.orig, "big") && has_symbol(&p.orig, "big.part.0"));
+    assert_ftrace_shape(&p.orig, &[]);
+    assert_eq!(section(&p.orig, ".text.big").unwrap().data, section(&p.patched, ".text.big").unwrap().data);
+    let (out, report) = p.changed();
+    assert!(defined_functions(&out).contains(&"big.part.0".to_string()), "{report:?}");
+    // The changed code is only in big.part.0: the report must say something changed.
+    assert!(!report.changed_functions.is_empty(), "{report:?}");
+}
+
+#[test]
+fn bug_entries_of_an_included_cold_child_are_kept() {
+    let p = fixture!("warn_cold");
+    // Shape: each function's WARN (ud2 and its __bug_table entry) is in its .cold part.
+    assert!(has_symbol(&p.orig, "check.cold") && has_symbol(&p.orig, "other.cold"));
+    assert_eq!(sorted(&entry_targets(&p.orig, "__bug_table", 12, 0)), strs(&[".text.unlikely.check", ".text.unlikely.other"]));
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["check"]));
+    assert!(defined_functions(&out).contains(&"check.cold".to_string()));
+    assert_eq!(entry_targets(&out, "__bug_table", 12, 0), strs(&["check.cold"]));
+}
+
+#[test]
+fn changed_const_table_alone_patches_its_users() {
+    let p = fixture!("const_data", &[], &["TABLE_ONLY"]);
+    assert_eq!(section(&p.orig, ".text.foo").unwrap().data, section(&p.patched, ".text.foo").unwrap().data);
+    let (out, report) = p.changed();
+    // Read-only data cannot be changed in place, but its readers can be patched to read a new copy.
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    let w = symbol(&out, "weights");
+    let data = &out.sections[w.section.expect("weights is copied into the patch").0].data;
+    assert_eq!(&data[12..16], &5i32.to_le_bytes());
 }
 
 #[test]
@@ -415,6 +570,63 @@ fn altinstr_replacement_is_dropped_when_no_alternative_is_kept() {
 }
 
 #[test]
+fn ex_table_fixup_code_goes_with_its_function_only() {
+    let p = fixture!("ex_table_fixup");
+    // Shape: two 12-byte __ex_table entries whose fixups are in .fixup, one stub per function,
+    // each jumping back into its function.
+    assert_eq!(section(&p.patched, "__ex_table").unwrap().sh_size, 24);
+    let back: Vec<String> = relas_of(&p.patched, ".fixup").unwrap().relas.iter().map(|r| target_name(&p.patched, r)).collect();
+    assert_eq!(sorted(&back), strs(&[".text.bar", ".text.foo"]));
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert_eq!(entry_targets(&out, "__ex_table", 12, 0), strs(&["foo"]));
+    // foo's stub, and only foo's, comes along: bar is not in the patch and its stub is not
+    // foo's business.
+    let back: Vec<String> = relas_of(&out, ".fixup").expect(".fixup in the output").relas.iter().map(|r| target_name(&out, r)).collect();
+    assert_eq!(back, strs(&["foo"]), "the output's .fixup jumps back into {back:?}");
+    assert!(!has_symbol(&out, "bar"), "bar is referenced by the output");
+}
+
+#[test]
+fn ex_table_entry_in_a_kept_alternative_replacement_is_kept() {
+    let p = fixture!("alt_extable");
+    // Shape: both __ex_table entries point into .altinstr_replacement, at the replacements
+    // that foo's and bar's .altinstructions entries name.
+    assert_eq!(entry_targets(&p.patched, "__ex_table", 12, 0), strs(&[".altinstr_replacement", ".altinstr_replacement"]));
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert_eq!(entry_targets(&out, ".altinstructions", 12, 0), strs(&["foo"]));
+    let foo_repl = relas_of(&out, ".altinstructions").unwrap().relas.iter().find(|r| r.r_offset == 4).unwrap().r_addend;
+    // The replacement that foo's alternative installs may fault: its fixup must be in the patch.
+    let ex = relas_of(&out, "__ex_table").expect("__ex_table in the output");
+    assert!(
+        ex.relas.iter().any(|r| r.r_offset % 12 == 0 && target_name(&out, r) == ".altinstr_replacement" && r.r_addend == foo_repl),
+        "no __ex_table entry for foo's replacement at .altinstr_replacement+{foo_repl}"
+    );
+}
+
+#[test]
+fn printk_index_keeps_the_entries_of_included_functions() {
+    let p = fixture!("printk_index");
+    // Shape: .printk_index holds one pointer per printk site, to a pi_entry (_entry.N) whose
+    // func field points to the function's __func__ string.
+    assert_eq!(section(&p.patched, ".printk_index").unwrap().sh_size, 16);
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    let idx = relas_of(&out, ".printk_index").expect(".printk_index in the output");
+    assert_eq!(idx.relas.len(), 1, "one entry: foo's printk");
+    // The entry's pi_entry is in the output and names foo as its function.
+    let entry = &out.symbols[idx.relas[0].r_sym.0];
+    let entry_sec = entry.section.expect("the pi_entry is carried");
+    let erelas = out.sections.iter().find(|s| s.is_rela() && s.rela_target() == Some(entry_sec)).unwrap();
+    let func = erelas.relas.iter().find(|r| r.r_offset == entry.st_value + 8).expect("pi_entry.func relocated");
+    let fsym = &out.symbols[func.r_sym.0];
+    let fsec = &out.sections[fsym.section.expect("__func__ string carried").0];
+    let at = (fsym.st_value as i64 + func.r_addend) as usize;
+    assert_eq!(&fsec.data[at..at + 3], b"foo");
+}
+
+#[test]
 fn smp_locks_keep_only_entries_of_included_functions() {
     let p = fixture!("smp_locks");
     assert_eq!(section(&p.patched, ".smp_locks").unwrap().sh_size, 12, "three lock sites");
@@ -491,6 +703,20 @@ fn modinfo_import_namespaces_are_carried_and_nothing_else() {
     let entries: Vec<String> =
         m.data.split(|&b| b == 0).filter(|e| !e.is_empty()).map(|e| String::from_utf8_lossy(e).into_owned()).collect();
     assert_eq!(sorted(&entries), strs(&["fixture.import_ns=CRYPTO_INTERNAL", "fixture.import_ns=DMA_BUF"]));
+}
+
+#[test]
+fn modinfo_import_namespace_added_by_the_patch_is_carried() {
+    let p = fixture!("import_ns", &[], &["NEW_NS"]);
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    let m = section(&out, ".modinfo").expect(".modinfo in the output");
+    let entries: Vec<String> =
+        m.data.split(|&b| b == 0).filter(|e| !e.is_empty()).map(|e| String::from_utf8_lossy(e).into_owned()).collect();
+    assert_eq!(
+        sorted(&entries),
+        strs(&["fixture.import_ns=CRYPTO_INTERNAL", "fixture.import_ns=DMA_BUF", "fixture.import_ns=USB_STORAGE"])
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -706,5 +932,17 @@ fn unchanged_section_group_does_not_stop_a_patch() {
     assert!(p.orig.sections.iter().any(|s| s.is_group()), "no COMDAT group");
     let (out, report) = p.changed();
     assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert!(!has_symbol(&out, "grp_fn"));
+}
+
+#[test]
+fn unchanged_section_group_with_shifted_member_indexes_does_not_stop_a_patch() {
+    let p = fixture!("group_unchanged", &[], &["SHIFT"]);
+    // Shape: the group's member list names other section indexes in the patched build.
+    let members = |o: &kpatch_elf::Object| o.sections.iter().find(|s| s.is_group()).unwrap().data.clone();
+    assert_ne!(members(&p.orig), members(&p.patched));
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert_eq!(sorted(&report.new_functions), strs(&["added"]));
     assert!(!has_symbol(&out, "grp_fn"));
 }
