@@ -331,7 +331,8 @@ fn user_tree_is_used_in_place_and_keeps_its_objects() {
     }
     let k = kpatch_target::DebianKernel::default_target().unwrap();
     let vmlinux = k.vmlinux().unwrap();
-    let copy = tempfile::tempdir().unwrap();
+    // Next to the cache: the same filesystem as the tree, whatever /tmp is.
+    let copy = tempfile::tempdir_in(kpatch_target::cache_dir()).unwrap();
     let user = copy.path().join("linux");
     {
         // A copy of the prepared Debian tree stands in for a user's configured tree.
