@@ -737,6 +737,15 @@ fn changed_existing_data_used_by_a_changed_function_is_refused_naming_it() {
 }
 
 #[test]
+fn changed_const_ops_whose_address_is_handed_out_is_refused() {
+    let p = fixture!("const_ops", &[], &["OPS"]);
+    // probe() passes &my_ops to the kernel: the kernel keeps using its copy whatever the patch
+    // does to probe(), so the change cannot take effect by patching functions.
+    let e = p.unpatchable();
+    assert!(e.contains("my_ops"), "{e}");
+}
+
+#[test]
 fn resized_bss_object_is_refused_naming_it() {
     let p = fixture!("bss_resized");
     assert_eq!(section(&p.orig, ".bss.slots").unwrap().sh_size, 32);
