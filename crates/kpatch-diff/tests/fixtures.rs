@@ -279,6 +279,18 @@ fn line_number_only_change_in_printk_is_not_a_change() {
 }
 
 #[test]
+fn line_number_only_change_in_an_indexed_printk_is_not_a_change() {
+    let p = fixture!("printk_line", &["INDEXED"], &["INDEXED"]);
+    // Shape: the printk index record (pi_entry) holds the line too.
+    assert!(section(&p.orig, ".printk_index").is_some());
+    let entry = |o: &kpatch_elf::Object| {
+        o.sections.iter().find(|s| s.name.starts_with(".rodata._entry")).expect("a pi_entry section").data.clone()
+    };
+    assert_ne!(entry(&p.orig), entry(&p.patched), "the pi_entry's line should differ");
+    p.no_change();
+}
+
+#[test]
 fn relocations_compare_by_target_symbol_not_bytes() {
     let p = fixture!("reloc_target");
     // Shape: calls() and points() have the same bytes in both builds.
