@@ -172,6 +172,17 @@ fn isra_clone_correlates_and_keeps_its_original_name() {
 }
 
 #[test]
+fn cold_child_of_an_isra_clone_goes_with_its_clone() {
+    let p = fixture!("isra_cold");
+    assert!(has_symbol(&p.orig, "get_c.isra.0") && has_symbol(&p.orig, "get_c.isra.0.cold"), "no isra clone with a .cold part");
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["get_c.isra.0"]));
+    assert_eq!(defined_functions(&out), strs(&["get_c.isra.0", "get_c.isra.0.cold"]));
+    let sites: Vec<String> = relas_of(&out, "__mcount_loc").unwrap().relas.iter().map(|r| target_name(&out, r)).collect();
+    assert_eq!(sites, strs(&["get_c.isra.0"]), "the .cold part has no ftrace entry of its own");
+}
+
+#[test]
 fn change_in_cold_part_patches_the_parent_and_carries_the_cold_child() {
     let p = fixture!("cold");
     assert!(has_symbol(&p.orig, "with_cold.cold") && section(&p.orig, ".text.unlikely.with_cold").is_some(), "no .cold part");
