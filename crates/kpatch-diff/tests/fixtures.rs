@@ -978,3 +978,20 @@ fn unchanged_section_group_with_shifted_member_indexes_does_not_stop_a_patch() {
     assert_eq!(sorted(&report.new_functions), strs(&["added"]));
     assert!(!has_symbol(&out, "grp_fn"));
 }
+
+#[test]
+fn pfx_padding_symbols_travel_with_their_function() {
+    let Some(p) = build_with_flags("padded", &["PFX"], &["PFX"], &["-fpatchable-function-entry=16,16"]) else { return };
+    // Shape: objtool's layout, __pfx_foo over the 16 bytes before foo.
+    assert_eq!((symbol(&p.orig, "__pfx_foo").st_value, symbol(&p.orig, "foo").st_value), (0, 16));
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert!(report.new_functions.is_empty(), "{report:?}");
+    assert_eq!(defined_functions(&out), strs(&["__pfx_foo", "foo"]));
+    let (pfx, foo) = (symbol(&out, "__pfx_foo"), symbol(&out, "foo"));
+    assert_eq!((pfx.st_value, pfx.st_size, foo.st_value), (0, 16, 16));
+    assert_eq!(pfx.section, foo.section);
+    let sites: Vec<(String, i64)> =
+        relas_of(&out, "__mcount_loc").unwrap().relas.iter().map(|r| (target_name(&out, r), r.r_addend)).collect();
+    assert_eq!(sites, vec![("foo".to_string(), 0)]);
+}
