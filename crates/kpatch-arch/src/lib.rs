@@ -40,6 +40,12 @@ pub trait Arch: Sync {
     /// For an instruction that differs between two versions of a function only because it moves
     /// a `__LINE__` value: true when it is an immediate load of the line argument register.
     fn is_line_number_load(&self, insn: &[u8]) -> bool;
+    /// Whether the relocation at `r_offset` of `code` is the displacement of a memory operand
+    /// that the instruction reads or writes (as opposed to an address the code computes and
+    /// may hand out: an immediate, a `lea`, a call target).
+    fn is_memory_access(&self, _code: &[u8], _r_offset: u64) -> bool {
+        false
+    }
     /// Byte offset of the end of the instruction that holds a relocation at `r_offset`, relative to
     /// `r_offset` (the `add_off` of a PC-relative reference), by decoding `code` from its start.
     fn pc_rel_bias(&self, code: &[u8], r_offset: u64) -> Option<i64> {

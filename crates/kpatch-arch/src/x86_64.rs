@@ -53,6 +53,24 @@ impl Arch for X86_64 {
         let insn = d.decode();
         (!insn.is_invalid()).then(|| insn.len())
     }
+    fn is_memory_access(&self, code: &[u8], r_offset: u64) -> bool {
+        let mut d = Decoder::new(64, code, DecoderOptions::NONE);
+        let target = r_offset as usize;
+        while d.can_decode() {
+            let start = d.position();
+            let insn = d.decode();
+            if insn.is_invalid() {
+                return false;
+            }
+            if target >= start && target < start + insn.len() {
+                let offsets = d.get_constant_offsets(&insn);
+                return insn.mnemonic() != iced_x86::Mnemonic::Lea
+                    && offsets.has_displacement()
+                    && start + offsets.displacement_offset() == target;
+            }
+        }
+        false
+    }
     fn is_line_number_load(&self, insn: &[u8]) -> bool {
         // `mov $imm32, %edx` (0xba) or `mov $imm32, %esi` (0xbe): the line argument of WARN,
         // might_sleep and friends.
@@ -85,6 +103,19 @@ mod tests {
         assert_eq!(a.pc_rel_bias(&code, 2), Some(4));
         assert_eq!(a.pc_rel_bias(&code, 8), Some(5));
         assert_eq!(a.pc_rel_bias(&code, 40), None);
+    }
+
+    #[test]
+    fn memory_accesses_are_told_from_computed_addresses() {
+        let a = X86_64;
+        // mov 0x0(,%rax,4),%eax: relocation in the displacement, at 3
+        assert!(a.is_memory_access(&[0x8b, 0x04, 0x85, 0, 0, 0, 0], 3));
+        // mov $0x0,%rdi: the relocation is an immediate
+        assert!(!a.is_memory_access(&[0x48, 0xc7, 0xc7, 0, 0, 0, 0], 3));
+        // lea 0x0(%rip),%rdi: an address the code computes
+        assert!(!a.is_memory_access(&[0x48, 0x8d, 0x3d, 0, 0, 0, 0], 3));
+        // mov 0x0(%rip),%rax: a load
+        assert!(a.is_memory_access(&[0x48, 0x8b, 0x05, 0, 0, 0, 0], 3));
     }
 
     #[test]

@@ -392,20 +392,23 @@ type EntrySignature = Vec<(String, Vec<u8>, Vec<(u64, u32, String, i64, Vec<u8>)
 
 fn special_signatures(k: &Kelf, options: &crate::Options) -> std::collections::HashMap<SymbolIndex, EntrySignature> {
     let mut out: std::collections::HashMap<SymbolIndex, EntrySignature> = Default::default();
-    let repl = k.section_named(".altinstr_replacement");
-    // Each replacement runs from its start to the next one's.
-    let mut repl_starts: Vec<i64> = Vec::new();
-    if let (Some(r), Some(alt)) = (repl, k.section_named(".altinstructions")) {
-        if let Some(ar) = k.rela_of[alt.0] {
-            repl_starts = k.obj.sections[ar.0]
-                .relas
-                .iter()
-                .filter(|x| k.obj.symbols[x.r_sym.0].section == Some(r))
-                .map(|x| k.obj.symbols[x.r_sym.0].st_value as i64 + x.r_addend)
-                .collect();
-            repl_starts.sort_unstable();
-            repl_starts.dedup();
+    // Code that special entries point into outside any function (an alternative's replacement
+    // in .altinstr_replacement, an exception fixup stub in .fixup) is compared by content: each
+    // piece runs from where an entry points to where the next one does.
+    let mut starts: std::collections::HashMap<SectionIndex, Vec<i64>> = Default::default();
+    for spec in k.arch.special_sections() {
+        let Some(sec) = k.section_named(spec.name) else { continue };
+        let Some(rsec) = k.rela_of[sec.0] else { continue };
+        for x in &k.obj.sections[rsec.0].relas {
+            let t = &k.obj.symbols[x.r_sym.0];
+            if let Some(ts) = t.section.filter(|s| t.is_section() && k.obj.sections[s.0].is_text() && k.bundled[s.0].is_none()) {
+                starts.entry(ts).or_default().push(t.st_value as i64 + x.r_addend);
+            }
         }
+    }
+    for v in starts.values_mut() {
+        v.sort_unstable();
+        v.dedup();
     }
     for spec in k.arch.special_sections() {
         let Some(sec) = k.section_named(spec.name) else { continue };
@@ -436,9 +439,11 @@ fn special_signatures(k: &Kelf, options: &crate::Options) -> std::collections::H
                         let at = t.st_value as i64 + r.r_addend;
                         let content = if let Some(s) = k.rela_string(r) {
                             s.to_vec()
-                        } else if t.section.is_some() && t.section == repl {
-                            let end = repl_starts.iter().copied().find(|&x| x > at).unwrap_or(k.obj.sections[t.section.unwrap().0].data.len() as i64);
-                            k.obj.sections[t.section.unwrap().0].data.get(at.max(0) as usize..end.max(0) as usize).unwrap_or(&[]).to_vec()
+                        } else if let Some(piece) = t.section.and_then(|ts| starts.get(&ts).map(|v| (ts, v))) {
+                            let (ts, v) = piece;
+                            let data = &k.obj.sections[ts.0].data;
+                            let end = v.iter().copied().find(|&x| x > at).unwrap_or(data.len() as i64);
+                            data.get(at.max(0) as usize..end.max(0) as usize).unwrap_or(&[]).to_vec()
                         } else {
                             Vec::new()
                         };
@@ -480,31 +485,92 @@ fn compare_special_entries(o: &Kelf, p: &Kelf, st: &mut State, options: &crate::
     }
 }
 
-/// A changed constant (a `.rodata` table) cannot be patched in place, but every function that
-/// reads it can be, with a new copy of the table: such readers are changed too.
+/// A changed constant (a `.rodata` table) cannot be patched in place, but the functions that
+/// read it can be, with a new copy of the table. That is sound only when no one else holds its
+/// address: every code reference must be a load (a memory operand), and a constant that
+/// points to a changed one is itself changed (a new copy of the pointer table). A constant whose
+/// address the code computes (`lea`, an immediate, a pointer stored elsewhere) stays refused.
 fn propagate_read_only_data_changes(p: &Kelf, st: &mut State) {
-    let changed_const = |sym: SymbolIndex| {
+    let owner_of = |sym: SymbolIndex| -> Option<SymbolIndex> {
         let s = &p.obj.symbols[sym.0];
+        let sec = s.section?;
+        let owner = p.bundled[sec.0]?;
+        (s.is_section() || owner == sym).then_some(owner)
+    };
+    let is_const = |obj: SymbolIndex| {
+        let s = &p.obj.symbols[obj.0];
         let Some(sec) = s.section else { return false };
         let section = &p.obj.sections[sec.0];
-        let owner = if s.is_section() { p.bundled[sec.0] } else { Some(sym).filter(|_| p.bundled[sec.0] == Some(sym)) };
-        let Some(owner) = owner else { return false };
-        p.obj.symbols[owner.0].is_object()
+        s.is_object()
             && section.is_alloc()
             && section.sh_flags & kpatch_elf::consts::SHF_WRITE == 0
             && !section.is_strings()
             && !section.is_text()
             && section.name.starts_with(".rodata")
-            && st.sec_status[sec.0] == Status::Changed
     };
+    let sec_of = |obj: SymbolIndex| p.obj.symbols[obj.0].section.unwrap();
+    let mut changed: Vec<bool> = vec![false; p.obj.symbols.len()];
+    for (i, _) in p.obj.symbols_iter() {
+        if is_const(i) && p.bundled[sec_of(i).0] == Some(i) && st.sec_status[sec_of(i).0] == Status::Changed {
+            changed[i.0] = true;
+        }
+    }
+    if !changed.iter().any(|&c| c) {
+        return;
+    }
+    // Constants that point to changed constants need new copies too.
+    loop {
+        let mut more = false;
+        for (i, _) in p.obj.symbols_iter() {
+            if changed[i.0] || !is_const(i) || p.bundled[sec_of(i).0] != Some(i) || st.sym_twin[i.0].is_none() {
+                continue;
+            }
+            let Some(r) = p.rela_of[sec_of(i).0] else { continue };
+            if p.obj.sections[r.0].relas.iter().any(|x| owner_of(x.r_sym).is_some_and(|o| changed[o.0])) {
+                changed[i.0] = true;
+                more = true;
+            }
+        }
+        if !more {
+            break;
+        }
+    }
+    // Readers: every function that loads a changed constant, if no reference escapes.
     let mut readers = Vec::new();
+    let mut escaped = vec![false; p.obj.symbols.len()];
     for (rsec, sec) in p.obj.sections_iter() {
         if !sec.is_rela() || st.sec_ignore[rsec.0] {
             continue;
         }
-        let Some(reader) = p.base_of[rsec.0].and_then(|b| p.bundled[b.0]) else { continue };
-        if p.obj.symbols[reader.0].is_func() && sec.relas.iter().any(|r| changed_const(r.r_sym)) {
-            readers.push(reader);
+        let Some(base) = p.base_of[rsec.0] else { continue };
+        let text = &p.obj.sections[base.0];
+        for r in &sec.relas {
+            let Some(obj) = owner_of(r.r_sym).filter(|o| changed[o.0]) else { continue };
+            if obj == p.bundled[base.0].unwrap_or_default() {
+                continue;
+            }
+            match p.bundled[base.0] {
+                Some(f) if text.is_text() && p.obj.symbols[f.0].is_func() && p.arch.is_memory_access(&text.data, r.r_offset) => readers.push(f),
+                _ if changed[p.bundled[base.0].unwrap_or_default().0] => {} // a changed pointer table
+                _ => escaped[obj.0] = true,
+            }
+        }
+    }
+    if escaped.iter().any(|&e| e) {
+        for (i, s) in p.obj.symbols_iter() {
+            if escaped[i.0] {
+                st.warnings.push(format!(
+                    "read-only object {} changed and its address is taken: the kernel may hold the old copy, so its readers cannot simply be patched",
+                    s.name
+                ));
+            }
+        }
+        return;
+    }
+    for (i, _) in p.obj.symbols_iter() {
+        if changed[i.0] {
+            st.sym_status[i.0] = Status::Changed;
+            st.sec_status[sec_of(i).0] = Status::Changed;
         }
     }
     for r in readers {

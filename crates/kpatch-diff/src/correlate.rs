@@ -116,12 +116,17 @@ fn correlate_sections(o: &Kelf, p: &Kelf, st: &mut State) {
     for (i, s) in p.obj.sections_iter() {
         by_key.entry(mangled_hash(&s.name)).or_default().push(i);
     }
+    let mut orig_key: HashIndex<SectionIndex> = HashIndex::default();
+    for (i, s) in o.obj.sections_iter() {
+        orig_key.entry(mangled_hash(&s.name)).or_default().push(i);
+    }
     for (so, sec) in o.obj.sections_iter() {
         if st.orig_sec_twin[so.0].is_some() {
             continue;
         }
-        let Some(cands) = by_key.get(&mangled_hash(&sec.name)) else { continue };
-        for &sp in cands {
+        let key = mangled_hash(&sec.name);
+        let Some(cands) = by_key.get(&key) else { continue };
+        for sp in positional_first(&sec.name, so, &orig_key[&key], cands) {
             let psec = &p.obj.sections[sp.0];
             if st.sec_twin[sp.0].is_some() || !mangled_eq(&sec.name, &psec.name) {
                 continue;
@@ -147,6 +152,10 @@ fn correlate_symbols(o: &Kelf, p: &Kelf, st: &mut State) {
     for (i, _) in p.obj.symbols_iter() {
         by_key.entry(mangled_hash(p.sym_name(i))).or_default().push(i);
     }
+    let mut orig_key: HashIndex<SymbolIndex> = HashIndex::default();
+    for (i, _) in o.obj.symbols_iter() {
+        orig_key.entry(mangled_hash(o.sym_name(i))).or_default().push(i);
+    }
     for (so, sym) in o.obj.symbols_iter() {
         if st.orig_sym_twin[so.0].is_some() {
             continue;
@@ -155,8 +164,9 @@ fn correlate_symbols(o: &Kelf, p: &Kelf, st: &mut State) {
         if is_special_static(o, so) || (sym.st_type() == STT_NOTYPE && oname.starts_with(".LC")) {
             continue;
         }
-        let Some(cands) = by_key.get(&mangled_hash(oname)) else { continue };
-        for &sp in cands {
+        let key = mangled_hash(oname);
+        let Some(cands) = by_key.get(&key) else { continue };
+        for sp in positional_first(oname, so, &orig_key[&key], cands) {
             let psym = &p.obj.symbols[sp.0];
             if st.sym_twin[sp.0].is_some() || psym.st_type() != sym.st_type() || !mangled_eq(oname, p.sym_name(sp)) {
                 continue;
@@ -387,4 +397,20 @@ fn rename_pairs(o: &Kelf, p: &mut Kelf, st: &State) {
 pub fn group_key(k: &Kelf, sec: SectionIndex) -> (u32, Vec<&str>) {
     let (flags, members) = k.obj.sections[sec.0].group_members(k.obj.header.big_endian);
     (flags, members.iter().map(|m| k.obj.sections.get(m.0).map(|s| s.name.as_str()).unwrap_or("")).collect())
+}
+
+/// The candidates to try, in order. Names with a `__COUNTER__` (`__UNIQUE_ID_cnt0`,
+/// `__UNIQUE_ID_cnt1`) all look alike once the counter is ignored: the one at the same place
+/// among its look-alikes is tried first, since the counters shift together.
+fn positional_first<T: Copy + PartialEq>(name: &str, this: T, orig_alike: &[T], cands: &[T]) -> Vec<T> {
+    let mut out = cands.to_vec();
+    if name.contains("__UNIQUE_ID_") {
+        if let Some(k) = orig_alike.iter().position(|&x| x == this) {
+            if k < out.len() {
+                let preferred = out.remove(k);
+                out.insert(0, preferred);
+            }
+        }
+    }
+    out
 }

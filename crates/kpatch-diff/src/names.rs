@@ -8,13 +8,16 @@ pub fn mangled_eq(a: &str, b: &str) -> bool {
         return a == b;
     }
     // `__UNIQUE_ID_<prefix><counter>`: the `__COUNTER__` digits move with unrelated changes.
-    let unique = a.starts_with(UNIQUE_ID) && b.starts_with(UNIQUE_ID);
+    let unique_from = match (a.find(UNIQUE_ID), b.find(UNIQUE_ID)) {
+        (Some(x), Some(y)) if x == y => x,
+        _ => usize::MAX,
+    };
     let (a, b) = (a.as_bytes(), b.as_bytes());
     let (mut i, mut j) = (0, 0);
     loop {
         match (a.get(i), b.get(j)) {
             (None, None) => return true,
-            (Some(x), Some(y)) if unique && x.is_ascii_digit() && y.is_ascii_digit() => {
+            (Some(x), Some(y)) if i > unique_from && x.is_ascii_digit() && y.is_ascii_digit() => {
                 while a.get(i).is_some_and(u8::is_ascii_digit) {
                     i += 1;
                 }
@@ -62,7 +65,7 @@ pub fn mangled_hash(name: &str) -> u64 {
         return name_hash(name);
     }
     let b = name.as_bytes();
-    let unique = name.starts_with(UNIQUE_ID);
+    let unique_from = name.find(UNIQUE_ID).unwrap_or(usize::MAX);
     let digits_from = |mut i: usize| {
         while b.get(i).is_some_and(u8::is_ascii_digit) {
             i += 1;
@@ -73,7 +76,7 @@ pub fn mangled_hash(name: &str) -> u64 {
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
-        if unique && c.is_ascii_digit() {
+        if i > unique_from && c.is_ascii_digit() {
             // A __COUNTER__ run: one placeholder, whatever its digits.
             i = digits_from(i);
             h = (h ^ b'#' as u64).wrapping_mul(FNV_PRIME);
@@ -195,6 +198,8 @@ mod tests {
         assert!(mangled_eq("__UNIQUE_ID_calls0.1", "__UNIQUE_ID_calls1.1"));
         assert_eq!(mangled_hash("__UNIQUE_ID_calls0.1"), mangled_hash("__UNIQUE_ID_calls12.3"));
         assert!(!mangled_eq("calls0", "calls1"));
+        assert!(mangled_eq(".data.__UNIQUE_ID_cnt0", ".data.__UNIQUE_ID_cnt1"));
+        assert_eq!(mangled_hash(".data.__UNIQUE_ID_cnt0"), mangled_hash(".data.__UNIQUE_ID_cnt7"));
     }
 
     #[test]
