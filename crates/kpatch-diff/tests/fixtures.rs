@@ -995,3 +995,18 @@ fn pfx_padding_symbols_travel_with_their_function() {
         relas_of(&out, "__mcount_loc").unwrap().relas.iter().map(|r| (target_name(&out, r), r.r_addend)).collect();
     assert_eq!(sites, vec![("foo".to_string(), 0)]);
 }
+
+#[test]
+fn the_same_pair_always_gives_the_same_output_bytes() {
+    for name in ["new_things", "alt_extable", "printk_index", "ex_table_fixup"] {
+        let p = fixture!(name);
+        let bytes = || match p.diff() {
+            Ok(kpatch_diff::Outcome::Changed { output, .. }) => output.write().unwrap(),
+            other => panic!("{name}: expected a change, got {:?}", other.map(|_| ())),
+        };
+        let first = bytes();
+        for _ in 0..3 {
+            assert!(bytes() == first, "{name}: two runs gave different objects");
+        }
+    }
+}
