@@ -13,7 +13,7 @@ mod harness;
 use harness::*;
 
 // ---------------------------------------------------------------------------------------------
-// The fixtures have the kernel's shape.
+// The fixtures have the kernel's shape; what is no change; what cannot be compared.
 
 #[test]
 fn fixtures_are_built_like_kernel_objects() {
@@ -33,6 +33,14 @@ fn identical_code_is_no_change() {
 }
 
 #[test]
+fn removed_function_is_no_change() {
+    let p = fixture!("removed");
+    assert!(has_symbol(&p.orig, "old_fn") && !has_symbol(&p.patched, "old_fn"));
+    let report = p.no_change();
+    assert!(report.changed_functions.is_empty(), "{report:?}");
+}
+
+#[test]
 fn objects_of_different_sources_are_invalid() {
     let (Some(a), Some(b)) = (build("no_change"), build("warn_line")) else { return };
     match kpatch_diff::diff(a.orig, "a.o", b.orig, "b.o", &kpatch_diff::Options::default()) {
@@ -45,8 +53,24 @@ fn objects_of_different_sources_are_invalid() {
     }
 }
 
+#[test]
+fn the_same_pair_always_gives_the_same_output_bytes() {
+    for name in ["new_things", "alt_extable", "printk_index", "ex_table_fixup"] {
+        let p = fixture!(name);
+        let bytes = || match p.diff() {
+            Ok(kpatch_diff::Outcome::Changed { output, .. }) => output.write().unwrap(),
+            other => panic!("{name}: expected a change, got {:?}", other.map(|_| ())),
+        };
+        let first = bytes();
+        for _ in 0..3 {
+            assert!(bytes() == first, "{name}: two runs gave different objects");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
-// Correlation.
+// Correlation: sections and symbols of the two objects, gcc's numbered names, clones, static
+// locals (paired through the functions that use them), section groups.
 
 #[test]
 fn renamed_static_locals_are_paired_through_the_functions_that_use_them() {
@@ -204,6 +228,15 @@ fn new_cold_child_is_carried_with_its_parent() {
 }
 
 #[test]
+fn part_clone_change_is_patched_in_the_part_function() {
+    let p = fixture!("part");
+    assert!(has_symbol(&p.orig, "big.part.0"), "gcc made no .part clone");
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["big.part.0"]));
+    assert_eq!(defined_functions(&out), strs(&["big.part.0"]));
+}
+
+#[test]
 fn warn_once_flags_are_carried_not_correlated() {
     let p = fixture!("warn_once");
     assert!(section(&p.orig, ".data.once").is_some() && has_symbol(&p.orig, "__already_done.0"));
@@ -230,16 +263,78 @@ fn new_static_local_is_carried_with_a_warning() {
 }
 
 #[test]
-fn part_clone_change_is_patched_in_the_part_function() {
-    let p = fixture!("part");
-    assert!(has_symbol(&p.orig, "big.part.0"), "gcc made no .part clone");
+fn cold_and_hot_subsection_functions_correlate_and_moving_between_them_is_a_change() {
+    let p = fixture!("subsections");
+    for s in [".text.unlikely.slow_path", ".text.hot.fast_path", ".text.mover"] {
+        assert!(section(&p.orig, s).is_some(), "shape: {s} in the original");
+    }
+    assert!(section(&p.patched, ".text.unlikely.mover").is_some(), "shape: mover moved to .text.unlikely");
     let (out, report) = p.changed();
-    assert_eq!(sorted(&report.changed_functions), strs(&["big.part.0"]));
-    assert_eq!(defined_functions(&out), strs(&["big.part.0"]));
+    assert_eq!(sorted(&report.changed_functions), strs(&["fast_path", "mover", "slow_path"]));
+    assert!(report.new_functions.is_empty(), "{report:?}");
+    let mover = symbol(&out, "mover");
+    assert_eq!(out.sections[mover.section.unwrap().0].name, ".text.unlikely.mover");
+    let sites: Vec<String> = relas_of(&out, "__mcount_loc").unwrap().relas.iter().map(|r| target_name(&out, r)).collect();
+    assert_eq!(sorted(&sites), strs(&["fast_path", "mover", "slow_path"]));
+}
+
+#[test]
+fn section_relative_references_resolve_to_the_variable_at_the_accessed_address() {
+    let p = fixture!("shared_section");
+    // Shape: foo() reaches both variables through the .data..read_mostly section symbol, one
+    // of them with an immediate after the displacement (addend -8).
+    let addends: Vec<i64> = relas_of(&p.orig, ".text.foo")
+        .unwrap()
+        .relas
+        .iter()
+        .filter(|r| target_name(&p.orig, r) == ".data..read_mostly")
+        .map(|r| r.r_addend)
+        .collect();
+    assert!(addends.contains(&-8), "{addends:?}");
+    let (a, b) = (symbol(&p.orig, "a").st_value as i64, symbol(&p.orig, "b").st_value as i64);
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    let refs: Vec<(String, i64)> = relas_of(&out, ".text.foo")
+        .unwrap()
+        .relas
+        .iter()
+        .map(|r| (target_name(&out, r), r.r_addend))
+        .filter(|(n, _)| n == "a" || n == "b")
+        .collect();
+    // Each reference now names the variable it reaches, its addend made relative to it: the
+    // load of a ends 4 bytes after its displacement, the store of $7 to b 8 bytes after.
+    let mut expect = vec![("a".to_string(), -4), ("b".to_string(), -8)];
+    expect.sort();
+    let mut got = refs.clone();
+    got.sort();
+    assert_eq!(got, expect, "a at {a}, b at {b}");
+    assert!(symbol(&out, "a").section.is_none() && symbol(&out, "b").section.is_none(), "the kernel's variables");
+}
+
+#[test]
+fn unchanged_section_group_does_not_stop_a_patch() {
+    let p = fixture!("group_unchanged");
+    assert!(p.orig.sections.iter().any(|s| s.is_group()), "no COMDAT group");
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert!(!has_symbol(&out, "grp_fn"));
+}
+
+#[test]
+fn unchanged_section_group_with_shifted_member_indexes_does_not_stop_a_patch() {
+    let p = fixture!("group_unchanged", &[], &["SHIFT"]);
+    // Shape: the group's member list names other section indexes in the patched build.
+    let members = |o: &kpatch_elf::Object| o.sections.iter().find(|s| s.is_group()).unwrap().data.clone();
+    assert_ne!(members(&p.orig), members(&p.patched));
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert_eq!(sorted(&report.new_functions), strs(&["added"]));
+    assert!(!has_symbol(&out, "grp_fn"));
 }
 
 // ---------------------------------------------------------------------------------------------
-// Change detection.
+// Change detection: relocations by target and addend, strings by content, __LINE__-only moves
+// are no change, a change in a function's special entries or tables is a change.
 
 #[test]
 fn line_number_only_change_in_warn_is_not_a_change() {
@@ -302,6 +397,19 @@ fn line_number_only_change_in_an_indexed_printk_is_not_a_change() {
 }
 
 #[test]
+fn lines_moved_by_an_edit_above_change_only_the_edited_function() {
+    let p = fixture!("lines_shift");
+    // Shape: the later functions' code or bug entries carry other line numbers.
+    for sec in [".text.second", ".text.unlikely.fourth", "__bug_table"] {
+        assert_ne!(section(&p.orig, sec).unwrap().data, section(&p.patched, sec).unwrap().data, "{sec}");
+    }
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["first"]));
+    assert_eq!(defined_functions(&out), strs(&["first"]));
+    assert!(section(&out, "__bug_table").is_none(), "third()'s WARN entry stays behind");
+}
+
+#[test]
 fn relocations_compare_by_target_symbol_not_bytes() {
     let p = fixture!("reloc_target");
     // Shape: calls() and points() have the same bytes in both builds.
@@ -350,13 +458,12 @@ fn string_references_compare_by_content_not_by_section_or_offset() {
 }
 
 #[test]
-fn changed_functions_become_local_and_new_globals_stay_global() {
-    let p = fixture!("new_things");
-    let (out, _) = p.changed();
-    // A patched function must not be linked to by name: the kernel's foo stays the global one.
-    assert!(symbol(&out, "foo").is_local(), "changed foo must be local in the patch");
-    assert!(!symbol(&out, "new_exported").is_local(), "a new global function stays global");
-    assert!(!symbol(&out, "new_global").is_local(), "a new global variable stays global");
+fn change_in_an_inlined_helper_changes_every_caller() {
+    let p = fixture!("inlined");
+    assert!(!has_symbol(&p.orig, "helper"), "shape: helper is inlined everywhere");
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["user1", "user2"]));
+    assert_eq!(defined_functions(&out), strs(&["user1", "user2"]));
 }
 
 #[test]
@@ -432,7 +539,8 @@ fn changed_jump_label_key_changes_the_function() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Inclusion.
+// Inclusion: changed and new functions with their children, new data and strings, callbacks,
+// ftrace entries.
 
 #[test]
 fn new_functions_data_and_strings_are_carried_with_the_changed_function() {
@@ -462,6 +570,16 @@ fn new_functions_data_and_strings_are_carried_with_the_changed_function() {
 }
 
 #[test]
+fn changed_functions_become_local_and_new_globals_stay_global() {
+    let p = fixture!("new_things");
+    let (out, _) = p.changed();
+    // A patched function must not be linked to by name: the kernel's foo stays the global one.
+    assert!(symbol(&out, "foo").is_local(), "changed foo must be local in the patch");
+    assert!(!symbol(&out, "new_exported").is_local(), "a new global function stays global");
+    assert!(!symbol(&out, "new_global").is_local(), "a new global variable stays global");
+}
+
+#[test]
 fn part_child_change_with_unchanged_parent_is_patched() {
     let p = fixture!("part_parent");
     // Shape: big() stays a function and big.part.0 is its child, with its own ftrace entry.
@@ -484,6 +602,19 @@ fn bug_entries_of_an_included_cold_child_are_kept() {
     assert_eq!(sorted(&report.changed_functions), strs(&["check"]));
     assert!(defined_functions(&out).contains(&"check.cold".to_string()));
     assert_eq!(entry_targets(&out, "__bug_table", 12, 0), strs(&["check.cold"]));
+}
+
+#[test]
+fn changed_const_data_is_carried_with_its_changed_user() {
+    let p = fixture!("const_data");
+    assert!(section(&p.orig, ".rodata.weights").is_some());
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    // foo() reads the patch's own copy of the new table; other_weights stays the kernel's.
+    let w = symbol(&out, "weights");
+    let data = &out.sections[w.section.expect("weights is copied into the patch").0].data;
+    assert_eq!(&data[12..16], &5i32.to_le_bytes());
+    assert!(!has_symbol(&out, "other_weights"));
 }
 
 #[test]
@@ -518,6 +649,30 @@ fn patch_callbacks_are_found_and_carried() {
 }
 
 #[test]
+fn callbacks_alone_are_a_change() {
+    let p = fixture!("callbacks", &[], &["CALLBACKS_ONLY"]);
+    let (out, report) = p.changed();
+    assert!(report.changed_functions.is_empty(), "{report:?}");
+    assert_eq!(report.callbacks.len(), 4, "{report:?}");
+    assert!(symbol(&out, "pre_patch_cb").section.is_some());
+    assert!(!has_symbol(&out, "foo"));
+}
+
+#[test]
+fn ignored_function_is_not_patched() {
+    let p = fixture!("ignore");
+    assert!(section(&p.patched, ".kpatch.ignore.functions").is_some());
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["bar"]));
+    assert_eq!(report.ignored, strs(&["foo"]));
+    assert_eq!(defined_functions(&out), strs(&["bar"]));
+    assert!(
+        !out.sections.iter().any(|s| s.name.contains(".kpatch.ignore")),
+        "the marker section is not part of the patch"
+    );
+}
+
+#[test]
 fn mcount_loc_lists_each_changed_and_new_function_once() {
     let p = fixture!("new_things");
     let (out, _) = p.changed();
@@ -536,6 +691,48 @@ fn mcount_loc_lists_each_changed_and_new_function_once() {
     assert_eq!(section(&out, "__mcount_loc").unwrap().sh_size, 8 * 3);
 }
 
+#[test]
+fn padded_functions_get_mcount_loc_and_no_patchable_entries_of_others() {
+    let p = match build_with_flags("padded", &[], &[], &["-fpatchable-function-entry=16,16"]) {
+        Some(p) => p,
+        None => return,
+    };
+    // Shape: foo starts after 16 bytes of padding, listed in __patchable_function_entries.
+    assert_eq!(symbol(&p.orig, "foo").st_value, 16);
+    assert!(section(&p.orig, "__patchable_function_entries").is_some());
+    assert_ftrace_shape(&p.orig, &[]);
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert_eq!(symbol(&out, "foo").st_value, 16, "the padding stays in front of foo");
+    let mcount = relas_of(&out, "__mcount_loc").expect("__mcount_loc in the output");
+    let sites: Vec<(String, i64)> = mcount.relas.iter().map(|r| (target_name(&out, r), r.r_addend)).collect();
+    assert_eq!(sites, vec![("foo".to_string(), 0)]);
+    for s in out.sections.iter().filter(|s| s.name == "__patchable_function_entries") {
+        let relas = out.sections.iter().find(|r| r.is_rela() && r.rela_target().is_some_and(|t| out.sections[t.0].name == s.name));
+        for r in relas.map(|r| r.relas.as_slice()).unwrap_or(&[]) {
+            assert_eq!(target_name(&out, r), "foo", "a __patchable_function_entries entry of another function");
+        }
+    }
+    assert!(!has_symbol(&out, "bar"));
+}
+
+#[test]
+fn pfx_padding_symbols_travel_with_their_function() {
+    let Some(p) = build_with_flags("padded", &["PFX"], &["PFX"], &["-fpatchable-function-entry=16,16"]) else { return };
+    // Shape: objtool's layout, __pfx_foo over the 16 bytes before foo.
+    assert_eq!((symbol(&p.orig, "__pfx_foo").st_value, symbol(&p.orig, "foo").st_value), (0, 16));
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert!(report.new_functions.is_empty(), "{report:?}");
+    assert_eq!(defined_functions(&out), strs(&["__pfx_foo", "foo"]));
+    let (pfx, foo) = (symbol(&out, "__pfx_foo"), symbol(&out, "foo"));
+    assert_eq!((pfx.st_value, pfx.st_size, foo.st_value), (0, 16, 16));
+    assert_eq!(pfx.section, foo.section);
+    let sites: Vec<(String, i64)> =
+        relas_of(&out, "__mcount_loc").unwrap().relas.iter().map(|r| (target_name(&out, r), r.r_addend)).collect();
+    assert_eq!(sites, vec![("foo".to_string(), 0)]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Special sections: split into entries, kept only for the functions in the patch. Each fixture
 // has the construct in foo() (changed) and bar() (unchanged).
@@ -551,6 +748,42 @@ fn ex_table_keeps_only_entries_of_included_functions() {
     // The type word travels unchanged.
     let e = &section(&out, "__ex_table").unwrap().data;
     assert_eq!(u32::from_le_bytes([e[8], e[9], e[10], e[11]]), 3);
+}
+
+#[test]
+fn ex_table_fixup_code_goes_with_its_function_only() {
+    let p = fixture!("ex_table_fixup");
+    // Shape: two 12-byte __ex_table entries whose fixups are in .fixup, one stub per function,
+    // each jumping back into its function.
+    assert_eq!(section(&p.patched, "__ex_table").unwrap().sh_size, 24);
+    let back: Vec<String> = relas_of(&p.patched, ".fixup").unwrap().relas.iter().map(|r| target_name(&p.patched, r)).collect();
+    assert_eq!(sorted(&back), strs(&[".text.bar", ".text.foo"]));
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert_eq!(entry_targets(&out, "__ex_table", 12, 0), strs(&["foo"]));
+    // foo's stub, and only foo's, comes along: bar is not in the patch and its stub is not
+    // foo's business.
+    let back: Vec<String> = relas_of(&out, ".fixup").expect(".fixup in the output").relas.iter().map(|r| target_name(&out, r)).collect();
+    assert_eq!(back, strs(&["foo"]), "the output's .fixup jumps back into {back:?}");
+    assert!(!has_symbol(&out, "bar"), "bar is referenced by the output");
+}
+
+#[test]
+fn ex_table_entry_in_a_kept_alternative_replacement_is_kept() {
+    let p = fixture!("alt_extable");
+    // Shape: both __ex_table entries point into .altinstr_replacement, at the replacements
+    // that foo's and bar's .altinstructions entries name.
+    assert_eq!(entry_targets(&p.patched, "__ex_table", 12, 0), strs(&[".altinstr_replacement", ".altinstr_replacement"]));
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert_eq!(entry_targets(&out, ".altinstructions", 12, 0), strs(&["foo"]));
+    let foo_repl = relas_of(&out, ".altinstructions").unwrap().relas.iter().find(|r| r.r_offset == 4).unwrap().r_addend;
+    // The replacement that foo's alternative installs may fault: its fixup must be in the patch.
+    let ex = relas_of(&out, "__ex_table").expect("__ex_table in the output");
+    assert!(
+        ex.relas.iter().any(|r| r.r_offset % 12 == 0 && target_name(&out, r) == ".altinstr_replacement" && r.r_addend == foo_repl),
+        "no __ex_table entry for foo's replacement at .altinstr_replacement+{foo_repl}"
+    );
 }
 
 #[test]
@@ -593,63 +826,6 @@ fn altinstr_replacement_is_dropped_when_no_alternative_is_kept() {
 }
 
 #[test]
-fn ex_table_fixup_code_goes_with_its_function_only() {
-    let p = fixture!("ex_table_fixup");
-    // Shape: two 12-byte __ex_table entries whose fixups are in .fixup, one stub per function,
-    // each jumping back into its function.
-    assert_eq!(section(&p.patched, "__ex_table").unwrap().sh_size, 24);
-    let back: Vec<String> = relas_of(&p.patched, ".fixup").unwrap().relas.iter().map(|r| target_name(&p.patched, r)).collect();
-    assert_eq!(sorted(&back), strs(&[".text.bar", ".text.foo"]));
-    let (out, report) = p.changed();
-    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
-    assert_eq!(entry_targets(&out, "__ex_table", 12, 0), strs(&["foo"]));
-    // foo's stub, and only foo's, comes along: bar is not in the patch and its stub is not
-    // foo's business.
-    let back: Vec<String> = relas_of(&out, ".fixup").expect(".fixup in the output").relas.iter().map(|r| target_name(&out, r)).collect();
-    assert_eq!(back, strs(&["foo"]), "the output's .fixup jumps back into {back:?}");
-    assert!(!has_symbol(&out, "bar"), "bar is referenced by the output");
-}
-
-#[test]
-fn ex_table_entry_in_a_kept_alternative_replacement_is_kept() {
-    let p = fixture!("alt_extable");
-    // Shape: both __ex_table entries point into .altinstr_replacement, at the replacements
-    // that foo's and bar's .altinstructions entries name.
-    assert_eq!(entry_targets(&p.patched, "__ex_table", 12, 0), strs(&[".altinstr_replacement", ".altinstr_replacement"]));
-    let (out, report) = p.changed();
-    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
-    assert_eq!(entry_targets(&out, ".altinstructions", 12, 0), strs(&["foo"]));
-    let foo_repl = relas_of(&out, ".altinstructions").unwrap().relas.iter().find(|r| r.r_offset == 4).unwrap().r_addend;
-    // The replacement that foo's alternative installs may fault: its fixup must be in the patch.
-    let ex = relas_of(&out, "__ex_table").expect("__ex_table in the output");
-    assert!(
-        ex.relas.iter().any(|r| r.r_offset % 12 == 0 && target_name(&out, r) == ".altinstr_replacement" && r.r_addend == foo_repl),
-        "no __ex_table entry for foo's replacement at .altinstr_replacement+{foo_repl}"
-    );
-}
-
-#[test]
-fn printk_index_keeps_the_entries_of_included_functions() {
-    let p = fixture!("printk_index");
-    // Shape: .printk_index holds one pointer per printk site, to a pi_entry (_entry.N) whose
-    // func field points to the function's __func__ string.
-    assert_eq!(section(&p.patched, ".printk_index").unwrap().sh_size, 16);
-    let (out, report) = p.changed();
-    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
-    let idx = relas_of(&out, ".printk_index").expect(".printk_index in the output");
-    assert_eq!(idx.relas.len(), 1, "one entry: foo's printk");
-    // The entry's pi_entry is in the output and names foo as its function.
-    let entry = &out.symbols[idx.relas[0].r_sym.0];
-    let entry_sec = entry.section.expect("the pi_entry is carried");
-    let erelas = out.sections.iter().find(|s| s.is_rela() && s.rela_target() == Some(entry_sec)).unwrap();
-    let func = erelas.relas.iter().find(|r| r.r_offset == entry.st_value + 8).expect("pi_entry.func relocated");
-    let fsym = &out.symbols[func.r_sym.0];
-    let fsec = &out.sections[fsym.section.expect("__func__ string carried").0];
-    let at = (fsym.st_value as i64 + func.r_addend) as usize;
-    assert_eq!(&fsec.data[at..at + 3], b"foo");
-}
-
-#[test]
 fn smp_locks_keep_only_entries_of_included_functions() {
     let p = fixture!("smp_locks");
     assert_eq!(section(&p.patched, ".smp_locks").unwrap().sh_size, 12, "three lock sites");
@@ -689,6 +865,27 @@ fn retpoline_return_and_call_sites_keep_only_entries_of_included_functions() {
         assert_eq!(section(&p.patched, sec).unwrap().sh_size, 8, "{sec}: two sites in the patched object");
         assert_eq!(entry_targets(&out, sec, 4, 0), strs(&["foo"]), "{sec}");
     }
+}
+
+#[test]
+fn printk_index_keeps_the_entries_of_included_functions() {
+    let p = fixture!("printk_index");
+    // Shape: .printk_index holds one pointer per printk site, to a pi_entry (_entry.N) whose
+    // func field points to the function's __func__ string.
+    assert_eq!(section(&p.patched, ".printk_index").unwrap().sh_size, 16);
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    let idx = relas_of(&out, ".printk_index").expect(".printk_index in the output");
+    assert_eq!(idx.relas.len(), 1, "one entry: foo's printk");
+    // The entry's pi_entry is in the output and names foo as its function.
+    let entry = &out.symbols[idx.relas[0].r_sym.0];
+    let entry_sec = entry.section.expect("the pi_entry is carried");
+    let erelas = out.sections.iter().find(|s| s.is_rela() && s.rela_target() == Some(entry_sec)).unwrap();
+    let func = erelas.relas.iter().find(|r| r.r_offset == entry.st_value + 8).expect("pi_entry.func relocated");
+    let fsym = &out.symbols[func.r_sym.0];
+    let fsec = &out.sections[fsym.section.expect("__func__ string carried").0];
+    let at = (fsym.st_value as i64 + func.r_addend) as usize;
+    assert_eq!(&fsec.data[at..at + 3], b"foo");
 }
 
 #[test]
@@ -815,198 +1012,4 @@ fn unchanged_notrace_function_does_not_stop_a_patch() {
     let p = fixture!("notrace_changed", &[], &["FOO_ONLY"]);
     let (_, report) = p.changed();
     assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
-}
-
-#[test]
-fn padded_functions_get_mcount_loc_and_no_patchable_entries_of_others() {
-    let p = match build_with_flags("padded", &[], &[], &["-fpatchable-function-entry=16,16"]) {
-        Some(p) => p,
-        None => return,
-    };
-    // Shape: foo starts after 16 bytes of padding, listed in __patchable_function_entries.
-    assert_eq!(symbol(&p.orig, "foo").st_value, 16);
-    assert!(section(&p.orig, "__patchable_function_entries").is_some());
-    assert_ftrace_shape(&p.orig, &[]);
-    let (out, report) = p.changed();
-    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
-    assert_eq!(symbol(&out, "foo").st_value, 16, "the padding stays in front of foo");
-    let mcount = relas_of(&out, "__mcount_loc").expect("__mcount_loc in the output");
-    let sites: Vec<(String, i64)> = mcount.relas.iter().map(|r| (target_name(&out, r), r.r_addend)).collect();
-    assert_eq!(sites, vec![("foo".to_string(), 0)]);
-    for s in out.sections.iter().filter(|s| s.name == "__patchable_function_entries") {
-        let relas = out.sections.iter().find(|r| r.is_rela() && r.rela_target().is_some_and(|t| out.sections[t.0].name == s.name));
-        for r in relas.map(|r| r.relas.as_slice()).unwrap_or(&[]) {
-            assert_eq!(target_name(&out, r), "foo", "a __patchable_function_entries entry of another function");
-        }
-    }
-    assert!(!has_symbol(&out, "bar"));
-}
-
-#[test]
-fn changed_const_data_is_carried_with_its_changed_user() {
-    let p = fixture!("const_data");
-    assert!(section(&p.orig, ".rodata.weights").is_some());
-    let (out, report) = p.changed();
-    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
-    // foo() reads the patch's own copy of the new table; other_weights stays the kernel's.
-    let w = symbol(&out, "weights");
-    let data = &out.sections[w.section.expect("weights is copied into the patch").0].data;
-    assert_eq!(&data[12..16], &5i32.to_le_bytes());
-    assert!(!has_symbol(&out, "other_weights"));
-}
-
-#[test]
-fn callbacks_alone_are_a_change() {
-    let p = fixture!("callbacks", &[], &["CALLBACKS_ONLY"]);
-    let (out, report) = p.changed();
-    assert!(report.changed_functions.is_empty(), "{report:?}");
-    assert_eq!(report.callbacks.len(), 4, "{report:?}");
-    assert!(symbol(&out, "pre_patch_cb").section.is_some());
-    assert!(!has_symbol(&out, "foo"));
-}
-
-#[test]
-fn ignored_function_is_not_patched() {
-    let p = fixture!("ignore");
-    assert!(section(&p.patched, ".kpatch.ignore.functions").is_some());
-    let (out, report) = p.changed();
-    assert_eq!(sorted(&report.changed_functions), strs(&["bar"]));
-    assert_eq!(report.ignored, strs(&["foo"]));
-    assert_eq!(defined_functions(&out), strs(&["bar"]));
-    assert!(
-        !out.sections.iter().any(|s| s.name.contains(".kpatch.ignore")),
-        "the marker section is not part of the patch"
-    );
-}
-
-#[test]
-fn removed_function_is_no_change() {
-    let p = fixture!("removed");
-    assert!(has_symbol(&p.orig, "old_fn") && !has_symbol(&p.patched, "old_fn"));
-    let report = p.no_change();
-    assert!(report.changed_functions.is_empty(), "{report:?}");
-}
-
-#[test]
-fn lines_moved_by_an_edit_above_change_only_the_edited_function() {
-    let p = fixture!("lines_shift");
-    // Shape: the later functions' code or bug entries carry other line numbers.
-    for sec in [".text.second", ".text.unlikely.fourth", "__bug_table"] {
-        assert_ne!(section(&p.orig, sec).unwrap().data, section(&p.patched, sec).unwrap().data, "{sec}");
-    }
-    let (out, report) = p.changed();
-    assert_eq!(sorted(&report.changed_functions), strs(&["first"]));
-    assert_eq!(defined_functions(&out), strs(&["first"]));
-    assert!(section(&out, "__bug_table").is_none(), "third()'s WARN entry stays behind");
-}
-
-#[test]
-fn change_in_an_inlined_helper_changes_every_caller() {
-    let p = fixture!("inlined");
-    assert!(!has_symbol(&p.orig, "helper"), "shape: helper is inlined everywhere");
-    let (out, report) = p.changed();
-    assert_eq!(sorted(&report.changed_functions), strs(&["user1", "user2"]));
-    assert_eq!(defined_functions(&out), strs(&["user1", "user2"]));
-}
-
-#[test]
-fn cold_and_hot_subsection_functions_correlate_and_moving_between_them_is_a_change() {
-    let p = fixture!("subsections");
-    for s in [".text.unlikely.slow_path", ".text.hot.fast_path", ".text.mover"] {
-        assert!(section(&p.orig, s).is_some(), "shape: {s} in the original");
-    }
-    assert!(section(&p.patched, ".text.unlikely.mover").is_some(), "shape: mover moved to .text.unlikely");
-    let (out, report) = p.changed();
-    assert_eq!(sorted(&report.changed_functions), strs(&["fast_path", "mover", "slow_path"]));
-    assert!(report.new_functions.is_empty(), "{report:?}");
-    let mover = symbol(&out, "mover");
-    assert_eq!(out.sections[mover.section.unwrap().0].name, ".text.unlikely.mover");
-    let sites: Vec<String> = relas_of(&out, "__mcount_loc").unwrap().relas.iter().map(|r| target_name(&out, r)).collect();
-    assert_eq!(sorted(&sites), strs(&["fast_path", "mover", "slow_path"]));
-}
-
-#[test]
-fn section_relative_references_resolve_to_the_variable_at_the_accessed_address() {
-    let p = fixture!("shared_section");
-    // Shape: foo() reaches both variables through the .data..read_mostly section symbol, one
-    // of them with an immediate after the displacement (addend -8).
-    let addends: Vec<i64> = relas_of(&p.orig, ".text.foo")
-        .unwrap()
-        .relas
-        .iter()
-        .filter(|r| target_name(&p.orig, r) == ".data..read_mostly")
-        .map(|r| r.r_addend)
-        .collect();
-    assert!(addends.contains(&-8), "{addends:?}");
-    let (a, b) = (symbol(&p.orig, "a").st_value as i64, symbol(&p.orig, "b").st_value as i64);
-    let (out, report) = p.changed();
-    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
-    let refs: Vec<(String, i64)> = relas_of(&out, ".text.foo")
-        .unwrap()
-        .relas
-        .iter()
-        .map(|r| (target_name(&out, r), r.r_addend))
-        .filter(|(n, _)| n == "a" || n == "b")
-        .collect();
-    // Each reference now names the variable it reaches, its addend made relative to it: the
-    // load of a ends 4 bytes after its displacement, the store of $7 to b 8 bytes after.
-    let mut expect = vec![("a".to_string(), -4), ("b".to_string(), -8)];
-    expect.sort();
-    let mut got = refs.clone();
-    got.sort();
-    assert_eq!(got, expect, "a at {a}, b at {b}");
-    assert!(symbol(&out, "a").section.is_none() && symbol(&out, "b").section.is_none(), "the kernel's variables");
-}
-
-#[test]
-fn unchanged_section_group_does_not_stop_a_patch() {
-    let p = fixture!("group_unchanged");
-    assert!(p.orig.sections.iter().any(|s| s.is_group()), "no COMDAT group");
-    let (out, report) = p.changed();
-    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
-    assert!(!has_symbol(&out, "grp_fn"));
-}
-
-#[test]
-fn unchanged_section_group_with_shifted_member_indexes_does_not_stop_a_patch() {
-    let p = fixture!("group_unchanged", &[], &["SHIFT"]);
-    // Shape: the group's member list names other section indexes in the patched build.
-    let members = |o: &kpatch_elf::Object| o.sections.iter().find(|s| s.is_group()).unwrap().data.clone();
-    assert_ne!(members(&p.orig), members(&p.patched));
-    let (out, report) = p.changed();
-    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
-    assert_eq!(sorted(&report.new_functions), strs(&["added"]));
-    assert!(!has_symbol(&out, "grp_fn"));
-}
-
-#[test]
-fn pfx_padding_symbols_travel_with_their_function() {
-    let Some(p) = build_with_flags("padded", &["PFX"], &["PFX"], &["-fpatchable-function-entry=16,16"]) else { return };
-    // Shape: objtool's layout, __pfx_foo over the 16 bytes before foo.
-    assert_eq!((symbol(&p.orig, "__pfx_foo").st_value, symbol(&p.orig, "foo").st_value), (0, 16));
-    let (out, report) = p.changed();
-    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
-    assert!(report.new_functions.is_empty(), "{report:?}");
-    assert_eq!(defined_functions(&out), strs(&["__pfx_foo", "foo"]));
-    let (pfx, foo) = (symbol(&out, "__pfx_foo"), symbol(&out, "foo"));
-    assert_eq!((pfx.st_value, pfx.st_size, foo.st_value), (0, 16, 16));
-    assert_eq!(pfx.section, foo.section);
-    let sites: Vec<(String, i64)> =
-        relas_of(&out, "__mcount_loc").unwrap().relas.iter().map(|r| (target_name(&out, r), r.r_addend)).collect();
-    assert_eq!(sites, vec![("foo".to_string(), 0)]);
-}
-
-#[test]
-fn the_same_pair_always_gives_the_same_output_bytes() {
-    for name in ["new_things", "alt_extable", "printk_index", "ex_table_fixup"] {
-        let p = fixture!(name);
-        let bytes = || match p.diff() {
-            Ok(kpatch_diff::Outcome::Changed { output, .. }) => output.write().unwrap(),
-            other => panic!("{name}: expected a change, got {:?}", other.map(|_| ())),
-        };
-        let first = bytes();
-        for _ in 0..3 {
-            assert!(bytes() == first, "{name}: two runs gave different objects");
-        }
-    }
 }
