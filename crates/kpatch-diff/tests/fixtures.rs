@@ -154,6 +154,25 @@ fn unique_id_static_locals_correlate_despite_their_counter() {
 }
 
 #[test]
+fn file_scope_unique_id_variables_correlate_by_position_not_by_a_shared_counter() {
+    let p = fixture!("unique_id_file");
+    // Shape: foo's variable is __UNIQUE_ID_cnt0 in the original and __UNIQUE_ID_cnt1 in the
+    // patched build, where __UNIQUE_ID_cnt1 was bar's.
+    let var_of = |o: &kpatch_elf::Object, f: &str| {
+        relas_of(o, f).unwrap().relas.iter().map(|r| target_name(o, r).trim_start_matches(".data.").to_string()).find(|n| n.starts_with("__UNIQUE_ID_cnt")).unwrap()
+    };
+    assert_eq!(var_of(&p.orig, ".text.foo"), "__UNIQUE_ID_cnt0");
+    assert_eq!(var_of(&p.patched, ".text.foo"), "__UNIQUE_ID_cnt1");
+    assert_eq!(var_of(&p.orig, ".text.bar"), "__UNIQUE_ID_cnt1");
+    let (out, report) = p.changed();
+    // bar() did not change; foo() did, and must use the kernel's foo counter (cnt0), not bar's.
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    let refs: Vec<String> = relas_of(&out, ".text.foo").unwrap().relas.iter().map(|r| target_name(&out, r)).collect();
+    assert!(refs.contains(&"__UNIQUE_ID_cnt0".to_string()), "{refs:?}");
+    assert!(symbol(&out, "__UNIQUE_ID_cnt0").section.is_none(), "the kernel's counter");
+}
+
+#[test]
 fn static_local_of_a_removed_cold_child_is_paired_through_its_parent() {
     let p = fixture!("static_local_cold", &[], &["NO_COLD"]);
     // Shape: in the original only foo.cold uses foo's "errors"; the patched foo has no .cold
@@ -538,6 +557,18 @@ fn changed_jump_label_key_changes_the_function() {
     assert_eq!(sorted(&entry_targets(&out, "__jump_table", 16, 8)), strs(&["key_bar", "key_local"]));
 }
 
+#[test]
+fn changed_fixup_stub_changes_its_function() {
+    let p = fixture!("ex_table_fixup", &[], &["STUB_ONLY"]);
+    // Shape: foo's code is the same; only its .fixup stub returns another error.
+    assert_eq!(section(&p.orig, ".text.foo").unwrap().data, section(&p.patched, ".text.foo").unwrap().data);
+    assert_ne!(section(&p.orig, ".fixup").unwrap().data, section(&p.patched, ".fixup").unwrap().data);
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    let fixup = &section(&out, ".fixup").expect(".fixup in the output").data;
+    assert!(fixup.windows(5).any(|w| w == [0xb8, 0xea, 0xff, 0xff, 0xff]), "the patched stub (mov $-22) is in the output");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Inclusion: changed and new functions with their children, new data and strings, callbacks,
 // ftrace entries.
@@ -627,6 +658,26 @@ fn changed_const_table_alone_patches_its_users() {
     let w = symbol(&out, "weights");
     let data = &out.sections[w.section.expect("weights is copied into the patch").0].data;
     assert_eq!(&data[12..16], &5i32.to_le_bytes());
+}
+
+#[test]
+fn changed_const_data_reached_through_a_const_pointer_table_patches_its_readers() {
+    let p = fixture!("const_ops");
+    // Shape: select() reads weights_a only through tables[], which does not change.
+    let refs = |o: &kpatch_elf::Object| relas_of(o, ".text.select").unwrap().relas.iter().map(|r| target_name(o, r)).collect::<Vec<_>>();
+    assert!(refs(&p.orig).iter().any(|n| n.contains("tables")) && !refs(&p.orig).iter().any(|n| n.contains("weights")));
+    let (out, report) = p.changed();
+    // The kernel's tables[] points to the kernel's weights_a: select() must read a new tables[]
+    // that points to the new weights_a.
+    assert_eq!(sorted(&report.changed_functions), strs(&["select"]));
+    let t = symbol(&out, "tables");
+    let tsec = t.section.expect("tables is copied into the patch");
+    let trelas = out.sections.iter().find(|s| s.is_rela() && s.rela_target() == Some(tsec)).unwrap();
+    let targets: Vec<String> = trelas.relas.iter().map(|r| target_name(&out, r)).collect();
+    assert!(targets.contains(&"weights_a".to_string()), "{targets:?}");
+    let w = symbol(&out, "weights_a");
+    assert_eq!(&out.sections[w.section.expect("weights_a is copied").0].data[12..16], &5i32.to_le_bytes());
+    assert!(symbol(&out, "weights_b").section.is_none(), "weights_b stays the kernel's");
 }
 
 #[test]
@@ -961,6 +1012,15 @@ fn changed_const_ops_whose_address_is_handed_out_is_refused() {
     let p = fixture!("const_ops", &[], &["OPS"]);
     // probe() passes &my_ops to the kernel: the kernel keeps using its copy whatever the patch
     // does to probe(), so the change cannot take effect by patching functions.
+    let e = p.unpatchable();
+    assert!(e.contains("my_ops"), "{e}");
+}
+
+#[test]
+fn changed_value_in_a_const_ops_whose_address_is_handed_out_is_refused() {
+    let p = fixture!("const_ops", &[], &["OPS_WEIGHT"]);
+    // Shape: only my_ops' bytes change (no relocation does).
+    assert_ne!(section(&p.orig, ".rodata.my_ops").unwrap().data, section(&p.patched, ".rodata.my_ops").unwrap().data);
     let e = p.unpatchable();
     assert!(e.contains("my_ops"), "{e}");
 }
