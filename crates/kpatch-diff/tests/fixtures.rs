@@ -681,6 +681,18 @@ fn changed_const_data_reached_through_a_const_pointer_table_patches_its_readers(
 }
 
 #[test]
+fn changed_static_local_const_table_patches_its_reader() {
+    let p = fixture!("local_const");
+    assert!(symbol_names(&p.orig).iter().filter(|n| n.starts_with("factors.")).count() == 2, "two static local tables");
+    assert_eq!(section(&p.orig, ".text.lookup").unwrap().data, section(&p.patched, ".text.lookup").unwrap().data);
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["lookup"]));
+    let t = out.symbols.iter().find(|s| s.name.starts_with("factors.")).expect("a table in the output");
+    let data = &out.sections[t.section.expect("lookup's new table is in the patch").0].data;
+    assert_eq!(&data[16..20], &17i32.to_le_bytes());
+}
+
+#[test]
 fn patch_callbacks_are_found_and_carried() {
     let p = fixture!("callbacks");
     let (out, report) = p.changed();
