@@ -6,6 +6,8 @@ set -euo pipefail
 PKGS=(
   # kernel builds (make prepare, objtool, module builds)
   gcc-12 make bison flex bc libelf-dev libssl-dev dwarves patch xz-utils zstd
+  # module signing (build --sign-key) and its test
+  openssl
   # guest harness: QEMU under TCG, a static busybox and cpio for the initramfs
   qemu-system-x86 busybox-static cpio kmod
   # fetching and unpacking Debian kernel packages without installing them

@@ -71,3 +71,37 @@ fn a_patch_that_does_not_apply_is_refused_with_patchs_message() {
     assert!(stderr.contains("FAILED") || stderr.contains("does not apply"), "{stderr}");
     assert!(!dir.path().join("livepatch-bad.ko").exists());
 }
+
+#[test]
+fn a_module_built_with_sign_key_carries_a_signature() {
+    if !gated() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = (dir.path().join("signing.key"), dir.path().join("signing.pem"));
+    let ok = Command::new("openssl")
+        .args(["req", "-new", "-nodes", "-utf8", "-sha256", "-days", "3650", "-batch", "-x509", "-subj", "/CN=kpatch-rs test/", "-outform", "PEM", "-out"])
+        .arg(&cert)
+        .arg("-keyout")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "openssl: {}", String::from_utf8_lossy(&ok.stderr));
+    let r = Command::new(env!("CARGO_BIN_EXE_kpatch-rs"))
+        .arg("build")
+        .arg(examples().join("cmdline-string.patch"))
+        .args(["--name", "signed", "-o"])
+        .arg(dir.path())
+        .arg("--sign-key")
+        .arg(&key)
+        .arg("--sign-cert")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let ko = std::fs::read(dir.path().join("livepatch-signed.ko")).unwrap();
+    assert!(ko.ends_with(b"~Module signature appended~\n"), "no module signature at the end");
+    // Nothing but the module is left in the output directory.
+    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp.")), "{names:?}");
+}

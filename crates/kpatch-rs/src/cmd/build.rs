@@ -188,9 +188,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.oot_module.is_some() {
         bail!("--oot-module: out-of-tree modules are not supported yet");
     }
-    if args.sign_key.is_some() {
-        bail!("--sign-key/--sign-cert: module signing is not supported yet (Debian accepts unsigned modules unless lockdown is on)");
-    }
     let name = patch_name(&args);
     kpatch_build::interrupt::install_handlers()?;
     let runner = SystemRunner;
@@ -279,11 +276,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         patch_name: name.clone(),
         glue,
         kbuild: KbuildOptions { kbuild_dir: target.kbuild_dir.clone(), cc: target.tree.kbuild.cc.clone(), jobs: target.tree.kbuild.jobs },
-        output: out_dir.join(format!("livepatch-{name}.ko")),
+        // Built in the work directory, signed there, then moved into place in one rename.
+        output: work.join(format!("livepatch-{name}.ko")),
         work_dir: args.debug.then(|| work.join("module")),
     };
     p.stage(format!("building livepatch-{name}.ko"));
-    let module = kpatch_module::build_module(&mopts, tus, &resolver, &kpatch_module::SystemRunner)?;
+    let mut module = kpatch_module::build_module(&mopts, tus, &resolver, &kpatch_module::SystemRunner)?;
+    if let (Some(key), Some(cert)) = (&args.sign_key, &args.sign_cert) {
+        p.stage("signing the module with the kernel's sign-file");
+        sign(&target.kbuild_dir, key, cert, &module.path)?;
+    }
+    module.path = place(&module.path, &out_dir.join(format!("livepatch-{name}.ko")))?;
     p.stage(format!("wrote {}", module.path.display()));
 
     let functions: Vec<(String, String, u64)> =
@@ -362,4 +365,37 @@ fn print_verification(args: &Args, v: &crate::verify::Verified, p: &Progress) {
         eprintln!("  patched:       {}", patched.replace('\n', "\n                 "));
         eprintln!("  after unload:  {}", after.replace('\n', "\n                 "));
     }
+}
+
+/// Signs `module` in place with the target's `scripts/sign-file` (SHA-256).
+fn sign(kbuild_dir: &Path, key: &Path, cert: &Path, module: &Path) -> anyhow::Result<()> {
+    let tool = kbuild_dir.join("scripts/sign-file");
+    anyhow::ensure!(tool.is_file(), "{}: no sign-file in the target's build tree", tool.display());
+    let out = std::process::Command::new(&tool)
+        .arg("sha256")
+        .arg(key)
+        .arg(cert)
+        .arg(module)
+        .output()
+        .with_context(|| format!("running {}", tool.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "sign-file {} {}: {}",
+        key.display(),
+        cert.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// Moves the finished module to `dest` atomically: a copy beside it, then a rename.
+fn place(built: &Path, dest: &Path) -> anyhow::Result<PathBuf> {
+    let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp.{}", dest.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    std::fs::copy(built, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    if let Err(e) = std::fs::rename(&tmp, dest) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("writing {}", dest.display()));
+    }
+    Ok(dest.to_path_buf())
 }
