@@ -711,6 +711,30 @@ fn patch_callbacks_are_found_and_carried() {
     }
 }
 
+/// kernel.h copies the record layout of include/kpatch-macros.h (which needs the kernel's
+/// headers to compile): a change there must be made in kernel.h too.
+#[test]
+fn kernel_h_markers_follow_include_kpatch_macros_h() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let macros = std::fs::read_to_string(root.join("include/kpatch-macros.h")).expect("include/kpatch-macros.h");
+    let ours = std::fs::read_to_string(root.join("crates/kpatch-diff/tests/fixtures/kernel.h")).unwrap();
+    // Compare the macros' tokens: no line continuations, single spaces.
+    let squash = |s: &str| s.replace("\\\n", " ").split_whitespace().collect::<Vec<_>>().join(" ");
+    let (macros, ours) = (squash(&macros), squash(&ours));
+    for needle in [
+        "__section(\".kpatch.callbacks.\" #_kind)",
+        "int (*fn)(patch_object *obj); const char *objname;",
+        "void (*fn)(patch_object *obj); const char *objname;",
+        ".fn = _fn, .objname = NULL,",
+        "__section(\".kpatch.ignore.sections\")",
+        "__section(\".kpatch.ignore.functions\")",
+        "__section(\".kpatch.force\")",
+    ] {
+        assert!(macros.contains(needle), "include/kpatch-macros.h no longer has `{needle}`: update kernel.h");
+        assert!(ours.contains(needle), "kernel.h lacks `{needle}`");
+    }
+}
+
 #[test]
 fn callbacks_alone_are_a_change() {
     let p = fixture!("callbacks", &[], &["CALLBACKS_ONLY"]);
