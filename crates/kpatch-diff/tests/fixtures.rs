@@ -331,6 +331,26 @@ fn section_relative_references_resolve_to_the_variable_at_the_accessed_address()
 }
 
 #[test]
+fn percpu_references_resolve_to_the_kernels_percpu_variables() {
+    let p = fixture!("percpu");
+    assert!(section(&p.orig, ".data..percpu").is_some());
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    let refs: Vec<(String, i64)> = relas_of(&out, ".text.foo")
+        .unwrap()
+        .relas
+        .iter()
+        .map(|r| (target_name(&out, r), r.r_addend))
+        .filter(|(n, _)| n.starts_with("pcpu_") || n.contains("percpu"))
+        .collect();
+    // The %gs store of $7 ends 8 bytes after its displacement, the load 4 bytes after: both
+    // reach pcpu_second.
+    assert_eq!(sorted(&refs.iter().map(|(n, a)| format!("{n}{a:+}")).collect::<Vec<_>>()), strs(&["pcpu_second-4", "pcpu_second-8"]));
+    assert!(symbol(&out, "pcpu_second").section.is_none(), "the kernel's per-CPU variable");
+    assert!(section(&out, ".data..percpu").is_none(), "no per-CPU data is copied");
+}
+
+#[test]
 fn unchanged_section_group_does_not_stop_a_patch() {
     let p = fixture!("group_unchanged");
     assert!(p.orig.sections.iter().any(|s| s.is_group()), "no COMDAT group");
