@@ -780,6 +780,19 @@ fn ignored_function_is_not_patched() {
 }
 
 #[test]
+fn changed_exported_function_is_patched_without_its_export_record() {
+    let p = fixture!("exported");
+    assert!(section(&p.orig, "___ksymtab+foo").is_some(), "shape: foo is exported");
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert!(report.new_globals.is_empty(), "{report:?}");
+    // The kernel keeps exporting its foo; the patch redirects it through ftrace.
+    let names: Vec<&str> = out.sections.iter().map(|s| s.name.as_str()).filter(|n| n.contains("ksymtab") || n.contains("discard")).collect();
+    assert!(names.is_empty(), "export records in the output: {names:?}");
+    assert!(symbol(&out, "foo").is_local());
+}
+
+#[test]
 fn mcount_loc_lists_each_changed_and_new_function_once() {
     let p = fixture!("new_things");
     let (out, _) = p.changed();
