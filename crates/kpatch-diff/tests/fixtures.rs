@@ -793,6 +793,14 @@ fn changed_exported_function_is_patched_without_its_export_record() {
 }
 
 #[test]
+fn ignored_section_change_is_not_refused() {
+    let p = fixture!("read_mostly", &[], &["IGNORE"]);
+    assert!(section(&p.patched, ".kpatch.ignore.sections").is_some());
+    let report = p.no_change();
+    assert_eq!(report.ignored, strs(&[".data..read_mostly"]));
+}
+
+#[test]
 fn mcount_loc_lists_each_changed_and_new_function_once() {
     let p = fixture!("new_things");
     let (out, _) = p.changed();
