@@ -801,6 +801,17 @@ fn ignored_section_change_is_not_refused() {
 }
 
 #[test]
+fn forced_function_is_reported_and_its_marker_kept() {
+    let p = fixture!("ignore", &[], &["FORCE"]);
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["bar"]));
+    assert_eq!(report.forced, strs(&["bar"]));
+    // The module generator reads the marker from the output.
+    let targets: Vec<String> = relas_of(&out, ".kpatch.force").expect(".kpatch.force in the output").relas.iter().map(|r| target_name(&out, r)).collect();
+    assert_eq!(targets, strs(&["bar"]));
+}
+
+#[test]
 fn mcount_loc_lists_each_changed_and_new_function_once() {
     let p = fixture!("new_things");
     let (out, _) = p.changed();
