@@ -89,7 +89,7 @@ pub fn compile(
 ) -> Result<Vec<PathBuf>> {
     let tree = &kbuild.tree;
     remove_objects(tree, objects)?;
-    runner.run_ok(&kbuild.make(objects.iter().map(String::as_str)))?;
+    runner.run_ok(&kbuild.make_objects(objects.iter().map(String::as_str)))?;
     let mut out = Vec::new();
     for o in objects {
         let src = tree.join(o);

@@ -22,6 +22,11 @@ pub struct Kbuild {
     pub kcflags: String,
     /// make -j.
     pub jobs: usize,
+    /// The tree is known to be prepared with these very variables (a cached Debian tree with
+    /// a matching marker): object builds pass `-o prepare`, so make does not re-walk the
+    /// prepare chain (objtool, scripts, generated headers) on every invocation.
+    #[serde(default)]
+    pub prepared: bool,
 }
 
 impl Kbuild {
@@ -38,6 +43,7 @@ impl Kbuild {
             jobs: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            prepared: false,
         }
     }
 
@@ -57,6 +63,20 @@ impl Kbuild {
             c = c.arg(format!("KERNELRELEASE={kr}"));
         }
         c.args(targets)
+    }
+
+    /// [`make`](Self::make) for object (and probe) goals: with `-o prepare` on a tree known
+    /// to be prepared.
+    pub fn make_objects<I, S>(&self, targets: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        if self.prepared {
+            self.make(["-o", "prepare"]).args(targets)
+        } else {
+            self.make(targets)
+        }
     }
 }
 
@@ -100,6 +120,16 @@ mod tests {
             c.to_string(),
             "make -C /t -j3 CC=gcc-12 'KCFLAGS=-ffunction-sections -fdata-sections' KERNELRELEASE=6.1.0-56-amd64 fs/proc/cmdline.o"
         );
+        assert_eq!(
+            k.make_objects(["x.o"]).to_string(),
+            k.make(["x.o"]).to_string()
+        );
+        k.prepared = true;
+        assert!(k
+            .make_objects(["x.o"])
+            .to_string()
+            .ends_with(" -o prepare x.o"));
+        assert!(!k.make(["prepare"]).to_string().contains("-o prepare"));
     }
 
     #[test]

@@ -142,9 +142,9 @@ pub fn build_object_pairs(
     built?;
     reverted?;
     removed?;
-    if !sel.headers.is_empty() {
-        // Generated headers (asm-offsets.h, bounds.h) may have been regenerated from the patched
-        // headers; bring them back in line with the restored sources.
+    if !sel.headers.is_empty() && !kbuild.prepared {
+        // Without `-o prepare`, generated headers (asm-offsets.h, bounds.h) may have been
+        // regenerated from the patched headers; bring them back in line with the sources.
         runner.run_ok(&kbuild.make(["prepare"]))?;
     }
     out.timings.push("revert", t.elapsed());

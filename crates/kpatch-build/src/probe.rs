@@ -249,7 +249,7 @@ fn run_probe(
     out_dir: &Path,
 ) -> Result<Vec<Level>> {
     let cmd = kbuild
-        .make(goals)
+        .make_objects(goals)
         .env("MAKEFILES", hook)
         .env("KPATCH_RS_PROBE_OUT", out_dir);
     runner.run_ok(&cmd)?;

@@ -228,6 +228,7 @@ impl PreparedTree {
             }
             write_marker(&root, &want)?;
         }
+        kbuild.prepared = true;
         let config = KernelConfig::read(&root.join(".config"))?;
         let include_index_cache = Some(root.join(INCLUDE_INDEX));
         Ok(PreparedTree {

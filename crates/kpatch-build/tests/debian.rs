@@ -232,9 +232,11 @@ fn patch_left_applied_by_a_killed_build_is_restored_on_next_open() {
         std::mem::forget(applied);
         assert_ne!(hash_files(tree.root(), &["fs/proc/cmdline.c"]), before);
     }
+    // The next opening restores the tree (ours, or another test's that took the lock first).
     let tree = tree();
-    assert_eq!(tree.recovered.len(), 1, "{:?}", tree.recovered);
+    assert!(tree.recovered.len() <= 1, "{:?}", tree.recovered);
     assert_eq!(hash_files(tree.root(), &["fs/proc/cmdline.c"]), before);
+    assert!(!journal::journal_path(tree.root()).exists());
 }
 
 #[test]
