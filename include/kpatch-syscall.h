@@ -4,11 +4,16 @@
  *
  * Replace SYSCALL_DEFINEn(name, ...) by KPATCH_SYSCALL_DEFINEn(name, ...) in
  * the patched source.  The function bodies and the entry points the system
- * call table uses (__x64_sys_<name>, __ia32_sys_<name>, __se_sys_<name>,
- * __do_sys_<name>) come out as with SYSCALL_DEFINEn, without the tracing
+ * call table uses (__x64_sys_<name>, __ia32_sys_<name>, __se_sys_<name>)
+ * come out as with SYSCALL_DEFINEn, without the tracing
  * metadata (SYSCALL_METADATA: syscall trace events) and the error-injection
  * list entry, which are tables of the original kernel image that a livepatch
  * module cannot extend: a patch that kept them would not build.
+ *
+ * The body is named __kpatch_do_sys_<name>, not __do_sys_<name>: the kernel's
+ * __do_sys_<name> is static inline, so notrace, and where gcc kept it out of
+ * line it cannot be patched itself. Under a new name the body is a new
+ * function, and the traced entry points that call it are the changed ones.
  */
 #ifndef __KPATCH_SYSCALL_H_
 #define __KPATCH_SYSCALL_H_
@@ -38,17 +43,17 @@
 
 #define __KPATCH_SYSCALL_DEFINEx(x, name, ...)					\
 	static long __se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__));		\
-	static inline long __do_sys##name(__MAP(x, __SC_DECL, __VA_ARGS__));	\
+	static inline long __kpatch_do_sys##name(__MAP(x, __SC_DECL, __VA_ARGS__));	\
 	__KPATCH_X64_SYS_ENTRY(x, name, __VA_ARGS__)				\
 	__KPATCH_IA32_SYS_ENTRY(x, name, __VA_ARGS__)				\
 	static long __se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__))		\
 	{									\
-		long ret = __do_sys##name(__MAP(x, __SC_CAST, __VA_ARGS__));	\
+		long ret = __kpatch_do_sys##name(__MAP(x, __SC_CAST, __VA_ARGS__));	\
 		__MAP(x, __SC_TEST, __VA_ARGS__);				\
 		__PROTECT(x, ret, __MAP(x, __SC_ARGS, __VA_ARGS__));		\
 		return ret;							\
 	}									\
-	static inline long __do_sys##name(__MAP(x, __SC_DECL, __VA_ARGS__))
+	static inline long __kpatch_do_sys##name(__MAP(x, __SC_DECL, __VA_ARGS__))
 
 #else /* architectures without pt_regs syscall wrappers */
 
@@ -58,17 +63,17 @@
 		      "sys_<name> is an alias of __se_sys_<name>");		\
 	asmlinkage long sys##name(__MAP(x, __SC_DECL, __VA_ARGS__))		\
 		__attribute__((alias(__stringify(__se_sys##name))));		\
-	static inline long __do_sys##name(__MAP(x, __SC_DECL, __VA_ARGS__));	\
+	static inline long __kpatch_do_sys##name(__MAP(x, __SC_DECL, __VA_ARGS__));	\
 	asmlinkage long __se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__));	\
 	asmlinkage long __se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__))	\
 	{									\
-		long ret = __do_sys##name(__MAP(x, __SC_CAST, __VA_ARGS__));	\
+		long ret = __kpatch_do_sys##name(__MAP(x, __SC_CAST, __VA_ARGS__));	\
 		__MAP(x, __SC_TEST, __VA_ARGS__);				\
 		__PROTECT(x, ret, __MAP(x, __SC_ARGS, __VA_ARGS__));		\
 		return ret;							\
 	}									\
 	__diag_pop();								\
-	static inline long __do_sys##name(__MAP(x, __SC_DECL, __VA_ARGS__))
+	static inline long __kpatch_do_sys##name(__MAP(x, __SC_DECL, __VA_ARGS__))
 
 #endif
 
