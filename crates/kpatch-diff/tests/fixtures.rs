@@ -941,6 +941,18 @@ fn jump_table_keeps_only_entries_of_included_functions() {
 }
 
 #[test]
+fn jump_entry_keys_inside_a_struct_keep_their_offset_and_branch() {
+    let p = fixture!("jump_likely");
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    let relas = relas_of(&out, "__jump_table").expect("__jump_table in the output");
+    let key = relas.relas.iter().find(|r| r.r_offset == 8).expect("the entry's key");
+    assert_eq!((target_name(&out, key).as_str(), key.r_addend), ("tp_foo", 9), "tp_foo.key (+8), likely (+1)");
+    assert_eq!(key.r_type, 24, "R_X86_64_PC64");
+    assert!(symbol(&out, "tp_foo").section.is_none());
+}
+
+#[test]
 fn altinstructions_keep_only_entries_of_included_functions() {
     let p = fixture!("alternatives");
     assert_eq!(section(&p.patched, ".altinstructions").unwrap().sh_size, 24, "two 12-byte alt_instr entries");
