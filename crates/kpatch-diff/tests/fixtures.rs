@@ -953,6 +953,23 @@ fn jump_entry_keys_inside_a_struct_keep_their_offset_and_branch() {
 }
 
 #[test]
+fn dynamic_debug_jump_entries_are_dropped() {
+    let p = fixture!("dyndbg");
+    // Shape: each pr_debug has a __jump_table entry whose key is in its __dyndbg descriptor.
+    assert_eq!(section(&p.patched, "__jump_table").unwrap().sh_size, 48);
+    assert!(section(&p.patched, "__dyndbg").is_some());
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    // The patched pr_debug stays off (as kpatch does): of foo's two jump entries only the
+    // ordinary key's is kept.
+    assert_eq!(entry_targets(&out, "__jump_table", 16, 0), strs(&["foo"]));
+    assert_eq!(entry_targets(&out, "__jump_table", 16, 8), strs(&["key_foo"]));
+    for s in &out.symbols {
+        assert!(!(s.is_section() && s.section.is_none()), "an undefined section symbol in the output");
+    }
+}
+
+#[test]
 fn altinstructions_keep_only_entries_of_included_functions() {
     let p = fixture!("alternatives");
     assert_eq!(section(&p.patched, ".altinstructions").unwrap().sh_size, 24, "two 12-byte alt_instr entries");
