@@ -41,6 +41,17 @@ fn removed_function_is_no_change() {
 }
 
 #[test]
+fn reordered_functions_and_data_are_no_change() {
+    let p = fixture!("reordered");
+    // Shape: the sections come in another order (other indexes) in the patched build.
+    let index = |o: &kpatch_elf::Object, n: &str| o.section_by_name(n).unwrap().0;
+    assert!(index(&p.orig, ".text.alpha") < index(&p.orig, ".text.beta"));
+    assert!(index(&p.patched, ".text.alpha") > index(&p.patched, ".text.beta"));
+    let report = p.no_change();
+    assert!(report.changed_functions.is_empty(), "{report:?}");
+}
+
+#[test]
 fn objects_of_different_sources_are_invalid() {
     let (Some(a), Some(b)) = (build("no_change"), build("warn_line")) else { return };
     match kpatch_diff::diff(a.orig, "a.o", b.orig, "b.o", &kpatch_diff::Options::default()) {
