@@ -21,7 +21,8 @@ pub struct SelectedUnit {
     /// `fs/proc/cmdline.o`
     pub object: String,
     pub placement: Placement,
-    /// The changed headers it was selected for; empty when the patch changes the unit itself.
+    /// The changed headers (or `#include`d `.c` files) it was selected for; empty when the
+    /// patch changes the unit itself.
     pub via_headers: Vec<PathBuf>,
 }
 
@@ -105,35 +106,104 @@ pub fn select(
             });
         }
     }
-    // Candidates: unit → headers it was found through.
+    let mut index: Option<IncludeIndex> = None;
+    let mut includers_of = |file: &Path, sel: &mut Selection| -> Result<Vec<PathBuf>> {
+        if index.is_none() {
+            let t = Instant::now();
+            index = Some(match index_cache {
+                Some(c) => IncludeIndex::load_or_build(tree, "x86", c)?,
+                None => IncludeIndex::build(tree, "x86")?,
+            });
+            sel.timings.push("include-scan", t.elapsed());
+        }
+        let idx = index.as_ref().expect("index was just built");
+        Ok(idx
+            .units_including(file)
+            .into_iter()
+            .filter(|u| u != file)
+            .collect())
+    };
+    // Candidates: unit → changed files it was found through (empty: changed itself).
     let mut candidates: BTreeMap<PathBuf, BTreeSet<PathBuf>> =
         units.iter().map(|u| (u.clone(), BTreeSet::new())).collect();
-    if !headers.is_empty() {
-        let t = Instant::now();
-        let index = match index_cache {
-            Some(c) => IncludeIndex::load_or_build(tree, "x86", c)?,
-            None => IncludeIndex::build(tree, "x86")?,
-        };
-        sel.timings.push("include-scan", t.elapsed());
-        for h in &headers {
-            for u in index.units_including(h) {
-                if !units.contains(&u) {
-                    candidates.entry(u).or_default().insert(h.clone());
-                }
+    for h in &headers {
+        for u in includers_of(h, &mut sel)? {
+            if !units.contains(&u) {
+                candidates.entry(u).or_default().insert(h.clone());
             }
         }
     }
     if candidates.is_empty() {
-        return Err(BuildError::NothingToCompile {
-            patch: patch.path.clone(),
-            files: patch
-                .touched_paths()
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
+        return Err(nothing_to_compile(patch));
     }
+    let t = Instant::now();
+    let mut placed = place(runner, kbuild, candidates, scratch)?;
+    // A changed .c that is no object of its own is #included by one (6.1's
+    // kernel/sched/build_policy.c includes rt.c): its includers are the units.
+    let mut second: BTreeMap<PathBuf, BTreeSet<PathBuf>> = BTreeMap::new();
+    for (unit, via, object, placement) in std::mem::take(&mut placed) {
+        match placement {
+            Some(p) => sel.units.push(SelectedUnit {
+                unit,
+                object,
+                placement: p,
+                via_headers: via,
+            }),
+            None if via.is_empty() => {
+                let includers = includers_of(&unit, &mut sel)?;
+                if includers.is_empty() {
+                    return Err(BuildError::UnitNotBuilt { unit, object });
+                }
+                for i in includers {
+                    if !units.contains(&i) {
+                        second.entry(i).or_default().insert(unit.clone());
+                    }
+                }
+            }
+            None => sel.skipped.push(SkippedUnit {
+                unit,
+                reason: "not built in this configuration".into(),
+            }),
+        }
+    }
+    second.retain(|u, _| !sel.units.iter().any(|s| &s.unit == u));
+    if !second.is_empty() {
+        placed = place(runner, kbuild, second, scratch)?;
+        for (unit, via, object, placement) in placed {
+            match placement {
+                Some(p) => match sel.units.iter_mut().find(|s| s.unit == unit) {
+                    Some(s) => s.via_headers.extend(via),
+                    None => sel.units.push(SelectedUnit {
+                        unit,
+                        object,
+                        placement: p,
+                        via_headers: via,
+                    }),
+                },
+                None => sel.skipped.push(SkippedUnit {
+                    unit,
+                    reason: "not built in this configuration".into(),
+                }),
+            }
+        }
+    }
+    sel.timings.push("probe", t.elapsed());
+    sel.units.sort_by(|a, b| a.unit.cmp(&b.unit));
+    if sel.units.is_empty() {
+        return Err(nothing_to_compile(patch));
+    }
+    Ok(sel)
+}
+
+type Placed = (PathBuf, Vec<PathBuf>, String, Option<Placement>);
+
+/// Probes where each candidate's object goes.
+fn place(
+    runner: &dyn Runner,
+    kbuild: &Kbuild,
+    candidates: BTreeMap<PathBuf, BTreeSet<PathBuf>>,
+    scratch: &Path,
+) -> Result<Vec<Placed>> {
     let objects: Vec<String> = candidates
         .keys()
         .map(|u| {
@@ -143,36 +213,27 @@ pub fn select(
             })
         })
         .collect::<Result<_>>()?;
-    let t = Instant::now();
     let placements = probe::probe(runner, kbuild, &objects, scratch)?;
-    sel.timings.push("probe", t.elapsed());
-    for ((unit, via), object) in candidates.into_iter().zip(objects) {
-        match placements.get(&object).cloned().flatten() {
-            Some(placement) => sel.units.push(SelectedUnit {
-                unit,
-                object,
-                placement,
-                via_headers: via.into_iter().collect(),
-            }),
-            None if via.is_empty() => return Err(BuildError::UnitNotBuilt { unit, object }),
-            None => sel.skipped.push(SkippedUnit {
-                unit,
-                reason: "not built in this configuration".into(),
-            }),
-        }
+    Ok(candidates
+        .into_iter()
+        .zip(objects)
+        .map(|((unit, via), object)| {
+            let p = placements.get(&object).cloned().flatten();
+            (unit, via.into_iter().collect(), object, p)
+        })
+        .collect())
+}
+
+fn nothing_to_compile(patch: &PatchFile) -> BuildError {
+    BuildError::NothingToCompile {
+        patch: patch.path.clone(),
+        files: patch
+            .touched_paths()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
     }
-    if sel.units.is_empty() {
-        return Err(BuildError::NothingToCompile {
-            patch: patch.path.clone(),
-            files: patch
-                .touched_paths()
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
-    }
-    Ok(sel)
 }
 
 #[cfg(test)]

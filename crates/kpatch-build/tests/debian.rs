@@ -374,3 +374,33 @@ fn user_tree_is_used_in_place_and_keeps_its_objects() {
     // A configured tree is not reconfigured when no config is given.
     assert!(tree.timings.get("prepare").is_none());
 }
+
+/// 6.1 compiles kernel/sched/rt.c only as part of build_policy.c, which `#include`s it.
+#[test]
+fn included_c_file_selects_the_unit_that_includes_it() {
+    if !enabled() {
+        return;
+    }
+    let tree = tree();
+    let work = tempfile::tempdir().unwrap();
+    let patch = write_patch(
+        work.path(),
+        "rt.patch",
+        "--- a/kernel/sched/rt.c\n+++ b/kernel/sched/rt.c\n@@ -3041,6 +3041,7 @@\n \tint ret;\n \tstatic DEFINE_MUTEX(mutex);\n \n+\tpr_debug(\"kpatch-rs\\n\");\n \tmutex_lock(&mutex);\n \tret = proc_dointvec(table, write, buffer, lenp, ppos);\n \t/*\n",
+    );
+    let out = build_object_pairs(&SystemRunner, &tree, &patch, &work.path().join("build")).unwrap();
+    let units: Vec<(String, String)> = out
+        .pairs
+        .iter()
+        .map(|p| (p.unit.display().to_string(), p.klp_object.clone()))
+        .collect();
+    assert_eq!(
+        units,
+        vec![(
+            "kernel/sched/build_policy.c".to_string(),
+            "vmlinux".to_string()
+        )]
+    );
+    let changed = changed_text_sections(&out.pairs[0].orig, &out.pairs[0].patched);
+    assert!(changed.contains(".text.sched_rr_handler"), "{changed:?}");
+}
