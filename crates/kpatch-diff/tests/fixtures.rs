@@ -1105,6 +1105,16 @@ fn modinfo_import_namespaces_are_carried_and_nothing_else() {
 }
 
 #[test]
+fn modinfo_import_namespaces_of_a_module_object_are_carried() {
+    let p = fixture!("import_ns", &["MODULE"], &["MODULE"]);
+    let (out, _) = p.changed();
+    let m = section(&out, ".modinfo").expect(".modinfo in the output");
+    let entries: Vec<String> =
+        m.data.split(|&b| b == 0).filter(|e| !e.is_empty()).map(|e| String::from_utf8_lossy(e).into_owned()).collect();
+    assert_eq!(sorted(&entries), strs(&["import_ns=CRYPTO_INTERNAL", "import_ns=DMA_BUF"]));
+}
+
+#[test]
 fn modinfo_import_namespace_added_by_the_patch_is_carried() {
     let p = fixture!("import_ns", &[], &["NEW_NS"]);
     let (out, report) = p.changed();
