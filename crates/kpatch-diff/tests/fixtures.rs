@@ -342,6 +342,21 @@ fn section_relative_references_resolve_to_the_variable_at_the_accessed_address()
 }
 
 #[test]
+fn a_pointer_just_past_an_array_refers_to_that_array() {
+    let p = fixture!("end_pointer");
+    // Shape: sum() uses .bss.arr + 0 and .bss.arr + 32 (one past the end).
+    let addends: Vec<i64> = relas_of(&p.orig, ".text.sum").unwrap().relas.iter().filter(|r| target_name(&p.orig, r) == ".bss.arr").map(|r| r.r_addend).collect();
+    assert_eq!(addends, vec![0, 32]);
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["sum"]));
+    let refs: Vec<(String, i64)> =
+        relas_of(&out, ".text.sum").unwrap().relas.iter().map(|r| (target_name(&out, r), r.r_addend)).filter(|(n, _)| n.contains("arr")).collect();
+    assert_eq!(refs, vec![("arr".to_string(), 0), ("arr".to_string(), 32)]);
+    assert!(symbol(&out, "arr").section.is_none(), "the kernel's array");
+    assert!(section(&out, ".bss.arr").is_none());
+}
+
+#[test]
 fn percpu_references_resolve_to_the_kernels_percpu_variables() {
     let p = fixture!("percpu");
     assert!(section(&p.orig, ".data..percpu").is_some());
