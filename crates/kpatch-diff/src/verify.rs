@@ -25,9 +25,12 @@ fn is_carryable_data(name: &str) -> bool {
     n == ".data.unlikely" || n == ".data.once" || n.starts_with(".data..Lubsan") || n.starts_with(".data..L__unnamed")
 }
 
+/// Sections read once, at boot or module load, that a livepatch module neither needs nor can
+/// update: module information, notes, and the syscall trace tables a `KPATCH_SYSCALL_DEFINEn`
+/// leaves out (the running kernel keeps its own entries for the system call).
 fn is_metadata(name: &str) -> bool {
     let n = name.strip_prefix(".rela").unwrap_or(name);
-    n == ".modinfo" || n == ".comment" || n.starts_with(".note")
+    matches!(n, ".modinfo" | ".comment" | "__syscalls_metadata" | "_ftrace_events") || n.starts_with(".note")
 }
 
 pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), DiffError> {
