@@ -78,7 +78,7 @@ impl Inclusion {
     }
 }
 
-pub fn include_all(p: &Kelf, st: &State, inc: &mut Inclusion, report: &mut Report) {
+pub fn include_all(o: &Kelf, p: &Kelf, st: &State, inc: &mut Inclusion, report: &mut Report, options: &crate::Options) {
     // Standard elements: tables, .rodata (switch tables), string literals.
     for (i, s) in p.obj.sections_iter() {
         let n = s.name.as_str();
@@ -100,6 +100,9 @@ pub fn include_all(p: &Kelf, st: &State, inc: &mut Inclusion, report: &mut Repor
     for (i, s) in p.obj.symbols_iter() {
         if s.is_func() && st.sym_status[i.0] == Status::Changed {
             inc.symbol(p, st, i);
+            if !options.kpatch_compat {
+                include_rejoining_children(o, p, st, inc, i);
+            }
         }
         if s.st_type() == STT_FILE {
             inc.sym[i.0] = true;
@@ -180,4 +183,55 @@ pub fn is_patch_target(p: &Kelf, st: &State, sym: SymbolIndex) -> bool {
         None => true,
         Some(parent) => p.has_fentry[sym.0] && st.sym_status[parent.0] == Status::Same,
     }
+}
+
+/// A `.cold` (or `.part`) child without an ftrace entry of its own is a piece of its parent:
+/// it jumps back into it. Left out because its bytes are the same, the kernel's copy would
+/// jump back into the kernel's *old* parent and run the old code from there. So a changed parent
+/// carries every such child that rejoins it at a place after which the parent changed.
+fn include_rejoining_children(o: &Kelf, p: &Kelf, st: &State, inc: &mut Inclusion, parent: SymbolIndex) {
+    let Some(psec) = p.obj.symbols[parent.0].section else { return };
+    for &child in &p.children[parent.0] {
+        if p.has_fentry[child.0] || inc.sym[child.0] && p.obj.symbols[child.0].section.is_some_and(|s| inc.sec[s.0]) {
+            continue;
+        }
+        let Some(csec) = p.obj.symbols[child.0].section else { continue };
+        let Some(crela) = p.rela_of[csec.0] else { continue };
+        let code = &p.obj.sections[csec.0].data;
+        let rejoin_points: Vec<i64> = p.obj.sections[crela.0]
+            .relas
+            .iter()
+            .filter(|x| x.r_sym == parent || p.obj.symbols[x.r_sym.0].section == Some(psec))
+            .map(|x| {
+                let bias = if p.arch.is_pc_relative(x.r_type) { p.arch.pc_rel_bias(code, x.r_offset).unwrap_or(4) } else { 0 };
+                p.obj.symbols[x.r_sym.0].st_value as i64 + x.r_addend + bias
+            })
+            .collect();
+        if rejoin_points.iter().any(|&at| tail_differs(o, p, st, parent, at)) {
+            inc.sym[child.0] = false;
+            inc.section(p, st, csec);
+            inc.sym[child.0] = true;
+            include_rejoining_children(o, p, st, inc, child);
+        }
+    }
+}
+
+/// Whether the parent's code from offset `at` of its section on differs between the kernel's
+/// copy and the patched one (bytes, or where its relocations point).
+fn tail_differs(o: &Kelf, p: &Kelf, st: &State, parent: SymbolIndex, at: i64) -> bool {
+    let (Some(psec), Some(osym)) = (p.obj.symbols[parent.0].section, st.sym_twin[parent.0]) else { return true };
+    let Some(osec) = o.obj.symbols[osym.0].section else { return true };
+    let (pd, od) = (&p.obj.sections[psec.0].data, &o.obj.sections[osec.0].data);
+    let at = at.max(0) as usize;
+    if pd.get(at..) != od.get(at..) {
+        return true;
+    }
+    let tail = |k: &Kelf, sec: SectionIndex| -> Vec<(u64, u32, String, i64)> {
+        let mut v: Vec<_> = k.rela_of[sec.0]
+            .map(|r| k.obj.sections[r.0].relas.iter().filter(|x| x.r_offset as usize >= at).map(|x| (x.r_offset, x.r_type, crate::names::mangled_key_string(k.sym_name(x.r_sym)), x.r_addend)).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    tail(p, psec) != tail(o, osec)
 }

@@ -36,6 +36,10 @@ pub struct Options {
     pub entry_sizes: Vec<(String, u64)>,
     /// Print each section's and symbol's status and inclusion to stderr.
     pub debug: bool,
+    /// Reproduce kpatch's create-diff-object exactly, gaps included: an unchanged `.cold` child
+    /// of a changed function is then left out even when it jumps back into code that changed
+    /// (kpatch-rs carries it by default). For `create-diff-object` and the parity tests.
+    pub kpatch_compat: bool,
 }
 
 /// Why the differ stopped.
@@ -124,7 +128,7 @@ pub fn diff(
     let mut report = Report::default();
     compare::compare(&o, &p, &mut st, &mut report, options)?;
     let mut inc = include::Inclusion::new(&p);
-    include::include_all(&p, &st, &mut inc, &mut report);
+    include::include_all(&o, &p, &st, &mut inc, &mut report, options);
     let regen = special::process(&p, &mut st, &mut inc, options)?;
     if options.debug {
         debug_dump(&p, &st, &inc);

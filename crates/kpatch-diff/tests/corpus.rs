@@ -61,7 +61,7 @@ fn cases(dir: &Path) -> Vec<Case> {
 
 /// The case's `NAME.env` entry sizes (e.g. `JUMP_STRUCT_SIZE=16`).
 fn options(dir: &Path, name: &str) -> Options {
-    let mut options = Options::default();
+    let mut options = Options { kpatch_compat: true, ..Options::default() };
     if let Ok(env) = std::fs::read_to_string(dir.join(format!("{name}.env"))) {
         for line in env.lines() {
             if let Some(v) = line.trim().strip_prefix("JUMP_STRUCT_SIZE=") {
@@ -216,7 +216,7 @@ fn corpus_matches_without_struct_size_variables() {
     let Some(dir) = corpus_dir() else { return };
     for c in cases(&dir) {
         let with = outcome_summary(&run(&dir, &c).0);
-        let without = outcome_summary(&run_with(&dir, &c, &Options::default()).0);
+        let without = outcome_summary(&run_with(&dir, &c, &Options { kpatch_compat: true, ..Options::default() }).0);
         assert_eq!(with, without, "{}", c.name);
     }
 }
@@ -227,4 +227,35 @@ fn outcome_summary(r: &Result<Outcome, DiffError>) -> String {
         Ok(Outcome::NoChange { .. }) => "no change".into(),
         Err(e) => format!("error {}", e.exit_code()),
     }
+}
+
+/// Where kpatch-rs deliberately differs from the reference: kpatch leaves out an unchanged
+/// `.cold` child of a changed function, and the kernel's copy of that child jumps back into the
+/// kernel's old function, so the patch does not apply on the cold path. kpatch-rs carries it.
+/// In the corpus that is exactly two cases, one child each; everything else is identical.
+#[test]
+fn default_mode_carries_cold_children_that_rejoin_changed_code() {
+    let Some(dir) = corpus_dir() else { return };
+    let mut deviations = Vec::new();
+    for c in cases(&dir) {
+        let compat = run(&dir, &c).1;
+        let mut safe = options(&dir, &c.name);
+        safe.kpatch_compat = false;
+        let default = run_with(&dir, &c, &safe).1;
+        let funcs = |o: &Option<Object>| -> BTreeSet<String> {
+            o.iter().flat_map(|o| o.symbols.iter().filter(|s| s.is_func() && s.section.is_some()).map(|s| s.name.clone())).collect()
+        };
+        let (a, b) = (funcs(&compat), funcs(&default));
+        if a != b {
+            assert!(a.is_subset(&b), "{}: the default mode dropped {:?}", c.name, a.difference(&b));
+            deviations.push((c.name.clone(), b.difference(&a).cloned().collect::<Vec<_>>()));
+        }
+    }
+    assert_eq!(
+        deviations,
+        vec![
+            ("cold-change-parent".to_string(), vec!["meminfo_proc_show.cold.0".to_string()]),
+            ("static-call-issue-1165".to_string(), vec!["do_exit.cold".to_string()]),
+        ]
+    );
 }

@@ -54,7 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             entry_sizes.push((section.to_string(), size));
         }
     }
-    let options = kpatch_diff::Options { entry_sizes, debug: args.debug };
+    let options = kpatch_diff::Options { entry_sizes, debug: args.debug, kpatch_compat: true };
     let obj = args.orig.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     match run_diff(&args.orig, &args.patched, Some(&args.output), &options)? {
         Diffed::Written(r) => {

@@ -68,7 +68,7 @@ pub fn parse_entry_sizes(specs: &[String]) -> anyhow::Result<Vec<(String, u64)>>
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let options = kpatch_diff::Options { entry_sizes: parse_entry_sizes(&args.entry_sizes)?, debug: args.debug };
+    let options = kpatch_diff::Options { entry_sizes: parse_entry_sizes(&args.entry_sizes)?, debug: args.debug, ..Default::default() };
     let result = run_diff(&args.orig, &args.patched, args.output.as_deref(), &options)?;
     let (code, report, refused) = match &result {
         Diffed::Written(r) => (0, Some(r), None),
