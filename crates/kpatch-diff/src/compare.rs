@@ -511,8 +511,12 @@ fn propagate_read_only_data_changes(p: &Kelf, st: &mut State) {
     let sec_of = |obj: SymbolIndex| p.obj.symbols[obj.0].section.unwrap();
     let mut changed: Vec<bool> = vec![false; p.obj.symbols.len()];
     for (i, _) in p.obj.symbols_iter() {
-        if is_const(i) && p.bundled[sec_of(i).0] == Some(i) && st.sec_status[sec_of(i).0] == Status::Changed {
-            changed[i.0] = true;
+        if is_const(i) && p.bundled[sec_of(i).0] == Some(i) {
+            let sec = sec_of(i);
+            // Its bytes changed, or what its pointers point at (a string table, say).
+            if st.sec_status[sec.0] == Status::Changed || p.rela_of[sec.0].is_some_and(|r| st.sec_status[r.0] == Status::Changed) {
+                changed[i.0] = true;
+            }
         }
     }
     if !changed.iter().any(|&c| c) {

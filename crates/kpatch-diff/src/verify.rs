@@ -34,6 +34,17 @@ fn is_metadata(name: &str) -> bool {
 }
 
 pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), DiffError> {
+    // A new EXPORT_SYMBOL: its records are tables of the kernel image the patch cannot extend.
+    let exports: Vec<String> = p
+        .obj
+        .sections_iter()
+        .filter(|(i, s)| st.sec_status[i.0] == Status::New && !s.is_rela())
+        .filter_map(|(_, s)| s.name.strip_prefix("___ksymtab_gpl+").or_else(|| s.name.strip_prefix("___ksymtab+")))
+        .map(|name| format!("new exported symbol {name}: a livepatch cannot add exports to the kernel it patches (drop the EXPORT_SYMBOL)"))
+        .collect();
+    if !exports.is_empty() {
+        return Err(DiffError::Unpatchable { file: p.file.clone(), reasons: exports });
+    }
     let mut reasons = Vec::new();
     for (i, sec) in p.obj.sections_iter() {
         let status = st.sec_status[i.0];
