@@ -94,6 +94,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     for l in &out.patch.inexact {
         eprintln!("patch: {l}");
     }
+    for w in &out.patched_warnings {
+        eprintln!("compiler: {w}");
+    }
     for s in &out.skipped {
         eprintln!("skipped {}: {}", s.unit.display(), s.reason);
     }

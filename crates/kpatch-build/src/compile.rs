@@ -80,17 +80,18 @@ impl Drop for SavedObjects {
     }
 }
 
-/// Builds `objects` with one make run and copies each to `dest/<object>`.
+/// Builds `objects` with one make run and copies each to `dest/<object>`. Returns the
+/// compiler's diagnostics (the `warning:`/`note:` lines it printed and their context).
 pub fn compile(
     runner: &dyn Runner,
     kbuild: &Kbuild,
     objects: &[String],
     dest: &Path,
-) -> Result<Vec<PathBuf>> {
+) -> Result<Vec<String>> {
     let tree = &kbuild.tree;
     remove_objects(tree, objects)?;
-    runner.run_ok(&kbuild.make_objects(objects.iter().map(String::as_str)))?;
-    let mut out = Vec::new();
+    let run = runner.run_ok(&kbuild.make_objects(objects.iter().map(String::as_str)))?;
+    let warnings = diagnostics(&run.stderr);
     for o in objects {
         let src = tree.join(o);
         if !src.is_file() {
@@ -104,9 +105,17 @@ pub fn compile(
             fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
         fs::copy(&src, &dst).map_err(io_err(&src))?;
-        out.push(dst);
     }
-    Ok(out)
+    Ok(warnings)
+}
+
+/// gcc's diagnostics in make's stderr: everything but make's own lines.
+pub fn diagnostics(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("make"))
+        .map(String::from)
+        .collect()
 }
 
 /// kbuild's saved command file of an object: `fs/proc/.cmdline.o.cmd`.
@@ -155,6 +164,19 @@ pub fn object_depends_on(tree: &Path, object: &str, header: &Path) -> Result<boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn diagnostics_drop_makes_own_lines() {
+        let e = "make[1]: Entering directory '/t'\nfs/proc/cmdline.c: In function 'f':\nfs/proc/cmdline.c:9:13: warning: unused variable 'x' [-Wunused-variable]\n    9 |         int x;\n\nmake[1]: Leaving directory '/t'\n";
+        assert_eq!(
+            diagnostics(e),
+            vec![
+                "fs/proc/cmdline.c: In function 'f':",
+                "fs/proc/cmdline.c:9:13: warning: unused variable 'x' [-Wunused-variable]",
+                "    9 |         int x;"
+            ]
+        );
+    }
 
     #[test]
     fn saved_objects_come_back_with_their_timestamps() {

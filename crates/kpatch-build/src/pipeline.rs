@@ -40,6 +40,8 @@ pub struct BuildOutput {
     pub patch: PatchReport,
     /// Changed files that are neither source nor header.
     pub ignored: Vec<PathBuf>,
+    /// What the compiler said about the patched sources (warnings and their context).
+    pub patched_warnings: Vec<String>,
     /// Header includers that were dropped (not built, or not including it in this config).
     pub skipped: Vec<SkippedUnit>,
     pub timings: Timings,
@@ -139,7 +141,7 @@ pub fn build_object_pairs(
     let reverted = applied.revert();
     // Never leave objects compiled from the patched text in the tree.
     let removed = compile::remove_objects(root, &objects);
-    built?;
+    out.patched_warnings = built?;
     reverted?;
     removed?;
     if !sel.headers.is_empty() && !kbuild.prepared {

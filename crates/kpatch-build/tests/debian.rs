@@ -404,3 +404,25 @@ fn included_c_file_selects_the_unit_that_includes_it() {
     let changed = changed_text_sections(&out.pairs[0].orig, &out.pairs[0].patched);
     assert!(changed.contains(".text.sched_rr_handler"), "{changed:?}");
 }
+
+#[test]
+fn compiler_warnings_about_the_patched_code_are_returned() {
+    if !enabled() {
+        return;
+    }
+    let tree = tree();
+    let work = tempfile::tempdir().unwrap();
+    let patch = write_patch(
+        work.path(),
+        "warn.patch",
+        &CMDLINE_PATCH.replace("seq_puts(m, \"kpatch-rs \");", "int kpatch_rs_unused;"),
+    );
+    let out = build_object_pairs(&SystemRunner, &tree, &patch, &work.path().join("build")).unwrap();
+    assert!(
+        out.patched_warnings
+            .iter()
+            .any(|w| w.contains("warning: unused variable") && w.contains("kpatch_rs_unused")),
+        "{:?}",
+        out.patched_warnings
+    );
+}
