@@ -15,7 +15,8 @@ pub struct TreeLock {
 }
 
 impl TreeLock {
-    /// Blocks until the lock at `path` is ours; `waiting` is called once if it is busy.
+    /// Waits until the lock at `path` is ours; `waiting` is called once if it is busy. A
+    /// signal caught by [`crate::interrupt`] ends the wait with `Interrupted`.
     pub fn acquire(path: &Path, waiting: impl FnOnce()) -> Result<Self> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|source| BuildError::Io {
@@ -34,20 +35,24 @@ impl TreeLock {
                     source,
                 })
         };
-        let lock = match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => l,
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                waiting();
-                Flock::lock(open()?, FlockArg::LockExclusive).map_err(|(_, e)| BuildError::Io {
-                    path: path.to_path_buf(),
-                    source: std::io::Error::from(e),
-                })?
-            }
-            Err((_, e)) => {
-                return Err(BuildError::Io {
-                    path: path.to_path_buf(),
-                    source: std::io::Error::from(e),
-                })
+        // Poll rather than block, so Ctrl-C (see `interrupt`) ends the wait.
+        let mut told = Some(waiting);
+        let lock = loop {
+            match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
+                Ok(l) => break l,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    if let Some(w) = told.take() {
+                        w();
+                    }
+                    crate::interrupt::check()?;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err((_, e)) => {
+                    return Err(BuildError::Io {
+                        path: path.to_path_buf(),
+                        source: std::io::Error::from(e),
+                    })
+                }
             }
         };
         Ok(TreeLock {
