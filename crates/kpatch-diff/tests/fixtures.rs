@@ -1044,6 +1044,30 @@ fn altinstructions_keep_only_entries_of_included_functions() {
 }
 
 #[test]
+fn both_entries_of_an_alternative_2_site_are_kept() {
+    let p = fixture!("alt2");
+    assert_eq!(section(&p.patched, ".altinstructions").unwrap().sh_size, 48, "two sites of two entries");
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert_eq!(entry_targets(&out, ".altinstructions", 12, 0), strs(&["foo", "foo"]));
+    let alt = &section(&out, ".altinstructions").unwrap().data;
+    let features: Vec<u16> = alt.chunks(12).map(|e| u16::from_le_bytes([e[8], e[9]])).collect();
+    assert_eq!(features, vec![7 * 32 + 1, 7 * 32 + 2]);
+    // Each entry still points at its own replacement (mfence, then sfence).
+    let relas = relas_of(&out, ".altinstructions").unwrap();
+    let repl = section(&out, ".altinstr_replacement").unwrap();
+    let code: Vec<Vec<u8>> = [4u64, 16]
+        .iter()
+        .map(|&at| {
+            let r = relas.relas.iter().find(|r| r.r_offset == at).unwrap();
+            let start = (out.symbols[r.r_sym.0].st_value as i64 + r.r_addend) as usize;
+            repl.data[start..start + 3].to_vec()
+        })
+        .collect();
+    assert_eq!(code, vec![vec![0x0f, 0xae, 0xf0], vec![0x0f, 0xae, 0xf8]]);
+}
+
+#[test]
 fn altinstr_replacement_is_dropped_when_no_alternative_is_kept() {
     // Only plain(), which has no alternative, changes.
     let p = fixture!("alternatives", &[], &["PLAIN_ONLY"]);
