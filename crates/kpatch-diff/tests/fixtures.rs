@@ -493,6 +493,18 @@ fn lines_moved_by_an_edit_above_change_only_the_edited_function() {
 }
 
 #[test]
+fn initcall_record_renamed_by_a_line_shift_is_not_a_change() {
+    let p = fixture!("initcall");
+    // Shape: the initcall record's name carries the line of device_initcall().
+    let record = |o: &kpatch_elf::Object| symbol_names(o).into_iter().find(|n| n.starts_with("__initcall__kmod_")).unwrap();
+    assert_ne!(record(&p.orig), record(&p.patched));
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert_eq!(defined_functions(&out), strs(&["foo"]));
+    assert!(!out.sections.iter().any(|s| s.name.contains("init")), "no init code or initcall in the patch");
+}
+
+#[test]
 fn relocations_compare_by_target_symbol_not_bytes() {
     let p = fixture!("reloc_target");
     // Shape: calls() and points() have the same bytes in both builds.
