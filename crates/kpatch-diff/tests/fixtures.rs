@@ -562,6 +562,22 @@ fn change_in_an_inlined_helper_changes_every_caller() {
 }
 
 #[test]
+fn moved_special_entries_of_unchanged_functions_are_not_a_change() {
+    let p = fixture!("special_shift");
+    // Shape: first() gains one more site of each kind, so foo's and bar's entries move.
+    for (sec, size) in [("__bug_table", 12), ("__jump_table", 16), (".altinstructions", 12), ("__ex_table", 12), (".smp_locks", 4)] {
+        let n = |o| section(o, sec).unwrap().sh_size / size;
+        assert_eq!((n(&p.orig), n(&p.patched)), (3, 4), "{sec}");
+    }
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["first"]));
+    assert_eq!(defined_functions(&out), strs(&["first"]));
+    for (sec, size) in [("__bug_table", 12), ("__jump_table", 16), (".altinstructions", 12), ("__ex_table", 12), (".smp_locks", 4)] {
+        assert_eq!(entry_targets(&out, sec, size, 0), strs(&["first", "first"]), "{sec}");
+    }
+}
+
+#[test]
 fn changed_switch_table_changes_its_function() {
     let p = fixture!("switch_table");
     // Shape: pick()'s code and relocations are the same; only its CSWTCH table differs.
