@@ -1266,6 +1266,17 @@ fn changed_value_in_a_const_ops_whose_address_is_handed_out_is_refused() {
 }
 
 #[test]
+fn changed_const_table_whose_address_is_stored_in_writable_data_is_refused() {
+    let p = fixture!("const_escape_data");
+    // Shape: direct() loads from limits; cur (writable) holds its address.
+    assert!(relas_of(&p.orig, ".data.cur").unwrap().relas.iter().any(|r| target_name(&p.orig, r).contains("limits")));
+    // through() reads the kernel's table via cur whatever the patch does to direct(): patching
+    // direct() alone would leave two different tables in use.
+    let e = p.unpatchable();
+    assert!(e.contains("limits"), "{e}");
+}
+
+#[test]
 fn new_exported_function_is_carried_with_its_export_or_refused_naming_it() {
     let p = fixture!("exported", &[], &["NEW_EXPORT"]);
     assert!(section(&p.patched, "___ksymtab+added").is_some());
