@@ -693,6 +693,21 @@ fn new_functions_data_and_strings_are_carried_with_the_changed_function() {
 }
 
 #[test]
+fn new_function_reached_only_through_new_data_is_carried() {
+    let p = fixture!("new_ops");
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert_eq!(sorted(&report.new_functions), strs(&["new_callback"]));
+    assert_eq!(defined_functions(&out), strs(&["foo", "new_callback"]));
+    let ops = symbol(&out, "new_ops");
+    let osec = ops.section.expect("new_ops is defined in the patch");
+    let orelas = out.sections.iter().find(|s| s.is_rela() && s.rela_target() == Some(osec)).unwrap();
+    assert_eq!(orelas.relas.iter().map(|r| target_name(&out, r)).collect::<Vec<_>>(), vec!["new_callback".to_string()]);
+    let sites: Vec<String> = relas_of(&out, "__mcount_loc").unwrap().relas.iter().map(|r| target_name(&out, r)).collect();
+    assert_eq!(sorted(&sites), strs(&["foo", "new_callback"]));
+}
+
+#[test]
 fn changed_functions_become_local_and_new_globals_stay_global() {
     let p = fixture!("new_things");
     let (out, _) = p.changed();
