@@ -71,7 +71,7 @@ fn mark_ignored_sections(p: &Kelf, st: &mut State, report: &mut Report) -> Resul
     Ok(())
 }
 
-fn rela_equal(o: &Kelf, p: &Kelf, a: &Rela, b: &Rela) -> bool {
+fn rela_equal(o: &Kelf, p: &Kelf, a: &Rela, b: &Rela, in_code: bool) -> bool {
     if a.r_type != b.r_type || a.r_offset != b.r_offset {
         return false;
     }
@@ -80,8 +80,8 @@ fn rela_equal(o: &Kelf, p: &Kelf, a: &Rela, b: &Rela) -> bool {
     if an == ".altinstr_aux" && bn == ".altinstr_aux" {
         return true;
     }
-    if let Some(sa) = o.rela_string(a) {
-        return p.rela_string(b) == Some(sa);
+    if let Some(sa) = o.rela_string(a, in_code) {
+        return p.rela_string(b, in_code) == Some(sa);
     }
     if a.r_addend != b.r_addend {
         return false;
@@ -145,7 +145,8 @@ fn compare_sections(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), DiffError>
         } else if osec.sh_size != psec.sh_size || osec.data.len() != psec.data.len() || osec.relas.len() != psec.relas.len() {
             Status::Changed
         } else if psec.is_rela() {
-            if osec.relas.iter().zip(&psec.relas).all(|(a, b)| rela_equal(o, p, a, b)) {
+            let in_code = p.base_of[sp.0].is_some_and(|b| p.obj.sections[b.0].is_text());
+            if osec.relas.iter().zip(&psec.relas).all(|(a, b)| rela_equal(o, p, a, b, in_code)) {
                 Status::Same
             } else {
                 Status::Changed
@@ -229,7 +230,7 @@ fn line_macro_change_only(o: &Kelf, p: &Kelf, st: &State, sp: SectionIndex) -> R
             let mut found = false;
             for r in relas.iter().filter(|r| r.r_offset >= (offset + la) as u64) {
                 let name = p.sym_name(r.r_sym);
-                if p.rela_string(r).is_some() || name.starts_with("__warned.") || name.starts_with("__already_done.") {
+                if p.rela_string(r, true).is_some() || name.starts_with("__warned.") || name.starts_with("__already_done.") {
                     continue;
                 }
                 if name.starts_with("warn_slowpath_") || LINE_MACRO_CALLEES.contains(&name) {
@@ -437,7 +438,7 @@ fn special_signatures(k: &Kelf, options: &crate::Options) -> std::collections::H
                     .map(|r| {
                         let t = &k.obj.symbols[r.r_sym.0];
                         let at = t.st_value as i64 + r.r_addend;
-                        let content = if let Some(s) = k.rela_string(r) {
+                        let content = if let Some(s) = k.rela_string(r, false) {
                             s.to_vec()
                         } else if let Some(piece) = t.section.and_then(|ts| starts.get(&ts).map(|v| (ts, v))) {
                             let (ts, v) = piece;
@@ -474,6 +475,11 @@ fn compare_special_entries(o: &Kelf, p: &Kelf, st: &mut State, options: &crate::
             continue;
         }
         let Some(osym) = st.sym_twin[psym.0] else { continue };
+        // Only a function alone in its section (-ffunction-sections) is known to have the same
+        // code; one in a shared section (.init.text, .sched.text) is judged by its section.
+        if !p.obj.symbols[psym.0].section.is_some_and(|s| p.bundled[s.0] == Some(psym)) {
+            continue;
+        }
         // Unchanged code has the same sites: only the same number of entries, with different
         // contents, is a change of the entries themselves.
         if so.get(&osym).is_some_and(|o| o.len() == sig.len() && o != sig) {

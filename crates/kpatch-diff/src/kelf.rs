@@ -249,14 +249,17 @@ impl Kelf {
     }
 
     /// For a relocation into a string section (`SHF_STRINGS`, or `.rodata.__func__.*`), the
-    /// string it points at: such references compare by content, not by offset.
-    pub fn rela_string(&self, r: &kpatch_elf::Rela) -> Option<&[u8]> {
+    /// string it points at: such references compare by content, not by offset. `in_code`: the
+    /// relocation is in an instruction, where a PC-relative one is biased by the 4 bytes to the
+    /// end of the instruction (`lea str-4(%rip)`).
+    pub fn rela_string(&self, r: &kpatch_elf::Rela, in_code: bool) -> Option<&[u8]> {
         let sym = &self.obj.symbols[r.r_sym.0];
         let sec = &self.obj.sections[sym.section?.0];
         if !sec.is_strings() && !sec.name.starts_with(".rodata.__func__.") {
             return None;
         }
-        let off = sym.st_value as i64 + r.r_addend;
+        let bias = if in_code && self.arch.is_pc_relative(r.r_type) { 4 } else { 0 };
+        let off = sym.st_value as i64 + r.r_addend + bias;
         sec.string_at(off.max(0) as u64)
     }
 }

@@ -90,7 +90,7 @@ fn is_dynamic_debug_key(p: &Kelf, sym: SymbolIndex) -> bool {
 /// record) or one pointer away (the entry points at the record, as in 6.1): the entry belongs
 /// to an included function of that name.
 fn printk_index_owner_included(p: &Kelf, included: &std::collections::HashSet<&str>, group: &[&Rela]) -> bool {
-    let names_included = |r: &Rela| p.rela_string(r).is_some_and(|s| std::str::from_utf8(s).is_ok_and(|s| included.contains(s)));
+    let names_included = |r: &Rela| p.rela_string(r, false).is_some_and(|s| std::str::from_utf8(s).is_ok_and(|s| included.contains(s)));
     group.iter().any(|r| {
         if names_included(r) {
             return true;

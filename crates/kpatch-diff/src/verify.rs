@@ -57,24 +57,46 @@ pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), Dif
             }
         };
         if status == Status::Changed && !inc.sec[i.0] {
-            if is_carryable_data(name) || crate::kelf::is_debug(name) || is_metadata(name) {
+            let base_reported = p.base_of[i.0].is_some_and(|b| st.sec_status[b.0] == Status::Changed && !inc.sec[b.0]);
+            if is_carryable_data(name) || crate::kelf::is_debug(name) || is_metadata(name) || base_reported {
                 // Source locations only (UBSAN records, WARN_ONCE flags, debug info), or
                 // metadata the module gets its own copy of (.modinfo namespaces, notes).
                 continue;
             }
             if is_init(name) {
+                let funcs = if sec.is_text() { changed_functions_in_shared_section(o, p, st, i) } else { Vec::new() };
+                let place = if funcs.is_empty() { what() } else { format!("{} ({name})", funcs.join(", ")) };
                 reasons.push(format!(
-                    "__init code or data changed: {}: it ran at boot and was freed, so patching it has no effect; move the change out of __init or use a callback",
-                    what()
+                    "__init code or data changed: {place}: it ran at boot and was freed, so patching it has no effect; move the change out of __init or use a callback"
                 ));
             } else if is_data(name) {
                 reasons.push(format!(
                     "existing data changed: {}: the running kernel's copy would not change; use a shadow variable or a patch callback",
                     what()
                 ));
+            } else if sec.is_text() && p.bundled[i.0].is_none() {
+                let funcs = changed_functions_in_shared_section(o, p, st, i);
+                let why = if name.starts_with(".noinstr") || name.starts_with(".entry") {
+                    "noinstr/entry code runs where ftrace cannot hook it, so it cannot be patched"
+                } else {
+                    "its functions share one section instead of one each (-ffunction-sections does not apply to it), so kpatch-rs cannot patch them one by one"
+                };
+                if funcs.is_empty() {
+                    reasons.push(format!("changed code in section {name}: {why}"));
+                }
+                for f in funcs {
+                    reasons.push(format!("function {f} changed in section {name}: {why}"));
+                }
             } else {
                 reasons.push(format!("changed section {} is not used by any changed function", what()));
             }
+            continue;
+        }
+        if inc.sec[i.0] && is_init(name) && !sec.is_rela() {
+            reasons.push(format!(
+                "__init code or data changed: {}: it ran at boot and was freed, so patching it has no effect; move the change out of __init or use a callback",
+                what()
+            ));
             continue;
         }
         if status != Status::Same && p.grouped[i.0] {
@@ -92,10 +114,43 @@ pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), Dif
             ));
         }
     }
-    let _ = o;
     if reasons.is_empty() {
         Ok(())
     } else {
         Err(DiffError::Unpatchable { file: p.file.clone(), reasons })
     }
+}
+
+/// The functions of a shared text section (`.sched.text`, `.noinstr.text`) whose bytes or
+/// relocations differ from their original's.
+fn changed_functions_in_shared_section(o: &Kelf, p: &Kelf, st: &State, sec: kpatch_elf::SectionIndex) -> Vec<String> {
+    let slice = |k: &Kelf, sym: kpatch_elf::SymbolIndex| {
+        let s = &k.obj.symbols[sym.0];
+        let sec = s.section.unwrap();
+        let (lo, hi) = (s.st_value, s.st_value + s.st_size);
+        let bytes = k.obj.sections[sec.0].data.get(lo as usize..hi as usize).unwrap_or(&[]).to_vec();
+        let relas: Vec<(u64, u32, String, i64)> = k.rela_of[sec.0]
+            .map(|r| {
+                k.obj.sections[r.0]
+                    .relas
+                    .iter()
+                    .filter(|x| x.r_offset >= lo && x.r_offset < hi)
+                    .map(|x| (x.r_offset - lo, x.r_type, crate::names::mangled_key_string(k.sym_name(x.r_sym)), x.r_addend))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (bytes, relas)
+    };
+    let mut out = Vec::new();
+    for &sym in &p.by_offset[sec.0] {
+        let s = &p.obj.symbols[sym.0];
+        if !s.is_func() || s.name.starts_with(crate::kelf::PFX) {
+            continue;
+        }
+        match st.sym_twin[sym.0] {
+            Some(t) if slice(o, t) == slice(p, sym) => {}
+            _ => out.push(s.name.clone()),
+        }
+    }
+    out
 }
