@@ -57,7 +57,7 @@ fn mark_ignored_sections(p: &Kelf, st: &mut State, report: &mut Report) -> Resul
         let sym = &p.obj.symbols[r.r_sym.0];
         let Some(strsec) = sym.section else { continue };
         let name = p.obj.sections[strsec.0]
-            .string_at((sym.st_value as i64 + r.r_addend).max(0) as u64)
+            .string_at((sym.st_value as i64).saturating_add(r.r_addend).max(0) as u64)
             .map(|b| String::from_utf8_lossy(b).into_owned())
             .unwrap_or_default();
         let target = p.section_named(&name).ok_or_else(|| DiffError::Invalid {
@@ -403,7 +403,7 @@ fn special_signatures(k: &Kelf, options: &crate::Options) -> std::collections::H
         for x in &k.obj.sections[rsec.0].relas {
             let t = &k.obj.symbols[x.r_sym.0];
             if let Some(ts) = t.section.filter(|s| t.is_section() && k.obj.sections[s.0].is_text() && k.bundled[s.0].is_none()) {
-                starts.entry(ts).or_default().push(t.st_value as i64 + x.r_addend);
+                starts.entry(ts).or_default().push((t.st_value as i64).saturating_add(x.r_addend));
             }
         }
     }
@@ -437,7 +437,7 @@ fn special_signatures(k: &Kelf, options: &crate::Options) -> std::collections::H
                     .iter()
                     .map(|r| {
                         let t = &k.obj.symbols[r.r_sym.0];
-                        let at = t.st_value as i64 + r.r_addend;
+                        let at = (t.st_value as i64).saturating_add(r.r_addend);
                         let content = if let Some(s) = k.rela_string(r, false) {
                             s.to_vec()
                         } else if let Some(piece) = t.section.and_then(|ts| starts.get(&ts).map(|v| (ts, v))) {

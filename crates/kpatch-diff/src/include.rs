@@ -204,7 +204,7 @@ fn include_rejoining_children(o: &Kelf, p: &Kelf, st: &State, inc: &mut Inclusio
             .filter(|x| x.r_sym == parent || p.obj.symbols[x.r_sym.0].section == Some(psec))
             .map(|x| {
                 let bias = if p.arch.is_pc_relative(x.r_type) { p.arch.pc_rel_bias(code, x.r_offset).unwrap_or(4) } else { 0 };
-                p.obj.symbols[x.r_sym.0].st_value as i64 + x.r_addend + bias
+                (p.obj.symbols[x.r_sym.0].st_value as i64).saturating_add(x.r_addend).saturating_add(bias)
             })
             .collect();
         if rejoin_points.iter().any(|&at| tail_differs(o, p, st, parent, at)) {

@@ -221,7 +221,7 @@ impl Kelf {
                     continue;
                 };
                 let tsec_size = self.obj.sections[tsec.0].sh_size as i64;
-                let at = r.r_addend + add_off;
+                let at = r.r_addend.saturating_add(add_off);
                 let syms = &self.by_offset[tsec.0];
                 let sym_at = |s: SymbolIndex| {
                     let sym = &self.obj.symbols[s.0];
@@ -259,7 +259,7 @@ impl Kelf {
             return None;
         }
         let bias = if in_code && self.arch.is_pc_relative(r.r_type) { 4 } else { 0 };
-        let off = sym.st_value as i64 + r.r_addend + bias;
+        let off = (sym.st_value as i64).saturating_add(r.r_addend).saturating_add(bias);
         sec.string_at(off.max(0) as u64)
     }
 }

@@ -98,7 +98,7 @@ fn printk_index_owner_included(p: &Kelf, included: &std::collections::HashSet<&s
         let t = &p.obj.symbols[r.r_sym.0];
         let Some(tsec) = t.section else { return false };
         let Some(trela) = p.rela_of[tsec.0] else { return false };
-        let (lo, hi) = (t.st_value + r.r_addend.max(0) as u64, t.st_value + t.st_size.max(1));
+        let (lo, hi) = (t.st_value.saturating_add(r.r_addend.max(0) as u64), t.st_value.saturating_add(t.st_size.max(1)));
         p.obj.sections[trela.0].relas.iter().filter(|x| t.st_size == 0 || (x.r_offset >= lo && x.r_offset < hi)).any(names_included)
     })
 }
@@ -115,7 +115,7 @@ fn regenerate_fixup(p: &Kelf, inc: &mut Inclusion, regen: &mut RegenMap) -> Opti
         .relas
         .iter()
         .filter(|r| fixup_sym(r.r_sym))
-        .map(|r| p.obj.symbols[r.r_sym.0].st_value as i64 + r.r_addend)
+        .map(|r| (p.obj.symbols[r.r_sym.0].st_value as i64).saturating_add(r.r_addend))
         .collect();
     starts.sort_unstable();
     starts.dedup();
@@ -205,7 +205,7 @@ pub fn process(p: &Kelf, st: &mut State, inc: &mut Inclusion, options: &Options)
                     // An exception entry's fixup address follows its stub to its new place.
                     if let Some((fsec, moved)) = &fixup {
                         if p.obj.symbols[r.r_sym.0].section == Some(*fsec) {
-                            let at = p.obj.symbols[r.r_sym.0].st_value as i64 + r.r_addend;
+                            let at = (p.obj.symbols[r.r_sym.0].st_value as i64).saturating_add(r.r_addend);
                             if let Some(&(from, to)) = moved.iter().rev().find(|(from, _)| *from <= at) {
                                 r.r_addend += to - from;
                             }
@@ -277,7 +277,7 @@ fn regenerate_orc(p: &Kelf, st: &mut State, inc: &mut Inclusion, options: &Optio
     let entry = options.entry_sizes.iter().find(|(n, _)| n == ".orc_unwind").map(|e| e.1).unwrap_or(6);
     let orc_sec = &p.obj.sections[orc.0];
     let n = p.obj.sections[ip.0].sh_size / IP_SIZE;
-    if orc_sec.sh_size != n * entry {
+    if n.checked_mul(entry) != Some(orc_sec.sh_size) {
         return;
     }
     let mut orc_out = Regenerated { data: Vec::new(), relas: Vec::new() };
@@ -292,8 +292,8 @@ fn regenerate_orc(p: &Kelf, st: &mut State, inc: &mut Inclusion, options: &Optio
         let dest = ip_out.data.len() as u64;
         ip_out.relas.push(Rela { r_offset: dest, ..*r });
         ip_out.data.extend_from_slice(&[0; IP_SIZE as usize]);
-        let start = (k * entry) as usize;
-        orc_out.data.extend_from_slice(orc_sec.data.get(start..start + entry as usize).unwrap_or(&[]));
+        let start = k.saturating_mul(entry) as usize;
+        orc_out.data.extend_from_slice(orc_sec.data.get(start..start.saturating_add(entry as usize)).unwrap_or(&[]));
         inc.sym[r.r_sym.0] = true;
     }
     let keep = !ip_out.relas.is_empty();

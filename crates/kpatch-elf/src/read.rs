@@ -228,6 +228,31 @@ impl Object {
             }
             sections[i].relas = out;
         }
+        // Relocations inside their sections, symbols inside theirs: what every later offset
+        // computation relies on.
+        for (i, sec) in sections.iter().enumerate() {
+            let Some(target) = (sec.sh_type == SHT_RELA && sec.sh_info != 0).then(|| &sections[sec.sh_info as usize]) else { continue };
+            if let Some(r) = sec.relas.iter().find(|r| r.r_offset >= target.sh_size) {
+                return Err(ElfError::BadSection {
+                    file: file.into(),
+                    index: i,
+                    section: sec.name.clone(),
+                    reason: format!("relocation at 0x{:x} is past the end of {} (0x{:x} bytes)", r.r_offset, target.name, target.sh_size),
+                });
+            }
+        }
+        for (i, sym) in symbols.iter().enumerate() {
+            let Some(s) = sym.section else { continue };
+            let size = sections[s.0].sh_size;
+            if sym.st_value > size || sym.st_size > size {
+                return Err(ElfError::BadSymbol {
+                    file: file.into(),
+                    index: i,
+                    symbol: sym.name.clone(),
+                    reason: format!("value 0x{:x} size 0x{:x} lie outside {} (0x{:x} bytes)", sym.st_value, sym.st_size, sections[s.0].name, size),
+                });
+            }
+        }
 
         let object = Object { header, sections, symbols };
         let locals = object.num_locals();
