@@ -74,6 +74,12 @@ pub enum BuildError {
         expected: String,
         compiled: String,
     },
+    #[error("{header}: UTS_RELEASE is \"{found}\", the target is \"{target}\"")]
+    ReleaseMismatch {
+        header: PathBuf,
+        found: String,
+        target: String,
+    },
     #[error("{path}: {reason}")]
     Unsupported { path: PathBuf, reason: String },
     #[error("target kernel: {0}")]

@@ -228,6 +228,7 @@ impl PreparedTree {
             }
             write_marker(&root, &want)?;
         }
+        check_release(&root, &src.kernelrelease)?;
         kbuild.prepared = true;
         let config = KernelConfig::read(&root.join(".config"))?;
         let include_index_cache = Some(root.join(INCLUDE_INDEX));
@@ -319,6 +320,25 @@ impl PreparedTree {
     }
 }
 
+/// The prepared tree's `UTS_RELEASE` (and so every module's vermagic) must be the target's
+/// release string.
+pub fn check_release(root: &Path, kernelrelease: &str) -> Result<()> {
+    let header = root.join("include/generated/utsrelease.h");
+    let text = fs::read_to_string(&header).map_err(io_err(&header))?;
+    let found = text
+        .split_once("UTS_RELEASE")
+        .map(|(_, r)| r.trim().trim_matches('"').to_string())
+        .unwrap_or_default();
+    if found != kernelrelease {
+        return Err(BuildError::ReleaseMismatch {
+            header,
+            found,
+            target: kernelrelease.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// `make olddefconfig && make prepare` with the build's own variables.
 pub fn prepare(runner: &dyn Runner, kbuild: &Kbuild) -> Result<()> {
     runner.run_ok(&kbuild.make(["olddefconfig"]))?;
@@ -407,6 +427,20 @@ mod tests {
                 fs::write(
                     dest.join("linux-source-6.1/fs/proc/cmdline.c"),
                     "original\n",
+                )
+                .unwrap();
+            } else if prog == "make" && cmd.args.last().is_some_and(|a| a == "prepare") {
+                // What kbuild's prepare writes from KERNELRELEASE.
+                let tree = PathBuf::from(&cmd.args[1]);
+                let kr = cmd
+                    .args
+                    .iter()
+                    .find_map(|a| a.to_str()?.strip_prefix("KERNELRELEASE="))
+                    .unwrap_or("6.1.192");
+                fs::create_dir_all(tree.join("include/generated")).unwrap();
+                fs::write(
+                    tree.join("include/generated/utsrelease.h"),
+                    format!("#define UTS_RELEASE \"{kr}\"\n"),
                 )
                 .unwrap();
             } else if cmd.args.first().is_some_and(|a| a == "--version") {
@@ -560,6 +594,25 @@ mod tests {
             .compiler_mismatch
             .as_deref()
             .is_some_and(|m| m.contains("13.3.0-1")));
+    }
+
+    #[test]
+    fn release_string_is_checked() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("include/generated")).unwrap();
+        fs::write(
+            d.path().join("include/generated/utsrelease.h"),
+            "#define UTS_RELEASE \"6.1.0-56-amd64\"\n",
+        )
+        .unwrap();
+        check_release(d.path(), "6.1.0-56-amd64").unwrap();
+        let e = check_release(d.path(), "6.1.0-50-amd64")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"6.1.0-56-amd64\"") && e.contains("\"6.1.0-50-amd64\""),
+            "{e}"
+        );
     }
 
     #[test]
