@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use kpatch_build::{
-    build_object_pairs, interrupt, DebianSource, PatchFile, PreparedTree, SystemRunner, TreeOptions,
+    build_object_pairs_with_progress, interrupt, DebianSource, PatchFile, PreparedTree,
+    SystemRunner, TreeOptions,
 };
 
 fn main() -> ExitCode {
@@ -87,7 +88,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("restored from an interrupted build: {e:?}");
     }
     let patch = PatchFile::read(&need("patch")?, 1)?;
-    let out = build_object_pairs(&SystemRunner, &tree, &patch, &need("work")?)?;
+    let out =
+        build_object_pairs_with_progress(&SystemRunner, &tree, &patch, &need("work")?, &|s| {
+            eprintln!("{s} ...")
+        })?;
     for (stage, d) in &out.timings.0 {
         eprintln!("stage {stage}: {:.1} s", d.as_secs_f64());
     }

@@ -31,6 +31,6 @@ pub use error::{BuildError, Result};
 pub use exec::{Runner, SystemRunner};
 pub use kbuild::Kbuild;
 pub use patchfile::PatchFile;
-pub use pipeline::{build_object_pairs, BuildOutput, ObjectPair};
+pub use pipeline::{build_object_pairs, build_object_pairs_with_progress, BuildOutput, ObjectPair};
 pub use probe::Placement;
 pub use tree::{DebianSource, PreparedTree, TreeOptions};

@@ -55,6 +55,19 @@ pub fn build_object_pairs(
     patch: &PatchFile,
     work: &Path,
 ) -> Result<BuildOutput> {
+    build_object_pairs_with_progress(runner, tree, patch, work, &|_| {})
+}
+
+/// [`build_object_pairs`], telling `progress` what it starts: `selecting units`,
+/// `compiling 4 original objects`, `applying the patch`, `compiling 4 patched objects`,
+/// `restoring the tree`.
+pub fn build_object_pairs_with_progress(
+    runner: &dyn Runner,
+    tree: &PreparedTree,
+    patch: &PatchFile,
+    work: &Path,
+    progress: &dyn Fn(&str),
+) -> Result<BuildOutput> {
     let kbuild = &tree.kbuild;
     let root = tree.root();
     let mut out = BuildOutput::default();
@@ -66,6 +79,7 @@ pub fn build_object_pairs(
     out.timings.push("check-patch", t.elapsed());
     interrupt::check()?;
 
+    progress("selecting units");
     let scratch = work.join("probe");
     let _ = fs::remove_dir_all(&scratch);
     let sel = select::select(
@@ -94,6 +108,11 @@ pub fn build_object_pairs(
     } else {
         None
     };
+    progress(&format!(
+        "compiling {} original object{}",
+        objects.len(),
+        plural(objects.len())
+    ));
     let t = Instant::now();
     compile::compile(runner, kbuild, &objects, &orig_dir)?;
     out.timings.push("compile-orig", t.elapsed());
@@ -129,14 +148,21 @@ pub fn build_object_pairs(
     }
     let objects: Vec<String> = units.iter().map(|u| u.object.clone()).collect();
 
+    progress("applying the patch");
     let t = Instant::now();
     let applied = apply::apply(runner, root, patch)?;
     out.timings.push("apply", t.elapsed());
     out.patch = applied.report.clone();
+    progress(&format!(
+        "compiling {} patched object{}",
+        objects.len(),
+        plural(objects.len())
+    ));
     let t = Instant::now();
     let built =
         interrupt::check().and_then(|_| compile::compile(runner, kbuild, &objects, &patched_dir));
     out.timings.push("compile-patched", t.elapsed());
+    progress("restoring the tree");
     let t = Instant::now();
     let reverted = applied.revert();
     // Never leave objects compiled from the patched text in the tree.
@@ -162,4 +188,12 @@ pub fn build_object_pairs(
         })
         .collect();
     Ok(out)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }

@@ -105,7 +105,25 @@ fn one_line_patch_changes_only_its_function() {
     let work = tempfile::tempdir().unwrap();
     let patch = write_patch(work.path(), "cmdline.patch", CMDLINE_PATCH);
     let before = hash_files(tree.root(), &["fs/proc/cmdline.c"]);
-    let out = build_object_pairs(&SystemRunner, &tree, &patch, &work.path().join("build")).unwrap();
+    let stages = std::cell::RefCell::new(Vec::new());
+    let out = kpatch_build::build_object_pairs_with_progress(
+        &SystemRunner,
+        &tree,
+        &patch,
+        &work.path().join("build"),
+        &|s| stages.borrow_mut().push(s.to_string()),
+    )
+    .unwrap();
+    assert_eq!(
+        stages.into_inner(),
+        [
+            "selecting units",
+            "compiling 1 original object",
+            "applying the patch",
+            "compiling 1 patched object",
+            "restoring the tree"
+        ]
+    );
     assert_eq!(out.pairs.len(), 1, "{:?}", out.pairs);
     let p = &out.pairs[0];
     assert_eq!(p.unit, PathBuf::from("fs/proc/cmdline.c"));
