@@ -56,6 +56,11 @@ fn corpus() -> Vec<Case> {
         .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".patch").map(String::from))
         .collect();
     names.sort();
+    // KPATCH_RS_CORPUS=a,b runs only those patches (to work on one patch).
+    if let Ok(only) = std::env::var("KPATCH_RS_CORPUS") {
+        let only: Vec<&str> = only.split(',').map(str::trim).collect();
+        names.retain(|n| only.contains(&n.as_str()));
+    }
     names
         .into_iter()
         .map(|name| {
@@ -154,7 +159,8 @@ const PROBLEMS: &str = "WARNING:|Call Trace|BUG:|Oops|general protection";
 
 impl Steps<'_> {
     fn check_passes(&mut self, label: &str, case: &str) {
-        self.t.check(label, &format!("sh /integration/{case}.check"));
+        // Traced, so that a failure shows which command of the check failed.
+        self.t.check(label, &format!("sh -x /integration/{case}.check"));
     }
 
     fn check_fails(&mut self, label: &str, case: &str) {
@@ -240,7 +246,9 @@ fn every_corpus_patch_builds_or_is_refused_and_works_in_one_guest_boot() {
         return;
     }
     let cases = corpus();
-    assert!(cases.len() >= 12, "the corpus has only {} patches", cases.len());
+    if std::env::var("KPATCH_RS_CORPUS").is_err() {
+        assert!(cases.len() >= 12, "the corpus has only {} patches", cases.len());
+    }
     let out = tempfile::tempdir().unwrap();
 
     // Every patch on its own, one after the other (the kernel tree is shared and locked).
@@ -345,6 +353,10 @@ fn every_corpus_patch_builds_or_is_refused_and_works_in_one_guest_boot() {
         eprintln!("booting the guest for {} checks ...", t.check_names().len());
         let run = guest.run(&t).unwrap_or_else(|e| panic!("{e}"));
         eprintln!("guest: booted after {:?}, ran {:?}", run.booted_after.unwrap_or_default(), run.elapsed);
+        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("integration-corpus-console.log");
+        if std::fs::write(&log, run.log()).is_ok() {
+            eprintln!("guest console log: {}", log.display());
+        }
         run
     });
 
