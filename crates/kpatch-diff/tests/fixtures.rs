@@ -1353,6 +1353,24 @@ fn changed_function_without_ftrace_entry_is_refused_naming_it() {
 }
 
 #[test]
+fn changed_function_in_a_shared_text_section_is_refused_naming_it() {
+    let p = fixture!("sched_text");
+    // Shape: sleepy and drowsy share .sched.text (an explicit section beats -ffunction-sections).
+    assert_eq!(symbol(&p.orig, "sleepy").section, symbol(&p.orig, "drowsy").section);
+    // The differ patches functions one section each; it refuses, naming the function and why.
+    let e = p.unpatchable();
+    assert!(e.contains("sleepy") && e.contains(".sched.text"), "{e}");
+    assert!(!e.contains("drowsy"), "drowsy did not change: {e}");
+}
+
+#[test]
+fn changed_noinstr_function_is_refused_naming_it() {
+    let p = fixture!("sched_text", &[], &["NOINSTR"]);
+    let e = p.unpatchable();
+    assert!(e.contains("entry_work"), "the refusal should name the function: {e}");
+}
+
+#[test]
 fn unchanged_notrace_function_does_not_stop_a_patch() {
     let p = fixture!("notrace_changed", &[], &["FOO_ONLY"]);
     let (_, report) = p.changed();
