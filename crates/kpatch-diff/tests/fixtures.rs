@@ -1326,11 +1326,11 @@ fn changed_read_mostly_data_is_refused_naming_the_section() {
 }
 
 #[test]
-fn changed_init_code_is_refused_naming_the_section() {
+fn changed_init_code_is_refused_naming_the_section_and_function() {
     let p = fixture!("init_changed");
     assert!(section(&p.orig, ".init.text").is_some());
     let e = p.unpatchable();
-    assert!(e.contains(".init.text") && e.contains("__init"), "{e}");
+    assert!(e.contains(".init.text") && e.contains("__init") && e.contains("setup_thing"), "{e}");
 }
 
 #[test]
