@@ -431,6 +431,17 @@ fn line_number_only_change_in_warn_is_not_a_change() {
 }
 
 #[test]
+fn line_number_only_change_in_bug_is_not_a_change() {
+    let p = fixture!("bug_line");
+    let (o, n) = (section(&p.orig, "__bug_table").unwrap(), section(&p.patched, "__bug_table").unwrap());
+    assert_eq!(o.sh_size, 24, "two 12-byte bug entries");
+    assert_ne!(o.data, n.data, "the bug entries' lines should differ");
+    let flags: Vec<u16> = o.data.chunks(12).map(|e| u16::from_le_bytes([e[10], e[11]])).collect();
+    assert_eq!(flags, vec![0, 0], "BUG, not WARN");
+    p.no_change();
+}
+
+#[test]
 fn real_change_next_to_a_moved_warn_is_a_change() {
     let p = fixture!("warn_line", &[], &["REAL_CHANGE"]);
     let (out, report) = p.changed();
