@@ -99,8 +99,29 @@ fn patch_name(args: &Args) -> String {
     raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect()
 }
 
+/// The patch-author headers (kpatch-macros.h, kpatch-syscall.h), kept in one stable directory of
+/// the cache: their `-I` is part of a prepared tree's flags, so it must not change per build.
+fn patch_author_headers() -> anyhow::Result<PathBuf> {
+    let dir = kpatch_target::cache_dir().join("include");
+    let current = kpatch_module::headers::HEADERS.iter().all(|(name, text)| std::fs::read_to_string(dir.join(name)).is_ok_and(|t| t == *text));
+    if !current {
+        let tmp = tempfile::Builder::new().prefix(".include.").tempdir_in(kpatch_target::cache_dir())?;
+        kpatch_module::headers::install_headers(tmp.path())?;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(tmp.keep(), &dir).with_context(|| format!("installing the patch-author headers in {}", dir.display()))?;
+    }
+    Ok(dir)
+}
+
 fn target(args: &Args, runner: &SystemRunner, p: &Progress) -> anyhow::Result<Target> {
-    let mut opts = TreeOptions { jobs: args.jobs, ..Default::default() };
+    std::fs::create_dir_all(kpatch_target::cache_dir())?;
+    let include = patch_author_headers()?;
+    let opts = TreeOptions {
+        jobs: args.jobs,
+        extra_kcflags: vec![format!("-I{}", include.display())],
+        skip_compiler_check: args.skip_compiler_check,
+        ..Default::default()
+    };
     if let Some(dir) = &args.sourcedir {
         p.stage(format!("target: the kernel tree at {}", dir.display()));
         let vmlinux = args.vmlinux.clone().or_else(|| Some(dir.join("vmlinux")).filter(|v| v.exists()));
@@ -132,9 +153,6 @@ fn target(args: &Args, runner: &SystemRunner, p: &Progress) -> anyhow::Result<Ta
     };
     p.stage(format!("target: Debian kernel {} ({})", k.abi, k.version));
     let src = kpatch_build::DebianSource::from_kernel(&k)?;
-    if args.skip_compiler_check {
-        opts.cc = None;
-    }
     p.stage("preparing the source tree (first time: unpack and make prepare)");
     let tree = PreparedTree::debian(runner, &kpatch_target::cache_dir(), &src, &opts)?;
     Ok(Target {
@@ -196,19 +214,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (patch_path, sha) = combined_patch(&args, &work)?;
     let patch = PatchFile::read(&patch_path, 1)?;
 
-    let mut target = target(&args, &runner, &p)?;
-    // The patch-author headers (kpatch-macros.h, kpatch-syscall.h) on every compile's include path.
-    let include = work.join("include");
-    kpatch_module::headers::install_headers(&include)?;
-    target.tree.kbuild.kcflags.push_str(&format!(" -I{}", include.display()));
-    if let Some(j) = args.jobs {
-        target.tree.kbuild.jobs = j;
+    let target = target(&args, &runner, &p)?;
+    if let Some(m) = &target.tree.compiler_mismatch {
+        p.warn(format!("compiler mismatch accepted (--skip-compiler-check): {m}"));
+    }
+    for e in &target.tree.recovered {
+        p.warn(format!("restored a file an interrupted build had left patched: {e:?}"));
     }
 
     p.stage(format!("compiling the units {} touches, original and patched", args.patches[0].display()));
     let built = build_object_pairs(&runner, &target.tree, &patch, &work.join("objects"))?;
     for line in &built.patch.inexact {
         p.warn(line);
+    }
+    for w in &built.patched_warnings {
+        p.warn(format!("compiler: {w}"));
+    }
+    for s in &built.skipped {
+        p.stage(format!("not compiled: {}: {}", s.unit.display(), s.reason));
+    }
+    for f in &built.ignored {
+        p.warn(format!("ignored: {} is neither a source file nor a header", f.display()));
     }
     if built.pairs.is_empty() {
         bail!("the patch changes no compiled source file for this kernel configuration");
@@ -264,7 +290,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     p.stage("resolving symbols against the target kernel");
-    let objects: Vec<String> = tus.iter().map(|t| t.object.clone()).collect();
+    let mut objects: Vec<String> = tus.iter().map(|t| t.object.clone()).collect();
+    objects.sort();
+    objects.dedup();
     let symbols = symbols_for(&target, &objects)?;
     let symvers = kpatch_symbols::Symvers::from_path(&target.symvers)?;
     let resolver = KernelResolver::new(symbols, symvers);
