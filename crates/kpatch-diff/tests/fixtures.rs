@@ -945,6 +945,44 @@ fn mcount_loc_lists_each_changed_and_new_function_once() {
     assert_eq!(section(&out, "__mcount_loc").unwrap().sh_size, 8 * 3);
 }
 
+/// objtool `--mcount --mnop` (6.x kernels) turns each `call __fentry__` into a 5-byte NOP and
+/// its relocation into R_X86_64_NONE, keeping `__mcount_loc`. Done here on the model, as objtool
+/// would on the file.
+fn objtool_nop_mcount(obj: &mut kpatch_elf::Object) {
+    let fentry: Vec<usize> = obj.symbols.iter().enumerate().filter(|(_, s)| s.name == "__fentry__").map(|(i, _)| i).collect();
+    for i in 0..obj.sections.len() {
+        if !obj.sections[i].is_rela() {
+            continue;
+        }
+        let base = obj.sections[i].rela_target().unwrap().0;
+        let mut sites = Vec::new();
+        for r in obj.sections[i].relas.iter_mut().filter(|r| fentry.contains(&r.r_sym.0)) {
+            r.r_type = kpatch_arch::x86_64::R_X86_64_NONE;
+            sites.push(r.r_offset as usize - 1);
+        }
+        for at in sites {
+            obj.sections[base].data[at..at + 5].copy_from_slice(&[0x0f, 0x1f, 0x44, 0x00, 0x00]);
+        }
+    }
+}
+
+#[test]
+fn ftrace_nops_written_by_objtool_are_found_and_made_calls_in_the_output() {
+    let Some(mut p) = build("constprop") else { return };
+    objtool_nop_mcount(&mut p.orig);
+    objtool_nop_mcount(&mut p.patched);
+    assert_eq!(&section(&p.orig, ".text.use_scale").unwrap().data[..5], &[0x0f, 0x1f, 0x44, 0x00, 0x00]);
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["scale.constprop.0"]));
+    // The patched function starts with the call ftrace expects, relocated to __fentry__.
+    let text = section(&out, ".text.scale.constprop.0").unwrap();
+    assert_eq!(&text.data[..5], &[0xe8, 0, 0, 0, 0]);
+    let first = relas_of(&out, ".text.scale.constprop.0").unwrap().relas.iter().find(|r| r.r_offset == 1).unwrap();
+    assert_eq!((target_name(&out, first).as_str(), first.r_type), ("__fentry__", kpatch_arch::x86_64::R_X86_64_PC32));
+    let sites: Vec<(String, i64)> = relas_of(&out, "__mcount_loc").unwrap().relas.iter().map(|r| (target_name(&out, r), r.r_addend)).collect();
+    assert_eq!(sites, vec![("scale.constprop.0".to_string(), 0)]);
+}
+
 #[test]
 fn padded_functions_get_mcount_loc_and_no_patchable_entries_of_others() {
     let p = match build_with_flags("padded", &[], &[], &["-fpatchable-function-entry=16,16"]) {
