@@ -297,6 +297,20 @@ fn warn_once_flags_are_carried_not_correlated() {
 }
 
 #[test]
+fn ratelimit_states_are_carried_not_correlated() {
+    let p = fixture!("ratelimit");
+    assert!(symbol_names(&p.orig).iter().filter(|n| n.starts_with("_rs.")).count() == 2, "two _rs states");
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    // foo() gets a fresh state of its own; bar()'s stays the kernel's business.
+    let states: Vec<&kpatch_elf::Symbol> = out.symbols.iter().filter(|s| s.name.starts_with("_rs.")).collect();
+    assert_eq!(states.len(), 1, "{states:?}");
+    assert!(states[0].section.is_some());
+    let data = &out.sections[states[0].section.unwrap().0].data;
+    assert_eq!(&data[..8], &[5, 0, 0, 0, 10, 0, 0, 0], "interval 5, burst 10");
+}
+
+#[test]
 fn new_static_local_is_carried_with_a_warning() {
     let p = fixture!("new_static_local");
     assert!(has_symbol(&p.patched, "calls.0") && !has_symbol(&p.orig, "calls.0"));
