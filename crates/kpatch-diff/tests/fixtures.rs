@@ -311,6 +311,18 @@ fn ratelimit_states_are_carried_not_correlated() {
 }
 
 #[test]
+fn lockdep_keys_are_carried_not_correlated() {
+    let p = fixture!("lockdep_key");
+    assert!(symbol_names(&p.orig).iter().filter(|n| n.starts_with("__key.")).count() == 2, "two __key statics");
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    let keys: Vec<&kpatch_elf::Symbol> = out.symbols.iter().filter(|s| s.name.starts_with("__key.")).collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0].section.is_some(), "the patched mutex_init site has a key of its own");
+    assert!(report.warnings.is_empty(), "a lockdep key is not a static local to warn about: {:?}", report.warnings);
+}
+
+#[test]
 fn new_static_local_is_carried_with_a_warning() {
     let p = fixture!("new_static_local");
     assert!(has_symbol(&p.patched, "calls.0") && !has_symbol(&p.orig, "calls.0"));
