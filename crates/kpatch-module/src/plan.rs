@@ -147,6 +147,8 @@ pub struct Plan {
     pub klp_symbols: Vec<KlpSymbol>,
     pub callbacks: Vec<Callback>,
     pub imports: Vec<VmlinuxImport>,
+    /// What the plan left out on purpose, for the user (inert tracepoints, ...).
+    pub notes: Vec<String>,
 }
 
 impl Plan {
@@ -200,7 +202,7 @@ pub fn plan(inputs: Vec<TuInput>, resolver: &dyn SymbolResolver) -> Result<Plan,
         }
     }
 
-    let mut plan = Plan { tus: Vec::new(), functions: Vec::new(), klp_symbols: Vec::new(), callbacks: Vec::new(), imports: Vec::new() };
+    let mut plan = Plan { tus: Vec::new(), functions: Vec::new(), klp_symbols: Vec::new(), callbacks: Vec::new(), imports: Vec::new(), notes: Vec::new() };
     let mut klp_index: HashMap<(String, String, String, u64), usize> = HashMap::new();
     let mut func_seen: HashMap<(String, String, u64), String> = HashMap::new();
     let mut cb_seen: HashMap<(String, CallbackKind), String> = HashMap::new();
@@ -268,6 +270,21 @@ pub fn plan(inputs: Vec<TuInput>, resolver: &dyn SymbolResolver) -> Result<Plan,
             s.st_size = CALLBACK_RECORD_SIZE;
             diff.add_symbol(s);
             plan.callbacks.push(Callback { object: object.clone(), kind, symbol, tu: tu_name.clone() });
+        }
+
+        // Jump labels keyed by a tracepoint of the module being patched: livepatch resolves the
+        // key only after the module loader has set up __jump_table, so the entry cannot stay.
+        // Dropped, the tracepoint in the patched code stays off (inert), as kpatch does.
+        // Static call sites keyed in the module are dropped likewise: the call then goes
+        // through the static call's trampoline, which stays correct.
+        if object != VMLINUX {
+            let in_module = |name: &str| !matches!(resolver.resolve(&ctx, name, false), Ok(Resolution::VmlinuxExport { .. }));
+            for key in drop_module_keyed_entries(&mut diff, "__jump_table", 3, 2, |n| n.starts_with("__tracepoint_") && in_module(n)) {
+                plan.notes.push(format!("{tu_name}: tracepoint {key} of module {object} stays off in the patched code (its jump label cannot be kept)"));
+            }
+            for key in drop_module_keyed_entries(&mut diff, ".static_call_sites", 2, 1, in_module) {
+                plan.notes.push(format!("{tu_name}: static call {key} of module {object} is called through its trampoline in the patched code"));
+            }
         }
 
         // Undefined symbols.
@@ -368,4 +385,39 @@ pub fn plan(inputs: Vec<TuInput>, resolver: &dyn SymbolResolver) -> Result<Plan,
         return Err(ModuleError::NothingToPatch);
     }
     Ok(plan)
+}
+
+/// Removes the entries of special section `section` (each with `per_entry` relocations) whose
+/// relocation number `key_at` points to an undefined symbol that `drop` selects. Returns the
+/// dropped keys.
+fn drop_module_keyed_entries(diff: &mut Object, section: &str, per_entry: usize, key_at: usize, drop: impl Fn(&str) -> bool) -> Vec<String> {
+    let Some(jt) = diff.section_by_name(section) else { return Vec::new() };
+    let Some(rs) = diff.sections_iter().find(|(_, s)| s.rela_target() == Some(jt)).map(|(i, _)| i) else { return Vec::new() };
+    let mut relas = diff.sections[rs.0].relas.clone();
+    relas.sort_by_key(|r| r.r_offset);
+    let size = diff.sections[jt.0].data.len();
+    if relas.is_empty() || relas.len() % per_entry != 0 || size % (relas.len() / per_entry) != 0 {
+        return Vec::new();
+    }
+    let entry = (size / (relas.len() / per_entry)) as u64;
+    let mut keep_data = Vec::new();
+    let mut keep_relas = Vec::new();
+    let mut dropped = Vec::new();
+    for (k, group) in relas.chunks(per_entry).enumerate() {
+        let key = diff.symbol(group[key_at].r_sym);
+        if key.is_undefined() && drop(&key.name) {
+            dropped.push(key.name.clone());
+            continue;
+        }
+        let (from, to) = (k as u64 * entry, (k as u64 + 1) * entry);
+        let dest = keep_data.len() as u64;
+        keep_data.extend_from_slice(&diff.sections[jt.0].data[from as usize..to as usize]);
+        keep_relas.extend(group.iter().map(|r| kpatch_elf::Rela { r_offset: r.r_offset - from + dest, ..*r }));
+    }
+    if !dropped.is_empty() {
+        diff.sections[jt.0].sh_size = keep_data.len() as u64;
+        diff.sections[jt.0].data = keep_data;
+        diff.sections[rs.0].relas = keep_relas;
+    }
+    dropped
 }

@@ -105,3 +105,35 @@ fn a_module_built_with_sign_key_carries_a_signature() {
     let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(names.iter().all(|n| !n.contains(".tmp.")), "{names:?}");
 }
+
+/// A header of a loadable module (fs/ext4/truncate.h, included by several ext4 units): every
+/// including unit is compiled, the changed ones become one klp object for `ext4`, and the module
+/// loads in a guest where ext4 is loaded first. The module's own tracepoints and static calls in
+/// the patched code cannot keep their jump labels; the build says so.
+#[test]
+fn module_header_patch_builds_one_klp_object_and_verifies() {
+    if !gated() {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let patch = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/ext4-truncate-header.patch");
+    let r = Command::new(env!("CARGO_BIN_EXE_kpatch-rs"))
+        .arg("build")
+        .arg(&patch)
+        .args(["--verify", "--json", "-o"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["verified"], true, "{stderr}");
+    let units = v["units"].as_array().unwrap();
+    assert!(units.len() >= 2, "several ext4 units call the changed inline: {units:?}");
+    assert!(units.iter().all(|u| u["object"] == "ext4"), "{units:?}");
+    let functions = v["functions"].as_array().unwrap();
+    assert!(functions.iter().all(|f| f[0] == "ext4"), "{functions:?}");
+    assert!(stderr.contains("stays off in the patched code"), "{stderr}");
+    let checks = v["verification"]["checks"].as_array().unwrap();
+    assert!(checks.iter().any(|c| c["name"].as_str().is_some_and(|n| n.contains("ext4")) && c["ok"] == true), "ext4 was loaded first: {checks:?}");
+}

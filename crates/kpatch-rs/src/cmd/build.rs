@@ -310,6 +310,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     p.stage(format!("building livepatch-{name}.ko"));
     let mut module = kpatch_module::build_module(&mopts, tus, &resolver, &kpatch_module::SystemRunner)?;
+    for note in &module.plan.notes {
+        p.warn(note);
+    }
     if let (Some(key), Some(cert)) = (&args.sign_key, &args.sign_cert) {
         p.stage("signing the module with the kernel's sign-file");
         sign(&target.kbuild_dir, key, cert, &module.path)?;
