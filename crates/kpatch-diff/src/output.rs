@@ -127,7 +127,8 @@ fn add_mcount_loc(p: &Kelf, st: &State, sym_map: &[Option<SymbolIndex>], out: &m
         let Some(new_sec) = out.symbols[new_sym.0].section else { continue };
         let Some(rsec) = p.rela_of[sec.0] else { continue };
         let Some(first) = p.obj.sections[rsec.0].relas.iter().filter(|r| r.r_offset >= s.st_value).min_by_key(|r| r.r_offset) else { continue };
-        let call = first.r_offset - 1;
+        // The relocation is one byte into the 5-byte call (after its opcode).
+        let Some(call) = first.r_offset.checked_sub(1) else { continue };
         if first.r_type == R_X86_64_NONE {
             // An old-style NOP at the ftrace site: make it the call that ftrace expects.
             let text = &mut out.sections[new_sec.0];

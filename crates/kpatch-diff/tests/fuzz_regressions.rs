@@ -43,3 +43,9 @@ fn fuzz_differ_renamed_strtab() {
 fn fuzz_differ_orc_offset_overflow() {
     run("differ-orc-offset-overflow.crash");
 }
+
+/// An ftrace relocation at offset 0 of a function: an underflow finding the call instruction.
+#[test]
+fn fuzz_differ_fentry_at_offset_0() {
+    run("differ-fentry-at-offset-0.crash");
+}
