@@ -390,3 +390,30 @@ fn every_corpus_patch_builds_or_is_refused_and_works_in_one_guest_boot() {
     assert!(cumulative.is_some(), "no patch of the corpus built");
     assert_eq!(passed, rows.len(), "some corpus patches failed:\n{summary}");
 }
+
+/// Needs nothing but the repository: the corpus files are what the guest test expects.
+#[test]
+fn corpus_files_are_well_formed() {
+    let cases = corpus();
+    assert!(cases.len() >= 12, "the corpus has only {} patches", cases.len());
+    assert!(cases.iter().filter(|c| c.refuse.is_some()).count() >= 2, "the corpus needs refused patches");
+    assert!(cases.iter().any(|c| c.module.is_some()), "the corpus needs a loadable-module patch");
+    for c in &cases {
+        let text = std::fs::read_to_string(&c.patch).unwrap();
+        let files: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("--- ")).collect();
+        assert!(!files.is_empty(), "{}: not a unified diff", c.name);
+        for f in &files {
+            assert!(f.starts_with("a/") && !f.contains('\t'), "{}: '--- {f}': paths must be a/... without timestamps", c.name);
+        }
+        for l in text.lines().filter_map(|l| l.strip_prefix("+++ ")) {
+            assert!(l.starts_with("b/") && !l.contains('\t'), "{}: '+++ {l}': paths must be b/... without timestamps", c.name);
+        }
+        if let Some(check) = &c.check {
+            let r = Command::new("sh").args(["-n", "-c", check]).output().unwrap();
+            assert!(r.status.success(), "{}.check is not valid sh: {}", c.name, String::from_utf8_lossy(&r.stderr));
+        }
+        if let Some(m) = &c.module {
+            assert!(m.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-'), "{}.module: '{m}'", c.name);
+        }
+    }
+}
