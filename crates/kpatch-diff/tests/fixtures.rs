@@ -1446,6 +1446,14 @@ fn changed_noinstr_function_is_refused_naming_it() {
 }
 
 #[test]
+fn changed_assembly_function_is_refused_naming_it() {
+    let p = fixture!("asm_func");
+    assert_eq!(p.orig.sections[symbol(&p.orig, "asm_helper").section.unwrap().0].name, ".text");
+    let e = p.unpatchable();
+    assert!(e.contains("asm_helper"), "{e}");
+}
+
+#[test]
 fn unchanged_notrace_function_does_not_stop_a_patch() {
     let p = fixture!("notrace_changed", &[], &["FOO_ONLY"]);
     let (_, report) = p.changed();
