@@ -285,6 +285,18 @@ fn part_clone_change_is_patched_in_the_part_function() {
 }
 
 #[test]
+fn new_function_with_a_cold_part_is_carried_whole() {
+    let p = fixture!("new_cold_fn");
+    assert!(has_symbol(&p.patched, "added.cold"), "shape: the new function has a .cold part");
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert_eq!(sorted(&report.new_functions), strs(&["added"]), "the .cold part is not a function of its own");
+    assert_eq!(defined_functions(&out), strs(&["added", "added.cold", "foo"]));
+    let sites: Vec<String> = relas_of(&out, "__mcount_loc").unwrap().relas.iter().map(|r| target_name(&out, r)).collect();
+    assert_eq!(sorted(&sites), strs(&["added", "foo"]));
+}
+
+#[test]
 fn warn_once_flags_are_carried_not_correlated() {
     let p = fixture!("warn_once");
     assert!(section(&p.orig, ".data.once").is_some() && has_symbol(&p.orig, "__already_done.0"));
