@@ -4,7 +4,7 @@
 //! while the patch is in effect) or `NAME.refuse` (a text the build's error must contain: the
 //! patch must be refused with exit status 2). Optional: `NAME.module` (the loadable module the
 //! patch changes), `NAME.dmesg` (lines the kernel log must show, e.g. from callbacks),
-//! `NAME.unchanged` (functions the module must not patch).
+//! `NAME.functions` (exactly the functions the module must patch, one a line).
 //!
 //! One guest boot proves every built module in turn (check fails, load, check passes, unload,
 //! check fails again; a module patch also with its target loaded after the livepatch module),
@@ -40,7 +40,7 @@ struct Case {
     refuse: Option<String>,
     module: Option<String>,
     dmesg: Vec<String>,
-    unchanged: Vec<String>,
+    functions: Option<Vec<String>>,
 }
 
 fn read_lines(path: &Path) -> Vec<String> {
@@ -71,7 +71,7 @@ fn corpus() -> Vec<Case> {
                 refuse: read_lines(&f("refuse")).into_iter().next(),
                 module: read_lines(&f("module")).into_iter().next(),
                 dmesg: read_lines(&f("dmesg")),
-                unchanged: read_lines(&f("unchanged")),
+                functions: f("functions").exists().then(|| read_lines(&f("functions"))),
                 name,
             };
             assert!(
@@ -144,8 +144,13 @@ fn judge_build(case: &Case, b: &Build) -> Result<String, String> {
         return Err(format!("{} was not written", path.display()));
     }
     let functions = b.functions();
-    if let Some(f) = case.unchanged.iter().find(|f| functions.contains(f)) {
-        return Err(format!("{f} is patched, but only a __LINE__ moved in it"));
+    if let Some(expected) = &case.functions {
+        let (mut got, mut want) = (functions.clone(), expected.clone());
+        got.sort();
+        want.sort();
+        if got != want {
+            return Err(format!("patches {got:?}, expected exactly {want:?}"));
+        }
     }
     Ok(format!("built: {}", functions.join(",")))
 }
