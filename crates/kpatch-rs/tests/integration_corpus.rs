@@ -49,7 +49,8 @@ fn read_lines(path: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn corpus() -> Vec<Case> {
+/// The corpus, or with `selected` only the patches KPATCH_RS_CORPUS names (when set).
+fn corpus(selected: bool) -> Vec<Case> {
     let dir = corpus_dir();
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -57,7 +58,7 @@ fn corpus() -> Vec<Case> {
         .collect();
     names.sort();
     // KPATCH_RS_CORPUS=a,b runs only those patches (to work on one patch).
-    if let Ok(only) = std::env::var("KPATCH_RS_CORPUS") {
+    if let Some(only) = std::env::var("KPATCH_RS_CORPUS").ok().filter(|_| selected) {
         let only: Vec<&str> = only.split(',').map(str::trim).collect();
         names.retain(|n| only.contains(&n.as_str()));
     }
@@ -250,7 +251,7 @@ fn every_corpus_patch_builds_or_is_refused_and_works_in_one_guest_boot() {
     if !gated() {
         return;
     }
-    let cases = corpus();
+    let cases = corpus(true);
     if std::env::var("KPATCH_RS_CORPUS").is_err() {
         assert!(cases.len() >= 12, "the corpus has only {} patches", cases.len());
     }
@@ -324,6 +325,11 @@ fn every_corpus_patch_builds_or_is_refused_and_works_in_one_guest_boot() {
             s.load(&format!("{n}:before-target"), &guest_path, &module);
             s.ensure_loaded(&format!("{n}:target-loaded-after"), m, &target_paths[m]);
             s.check_passes(&format!("{n}:patched-on-target-load"), n);
+            // The target unloaded while patched (the core reverts it as it goes), then loaded
+            // again (patched again as it loads).
+            s.t.check(&format!("{n}:target-unload-while-patched"), &format!("rmmod {target} && ! grep -q '^{target} ' /proc/modules"));
+            s.ensure_loaded(&format!("{n}:target-reloaded"), m, &target_paths[m]);
+            s.check_passes(&format!("{n}:patched-on-target-reload"), n);
             s.unload(&format!("{n}:before-target"), &module);
             s.check_fails(&format!("{n}:target-unpatched"), n);
         }
@@ -399,7 +405,7 @@ fn every_corpus_patch_builds_or_is_refused_and_works_in_one_guest_boot() {
 /// Needs nothing but the repository: the corpus files are what the guest test expects.
 #[test]
 fn corpus_files_are_well_formed() {
-    let cases = corpus();
+    let cases = corpus(false);
     assert!(cases.len() >= 12, "the corpus has only {} patches", cases.len());
     assert!(cases.iter().filter(|c| c.refuse.is_some()).count() >= 2, "the corpus needs refused patches");
     assert!(cases.iter().any(|c| c.module.is_some()), "the corpus needs a loadable-module patch");
