@@ -6,6 +6,9 @@ use object::read::elf::{FileHeader, Rela as _, SectionHeader, Sym};
 use object::Endianness;
 use std::path::Path;
 
+/// The largest section alignment accepted (2 MiB, a huge page; kernel objects use at most 4 KiB).
+pub const MAX_ALIGN: u64 = 1 << 21;
+
 impl Object {
     /// Reads and parses the object at `path`.
     pub fn read(path: &Path) -> Result<Object, ElfError> {
@@ -86,6 +89,10 @@ impl Object {
                 data: Vec::new(),
                 relas: Vec::new(),
             };
+            // Alignment pads the written file: an absurd one would make writing it absurd too.
+            if sec.sh_addralign > 1 && (!sec.sh_addralign.is_power_of_two() || sec.sh_addralign > MAX_ALIGN) {
+                return Err(bad(format!("sh_addralign {:#x} is not a power of two up to {MAX_ALIGN:#x}", sec.sh_addralign)));
+            }
             if sec.sh_flags & object::elf::SHF_COMPRESSED.0 != 0 {
                 return Err(bad("compressed sections are not supported".into()));
             }

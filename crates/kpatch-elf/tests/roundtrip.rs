@@ -140,3 +140,12 @@ fn fuzz_crash_renamed_string_table_is_refused_when_read() {
     let e = Object::parse(&data, "renamed.o").unwrap_err().to_string();
     assert!(e.contains("renamed.o") && e.contains("xstrtab") && e.contains(".strtab"), "{e}");
 }
+
+/// Fuzzing (object_reader) found a section with an alignment of 2^40: reading accepted it and
+/// writing padded the file towards a terabyte. Such alignments are refused on reading.
+#[test]
+fn fuzz_crash_absurd_alignment_is_refused_when_read() {
+    let data = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/reader-huge-alignment.crash")).unwrap();
+    let e = Object::parse(&data, "align.o").unwrap_err().to_string();
+    assert!(e.contains("align.o") && e.contains("sh_addralign"), "{e}");
+}
