@@ -214,7 +214,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (patch_path, sha) = combined_patch(&args, &work)?;
     let patch = PatchFile::read(&patch_path, 1)?;
 
+    let t_target = std::time::Instant::now();
     let target = target(&args, &runner, &p)?;
+    let t_target = t_target.elapsed().as_secs_f64();
     if let Some(m) = &target.tree.compiler_mismatch {
         p.warn(format!("compiler mismatch accepted (--skip-compiler-check): {m}"));
     }
@@ -239,6 +241,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if built.pairs.is_empty() {
         bail!("the patch changes no compiled source file for this kernel configuration");
     }
+    let mut timings: Vec<(String, f64)> = std::iter::once(("target".to_string(), t_target))
+        .chain(target.tree.timings.0.iter().chain(built.timings.0.iter()).map(|(s, d)| (s.clone(), d.as_secs_f64())))
+        .collect();
+    let t = std::time::Instant::now();
     p.stage(format!("diffing {} object pair(s)", built.pairs.len()));
     let options = kpatch_diff::Options { debug: args.debug, ..Default::default() };
     let diffs: Vec<_> = built
@@ -289,6 +295,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(3));
     }
 
+    timings.push(("diff".into(), t.elapsed().as_secs_f64()));
+    let t = std::time::Instant::now();
     p.stage("resolving symbols against the target kernel");
     let mut objects: Vec<String> = tus.iter().map(|t| t.object.clone()).collect();
     objects.sort();
@@ -318,12 +326,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         sign(&target.kbuild_dir, key, cert, &module.path)?;
     }
     module.path = place(&module.path, &out_dir.join(format!("livepatch-{name}.ko")))?;
+    timings.push(("module".into(), t.elapsed().as_secs_f64()));
     p.stage(format!("wrote {}", module.path.display()));
 
     let functions: Vec<(String, String, u64)> =
         module.plan.functions.iter().map(|f| (f.object.clone(), f.name.clone(), f.sympos)).collect();
     let mut verified = None;
     if args.verify {
+        let t = std::time::Instant::now();
         p.stage("verifying in a guest running the target kernel (QEMU, TCG)");
         let guest = match (&target.debian, &target.vmlinux) {
             (Some(k), _) => kpatch_guest::Guest::for_kernel(k)?,
@@ -341,6 +351,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let result = verify(guest, target.modules_dir.as_deref(), &v)?;
         print_verification(&args, &result, &p);
         verified = Some(result);
+        timings.push(("verify".into(), t.elapsed().as_secs_f64()));
     }
     if args.debug {
         let kept = work_tmp.keep();
@@ -355,7 +366,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "patch_sha256": sha,
             "units": summary,
             "functions": functions,
-            "timings": built.timings.0.iter().map(|(s, d)| (s.clone(), d.as_secs_f64())).collect::<Vec<_>>(),
+            "timings": timings,
             "elapsed": p.elapsed(),
             "verified": verified.as_ref().map(|_| ok),
             "verification": verified.as_ref().map(|v| serde_json::json!({
