@@ -73,11 +73,20 @@ pub fn source_file_name(object: &Object) -> Option<String> {
 pub struct KernelResolver {
     pub symbols: KernelSymbols,
     pub symvers: Symvers,
+    /// The target checks symbol CRCs (`CONFIG_MODVERSIONS`); without it `Module.symvers` holds
+    /// zeros and modules carry no `__versions`.
+    pub modversions: bool,
 }
 
 impl KernelResolver {
     pub fn new(symbols: KernelSymbols, symvers: Symvers) -> Self {
-        KernelResolver { symbols, symvers }
+        KernelResolver { symbols, symvers, modversions: true }
+    }
+
+    /// A resolver for a target built without `CONFIG_MODVERSIONS`: exports carry no CRC.
+    pub fn without_modversions(mut self) -> Self {
+        self.modversions = false;
+        self
     }
 
     fn unit(tu: &TuContext<'_>) -> TranslationUnit {
@@ -120,7 +129,7 @@ impl SymbolResolver for KernelResolver {
             let object = entry.object();
             if object == VMLINUX {
                 let namespace = (!entry.namespace.is_empty()).then(|| entry.namespace.clone());
-                return Ok(Resolution::VmlinuxExport { crc: Some(entry.crc), namespace });
+                return Ok(Resolution::VmlinuxExport { crc: self.modversions.then_some(entry.crc), namespace });
             }
             let sympos = self.global_sympos(&object, name)?;
             return Ok(Resolution::Klp { object, sympos });
@@ -205,5 +214,16 @@ mod tests {
         assert_eq!(r.resolve(&tu, "ext4_thing", false).unwrap(), Resolution::Klp { object: "ext4".into(), sympos: 0 });
         let e = r.resolve(&tu, "nowhere", false).unwrap_err();
         assert!(e.reason.contains("no symbol"), "{e:?}");
+    }
+
+    #[test]
+    fn a_target_without_modversions_gives_exports_no_crc() {
+        let o = original();
+        let tu = TuContext { name: "fs/proc/cmdline.o", source: "fs/proc/cmdline.c", object: VMLINUX, original: &o };
+        assert!(matches!(resolver().resolve(&tu, "printk", false), Ok(Resolution::VmlinuxExport { crc: Some(0x12345678), .. })));
+        assert!(matches!(
+            resolver().without_modversions().resolve(&tu, "printk", false),
+            Ok(Resolution::VmlinuxExport { crc: None, .. })
+        ));
     }
 }

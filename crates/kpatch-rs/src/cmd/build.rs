@@ -303,7 +303,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     objects.dedup();
     let symbols = symbols_for(&target, &objects)?;
     let symvers = kpatch_symbols::Symvers::from_path(&target.symvers)?;
-    let resolver = KernelResolver::new(symbols, symvers);
+    let mut resolver = KernelResolver::new(symbols, symvers);
+    if target.tree.config.get("CONFIG_MODVERSIONS") != Some("y") {
+        resolver = resolver.without_modversions();
+    }
     let out_dir = args.output.clone().unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut glue = GlueOptions::new(target.release.clone(), sha.clone());
