@@ -2,7 +2,8 @@
 # Builds a small x86_64 kernel that can be live-patched: tinyconfig plus livepatch (ftrace with
 # regs, kallsyms, ORC unwinder for reliable stack traces) and what a QEMU guest with a busybox
 # initramfs needs (serial console on ttyS0, initrd, ELF and script binaries, devtmpfs, tmpfs,
-# ACPI and PCI for poweroff (the DSDT of QEMU's pc machine needs PCI config regions), PVH so QEMU boots the ELF vmlinux with -kernel). No module signing.
+# ACPI for `poweroff -f` to end QEMU, and PCI, without which ACPI cannot load the DSDT of QEMU's
+# pc machine; PVH so QEMU boots the ELF vmlinux with -kernel). No module signing, no MODVERSIONS.
 #
 #   bash scripts/tiny-kernel.sh <linux-source tarball> <dest dir>
 #
@@ -30,7 +31,7 @@ options=(
     BLK_DEV_INITRD BINFMT_ELF BINFMT_SCRIPT DEVTMPFS DEVTMPFS_MOUNT SHMEM TMPFS
     MULTIUSER FUTEX EPOLL FILE_LOCKING ACPI PCI HYPERVISOR_GUEST PVH
 )
-disabled=(MODULE_SIG TRIM_UNUSED_KSYMS UNWINDER_GUESS UNWINDER_FRAME_POINTER)
+disabled=(MODULE_SIG MODVERSIONS TRIM_UNUSED_KSYMS UNWINDER_GUESS UNWINDER_FRAME_POINTER)
 
 complete() { [ -f "$dest/.tiny-kernel-complete" ]; }
 if complete; then
