@@ -9,7 +9,8 @@
 #
 # The tree is unpacked and built in a temporary directory beside <dest dir> and renamed to
 # <dest dir> only when complete; an flock on <dest dir>.lock keeps two callers from building
-# at once (the second waits, then finds it done). Prints <dest dir> on stdout when ready.
+# at once (the second waits, then finds it done). A tree built by another version of this
+# recipe (options, compiler) is rebuilt. Prints <dest dir> on stdout when ready.
 # Use it with `kpatch-rs build --sourcedir <dest dir> --config <dest dir>/.config
 # --vmlinux <dest dir>/vmlinux`. Environment: CC (default gcc-12), JOBS (default nproc).
 set -euo pipefail
@@ -33,7 +34,10 @@ options=(
 )
 disabled=(MODULE_SIG MODVERSIONS TRIM_UNUSED_KSYMS UNWINDER_GUESS UNWINDER_FRAME_POINTER)
 
-complete() { [ -f "$dest/.tiny-kernel-complete" ]; }
+# What the build depends on besides the tarball (the caller keys <dest dir> by its version):
+# a tree built with other options or another compiler is stale and is rebuilt.
+recipe="options=${options[*]} disabled=${disabled[*]} cc=$cc"
+complete() { [ "$(cat "$dest/.tiny-kernel-complete" 2>/dev/null)" = "$recipe" ]; }
 if complete; then
     echo "$dest"
     exit 0
@@ -50,8 +54,8 @@ if complete; then
     exit 0
 fi
 if [ -e "$dest" ]; then
-    echo "tiny-kernel: $dest exists but is not a complete build; remove it" >&2
-    exit 1
+    echo "tiny-kernel: $dest is stale or incomplete (its recipe differs); rebuilding" >&2
+    rm -rf "$dest"
 fi
 
 tmp=$(mktemp -d "$parent/.$(basename "$dest").tmp.XXXXXX")
@@ -89,7 +93,8 @@ for f in vmlinux arch/x86/boot/bzImage Module.symvers scripts/mod/modpost includ
 done
 end=$(date +%s)
 echo "tiny-kernel: built in $((end - start)) s" >&2
-echo "$((end - start))" >.tiny-kernel-complete
+echo "$((end - start))" >.tiny-kernel-build-seconds
+echo "$recipe" >.tiny-kernel-complete
 cd /
 mv "$tree" "$dest"
 echo "$dest"
