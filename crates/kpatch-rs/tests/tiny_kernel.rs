@@ -35,14 +35,39 @@ fn tiny_kernel_boots_our_initramfs_with_livepatch_and_modules() {
     script.check("release", "uname -r");
     script.check("livepatch-sysfs", "[ -d /sys/kernel/livepatch ]");
     script.check("modules", "[ -e /proc/modules ]");
-    script.check("ftrace-regs", "grep -q ' ftrace_regs_caller$' /proc/kallsyms");
+    script.check(
+        "ftrace-regs",
+        "grep -q ' ftrace_regs_caller$' /proc/kallsyms",
+    );
     script.check("cmdline", "cat /proc/cmdline");
     let guest = Guest::new(k.vmlinux()).unwrap();
-    let run = guest.run(&script).unwrap_or_else(|e| panic!("booting {}: {e}", k.vmlinux().display()));
-    eprintln!("booted after {:?}, done after {:?}", run.booted_after, run.elapsed);
-    assert!(run.done && run.failed().is_empty() && run.problems.is_empty(), "{:?}\n{}", run.failed(), run.tail(60));
-    assert_eq!(run.result("release").unwrap().detail, release.trim(), "{}", run.tail(60));
-    assert!(run.result("cmdline").unwrap().detail.contains("console=ttyS0"), "{}", run.tail(60));
+    let run = guest
+        .run(&script)
+        .unwrap_or_else(|e| panic!("booting {}: {e}", k.vmlinux().display()));
+    eprintln!(
+        "booted after {:?}, done after {:?}",
+        run.booted_after, run.elapsed
+    );
+    assert!(
+        run.done && run.failed().is_empty() && run.problems.is_empty(),
+        "{:?}\n{}",
+        run.failed(),
+        run.tail(60)
+    );
+    assert_eq!(
+        run.result("release").unwrap().detail,
+        release.trim(),
+        "{}",
+        run.tail(60)
+    );
+    assert!(
+        run.result("cmdline")
+            .unwrap()
+            .detail
+            .contains("console=ttyS0"),
+        "{}",
+        run.tail(60)
+    );
 }
 
 #[test]
@@ -68,21 +93,37 @@ fn cmdline_patch_builds_against_the_tiny_tree_and_is_proven_in_its_guest() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&r.stderr);
-    eprintln!("kpatch-rs build against the tiny tree: {:.1} s", start.elapsed().as_secs_f64());
-    assert!(r.status.success(), "build failed ({:?}):\n{stderr}", r.status);
-    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&r.stdout)));
+    eprintln!(
+        "kpatch-rs build against the tiny tree: {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(
+        r.status.success(),
+        "build failed ({:?}):\n{stderr}",
+        r.status
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&r.stdout)));
     assert_eq!(v["verified"], true, "{stderr}");
     assert_eq!(v["module_name"], "livepatch_cmdline_string");
     let release = std::fs::read_to_string(k.tree.join("include/config/kernel.release")).unwrap();
     assert_eq!(v["kernel"], release.trim());
-    let functions: Vec<String> = v["functions"].as_array().unwrap().iter().map(|f| f[1].as_str().unwrap().to_string()).collect();
+    let functions: Vec<String> = v["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f[1].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(functions, ["cmdline_proc_show"], "{stderr}");
     assert!(out.path().join("livepatch-cmdline-string.ko").is_file());
     let outputs = v["verification"]["outputs"].as_array().unwrap();
     assert_eq!(outputs.len(), 1, "{v}");
     let grab = |key: &str| outputs[0][key].as_str().unwrap().trim().to_string();
     let (before, patched, after) = (grab("unpatched"), grab("patched"), grab("after_unload"));
-    assert!(before.contains("console=ttyS0") && !before.contains("kpatch-rs=live"), "{before:?}\n{stderr}");
+    assert!(
+        before.contains("console=ttyS0") && !before.contains("kpatch-rs=live"),
+        "{before:?}\n{stderr}"
+    );
     assert_eq!(patched, format!("{before} kpatch-rs=live"), "{stderr}");
     assert_eq!(after, before, "{stderr}");
 }

@@ -27,8 +27,11 @@ fn repo() -> PathBuf {
 /// `<cache>/tiny/<linux-source package version>`: built by the script on first use (it holds an
 /// flock while building, so concurrent callers wait for one build), reused afterwards.
 pub fn tiny_kernel() -> TinyKernel {
-    let k = kpatch_target::DebianKernel::default_target().unwrap_or_else(|e| panic!("the default Debian kernel: {e}"));
-    let tarball = k.source_tarball().unwrap_or_else(|e| panic!("linux-source tarball of {}: {e}", k.version));
+    let k = kpatch_target::DebianKernel::default_target()
+        .unwrap_or_else(|e| panic!("the default Debian kernel: {e}"));
+    let tarball = k
+        .source_tarball()
+        .unwrap_or_else(|e| panic!("linux-source tarball of {}: {e}", k.version));
     let dest = kpatch_target::cache_dir().join("tiny").join(&k.version);
     let start = Instant::now();
     let out = Command::new("bash")
@@ -38,8 +41,21 @@ pub fn tiny_kernel() -> TinyKernel {
         .output()
         .expect("running bash scripts/tiny-kernel.sh");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "scripts/tiny-kernel.sh {} {} failed ({:?}):\n{stderr}", tarball.display(), dest.display(), out.status);
-    eprintln!("tiny kernel at {} ready after {:.1} s\n{stderr}", dest.display(), start.elapsed().as_secs_f64());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), dest.display().to_string());
+    assert!(
+        out.status.success(),
+        "scripts/tiny-kernel.sh {} {} failed ({:?}):\n{stderr}",
+        tarball.display(),
+        dest.display(),
+        out.status
+    );
+    eprintln!(
+        "tiny kernel at {} ready after {:.1} s\n{stderr}",
+        dest.display(),
+        start.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        dest.display().to_string()
+    );
     TinyKernel { tree: dest }
 }
