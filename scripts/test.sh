@@ -6,5 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export KPATCH_RS_GUEST_TESTS=${KPATCH_RS_GUEST_TESTS:-1}
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 # Guest tests boot QEMU under TCG and compile kernel objects: two at a time on two cores.
-cargo test --workspace --release -- --test-threads="${KPATCH_RS_TEST_THREADS:-2}"
+# (No doctests: the crates have no examples in their docs.)
+set +e
+cargo test --workspace --release --lib --bins --tests -- --test-threads="${KPATCH_RS_TEST_THREADS:-2}" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
+failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s += $1} END {print s + 0}')
+echo
+echo "tests: $passed passed, $failed failed"
+exit "$status"
