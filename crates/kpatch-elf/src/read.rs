@@ -200,6 +200,16 @@ impl Object {
         if symbols.is_empty() {
             symbols.push(Symbol::null());
         }
+        if symbols[0] != Symbol::null() {
+            return Err(ElfError::BadSymbol {
+                file: file.into(),
+                index: 0,
+                symbol: symbols[0].name.clone(),
+                reason: "symbol 0 must be the all-zero null symbol".into(),
+            });
+        }
+        // Section 0's header may carry extended counts; the writer regenerates it.
+        sections[0] = Object::new(header.clone()).sections.remove(0);
 
         for (i, sh) in table.iter().enumerate() {
             if sh.sh_type(endian).0 != SHT_RELA {

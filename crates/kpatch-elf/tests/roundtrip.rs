@@ -149,3 +149,20 @@ fn fuzz_crash_absurd_alignment_is_refused_when_read() {
     let e = Object::parse(&data, "align.o").unwrap_err().to_string();
     assert!(e.contains("align.o") && e.contains("sh_addralign"), "{e}");
 }
+
+/// Fuzzing (object_reader) found an object whose symbol 0 was not the null symbol: it read, but
+/// did not survive a round trip (the writer always writes a null symbol 0). Refused on reading.
+#[test]
+fn fuzz_roundtrip_non_null_symbol_0_is_refused_when_read() {
+    // The crashing input was 570 KB; the same defect made by hand: a value in symbol 0.
+    let objs = corpus_objects();
+    let Some(first) = objs.first() else { return };
+    let mut data = std::fs::read(first).unwrap();
+    let symtab = Object::read(first).unwrap().sections.iter().position(|s| s.sh_type == SHT_SYMTAB).unwrap();
+    let shoff = u64::from_le_bytes(data[0x28..0x30].try_into().unwrap()) as usize;
+    let hdr = shoff + symtab * 64;
+    let sym_off = u64::from_le_bytes(data[hdr + 24..hdr + 32].try_into().unwrap()) as usize;
+    data[sym_off + 8] = 0x42; // st_value of symbol 0
+    let e = Object::parse(&data, "sym0.o").unwrap_err().to_string();
+    assert!(e.contains("sym0.o") && e.contains("null symbol"), "{e}");
+}
