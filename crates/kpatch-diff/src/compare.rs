@@ -99,7 +99,7 @@ fn rela_equal(o: &Kelf, p: &Kelf, a: &Rela, b: &Rela, in_code: bool) -> bool {
 
 /// The bytes of a read-only object and the names and addends its relocations reference;
 /// `None` for writable data, whose contents are state, not code.
-fn static_content<'k>(k: &'k Kelf, sym: kpatch_elf::SymbolIndex) -> Option<(&'k [u8], Vec<(&'k str, i64, u64)>)> {
+fn static_content(k: &Kelf, sym: kpatch_elf::SymbolIndex) -> Option<(&[u8], Vec<(&str, i64, u64)>)> {
     let s = &k.obj.symbols[sym.0];
     let sec = s.section?;
     let section = &k.obj.sections[sec.0];
@@ -477,7 +477,7 @@ fn compare_special_entries(o: &Kelf, p: &Kelf, st: &mut State, options: &crate::
         let Some(osym) = st.sym_twin[psym.0] else { continue };
         // Only a function alone in its section (-ffunction-sections) is known to have the same
         // code; one in a shared section (.init.text, .sched.text) is judged by its section.
-        if !p.obj.symbols[psym.0].section.is_some_and(|s| p.bundled[s.0] == Some(psym)) {
+        if p.obj.symbols[psym.0].section.is_none_or(|s| p.bundled[s.0] != Some(psym)) {
             continue;
         }
         // Unchanged code has the same sites: only the same number of entries, with different

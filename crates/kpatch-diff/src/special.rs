@@ -49,7 +49,7 @@ fn detect_entry_size(p: &Kelf, sec: SectionIndex) -> Option<u64> {
     // The last entry may lack its tail padding (kpatch notes this of .parainstructions).
     let fits = |s: u64| -> bool {
         // The last entry may be short by its tail padding, never by more than an alignment.
-        if size % s != 0 && s - size % s >= 8 {
+        if !size.is_multiple_of(s) && s - size % s >= 8 {
             return false;
         }
         let n = size.div_ceil(s) as usize;

@@ -118,7 +118,7 @@ impl Object {
                     }
                 }
             }
-            if sh_type == SHT_GROUP && sec.data.len() % 4 != 0 {
+            if sh_type == SHT_GROUP && !sec.data.len().is_multiple_of(4) {
                 return Err(bad("group size is not a multiple of 4".into()));
             }
             if sh_type == SHT_GROUP {
