@@ -97,6 +97,7 @@ impl Object {
                 return Err(bad("compressed sections are not supported".into()));
             }
             match sh_type {
+                SHT_NULL if i > 0 => return Err(bad("an inactive (SHT_NULL) section header after index 0".into())),
                 SHT_NULL | SHT_NOBITS => {}
                 SHT_SYMTAB => {
                     if symtab_index.replace(i).is_some() {
@@ -249,6 +250,14 @@ impl Object {
         // computation relies on.
         for (i, sec) in sections.iter().enumerate() {
             let Some(target) = (sec.sh_type == SHT_RELA && sec.sh_info != 0).then(|| &sections[sec.sh_info as usize]) else { continue };
+            if target.is_nobits() && !sec.relas.is_empty() {
+                return Err(ElfError::BadSection {
+                    file: file.into(),
+                    index: i,
+                    section: sec.name.clone(),
+                    reason: format!("relocations for {}, which has no contents (SHT_NOBITS)", target.name),
+                });
+            }
             if let Some(r) = sec.relas.iter().find(|r| r.r_offset >= target.sh_size) {
                 return Err(ElfError::BadSection {
                     file: file.into(),

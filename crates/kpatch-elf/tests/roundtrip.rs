@@ -166,3 +166,19 @@ fn fuzz_roundtrip_non_null_symbol_0_is_refused_when_read() {
     let e = Object::parse(&data, "sym0.o").unwrap_err().to_string();
     assert!(e.contains("sym0.o") && e.contains("null symbol"), "{e}");
 }
+
+/// Fuzzing (object_reader) turned a function's section into SHT_NULL: it read (with no bytes)
+/// and then its relocations lay past its end once written. Inactive headers are refused.
+#[test]
+fn fuzz_roundtrip_inactive_section_header_is_refused_when_read() {
+    let objs = corpus_objects();
+    let Some(first) = objs.first() else { return };
+    let mut data = std::fs::read(first).unwrap();
+    let obj = Object::read(first).unwrap();
+    let text = obj.sections.iter().position(|s| s.is_text() && !s.data.is_empty()).unwrap();
+    let shoff = u64::from_le_bytes(data[0x28..0x30].try_into().unwrap()) as usize;
+    let hdr = shoff + text * 64;
+    data[hdr + 4..hdr + 8].copy_from_slice(&0u32.to_le_bytes()); // sh_type = SHT_NULL
+    let e = Object::parse(&data, "null.o").unwrap_err().to_string();
+    assert!(e.contains("null.o") && e.contains("SHT_NULL"), "{e}");
+}
