@@ -163,12 +163,7 @@ pub fn render(i: &Info) -> String {
 
 pub fn run_with(k: &dyn Kernel, args: &Args, out: &mut dyn std::io::Write) -> anyhow::Result<u8> {
     let info = gather(k, &args.module, &args.state_dir)?;
-    if args.json {
-        serde_json::to_writer_pretty(&mut *out, &info)?;
-        writeln!(out)?;
-    } else {
-        write!(out, "{}", render(&info))?;
-    }
+    super::emit(out, args.json, &info, render)?;
     Ok(EXIT_OK)
 }
 

@@ -121,12 +121,7 @@ pub fn render(l: &Listing) -> String {
 
 pub fn run_with(k: &dyn Kernel, args: &Args, out: &mut dyn std::io::Write) -> anyhow::Result<u8> {
     let listing = gather(k, &args.state_dir)?;
-    if args.json {
-        serde_json::to_writer_pretty(&mut *out, &listing)?;
-        writeln!(out)?;
-    } else {
-        write!(out, "{}", render(&listing))?;
-    }
+    super::emit(out, args.json, &listing, render)?;
     Ok(EXIT_OK)
 }
 
