@@ -154,6 +154,12 @@ impl Object {
                 None => return Err(malformed(format!("{want}: section index {index} does not exist"))),
             }
         }
+        if let Some((i, s)) = sections.iter().enumerate().find(|(_, s)| s.sh_type == SHT_SYMTAB_SHNDX && s.sh_link as usize != symtab_index) {
+            return Err(ElfError::BadSection { file: file.into(), index: i, section: s.name.clone(), reason: format!("SHT_SYMTAB_SHNDX not linked to the symbol table [{symtab_index}]") });
+        }
+        if sections.iter().filter(|s| s.sh_type == SHT_SYMTAB_SHNDX).count() > 1 {
+            return Err(malformed("more than one SHT_SYMTAB_SHNDX section".into()));
+        }
         if let Some((i, s)) = sections.iter().enumerate().find(|(i, s)| {
             s.is_generated_table() && ![symtab_index, strtab_index, shstrndx].contains(i) && s.sh_type != SHT_SYMTAB_SHNDX
         }) {

@@ -59,6 +59,8 @@ impl Object {
             roles.push(role);
         }
 
+        let has_shndx = roles.iter().any(|r| matches!(r, Role::SymtabShndx));
+
         // Symbols.
         w.reserve_null_symbol_index();
         let mut sym_names = Vec::with_capacity(self.symbols.len());
@@ -79,11 +81,16 @@ impl Object {
                 Role::Rela { offset, .. } => {
                     *offset = w.reserve_relocations(sec.relas.len(), true);
                 }
-                Role::Symtab => w.reserve_symtab(),
-                Role::SymtabShndx => {
-                    w.require_symtab_shndx();
-                    w.reserve_symtab_shndx()
+                Role::Symtab => {
+                    w.reserve_symtab();
+                    // The extended indexes are gathered while the symbols are written, so their
+                    // data follows the symbol table's wherever their header stands.
+                    if has_shndx {
+                        w.require_symtab_shndx();
+                        w.reserve_symtab_shndx();
+                    }
                 }
+                Role::SymtabShndx => {}
                 Role::Strtab => w.reserve_strtab().map_err(|e| err(e.to_string()))?,
                 Role::Shstrtab => w.reserve_shstrtab().map_err(|e| err(e.to_string()))?,
                 Role::Null => {}
@@ -137,10 +144,11 @@ impl Object {
                             st_size: sym.st_size,
                         });
                     }
+                    if has_shndx {
+                        w.write_symtab_shndx();
+                    }
                 }
-                Role::SymtabShndx => {
-                    w.write_symtab_shndx();
-                }
+                Role::SymtabShndx => {}
                 Role::Strtab => w.write_strtab(),
                 Role::Shstrtab => w.write_shstrtab(),
                 Role::Null => {}

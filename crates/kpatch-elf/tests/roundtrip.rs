@@ -182,3 +182,13 @@ fn fuzz_roundtrip_inactive_section_header_is_refused_when_read() {
     let e = Object::parse(&data, "null.o").unwrap_err().to_string();
     assert!(e.contains("null.o") && e.contains("SHT_NULL"), "{e}");
 }
+
+/// Fuzzing (object_reader) made a data section an SHT_SYMTAB_SHNDX placed before `.symtab`:
+/// the writer wrote the index table before gathering it. Now a stray index table is refused on
+/// reading, and a real one is written after the symbols wherever its header stands.
+#[test]
+fn fuzz_crash_stray_symtab_shndx_is_refused_when_read() {
+    let data = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/reader-stray-symtab-shndx.crash")).unwrap();
+    let e = Object::parse(&data, "shndx.o").unwrap_err().to_string();
+    assert!(e.contains("shndx.o") && e.contains("SHT_SYMTAB_SHNDX"), "{e}");
+}
