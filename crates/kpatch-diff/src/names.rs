@@ -1,123 +1,57 @@
 //! Name rules: gcc's numbered suffixes, and the static locals that must never be correlated.
 
-/// Compares two names ignoring every `.<digits>` run (gcc's `foo.123`, `foo.isra.0`,
-/// `__key.45`), as kpatch's `kpatch_mangled_strcmp` does. String-literal sections
-/// (`.rodata.str1.1`) compare exactly.
-pub fn mangled_eq(a: &str, b: &str) -> bool {
-    if a.contains(".str1.") {
-        return a == b;
-    }
-    // `__UNIQUE_ID_<prefix><counter>`: the `__COUNTER__` digits move with unrelated changes.
-    let unique_from = match (a.find(UNIQUE_ID), b.find(UNIQUE_ID)) {
-        (Some(x), Some(y)) if x == y => x,
-        _ => usize::MAX,
-    };
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let (mut i, mut j) = (0, 0);
-    loop {
-        match (a.get(i), b.get(j)) {
-            (None, None) => return true,
-            (Some(x), Some(y)) if i > unique_from && x.is_ascii_digit() && y.is_ascii_digit() => {
-                while a.get(i).is_some_and(u8::is_ascii_digit) {
-                    i += 1;
-                }
-                while b.get(j).is_some_and(u8::is_ascii_digit) {
-                    j += 1;
-                }
-            }
-            (Some(b'.'), Some(b'.')) if a.get(i + 1).is_some_and(u8::is_ascii_digit) => {
-                if !b.get(j + 1).is_some_and(u8::is_ascii_digit) {
-                    return false;
-                }
-                i += 1;
-                j += 1;
-                while a.get(i).is_some_and(u8::is_ascii_digit) {
-                    i += 1;
-                }
-                while b.get(j).is_some_and(u8::is_ascii_digit) {
-                    j += 1;
-                }
-            }
-            (Some(x), Some(y)) if x == y => {
-                i += 1;
-                j += 1;
-            }
-            (None, Some(_)) => return is_digit_tail(&b[j..]),
-            (Some(_), None) => return is_digit_tail(&a[i..]),
-            _ => return false,
-        }
-    }
-}
-
-fn is_digit_tail(s: &[u8]) -> bool {
-    s.len() >= 2 && s[0] == b'.' && s[1..].iter().all(u8::is_ascii_digit)
-}
-
 const UNIQUE_ID: &str = "__UNIQUE_ID_";
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0100_0000_01b3;
-
-/// A hash two names share when [`mangled_eq`] may hold: that of the name without its
-/// `.<digits>` runs (each replaced by a lone `.`). Computed without allocating.
-pub fn mangled_hash(name: &str) -> u64 {
-    if name.contains(".str1.") {
-        return name_hash(name);
-    }
+/// A name with gcc's numbers taken out, as a byte stream: every `.<digits>` run becomes a lone
+/// `.` (or nothing at the end: `foo.12` is `foo`), and after `__UNIQUE_ID_` every digit run
+/// (a `__COUNTER__`) becomes `#`. String-literal sections (`.rodata.str1.1`) stay as they are.
+/// The one normalisation behind [`mangled_eq`], [`mangled_hash`] and [`mangled_key_string`].
+fn mangled_bytes(name: &str) -> impl Iterator<Item = u8> + '_ {
     let b = name.as_bytes();
+    let literal = name.contains(".str1.");
     let unique_from = name.find(UNIQUE_ID).unwrap_or(usize::MAX);
-    let digits_from = |mut i: usize| {
+    let digits_from = move |mut i: usize| {
         while b.get(i).is_some_and(u8::is_ascii_digit) {
             i += 1;
         }
         i
     };
-    let mut h = FNV_OFFSET;
     let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if i > unique_from && c.is_ascii_digit() {
-            // A __COUNTER__ run: one placeholder, whatever its digits.
+    std::iter::from_fn(move || loop {
+        let c = *b.get(i)?;
+        if !literal && i > unique_from && c.is_ascii_digit() {
             i = digits_from(i);
-            h = (h ^ b'#' as u64).wrapping_mul(FNV_PRIME);
-            continue;
+            return Some(b'#');
         }
-        if c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+        if !literal && c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
             i = digits_from(i + 1);
-            // `foo.12` and `foo` are the same name (mangled_eq's digit tail): a final run hashes
-            // to nothing, an inner one to a lone '.'.
             if i < b.len() {
-                h = (h ^ b'.' as u64).wrapping_mul(FNV_PRIME);
+                return Some(b'.');
             }
             continue;
         }
-        h = (h ^ c as u64).wrapping_mul(FNV_PRIME);
         i += 1;
-    }
-    h
+        return Some(c);
+    })
 }
 
-/// A name without its gcc numbers (`.<digits>` runs become `.`, a final one goes), for
-/// comparing names where [`mangled_eq`] would hold.
+/// Compares two names ignoring gcc's numbers (`foo.123`, `foo.isra.0`, `__key.45`, the counter
+/// of `__UNIQUE_ID_x12`), as kpatch's `kpatch_mangled_strcmp` does.
+pub fn mangled_eq(a: &str, b: &str) -> bool {
+    mangled_bytes(a).eq(mangled_bytes(b))
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
+/// A hash two names share when [`mangled_eq`] holds. Computed without allocating.
+pub fn mangled_hash(name: &str) -> u64 {
+    mangled_bytes(name).fold(FNV_OFFSET, |h, c| (h ^ c as u64).wrapping_mul(FNV_PRIME))
+}
+
+/// The name [`mangled_eq`] compares, for keys and signatures.
 pub fn mangled_key_string(name: &str) -> String {
-    let b = name.as_bytes();
-    let mut out = String::with_capacity(name.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit) && !name.contains(".str1.") {
-            i += 1;
-            while b.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            }
-            if i < b.len() {
-                out.push('.');
-            }
-            continue;
-        }
-        out.push(b[i] as char);
-        i += 1;
-    }
-    out
+    String::from_utf8_lossy(&mangled_bytes(name).collect::<Vec<u8>>()).into_owned()
 }
 
 /// FNV-1a of a name.
@@ -192,6 +126,8 @@ mod tests {
         assert!(mangled_eq(".text.foo.constprop.0", ".text.foo.constprop.1"));
         assert_eq!(mangled_hash("foo.isra.12"), mangled_hash("foo.isra.3"));
         assert_eq!(mangled_hash("x.1y"), name_hash("x.y"));
+        assert_eq!(mangled_key_string("foo.isra.12"), "foo.isra");
+        assert_eq!(mangled_key_string("__UNIQUE_ID_cnt12.3"), "__UNIQUE_ID_cnt#");
         assert_eq!(mangled_hash("foo.12"), mangled_hash("foo"));
         assert_eq!(mangled_hash("foo.isra.0"), name_hash("foo.isra"));
         assert_ne!(mangled_hash("foo"), mangled_hash("bar"));
