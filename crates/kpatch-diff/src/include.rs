@@ -221,17 +221,6 @@ fn include_rejoining_children(o: &Kelf, p: &Kelf, st: &State, inc: &mut Inclusio
 fn tail_differs(o: &Kelf, p: &Kelf, st: &State, parent: SymbolIndex, at: i64) -> bool {
     let (Some(psec), Some(osym)) = (p.obj.symbols[parent.0].section, st.sym_twin[parent.0]) else { return true };
     let Some(osec) = o.obj.symbols[osym.0].section else { return true };
-    let (pd, od) = (&p.obj.sections[psec.0].data, &o.obj.sections[osec.0].data);
-    let at = at.max(0) as usize;
-    if pd.get(at..) != od.get(at..) {
-        return true;
-    }
-    let tail = |k: &Kelf, sec: SectionIndex| -> Vec<(u64, u32, String, i64)> {
-        let mut v: Vec<_> = k.rela_of[sec.0]
-            .map(|r| k.obj.sections[r.0].relas.iter().filter(|x| x.r_offset as usize >= at).map(|x| (x.r_offset, x.r_type, crate::names::mangled_key_string(k.sym_name(x.r_sym)), x.r_addend)).collect())
-            .unwrap_or_default();
-        v.sort();
-        v
-    };
-    tail(p, psec) != tail(o, osec)
+    let at = at.max(0) as u64;
+    p.code_range(psec, at, u64::MAX) != o.code_range(osec, at, u64::MAX)
 }

@@ -299,6 +299,27 @@ impl Kelf {
         }
     }
 
+    /// The bytes `[lo, hi)` of a section (clamped to it) and the relocations in that range as
+    /// (offset from `lo`, type, target name without gcc numbers, addend), sorted: what two
+    /// versions of a piece of code are compared by.
+    pub fn code_range(&self, sec: SectionIndex, lo: u64, hi: u64) -> (&[u8], Vec<(u64, u32, String, i64)>) {
+        let data = &self.obj.sections[sec.0].data;
+        let end = (hi.min(data.len() as u64)) as usize;
+        let bytes = data.get((lo as usize).min(end)..end).unwrap_or(&[]);
+        let mut relas: Vec<_> = self.rela_of[sec.0]
+            .map(|r| {
+                self.obj.sections[r.0]
+                    .relas
+                    .iter()
+                    .filter(|x| x.r_offset >= lo && x.r_offset < hi)
+                    .map(|x| (x.r_offset - lo, x.r_type, crate::names::mangled_key_string(self.sym_name(x.r_sym)), x.r_addend))
+                    .collect()
+            })
+            .unwrap_or_default();
+        relas.sort();
+        (bytes, relas)
+    }
+
     /// The first section named `name`.
     pub fn section_named(&self, name: &str) -> Option<SectionIndex> {
         self.sec_by_name.get(&name_hash(name))?.iter().copied().find(|&i| self.obj.sections[i.0].name == name)

@@ -124,23 +124,10 @@ pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), Dif
 /// The functions of a shared text section (`.sched.text`, `.noinstr.text`) whose bytes or
 /// relocations differ from their original's.
 fn changed_functions_in_shared_section(o: &Kelf, p: &Kelf, st: &State, sec: kpatch_elf::SectionIndex) -> Vec<String> {
-    let slice = |k: &Kelf, sym: kpatch_elf::SymbolIndex| {
+    fn slice(k: &Kelf, sym: kpatch_elf::SymbolIndex) -> (&[u8], Vec<(u64, u32, String, i64)>) {
         let s = &k.obj.symbols[sym.0];
-        let sec = s.section.unwrap();
-        let (lo, hi) = (s.st_value, s.st_value + s.st_size);
-        let bytes = k.obj.sections[sec.0].data.get(lo as usize..hi as usize).unwrap_or(&[]).to_vec();
-        let relas: Vec<(u64, u32, String, i64)> = k.rela_of[sec.0]
-            .map(|r| {
-                k.obj.sections[r.0]
-                    .relas
-                    .iter()
-                    .filter(|x| x.r_offset >= lo && x.r_offset < hi)
-                    .map(|x| (x.r_offset - lo, x.r_type, crate::names::mangled_key_string(k.sym_name(x.r_sym)), x.r_addend))
-                    .collect()
-            })
-            .unwrap_or_default();
-        (bytes, relas)
-    };
+        k.code_range(s.section.unwrap(), s.st_value, s.st_value.saturating_add(s.st_size))
+    }
     let mut out = Vec::new();
     for &sym in &p.by_offset[sec.0] {
         let s = &p.obj.symbols[sym.0];
