@@ -29,6 +29,9 @@ use crate::lock::TreeLock;
 use crate::timing::Timings;
 
 const MARKER: &str = ".kpatch-rs-prepared";
+/// Bumped whenever [`prepare`] changes, so a tree prepared the old way is prepared again
+/// (2: `modules_prepare`, so modules are linked in the tree itself).
+const PREPARE_RECIPE: u32 = 2;
 const INCLUDE_INDEX: &str = ".kpatch-rs-include-index.json";
 
 /// Options every Debian config gets so `make prepare` needs none of Debian's key files.
@@ -113,6 +116,8 @@ impl TreeOptions {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Marker {
+    /// [`PREPARE_RECIPE`] of the preparation that wrote it.
+    recipe: u32,
     kernelrelease: Option<String>,
     cc: String,
     cc_version: String,
@@ -206,6 +211,7 @@ impl PreparedTree {
         let fixed = set_strings(&String::from_utf8_lossy(&config_text), DEBIAN_CONFIG_FIXES);
         let (config_len, config_hash) = config_fingerprint(fixed.as_bytes());
         let want = Marker {
+            recipe: PREPARE_RECIPE,
             kernelrelease: Some(src.kernelrelease.clone()),
             cc: cc.clone(),
             cc_version: cc_version.clone(),
@@ -289,6 +295,7 @@ impl PreparedTree {
             let given = fs::read(c).map_err(io_err(c))?;
             let (config_len, config_hash) = config_fingerprint(&given);
             let want = Marker {
+                recipe: PREPARE_RECIPE,
                 kernelrelease: None,
                 cc: cc.clone(),
                 cc_version: cc_version.clone(),
@@ -339,10 +346,12 @@ pub fn check_release(root: &Path, kernelrelease: &str) -> Result<()> {
     Ok(())
 }
 
-/// `make olddefconfig && make prepare` with the build's own variables.
+/// `make olddefconfig && make modules_prepare` with the build's own variables.
 pub fn prepare(runner: &dyn Runner, kbuild: &Kbuild) -> Result<()> {
     runner.run_ok(&kbuild.make(["olddefconfig"]))?;
-    runner.run_ok(&kbuild.make(["prepare"]))?;
+    // `modules_prepare` is `prepare` plus scripts/module.lds: what `make M=` needs to link the
+    // livepatch module in this tree (modpost, objtool and sign-file come with `prepare`).
+    runner.run_ok(&kbuild.make(["modules_prepare"]))?;
     Ok(())
 }
 
@@ -429,7 +438,7 @@ mod tests {
                     "original\n",
                 )
                 .unwrap();
-            } else if prog == "make" && cmd.args.last().is_some_and(|a| a == "prepare") {
+            } else if prog == "make" && cmd.args.last().is_some_and(|a| a == "modules_prepare") {
                 // What kbuild's prepare writes from KERNELRELEASE.
                 let tree = PathBuf::from(&cmd.args[1]);
                 let kr = cmd
@@ -507,7 +516,7 @@ mod tests {
             (
                 fake.count("tar -xf"),
                 fake.count(" olddefconfig"),
-                fake.count(" prepare")
+                fake.count(" modules_prepare")
             ),
             (1, 1, 1)
         );
@@ -516,7 +525,7 @@ mod tests {
             .lock()
             .unwrap()
             .iter()
-            .any(|l| l.contains("KERNELRELEASE=6.1.0-56-amd64") && l.contains(" prepare")));
+            .any(|l| l.contains("KERNELRELEASE=6.1.0-56-amd64") && l.contains(" modules_prepare")));
         assert!(tree.timings.get("unpack").is_some() && tree.timings.get("prepare").is_some());
         drop(tree);
 
@@ -534,7 +543,7 @@ mod tests {
         };
         let third = Fake::new(GCC);
         let tree = PreparedTree::debian(&third, &cache, &src, &flags).unwrap();
-        assert_eq!((third.count("tar"), third.count(" prepare")), (0, 1));
+        assert_eq!((third.count("tar"), third.count(" modules_prepare")), (0, 1));
         assert!(tree.kbuild.kcflags.ends_with(" -I/stable/include"));
     }
 

@@ -36,6 +36,8 @@ enum Command {
     Uninstall(cmd::uninstall::Args),
     /// Signal the tasks that block a livepatch transition.
     Signal(cmd::signal::Args),
+    /// List the Debian kernels that can be targeted from this machine.
+    Targets(cmd::targets::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Install(a) => cmd::install::run(a),
         Command::Uninstall(a) => cmd::uninstall::run(a),
         Command::Signal(a) => cmd::signal::run(a),
+        Command::Targets(a) => cmd::targets::run(a),
     };
     match result {
         Ok(code) => code,

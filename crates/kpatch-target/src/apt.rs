@@ -15,6 +15,17 @@ pub trait PackageTools: Send + Sync {
     fn download(&self, package: &str, version: &str, dir: &Path) -> Result<PathBuf, TargetError>;
     /// `dpkg-deb -x <deb> <dest>`.
     fn extract(&self, deb: &Path, dest: &Path) -> Result<(), TargetError>;
+    /// Output of one `apt-cache policy <package>...` for several packages (apt takes about a
+    /// second per call, whatever the count): one `<package>:` block each, in order.
+    fn policies(&self, packages: &[String]) -> Result<String, TargetError> {
+        let mut text = String::new();
+        for p in packages {
+            text.push_str(&self.policy(p)?);
+        }
+        Ok(text)
+    }
+    /// The names of every package apt knows that start with `prefix` (`apt-cache pkgnames`).
+    fn names(&self, prefix: &str) -> Result<Vec<String>, TargetError>;
 }
 
 /// The real apt-cache, apt-get and dpkg-deb.
@@ -86,5 +97,20 @@ impl PackageTools for SystemApt {
         let mut c = Command::new("dpkg-deb");
         c.arg("-x").arg(deb).arg(dest);
         run(&package, c).map(drop)
+    }
+
+    fn policies(&self, packages: &[String]) -> Result<String, TargetError> {
+        if packages.is_empty() {
+            return Ok(String::new());
+        }
+        let mut c = Command::new("apt-cache");
+        c.arg("policy").args(packages);
+        run(&packages[0], c)
+    }
+
+    fn names(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
+        let mut c = Command::new("apt-cache");
+        c.arg("pkgnames").arg(prefix);
+        Ok(run(prefix, c)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
     }
 }

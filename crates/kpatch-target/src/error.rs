@@ -19,8 +19,15 @@ pub enum TargetError {
     NoCandidate { package: String },
     #[error("package {package}: cannot find a linux-image dependency in {depends:?}")]
     NoImageDependency { package: String, depends: String },
-    #[error("{abi:?} is not a Debian kernel ABI (expected like 6.1.0-50-amd64)")]
+    #[error("{abi:?} is not a Debian kernel ABI kpatch-rs targets (expected 6.1.0-NN-FLAVOUR or 6.12.NNN+debNN-FLAVOUR, FLAVOUR one of amd64, cloud-amd64, rt-amd64)")]
     NotDebianAbi { abi: String },
+    #[error("kernel {abi}: the archive no longer has {package} {version}, the source of this kernel; it has {}", if available.is_empty() { "no version of it".to_string() } else { available.join(", ") })]
+    SourceMissing {
+        abi: String,
+        package: String,
+        version: String,
+        available: Vec<String>,
+    },
     #[error("{path}: not a bzImage: {reason}")]
     BzImage { path: PathBuf, reason: String },
     #[error("{path}: {format} payload: {message}")]

@@ -29,8 +29,8 @@ impl DebianKernel {
         })
     }
 
-    /// The running kernel if it is a Debian one, else the newest `linux-image-<abi>` that
-    /// `linux-image-amd64` depends on in apt's candidate version.
+    /// The running kernel if it is a Debian one (any line, any flavour), else the newest
+    /// `linux-image-<abi>` that `linux-image-amd64` depends on in apt's candidate version.
     pub fn default_target() -> Result<Self, TargetError> {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
         let proc_version = std::fs::read_to_string("/proc/version").unwrap_or_default();
@@ -129,7 +129,8 @@ impl DebianKernel {
         Ok(path)
     }
 
-    /// `lib/modules/<abi>`: Debian 6.1 modules are plain `.ko` files (CONFIG_MODULE_COMPRESS_NONE).
+    /// `lib/modules/<abi>`: Debian 6.1 modules are plain `.ko` files (CONFIG_MODULE_COMPRESS_NONE),
+    /// 6.12's are `.ko.xz`.
     /// Its `build` and `source` symlinks are relative and dangle (headers live elsewhere).
     pub fn modules_dir(&self) -> Result<PathBuf, TargetError> {
         Self::expect(self.image_dir()?.join(format!("lib/modules/{}", self.abi)), "modules directory")
@@ -151,17 +152,38 @@ impl DebianKernel {
         Ok(out)
     }
 
-    /// One root holding `linux-headers-<abi>`, `linux-headers-<base>-common` and
-    /// `linux-kbuild-<major.minor>`; see [`crate::headers`] for the fix-ups. Returns the
-    /// root; the kbuild dir is `<root>/usr/src/linux-headers-<abi>` ([`Self::kbuild_dir`]).
+    /// The unpacked `linux-headers-<abi>` package alone: `.config`, `Module.symvers` and the
+    /// generated headers of this ABI. Debian keeps this package for every ABI it keeps the
+    /// image of, so a build needs nothing more from it ([`Self::symvers`]).
     pub fn headers_dir(&self) -> Result<PathBuf, TargetError> {
-        let a = self.abi_parts();
+        self.store.package(&format!("linux-headers-{}", self.abi), &self.version)
+    }
+
+    /// One root holding `linux-headers-<abi>`, its `-common` headers and the `linux-kbuild-*`
+    /// host tools, fixed up so `make -C <kbuild dir> M=<dir> modules` works (see
+    /// [`crate::headers`]): the headers as Debian installs them. The package names come from
+    /// the headers package's own `Depends`.
+    ///
+    /// The 6.1 line's `linux-kbuild-6.1` is unversioned and the archive keeps only its newest
+    /// version, so this fails for older 6.1 ABIs. `kpatch-rs build` never needs it: it builds
+    /// modules in the prepared source tree, which has the same host tools.
+    pub fn kbuild_headers_dir(&self) -> Result<PathBuf, TargetError> {
         let main = format!("linux-headers-{}", self.abi);
-        let common = format!("linux-headers-{}-common", a.base);
-        let kbuild = format!("linux-kbuild-{}", a.major_minor);
         let v = self.version.as_str();
+        let depends = version::depends_from_show(&self.store.tools().show(&main, v)?).unwrap_or_default();
+        let named = |prefix: &str| {
+            depends
+                .split([',', '|'])
+                .filter_map(|d| d.split_whitespace().next())
+                .find(|n| n.starts_with(prefix))
+                .map(str::to_string)
+        };
+        let a = self.abi_parts();
+        let common = named(&format!("linux-headers-{}-common", a.base))
+            .unwrap_or_else(|| format!("linux-headers-{}-common", a.base));
+        let kbuild = named("linux-kbuild-").unwrap_or_else(|| format!("linux-kbuild-{}", a.major_minor));
         let root = self.store.unpacked(
-            &format!("{main}_{v}"),
+            &format!("kbuild-{}_{v}", self.abi),
             &[(&main, v), (&common, v), (&kbuild, v)],
             headers::fix_makefiles,
         )?;
@@ -169,23 +191,43 @@ impl DebianKernel {
         Ok(root)
     }
 
-    /// `<headers root>/usr/src/linux-headers-<abi>`: pass it to `make -C` with `M=<dir>`.
+    /// `<kbuild headers root>/usr/src/linux-headers-<abi>`: pass it to `make -C` with
+    /// `M=<dir>` (see [`Self::kbuild_headers_dir`] for when it can be had).
     pub fn kbuild_dir(&self) -> Result<PathBuf, TargetError> {
-        Ok(self.headers_dir()?.join("usr/src").join(format!("linux-headers-{}", self.abi)))
+        Ok(self.kbuild_headers_dir()?.join("usr/src").join(format!("linux-headers-{}", self.abi)))
     }
 
     /// `Module.symvers` of this kernel (from the headers package).
     pub fn symvers(&self) -> Result<PathBuf, TargetError> {
-        Self::expect(self.kbuild_dir()?.join("Module.symvers"), "Module.symvers")
+        let dir = self.headers_dir()?.join("usr/src").join(format!("linux-headers-{}", self.abi));
+        Self::expect(dir.join("Module.symvers"), "Module.symvers")
     }
 
     /// The `linux-source-<major.minor>` tarball (`usr/src/linux-source-6.1.tar.xz`) inside its
-    /// unpacked package, at this kernel's package version. Not unpacked.
+    /// unpacked package, at this kernel's package version. Not unpacked. When the archive no
+    /// longer has the source of that version, the error says so and names the versions it has.
     pub fn source_tarball(&self) -> Result<PathBuf, TargetError> {
-        let mm = self.abi_parts().major_minor;
-        let pkg = format!("linux-source-{mm}");
+        let a = self.abi_parts();
+        let pkg = a.source_package();
+        if !self.store.versions(&pkg)?.contains(&self.version) {
+            return Err(self.source_missing(&pkg)?);
+        }
         let dir = self.store.package(&pkg, &self.version)?;
-        Self::expect(dir.join(format!("usr/src/linux-source-{mm}.tar.xz")), "source tarball")
+        Self::expect(dir.join(format!("usr/src/{pkg}.tar.xz")), "source tarball")
+    }
+
+    /// Whether the archive still has the source of this kernel's exact version.
+    pub fn source_available(&self) -> Result<bool, TargetError> {
+        Ok(self.store.versions(&self.abi_parts().source_package())?.contains(&self.version))
+    }
+
+    fn source_missing(&self, pkg: &str) -> Result<TargetError, TargetError> {
+        Ok(TargetError::SourceMissing {
+            abi: self.abi.clone(),
+            package: pkg.to_string(),
+            version: self.version.clone(),
+            available: self.store.versions(pkg)?,
+        })
     }
 }
 
@@ -212,8 +254,13 @@ mod tests {
 
     impl PackageTools for Catalogue {
         fn policy(&self, package: &str) -> Result<String, TargetError> {
-            let c = self.candidates.iter().find(|(p, _)| *p == package).map(|(_, v)| *v).unwrap_or("(none)");
-            Ok(format!("{package}:\n  Installed: (none)\n  Candidate: {c}\n"))
+            let versions: Vec<&str> = self.candidates.iter().filter(|(p, _)| *p == package).map(|(_, v)| *v).collect();
+            let c = versions.first().copied().unwrap_or("(none)");
+            let mut text = format!("{package}:\n  Installed: (none)\n  Candidate: {c}\n  Version table:\n");
+            for v in versions {
+                text.push_str(&format!("     {v} 500\n        500 http://deb.debian.org/debian bookworm/main amd64 Packages\n"));
+            }
+            Ok(text)
         }
         fn show(&self, package: &str, version: &str) -> Result<String, TargetError> {
             self.shown.lock().unwrap().push(format!("{package}={version}"));
@@ -224,6 +271,9 @@ mod tests {
         }
         fn extract(&self, _: &Path, _: &Path) -> Result<(), TargetError> {
             unreachable!("no downloads in these tests")
+        }
+        fn names(&self, _: &str) -> Result<Vec<String>, TargetError> {
+            Ok(vec![])
         }
     }
 
@@ -238,6 +288,10 @@ mod tests {
                 ("linux-image-amd64", "6.1.192-2"),
                 ("linux-image-6.1.0-56-amd64-unsigned", "6.1.192-2"),
                 ("linux-image-6.1.0-50-amd64", "6.1.176-1"),
+                ("linux-image-6.1.0-53-cloud-amd64", "6.1.187-1"),
+                ("linux-image-6.12.117+deb12-rt-amd64", "6.12.117-1~deb12u1"),
+                ("linux-source-6.1", "6.1.192-2"),
+                ("linux-source-6.1", "6.1.176-1"),
             ],
             depends: "linux-image-6.1.0-56-amd64 (= 6.1.192-2)",
             shown: Mutex::new(vec![]),
@@ -268,6 +322,33 @@ mod tests {
         let err = DebianKernel::named_with("6.1.0-99-amd64", s.clone()).unwrap_err().to_string();
         assert!(err.contains("linux-image-6.1.0-99-amd64"), "{err}");
         assert!(matches!(DebianKernel::named_with("6.18.44-fc", s), Err(TargetError::NotDebianAbi { .. })));
+    }
+
+    #[test]
+    fn any_line_and_flavour_is_a_target() {
+        let (s, _) = store(catalogue());
+        let k = DebianKernel::named_with("6.1.0-53-cloud-amd64", s.clone()).unwrap();
+        assert_eq!(k.version, "6.1.187-1");
+        let k = DebianKernel::named_with("6.12.117+deb12-rt-amd64", s.clone()).unwrap();
+        assert_eq!(k.version, "6.12.117-1~deb12u1");
+        let pv = "Linux version 6.12.117+deb12-cloud-amd64 (debian-kernel@lists.debian.org) (x86_64-linux-gnu-gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0) #1 SMP PREEMPT_DYNAMIC Debian 6.12.117-1~deb12u1 (2026-11-20)";
+        let k = DebianKernel::default_target_with(s, "6.12.117+deb12-cloud-amd64\n", pv).unwrap();
+        assert_eq!((k.abi.as_str(), k.version.as_str()), ("6.12.117+deb12-cloud-amd64", "6.12.117-1~deb12u1"));
+    }
+
+    #[test]
+    fn missing_source_names_the_versions_the_archive_has() {
+        let (s, _) = store(catalogue());
+        let k = DebianKernel::named_with("6.1.0-53-cloud-amd64", s.clone()).unwrap();
+        assert!(!k.source_available().unwrap());
+        let err = k.source_tarball().unwrap_err();
+        assert!(matches!(&err, TargetError::SourceMissing { version, available, .. }
+            if version == "6.1.187-1" && available == &["6.1.192-2".to_string(), "6.1.176-1".to_string()]), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("linux-source-6.1 6.1.187-1") && msg.contains("6.1.192-2, 6.1.176-1"), "{msg}");
+        let k = DebianKernel::named_with("6.12.117+deb12-rt-amd64", s).unwrap();
+        let msg = k.source_tarball().unwrap_err().to_string();
+        assert!(msg.contains("linux-source-6.12") && msg.contains("no version of it"), "{msg}");
     }
 
     #[test]

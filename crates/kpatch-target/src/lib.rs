@@ -17,6 +17,7 @@ mod error;
 pub mod headers;
 mod kernel;
 pub mod store;
+pub mod targets;
 pub mod version;
 
 pub use apt::{PackageTools, SystemApt};

@@ -51,6 +51,11 @@ impl Store {
         Ok(version::candidate_from_policy(&self.tools.policy(package)?))
     }
 
+    /// Every version apt knows of `package`, newest first (empty when it knows none).
+    pub fn versions(&self, package: &str) -> Result<Vec<String>, TargetError> {
+        Ok(version::versions_from_policy(&self.tools.policy(package)?))
+    }
+
     /// One package unpacked into `<cache>/debian/<package>_<version>/` (reused when present).
     pub fn package(&self, package: &str, version: &str) -> Result<PathBuf, TargetError> {
         self.unpacked(&format!("{package}_{version}"), &[(package, version)], |_| Ok(()))
@@ -193,6 +198,9 @@ mod tests {
             std::fs::write(d.join("file"), &pkg).unwrap();
             std::os::unix::fs::symlink("/usr/src/other", d.join("abs")).unwrap();
             Ok(())
+        }
+        fn names(&self, _: &str) -> Result<Vec<String>, TargetError> {
+            Ok(vec![])
         }
     }
 

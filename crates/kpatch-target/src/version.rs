@@ -1,32 +1,98 @@
 //! Pure parsing of Debian kernel ABI strings, apt output and `/proc/version`.
 
-/// The parts of a Debian kernel ABI such as `6.1.0-50-amd64`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Abi {
-    /// `6.1.0-50`
-    pub base: String,
-    /// `amd64`
-    pub flavour: String,
-    /// `6.1` (names `linux-kbuild-6.1` and `linux-source-6.1`)
-    pub major_minor: String,
+use std::fmt;
+
+/// The kernel lines kpatch-rs targets, by how Debian names their ABIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Line {
+    /// `6.1.0-NN-<flavour>`: Debian 12's own kernel.
+    V6_1,
+    /// `6.12.NNN+debNN-<flavour>`: Debian 13's kernel, also in Debian 12's security suite.
+    V6_12,
 }
 
-/// Parses an ABI of the form `^\d+\.\d+\.\d+-\d+-amd64$`.
+impl Line {
+    /// `6.1`, `6.12`: the suffix of `linux-source-*` and `linux-kbuild-*`.
+    pub fn major_minor(self) -> &'static str {
+        match self {
+            Line::V6_1 => "6.1",
+            Line::V6_12 => "6.12",
+        }
+    }
+}
+
+impl fmt::Display for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.major_minor())
+    }
+}
+
+/// The amd64 kernel flavours Debian builds with `CONFIG_LIVEPATCH`.
+pub const FLAVOURS: &[&str] = &["amd64", "cloud-amd64", "rt-amd64"];
+
+/// The parts of a Debian kernel ABI such as `6.1.0-50-amd64` or `6.12.117+deb12-cloud-amd64`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Abi {
+    /// `6.1.0-50`, `6.12.117+deb12`: what the `-common` headers package is named after.
+    pub base: String,
+    /// `amd64`, `cloud-amd64` or `rt-amd64`.
+    pub flavour: String,
+    /// `6.1` or `6.12` (names `linux-source-6.1`).
+    pub major_minor: String,
+    pub line: Line,
+    /// The number that orders ABIs of one line: `50` of `6.1.0-50`, `117` of `6.12.117+deb12`.
+    pub serial: u32,
+}
+
+impl Abi {
+    /// `linux-source-6.1`, `linux-source-6.12`.
+    pub fn source_package(&self) -> String {
+        format!("linux-source-{}", self.major_minor)
+    }
+}
+
+fn digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Parses a Debian amd64 kernel ABI: `6.1.0-<N>-<flavour>` or `6.12.<N>+deb<M>-<flavour>`, with a
+/// flavour of [`FLAVOURS`].
 pub fn parse_abi(abi: &str) -> Option<Abi> {
-    let (base, flavour) = abi.rsplit_once('-')?;
-    if flavour != "amd64" {
+    let (base, flavour) = FLAVOURS
+        .iter()
+        .filter_map(|f| abi.strip_suffix(f)?.strip_suffix('-').map(|b| (b, *f)))
+        // `cloud-amd64` before `amd64`: the longest flavour that fits
+        .max_by_key(|(_, f)| f.len())?;
+    let (upstream, line, serial) = if let Some((up, num)) = base.split_once('-') {
+        // 6.1.0-50
+        (up, Line::V6_1, num)
+    } else {
+        // 6.12.117+deb12
+        let (up, deb) = base.split_once("+deb")?;
+        if !digits(deb) {
+            return None;
+        }
+        let patch = up.rsplit('.').next()?;
+        (up, Line::V6_12, patch)
+    };
+    let nums: Vec<&str> = upstream.split('.').collect();
+    if nums.len() != 3 || !nums.iter().all(|n| digits(n)) || !digits(serial) {
         return None;
     }
-    let (upstream, abinum) = base.split_once('-')?;
-    let nums: Vec<&str> = upstream.split('.').collect();
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if nums.len() != 3 || !nums.iter().all(|n| digits(n)) || !digits(abinum) {
+    let major_minor = format!("{}.{}", nums[0], nums[1]);
+    let want = match line {
+        Line::V6_1 => major_minor == "6.1" && nums[2] == "0",
+        Line::V6_12 => major_minor == "6.12",
+    };
+    if !want {
         return None;
     }
     Some(Abi {
         base: base.to_string(),
         flavour: flavour.to_string(),
-        major_minor: format!("{}.{}", nums[0], nums[1]),
+        major_minor,
+        line,
+        serial: serial.parse().ok()?,
     })
 }
 
@@ -42,6 +108,51 @@ pub fn candidate_from_policy(text: &str) -> Option<String> {
         .map(str::trim)
         .find(|v| !v.is_empty() && *v != "(none)")
         .map(str::to_string)
+}
+
+/// Every version in the `Version table:` of `apt-cache policy <pkg>` output, in apt's order
+/// (newest first).
+pub fn versions_from_policy(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_table = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("Version table:") {
+            in_table = true;
+            continue;
+        }
+        if !in_table {
+            continue;
+        }
+        // `     6.1.192-3 500` or ` *** 6.1.192-3 500`; the source lines below have 8 spaces
+        // and a priority first (`500 http://...`, `100 /var/lib/dpkg/status`).
+        let t = t.strip_prefix("***").map(str::trim_start).unwrap_or(t);
+        let mut words = t.split_whitespace();
+        let (Some(v), Some(prio)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let version_like = v.starts_with(|c: char| c.is_ascii_digit()) && !v.contains('/');
+        if version_like && digits(prio) && words.next().is_none() && !out.iter().any(|o| o == v) {
+            out.push(v.to_string());
+        }
+    }
+    out
+}
+
+/// Splits the output of `apt-cache policy A B ...` into `(package, block)` pairs.
+pub fn split_policies(text: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in text.split_inclusive('\n') {
+        let head = line.trim_end();
+        let starts_block = !line.starts_with(char::is_whitespace) && head.ends_with(':') && !head.contains(' ');
+        if starts_block {
+            out.push((head.trim_end_matches(':').to_string(), String::new()));
+        }
+        if let Some((_, block)) = out.last_mut() {
+            block.push_str(line);
+        }
+    }
+    out
 }
 
 /// The first `Depends:` field of `apt-cache show` output.
@@ -86,7 +197,25 @@ mod tests {
         assert_eq!(a.base, "6.1.0-50");
         assert_eq!(a.flavour, "amd64");
         assert_eq!(a.major_minor, "6.1");
-        assert!(is_debian_abi("6.12.33-1-amd64\n"));
+        assert_eq!((a.line, a.serial), (Line::V6_1, 50));
+        assert_eq!(a.source_package(), "linux-source-6.1");
+    }
+
+    #[test]
+    fn parses_every_flavour_of_both_lines() {
+        let cloud = parse_abi("6.1.0-57-cloud-amd64").unwrap();
+        assert_eq!((cloud.base.as_str(), cloud.flavour.as_str()), ("6.1.0-57", "cloud-amd64"));
+        let rt = parse_abi("6.1.0-47-rt-amd64").unwrap();
+        assert_eq!((rt.base.as_str(), rt.flavour.as_str(), rt.serial), ("6.1.0-47", "rt-amd64", 47));
+        let new = parse_abi("6.12.117+deb12-amd64").unwrap();
+        assert_eq!(
+            (new.base.as_str(), new.flavour.as_str(), new.major_minor.as_str(), new.line, new.serial),
+            ("6.12.117+deb12", "amd64", "6.12", Line::V6_12, 117)
+        );
+        assert_eq!(new.source_package(), "linux-source-6.12");
+        let trixie = parse_abi("6.12.43+deb13-cloud-amd64").unwrap();
+        assert_eq!((trixie.base.as_str(), trixie.flavour.as_str()), ("6.12.43+deb13", "cloud-amd64"));
+        assert!(is_debian_abi("6.12.111+deb12-rt-amd64\n"));
     }
 
     #[test]
@@ -96,12 +225,40 @@ mod tests {
             "6.1.0-amd64",
             "6.1-50-amd64",
             "6.1.0-50-arm64",
+            "6.1.0-50-cloud-arm64",
             "6.1.0-x-amd64",
-            "6.1.0-50-cloud-amd64",
+            "6.1.0-50-foo-amd64",
+            "6.1.5-50-amd64",
+            "6.12.33-1-amd64",
+            "6.12.117+debx-amd64",
+            "6.12.117-amd64",
+            "6.13.1+deb13-amd64",
+            "amd64",
+            "-amd64",
             "",
         ] {
             assert!(!is_debian_abi(r), "{r}");
         }
+    }
+
+    #[test]
+    fn splits_a_policy_of_several_packages() {
+        let text = "linux-image-6.1.0-54-amd64:\n  Installed: (none)\n  Candidate: 6.1.190-1\n  Version table:\n     6.1.190-1 500\n        500 http://deb.debian.org/debian-security bookworm-security/main amd64 Packages\nlinux-image-6.1.0-55-amd64:\n  Installed: (none)\n  Candidate: 6.1.192-1\n";
+        let blocks = split_policies(text);
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[0].0, "linux-image-6.1.0-54-amd64");
+        assert_eq!(candidate_from_policy(&blocks[0].1).as_deref(), Some("6.1.190-1"));
+        assert_eq!(blocks[1].0, "linux-image-6.1.0-55-amd64");
+        assert_eq!(candidate_from_policy(&blocks[1].1).as_deref(), Some("6.1.192-1"));
+    }
+
+    #[test]
+    fn versions_from_apt_policy_table() {
+        let text = "linux-source-6.1:\n  Installed: (none)\n  Candidate: 6.1.192-3\n  Version table:\n     6.1.192-3 500\n        500 http://deb.debian.org/debian-security bookworm-security/main amd64 Packages\n     6.1.192-2 500\n        500 http://deb.debian.org/debian-security bookworm-security/main amd64 Packages\n *** 6.1.176-1 500\n        500 http://deb.debian.org/debian bookworm/main amd64 Packages\n        100 /var/lib/dpkg/status\n";
+        assert_eq!(versions_from_policy(text), vec!["6.1.192-3", "6.1.192-2", "6.1.176-1"]);
+        assert!(versions_from_policy("x:\n  Installed: (none)\n  Candidate: (none)\n").is_empty());
+        let tilde = "linux-source-6.12:\n  Candidate: 6.12.117-1~deb12u1\n  Version table:\n     6.12.117-1~deb12u1 500\n        500 http://deb.debian.org/debian-security bookworm-security/main amd64 Packages\n";
+        assert_eq!(versions_from_policy(tilde), vec!["6.12.117-1~deb12u1"]);
     }
 
     #[test]

@@ -159,7 +159,10 @@ fn target(args: &Args, runner: &SystemRunner, p: &Progress) -> anyhow::Result<Ta
         release: k.abi.clone(),
         symbols_image: k.vmlinux()?,
         symvers: k.symvers()?,
-        kbuild_dir: k.kbuild_dir()?,
+        // Modules are built in the prepared tree itself (`make modules_prepare` built its host
+        // tools), never against linux-kbuild-*: the archive keeps that package only for the
+        // newest 6.1 ABI.
+        kbuild_dir: tree.root().to_path_buf(),
         modules_dir: k.modules_dir().ok(),
         vmlinux: Some(k.vmlinux()?),
         debian: Some(k),

@@ -8,6 +8,7 @@ pub mod install;
 pub mod list;
 pub mod load;
 pub mod signal;
+pub mod targets;
 pub mod uninstall;
 pub mod unload;
 
