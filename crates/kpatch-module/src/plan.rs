@@ -121,10 +121,12 @@ pub struct Callback {
     pub tu: String,
 }
 
-/// A vmlinux export the patch uses through a normal relocation.
+/// An export (of vmlinux or of another module) the patch uses through a normal relocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VmlinuxImport {
+pub struct Import {
     pub name: String,
+    /// The exporter: `vmlinux` or a module (kernel spelling), which the patch then depends on.
+    pub object: String,
     pub crc: Option<u32>,
     /// Symbol namespace of the export (the glue adds `MODULE_IMPORT_NS`).
     pub namespace: Option<String>,
@@ -146,7 +148,7 @@ pub struct Plan {
     pub functions: Vec<PatchedFunction>,
     pub klp_symbols: Vec<KlpSymbol>,
     pub callbacks: Vec<Callback>,
-    pub imports: Vec<VmlinuxImport>,
+    pub imports: Vec<Import>,
     /// What the plan left out on purpose, for the user (inert tracepoints, ...).
     pub notes: Vec<String>,
 }
@@ -278,7 +280,7 @@ pub fn plan(inputs: Vec<TuInput>, resolver: &dyn SymbolResolver) -> Result<Plan,
         // Static call sites keyed in the module are dropped likewise: the call then goes
         // through the static call's trampoline, which stays correct.
         if object != VMLINUX {
-            let in_module = |name: &str| !matches!(resolver.resolve(&ctx, name, false), Ok(Resolution::VmlinuxExport { .. }));
+            let in_module = |name: &str| !matches!(resolver.resolve(&ctx, name, false), Ok(Resolution::Export { .. }));
             for key in drop_module_keyed_entries(&mut diff, "__jump_table", 3, 2, |n| n.starts_with("__tracepoint_") && in_module(n)) {
                 plan.notes.push(format!("{tu_name}: tracepoint {key} of module {object} stays off in the patched code (its jump label cannot be kept)"));
             }
@@ -321,9 +323,9 @@ pub fn plan(inputs: Vec<TuInput>, resolver: &dyn SymbolResolver) -> Result<Plan,
                     }
                 };
                 match res {
-                    Resolution::VmlinuxExport { crc, namespace } => {
+                    Resolution::Export { object: exporter, crc, namespace } => {
                         if import_seen.insert(sym.name.clone()) {
-                            plan.imports.push(VmlinuxImport { name: sym.name.clone(), crc, namespace, tu: tu_name.clone() });
+                            plan.imports.push(Import { name: sym.name.clone(), object: exporter, crc, namespace, tu: tu_name.clone() });
                         }
                     }
                     Resolution::Klp { object: sym_object, sympos } => {

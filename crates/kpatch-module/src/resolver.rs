@@ -28,10 +28,13 @@ pub struct TuContext<'a> {
 /// How a symbol used by patched code is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
-    /// Exported by vmlinux: a normal relocation, resolved by the module loader, versioned by
-    /// modpost. `crc` is the target's CRC (`None` when the kernel has no modversions);
-    /// `namespace` the export's symbol namespace (`EXPORT_SYMBOL_NS`), which the glue imports.
-    VmlinuxExport { crc: Option<u32>, namespace: Option<String> },
+    /// Exported by vmlinux, or by a module other than the one being patched (jbd2 for an ext4
+    /// patch, usbcore for a USB driver): a normal relocation, resolved by the module loader,
+    /// versioned by modpost, which also records the exporting module in the patch's `depends`.
+    /// `object` is the exporter (kernel spelling); `crc` the target's CRC (`None` when the kernel
+    /// has no modversions); `namespace` the export's symbol namespace (`EXPORT_SYMBOL_NS`),
+    /// which the glue imports.
+    Export { object: String, crc: Option<u32>, namespace: Option<String> },
     /// Resolved by the livepatch core: the symbol is defined in `object` (vmlinux or a module) at
     /// livepatch position `sympos` (0 when its name is unique there).
     Klp { object: String, sympos: u64 },
@@ -127,9 +130,11 @@ impl SymbolResolver for KernelResolver {
         }
         if let Some(entry) = self.symvers.get(name) {
             let object = entry.object();
-            if object == VMLINUX {
+            // An export of the patched module itself stays a livepatch relocation: the module
+            // may load after the patch, and a normal relocation would make the patch need it.
+            if object == VMLINUX || object != tu.object {
                 let namespace = (!entry.namespace.is_empty()).then(|| entry.namespace.clone());
-                return Ok(Resolution::VmlinuxExport { crc: self.modversions.then_some(entry.crc), namespace });
+                return Ok(Resolution::Export { object, crc: self.modversions.then_some(entry.crc), namespace });
             }
             let sympos = self.global_sympos(&object, name)?;
             return Ok(Resolution::Klp { object, sympos });
@@ -202,28 +207,52 @@ mod tests {
         let orig = original();
         let tu = TuContext { name: "fs/proc/cmdline.o", source: "fs/proc/cmdline.c", object: VMLINUX, original: &orig };
         let r = resolver();
-        assert_eq!(r.resolve(&tu, "printk", false).unwrap(), Resolution::VmlinuxExport { crc: Some(0x12345678), namespace: None });
+        assert_eq!(r.resolve(&tu, "printk", false).unwrap(), Resolution::Export { object: VMLINUX.into(), crc: Some(0x12345678), namespace: None });
         assert_eq!(
             r.resolve(&tu, "nsfunc", false).unwrap(),
-            Resolution::VmlinuxExport { crc: Some(7), namespace: Some("CRYPTO_INTERNAL".into()) }
+            Resolution::Export { object: VMLINUX.into(), crc: Some(7), namespace: Some("CRYPTO_INTERNAL".into()) }
         );
         assert_eq!(r.resolve(&tu, "secret", false).unwrap(), Resolution::Klp { object: VMLINUX.into(), sympos: 0 });
         // The second `helper` sits next to `neighbour`, the unit's other symbol.
         assert_eq!(r.resolve(&tu, "helper", true).unwrap(), Resolution::Klp { object: VMLINUX.into(), sympos: 2 });
         assert_eq!(r.function_sympos(&tu, "helper").unwrap(), 2);
-        assert_eq!(r.resolve(&tu, "ext4_thing", false).unwrap(), Resolution::Klp { object: "ext4".into(), sympos: 0 });
+        // Exported by a module: a normal relocation from vmlinux code...
+        assert_eq!(
+            r.resolve(&tu, "ext4_thing", false).unwrap(),
+            Resolution::Export { object: "ext4".into(), crc: Some(0x0badf00d), namespace: None }
+        );
         let e = r.resolve(&tu, "nowhere", false).unwrap_err();
         assert!(e.reason.contains("no symbol"), "{e:?}");
+    }
+
+    #[test]
+    fn regression_module_patch_calling_another_modules_export() {
+        // ext4 calling jbd2's export was "not in the target kernel (jbd2)": jbd2's symbols are
+        // not loaded, and need not be: the export is a normal, versioned relocation.
+        let o = original();
+        let tu = TuContext { name: "fs/ext4/inode.o", source: "fs/ext4/inode.c", object: "ext4", original: &o };
+        let mut r = resolver();
+        r.symvers = Symvers::parse(
+            "0x0000abcd\tjbd2_journal_inode_ranged_wait\tfs/jbd2/jbd2\tEXPORT_SYMBOL\t\n0x0badf00d\text4_thing\tfs/ext4/ext4\tEXPORT_SYMBOL_GPL\t\n",
+            "Module.symvers",
+        )
+        .unwrap();
+        assert_eq!(
+            r.resolve(&tu, "jbd2_journal_inode_ranged_wait", false).unwrap(),
+            Resolution::Export { object: "jbd2".into(), crc: Some(0xabcd), namespace: None }
+        );
+        // ...but the patched module's own export is resolved by the livepatch core.
+        assert_eq!(r.resolve(&tu, "ext4_thing", false).unwrap(), Resolution::Klp { object: "ext4".into(), sympos: 0 });
     }
 
     #[test]
     fn a_target_without_modversions_gives_exports_no_crc() {
         let o = original();
         let tu = TuContext { name: "fs/proc/cmdline.o", source: "fs/proc/cmdline.c", object: VMLINUX, original: &o };
-        assert!(matches!(resolver().resolve(&tu, "printk", false), Ok(Resolution::VmlinuxExport { crc: Some(0x12345678), .. })));
+        assert!(matches!(resolver().resolve(&tu, "printk", false), Ok(Resolution::Export { crc: Some(0x12345678), .. })));
         assert!(matches!(
             resolver().without_modversions().resolve(&tu, "printk", false),
-            Ok(Resolution::VmlinuxExport { crc: None, .. })
+            Ok(Resolution::Export { crc: None, .. })
         ));
     }
 }

@@ -122,8 +122,8 @@ fn exports_only_module_has_no_klp_sections_and_refusals_leave_no_module() {
     impl SymbolResolver for WrongCrc<'_> {
         fn resolve(&self, tu: &TuContext<'_>, name: &str, local: bool) -> Result<Resolution, ResolveError> {
             match self.0.resolve(tu, name, local)? {
-                Resolution::VmlinuxExport { crc: Some(c), namespace } if name == "seq_puts" => {
-                    Ok(Resolution::VmlinuxExport { crc: Some(c ^ 1), namespace })
+                Resolution::Export { object: _, crc: Some(c), namespace } if name == "seq_puts" => {
+                    Ok(Resolution::Export { object: "vmlinux".into(), crc: Some(c ^ 1), namespace })
                 }
                 r => Ok(r),
             }

@@ -120,7 +120,7 @@ struct FakeResolver {
 impl FakeResolver {
     fn vmlinux() -> FakeResolver {
         let mut r = FakeResolver::default();
-        r.symbols.insert(("seq_printf".into(), false), Resolution::VmlinuxExport { crc: Some(0xf0949581), namespace: None });
+        r.symbols.insert(("seq_printf".into(), false), Resolution::Export { object: "vmlinux".into(), crc: Some(0xf0949581), namespace: None });
         r.symbols.insert(("saved_command_line".into(), false), Resolution::Klp { object: "vmlinux".into(), sympos: 0 });
         r.symbols.insert(("some_key".into(), false), Resolution::Klp { object: "vmlinux".into(), sympos: 0 });
         r.symbols.insert(("helper".into(), true), Resolution::Klp { object: "vmlinux".into(), sympos: 2 });
@@ -286,7 +286,7 @@ fn ext4_resolver() -> FakeResolver {
     r.symbols.insert(("ext4_local".into(), true), Resolution::Klp { object: "ext4".into(), sympos: 0 });
     r.symbols.insert(("vm_secret".into(), false), Resolution::Klp { object: "vmlinux".into(), sympos: 0 });
     r.symbols.insert(("ext4_exported".into(), false), Resolution::Klp { object: "ext4".into(), sympos: 0 });
-    r.symbols.insert(("printk".into(), false), Resolution::VmlinuxExport { crc: Some(1), namespace: Some("TEST_NS".into()) });
+    r.symbols.insert(("printk".into(), false), Resolution::Export { object: "vmlinux".into(), crc: Some(1), namespace: Some("TEST_NS".into()) });
     r.functions.insert("ext4_fill_super".into(), 3);
     r
 }
