@@ -104,10 +104,7 @@ fn collect(
     object: &str,
     module: bool,
 ) -> Result<Vec<KernelSymbol>, Error> {
-    let elf = object::File::parse(data).map_err(|e| Error::Elf {
-        file: file.to_string(),
-        reason: e.to_string(),
-    })?;
+    let elf = crate::elf_file::parse(data, file)?;
     if elf.symbol_table().is_none() {
         return Err(Error::NoSymtab {
             file: file.to_string(),

@@ -80,6 +80,9 @@ pub enum Error {
     #[error("{file}: cannot parse ELF: {reason}")]
     Elf { file: String, reason: String },
 
+    #[error("{file}: {format}-compressed, not an ELF file: decompress it first")]
+    Compressed { file: String, format: &'static str },
+
     #[error("{file}: ELF file has no usable symbol table (.symtab missing or empty: stripped)")]
     NoSymtab { file: String },
 

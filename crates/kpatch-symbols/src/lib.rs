@@ -14,6 +14,7 @@
 //! exported symbols and their CRCs, and checks a module's `__versions` against them.
 
 mod align;
+mod elf_file;
 pub mod elf_symtab;
 mod error;
 mod image;

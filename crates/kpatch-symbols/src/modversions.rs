@@ -52,10 +52,7 @@ pub fn parse_modversions(section: &[u8], file: &str) -> Result<Vec<(String, u32)
 
 /// The `__versions` of a module ELF file; empty when the module has none.
 pub fn modversions_of_elf(data: &[u8], file: &str) -> Result<Vec<(String, u32)>, Error> {
-    let elf = object::File::parse(data).map_err(|e| Error::Elf {
-        file: file.to_string(),
-        reason: e.to_string(),
-    })?;
+    let elf = crate::elf_file::parse(data, file)?;
     let Some(section) = elf.section_by_name("__versions") else {
         return Ok(Vec::new());
     };
