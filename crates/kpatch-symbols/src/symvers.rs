@@ -235,4 +235,40 @@ mod tests {
             assert!(err.to_string().starts_with("x/Module.symvers:2:"), "{err}");
         }
     }
+
+    /// Lines of Debian's 6.12.117+deb12-amd64 `Module.symvers` (linux-headers package), where
+    /// every line has the fifth field, empty or a namespace.
+    const DEBIAN_6_12: &str = "0x122c3a7e\t_printk\tvmlinux\tEXPORT_SYMBOL\t\n\
+        0xbea5ff1e\tstatic_key_initialized\tvmlinux\tEXPORT_SYMBOL_GPL\t\n\
+        0xf9801334\tdma_buf_get\tvmlinux\tEXPORT_SYMBOL_GPL\tDMA_BUF\n\
+        0xd6551b9c\tcpu_cache_has_invalidate_memregion\tvmlinux\tEXPORT_SYMBOL_GPL\tDEVMEM\n\
+        0x72b1660c\tusb_register_driver\tdrivers/usb/core/usbcore\tEXPORT_SYMBOL_GPL\t\n\
+        0x0a6884f3\tiwl_opmode_register\tdrivers/net/wireless/intel/iwlwifi/iwlwifi\tEXPORT_SYMBOL_GPL\tIWLWIFI\n\
+        0x7c7bf6e0\ttwofish_enc_blk\tarch/x86/crypto/twofish-x86_64\tEXPORT_SYMBOL_GPL\t\n";
+
+    #[test]
+    fn parses_debian_6_12_lines_with_namespaces() {
+        let s = Symvers::parse(DEBIAN_6_12, "Module.symvers").unwrap();
+        assert_eq!(s.len(), 7);
+        let p = s.get("_printk").unwrap();
+        assert_eq!(
+            (p.crc, p.module.as_str(), p.export, p.namespace.as_str()),
+            (0x122c3a7e, "vmlinux", ExportKind::Plain, "")
+        );
+        let d = s.get("dma_buf_get").unwrap();
+        assert_eq!((d.crc, d.namespace.as_str()), (0xf9801334, "DMA_BUF"));
+        assert_eq!(d.object(), "vmlinux");
+        let i = s.get("iwl_opmode_register").unwrap();
+        assert_eq!(
+            (i.export, i.namespace.as_str(), i.object().as_str()),
+            (ExportKind::Gpl, "IWLWIFI", "iwlwifi")
+        );
+        let t = s.get("twofish_enc_blk").unwrap();
+        assert_eq!((t.object().as_str(), t.crc), ("twofish_x86_64", 0x7c7bf6e0));
+        s.check_crc("cpu_cache_has_invalidate_memregion", 0xd6551b9c, "m.ko")
+            .unwrap();
+        assert!(s
+            .check_crc("usb_register_driver", 0x72b1660d, "m.ko")
+            .is_err());
+    }
 }
