@@ -5,9 +5,11 @@
 //! Downloads the image and headers packages into the kpatch-rs cache, so it runs only with
 //! `KPATCH_RS_GUEST_TESTS=1` (set by CI); otherwise each test prints why it is skipped.
 
-use std::collections::HashMap;
+mod common;
+
 use std::sync::OnceLock;
 
+use common::{kcrctab, ksymtab, repeated_names_resolve_to_their_own_occurrence};
 use kpatch_symbols::{Error, KernelSymbols, Symvers, TranslationUnit, VMLINUX};
 use kpatch_target::DebianKernel;
 use object::{Object, ObjectSection};
@@ -59,33 +61,6 @@ fn target() -> &'static Target {
             seqs_present,
         }
     })
-}
-
-/// `(name, address)` of every entry of `__ksymtab` and `__ksymtab_gpl` (x86_64 PREL32 layout:
-/// `struct kernel_symbol { int value_offset, name_offset, namespace_offset; }`), in table order,
-/// with the section each came from.
-fn ksymtab(elf: &object::File<'_>) -> Vec<(String, u64, &'static str)> {
-    let strings = elf
-        .section_by_name("__ksymtab_strings")
-        .expect("__ksymtab_strings");
-    let (str_addr, str_data) = (strings.address(), strings.data().unwrap());
-    let mut out = Vec::new();
-    for name in ["__ksymtab", "__ksymtab_gpl"] {
-        let sec = elf.section_by_name(name).expect(name);
-        let (base, data) = (sec.address(), sec.data().unwrap());
-        assert_eq!(data.len() % 12, 0, "{name} size");
-        for (i, e) in data.chunks_exact(12).enumerate() {
-            let at = base + 12 * i as u64;
-            let value_off = i32::from_le_bytes(e[0..4].try_into().unwrap());
-            let name_off = i32::from_le_bytes(e[4..8].try_into().unwrap());
-            let value = at.wrapping_add(value_off as i64 as u64);
-            let name_at = (at + 4).wrapping_add(name_off as i64 as u64) - str_addr;
-            let s = &str_data[name_at as usize..];
-            let s = &s[..s.iter().position(|&b| b == 0).unwrap()];
-            out.push((String::from_utf8(s.to_vec()).unwrap(), value, name));
-        }
-    }
-    out
 }
 
 #[test]
@@ -183,35 +158,16 @@ fn module_symvers_crcs_match_the_images_kcrctab() {
     let symvers = &t.symvers;
     assert!(symvers.len() > 10_000, "{} entries", symvers.len());
     let elf = object::File::parse(&*t.vmlinux).unwrap();
-    let exports = ksymtab(&elf);
-    let mut crcs: HashMap<&str, Vec<u32>> = HashMap::new();
-    for sec in ["__kcrctab", "__kcrctab_gpl"] {
-        let data = elf.section_by_name(sec).unwrap().data().unwrap();
-        crcs.insert(
-            sec,
-            data.chunks_exact(4)
-                .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        );
-    }
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    for (name, _, table) in &exports {
-        let crc_table = if *table == "__ksymtab" {
-            "__kcrctab"
-        } else {
-            "__kcrctab_gpl"
-        };
-        let i = index.entry(table).or_default();
-        let crc = crcs[crc_table][*i];
-        *i += 1;
+    let exports = kcrctab(&elf);
+    for (name, crc) in &exports {
         symvers
-            .check_crc(name, crc, "vmlinux __kcrctab")
+            .check_crc(name, *crc, "vmlinux __kcrctab")
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(symvers.get(name).unwrap().module, "vmlinux", "{name}");
         // The target's symbol table knows every export symvers attributes to vmlinux.
         assert_eq!(t.symbols.object_of(name, Some(symvers)).unwrap(), VMLINUX);
     }
-    let (name, _, _) = &exports[0];
+    let (name, _) = &exports[0];
     let good = symvers.get(name).unwrap().crc;
     let err = symvers.check_crc(name, good ^ 1, "patch.ko").unwrap_err();
     let msg = err.to_string();
@@ -294,56 +250,6 @@ fn resolves_c_start_of_fs_proc_consoles_c() {
         .resolve_in_unit(&unit, "no_such_function_xyz")
         .unwrap_err();
     assert!(err.to_string().contains("no_such_function_xyz"), "{err}");
-}
-
-/// For every occurrence of every local function name that `object` has more than once, a unit
-/// made of the code symbols around it resolves to that occurrence, or is refused as ambiguous;
-/// never to another one. Returns (resolved, refused).
-fn repeated_names_resolve_to_their_own_occurrence(
-    k: &KernelSymbols,
-    object: &str,
-) -> (usize, usize) {
-    let syms = k.symbols();
-    let (mut resolved, mut refused) = (0, 0);
-    for (name, _) in k.repeated_names(object, |s| s.kind == 't') {
-        for (p, &i) in k.occurrences(object, name).iter().enumerate() {
-            if syms[i].kind != 't' {
-                continue;
-            }
-            // A unit as its object file would list it: the code symbols around the occurrence.
-            let around = &syms[i.saturating_sub(3)..(i + 4).min(syms.len())];
-            let symbols = around
-                .iter()
-                .filter(|s| s.is_text())
-                .map(|s| s.name.clone())
-                .collect();
-            let tu = TranslationUnit {
-                source: format!("unit-of-{name}-{}", p + 1),
-                object: object.into(),
-                symbols,
-            };
-            match k.resolve_in_unit(&tu, name) {
-                Ok(r) => {
-                    assert_eq!(
-                        r.position,
-                        p + 1,
-                        "`{name}` #{} resolved to #{}",
-                        p + 1,
-                        r.position
-                    );
-                    resolved += 1;
-                }
-                Err(e @ Error::Ambiguous { .. }) => {
-                    if std::env::var_os("KPATCH_RS_SHOW_AMBIGUOUS").is_some() {
-                        eprintln!("{e}");
-                    }
-                    refused += 1
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
-    }
-    (resolved, refused)
 }
 
 #[test]
