@@ -82,7 +82,9 @@ pub enum BuildError {
     },
     #[error("{path}: {reason}")]
     Unsupported { path: PathBuf, reason: String },
-    #[error("target kernel: {0}")]
+    /// Its message names the package or file; `transparent` so that `{:#}` does not print it
+    /// twice (once here, once as the source).
+    #[error(transparent)]
     Target(#[from] kpatch_target::TargetError),
     #[error("interrupted")]
     Interrupted,

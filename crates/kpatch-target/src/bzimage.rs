@@ -22,6 +22,8 @@ pub enum Compression {
     Xz,
     Gzip,
     Zstd,
+    /// The lz4 legacy frame (`lz4 -l`), which Debian's cloud kernels use.
+    Lz4,
 }
 
 impl Compression {
@@ -32,6 +34,8 @@ impl Compression {
             Some(Compression::Gzip)
         } else if payload.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
             Some(Compression::Zstd)
+        } else if payload.starts_with(&LZ4_LEGACY_MAGIC) {
+            Some(Compression::Lz4)
         } else {
             None
         }
@@ -42,6 +46,7 @@ impl Compression {
             Compression::Xz => "xz",
             Compression::Gzip => "gzip",
             Compression::Zstd => "zstd",
+            Compression::Lz4 => "lz4",
         }
     }
 }
@@ -112,6 +117,10 @@ pub fn extract_vmlinux(path: &Path, data: &[u8]) -> Result<Vec<u8>, TargetError>
             out = zstd_cli(payload).map_err(fail)?;
             out.len()
         }
+        Compression::Lz4 => {
+            out = lz4_legacy(payload).map_err(fail)?;
+            out.len()
+        }
     };
     if !out.starts_with(b"\x7fELF") {
         return Err(fail("decompressed data is not an ELF file".into()));
@@ -140,6 +149,36 @@ fn xz_first_stream(data: &[u8]) -> Result<Vec<u8>, String> {
             _ => {}
         }
     }
+}
+
+/// `0x184c2102`, little-endian.
+const LZ4_LEGACY_MAGIC: [u8; 4] = [0x02, 0x21, 0x4c, 0x18];
+/// Every block of the legacy frame but the last decompresses to exactly this.
+const LZ4_LEGACY_BLOCK: usize = 8 << 20;
+
+/// Decodes an lz4 legacy frame: the magic, then blocks of `<u32 compressed size><lz4 block>`.
+/// It ends at the end of the data or at anything that is no block: the kernel build appends
+/// the uncompressed size (4 bytes), and the lz4 tool may start a new frame with the magic.
+fn lz4_legacy(data: &[u8]) -> Result<Vec<u8>, String> {
+    let mut at = LZ4_LEGACY_MAGIC.len();
+    let mut out = Vec::with_capacity(data.len() * 3);
+    let mut block = vec![0u8; LZ4_LEGACY_BLOCK];
+    while let Some(size) = data.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize) {
+        let Some(compressed) = data.get(at + 4..at + 4 + size).filter(|_| size > 0 && data[at..].len() > 4) else {
+            break;
+        };
+        if data[at..at + 4] == LZ4_LEGACY_MAGIC {
+            break;
+        }
+        let n = lz4_flex::block::decompress_into(compressed, &mut block)
+            .map_err(|e| format!("block at {at:#x} ({size} bytes): {e}"))?;
+        out.extend_from_slice(&block[..n]);
+        at += 4 + size;
+    }
+    if out.is_empty() {
+        return Err("no lz4 block after the legacy-frame magic".into());
+    }
+    Ok(out)
 }
 
 /// zstd payloads go through the `zstd` tool (xz is Debian's choice and is handled in-process).
@@ -240,6 +279,29 @@ mod tests {
         enc.write_all(&elf).unwrap();
         let img = bzimage(30, 8, &enc.finish().unwrap(), 0x20f);
         assert_eq!(extract_vmlinux(Path::new("v"), &img).unwrap(), elf);
+    }
+
+    /// An lz4 legacy frame of `data`, in blocks of at most `block` bytes.
+    fn lz4_legacy_frame(data: &[u8], block: usize) -> Vec<u8> {
+        let mut out = LZ4_LEGACY_MAGIC.to_vec();
+        for chunk in data.chunks(block) {
+            let c = lz4_flex::block::compress(chunk);
+            out.extend_from_slice(&(c.len() as u32).to_le_bytes());
+            out.extend_from_slice(&c);
+        }
+        out
+    }
+
+    #[test]
+    fn decompresses_lz4_legacy_payload_of_several_blocks_ignoring_trailing_size() {
+        let mut elf = fake_elf();
+        elf.extend((0..3 * LZ4_LEGACY_BLOCK / 2).map(|i| (i % 251) as u8));
+        let img = bzimage(30, 8, &lz4_legacy_frame(&elf, LZ4_LEGACY_BLOCK), 0x20f);
+        assert_eq!(extract_vmlinux(Path::new("v"), &img).unwrap(), elf);
+        let mut truncated = lz4_legacy_frame(&elf, LZ4_LEGACY_BLOCK);
+        truncated.truncate(40);
+        let err = extract_vmlinux(Path::new("vmlinuz-cloud"), &bzimage(30, 8, &truncated, 0x20f)).unwrap_err().to_string();
+        assert!(err.contains("vmlinuz-cloud") && err.contains("lz4"), "{err}");
     }
 
     #[test]
