@@ -46,6 +46,12 @@ pub trait Arch: Sync {
     fn is_memory_access(&self, _code: &[u8], _r_offset: u64) -> bool {
         false
     }
+    /// Whether the relocation at `r_offset` of `code` is the target of a direct call or jump
+    /// (`call foo`, `jmp foo`, `jcc foo`): the code branches to the symbol rather than taking its
+    /// address. Under IBT only a taken address needs the target's ENDBR.
+    fn is_direct_branch(&self, _code: &[u8], _r_offset: u64) -> bool {
+        false
+    }
     /// Byte offset of the end of the instruction that holds a relocation at `r_offset`, relative to
     /// `r_offset` (the `add_off` of a PC-relative reference), by decoding `code` from its start.
     fn pc_rel_bias(&self, code: &[u8], r_offset: u64) -> Option<i64> {

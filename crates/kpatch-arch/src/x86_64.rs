@@ -71,6 +71,24 @@ impl Arch for X86_64 {
         }
         false
     }
+    fn is_direct_branch(&self, code: &[u8], r_offset: u64) -> bool {
+        let mut d = Decoder::new(64, code, DecoderOptions::NONE);
+        let target = r_offset as usize;
+        while d.can_decode() {
+            let start = d.position();
+            let insn = d.decode();
+            if insn.is_invalid() {
+                return false;
+            }
+            if target >= start && target < start + insn.len() {
+                // call/jmp/jcc rel32: the one operand is a near branch target
+                let branch = insn.op_count() == 1 && insn.op0_kind() == iced_x86::OpKind::NearBranch64;
+                // and its displacement is the instruction's last 4 bytes
+                return branch && start + insn.len() - 4 == target;
+            }
+        }
+        false
+    }
     fn is_line_number_load(&self, insn: &[u8]) -> bool {
         // `mov $imm32, %edx` (0xba) or `mov $imm32, %esi` (0xbe): the line argument of WARN,
         // might_sleep and friends.
@@ -116,6 +134,23 @@ mod tests {
         assert!(!a.is_memory_access(&[0x48, 0x8d, 0x3d, 0, 0, 0, 0], 3));
         // mov 0x0(%rip),%rax: a load
         assert!(a.is_memory_access(&[0x48, 0x8b, 0x05, 0, 0, 0, 0], 3));
+    }
+
+    #[test]
+    fn direct_branches_are_told_from_taken_addresses() {
+        let a = X86_64;
+        // call rel32, jmp rel32 (a tail call), jne rel32: relocations at 1, 1, 2
+        assert!(a.is_direct_branch(&[0xe8, 0, 0, 0, 0], 1));
+        assert!(a.is_direct_branch(&[0xe9, 0, 0, 0, 0], 1));
+        assert!(a.is_direct_branch(&[0x0f, 0x85, 0, 0, 0, 0], 2));
+        // endbr64; call rel32 at 5
+        assert!(a.is_direct_branch(&[0xf3, 0x0f, 0x1e, 0xfa, 0xe8, 0, 0, 0, 0], 5));
+        // mov $func,%rdi and lea func(%rip),%rsi: the address is taken
+        assert!(!a.is_direct_branch(&[0x48, 0xc7, 0xc7, 0, 0, 0, 0], 3));
+        assert!(!a.is_direct_branch(&[0x48, 0x8d, 0x35, 0, 0, 0, 0], 3));
+        // call *func(%rip): an indirect call through memory is no direct branch
+        assert!(!a.is_direct_branch(&[0xff, 0x15, 0, 0, 0, 0], 2));
+        assert!(!a.is_direct_branch(&[0xe8, 0, 0, 0, 0], 40));
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub enum ModuleError {
     )]
     SpecialSectionKlp { tu: String, section: String, symbol: String, object: String },
 
+    #[error("{tu}: {site} takes the address of `{symbol}` ({object}), whose ENDBR the kernel seals at boot (IBT: nothing in {object} takes its address), so an indirect call to it would fault; call it directly, or take the address of a wrapper the patch defines")]
+    SealedFunctionAddress { tu: String, site: String, symbol: String, object: String },
+
     #[error("{tu}: code for vmlinux refers to `{symbol}`, which only module {object} defines")]
     VmlinuxUsesModuleSymbol { tu: String, symbol: String, object: String },
 
@@ -108,5 +111,11 @@ impl ModuleError {
     }
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         ModuleError::Io { path: path.into(), source }
+    }
+
+    /// The patch cannot be live-patched as written (exit status 2 of `build`), as opposed to a
+    /// failure of the tools or the target: the message says why and what to do instead.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ModuleError::SealedFunctionAddress { .. } | ModuleError::SpecialSectionKlp { .. } | ModuleError::VmlinuxUsesModuleSymbol { .. })
     }
 }

@@ -322,6 +322,17 @@ pub fn plan(inputs: Vec<TuInput>, resolver: &dyn SymbolResolver) -> Result<Plan,
                         })
                     }
                 };
+                let defined_in = match &res {
+                    Resolution::Export { object, .. } | Resolution::Klp { object, .. } => object.as_str(),
+                };
+                if resolver.is_sealed(defined_in, &sym.name) && takes_address(&diff, target, r.r_offset) {
+                    return Err(ModuleError::SealedFunctionAddress {
+                        tu: tu_name.clone(),
+                        site: site_name(&diff, target, r.r_offset),
+                        symbol: sym.name.clone(),
+                        object: defined_in.to_string(),
+                    });
+                }
                 match res {
                     Resolution::Export { object: exporter, crc, namespace } => {
                         if import_seen.insert(sym.name.clone()) {
@@ -387,6 +398,28 @@ pub fn plan(inputs: Vec<TuInput>, resolver: &dyn SymbolResolver) -> Result<Plan,
         return Err(ModuleError::NothingToPatch);
     }
     Ok(plan)
+}
+
+/// Whether the relocation at `r_offset` of section `target` takes the address of its symbol:
+/// anything in code but the operand of a direct call or jump, and any reference from data. The
+/// kernel's own tables (special sections) point into code for the kernel's use, not for
+/// indirect calls.
+fn takes_address(diff: &Object, target: kpatch_elf::SectionIndex, r_offset: u64) -> bool {
+    let sec = diff.section(target);
+    if sec.sh_flags & SHF_EXECINSTR != 0 {
+        let Some(arch) = kpatch_arch::for_machine(diff.header.e_machine) else { return true };
+        return !arch.is_direct_branch(&sec.data, r_offset);
+    }
+    !is_special_section(&sec.name)
+}
+
+/// `func+0x1a` for an offset inside a function (or object) of `target`, else `section+0x1a`.
+fn site_name(diff: &Object, target: kpatch_elf::SectionIndex, offset: u64) -> String {
+    diff.symbols_iter()
+        .filter(|(_, s)| s.section == Some(target) && !s.name.is_empty() && matches!(s.st_type(), STT_FUNC | STT_OBJECT))
+        .find(|(_, s)| s.st_value <= offset && offset < s.st_value + s.st_size.max(1))
+        .map(|(_, s)| format!("{}+{:#x}", s.name, offset - s.st_value))
+        .unwrap_or_else(|| format!("{}+{offset:#x}", diff.section(target).name))
 }
 
 /// Removes the entries of special section `section` (each with `per_entry` relocations) whose

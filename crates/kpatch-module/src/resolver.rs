@@ -9,6 +9,7 @@ use crate::names::VMLINUX;
 use kpatch_elf::consts::*;
 use kpatch_elf::Object;
 use kpatch_symbols::{KernelSymbols, Symvers, TranslationUnit};
+use std::collections::HashSet;
 
 /// The translation unit a question is asked for.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +56,12 @@ pub trait SymbolResolver {
 
     /// The `old_sympos` of function `name`, which `tu` defines and the patch replaces.
     fn function_sympos(&self, tu: &TuContext<'_>, name: &str) -> Result<u64, ResolveError>;
+
+    /// Whether `object`'s function `name` has its ENDBR sealed at boot (IBT): the kernel found no
+    /// taken address of it, so an indirect call to it faults.
+    fn is_sealed(&self, _object: &str, _name: &str) -> bool {
+        false
+    }
 }
 
 /// The names of the functions and data objects an object defines (for sympos disambiguation).
@@ -79,11 +86,27 @@ pub struct KernelResolver {
     /// The target checks symbol CRCs (`CONFIG_MODVERSIONS`); without it `Module.symvers` holds
     /// zeros and modules carry no `__versions`.
     pub modversions: bool,
+    /// `(object, name)` of the functions whose ENDBR the kernel seals at boot (IBT). A name is
+    /// in it when any function of that name in the object is sealed: for the rare repeated local
+    /// name this errs on the side of refusing.
+    pub sealed: HashSet<(String, String)>,
 }
 
 impl KernelResolver {
     pub fn new(symbols: KernelSymbols, symvers: Symvers) -> Self {
-        KernelResolver { symbols, symvers, modversions: true }
+        KernelResolver { symbols, symvers, modversions: true, sealed: HashSet::new() }
+    }
+
+    /// Marks the functions of `object` that start at one of `addresses` (the sealed ENDBRs of
+    /// `.ibt_endbr_seal`, see `kpatch_symbols::sealed_endbr_addresses`) as sealed.
+    pub fn with_sealed(mut self, object: &str, addresses: &[u64]) -> Self {
+        let set: HashSet<u64> = addresses.iter().copied().collect();
+        for s in self.symbols.symbols() {
+            if s.object == object && s.is_text() && set.contains(&s.address) {
+                self.sealed.insert((object.to_string(), s.name.clone()));
+            }
+        }
+        self
     }
 
     /// A resolver for a target built without `CONFIG_MODVERSIONS`: exports carry no CRC.
@@ -160,6 +183,10 @@ impl SymbolResolver for KernelResolver {
     fn function_sympos(&self, tu: &TuContext<'_>, name: &str) -> Result<u64, ResolveError> {
         let r = self.symbols.resolve_in_unit(&Self::unit(tu), name).map_err(|e| Self::err(tu.object, e))?;
         Ok(r.sympos as u64)
+    }
+
+    fn is_sealed(&self, object: &str, name: &str) -> bool {
+        self.sealed.contains(&(object.to_string(), name.to_string()))
     }
 }
 

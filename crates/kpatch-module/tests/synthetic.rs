@@ -12,6 +12,7 @@ use std::process::{Command, Output};
 const R_X86_64_64: u32 = 1;
 const R_X86_64_PC32: u32 = 2;
 const R_X86_64_PLT32: u32 = 4;
+const R_X86_64_32S: u32 = 11;
 
 /// A small relocatable object under construction.
 struct Builder {
@@ -115,6 +116,7 @@ fn cmdline_diff() -> Object {
 struct FakeResolver {
     symbols: HashMap<(String, bool), Resolution>,
     functions: HashMap<String, u64>,
+    sealed: Vec<String>,
 }
 
 impl FakeResolver {
@@ -139,6 +141,60 @@ impl SymbolResolver for FakeResolver {
     fn function_sympos(&self, tu: &TuContext<'_>, name: &str) -> Result<u64, ResolveError> {
         self.functions.get(name).copied().ok_or_else(|| ResolveError { object: tu.object.into(), reason: "absent".into() })
     }
+    fn is_sealed(&self, object: &str, name: &str) -> bool {
+        object == "vmlinux" && self.sealed.iter().any(|s| s == name)
+    }
+}
+
+/// cmdline_proc_show's code: `call sealed_fn` at 0, then `mov $sealed_fn,%rdi` at 5 when
+/// `take_address`; and, with `in_data`, a new ops table in .data holding its address.
+fn ibt_diff(take_address: bool, in_data: bool) -> Object {
+    let mut b = Builder::new();
+    let text = b.text("cmdline_proc_show", STB_GLOBAL);
+    let code = [0xe8, 0, 0, 0, 0, 0x48, 0xc7, 0xc7, 0, 0, 0, 0];
+    b.o.sections[text.0].data[..code.len()].copy_from_slice(&code);
+    b.undef("sealed_fn", STB_GLOBAL, STT_FUNC);
+    let mut relas = vec![(1, R_X86_64_PLT32, "sealed_fn")];
+    if take_address {
+        relas.push((8, R_X86_64_32S, "sealed_fn"));
+    }
+    b.relas(text, &relas);
+    if in_data {
+        let data = b.section(".data.my_ops", SHF_ALLOC | SHF_WRITE, 8);
+        let mut ops = Symbol::new("my_ops", STB_LOCAL, STT_OBJECT);
+        ops.section = Some(data);
+        ops.st_size = 8;
+        b.o.add_symbol(ops);
+        b.relas(data, &[(0, R_X86_64_64, "sealed_fn")]);
+    }
+    b.finish()
+}
+
+fn ibt_resolver() -> FakeResolver {
+    let mut r = FakeResolver::default();
+    r.symbols.insert(("sealed_fn".into(), false), Resolution::Klp { object: "vmlinux".into(), sympos: 0 });
+    r.functions.insert("cmdline_proc_show".into(), 0);
+    r.sealed.push("sealed_fn".into());
+    r
+}
+
+#[test]
+fn ibt_taking_the_address_of_a_sealed_function_is_refused_naming_the_site() {
+    let call_only = plan(vec![tu("fs/proc/cmdline.o", "vmlinux", ibt_diff(false, false), &["cmdline_proc_show"])], &ibt_resolver());
+    assert!(call_only.is_ok(), "a direct call needs no ENDBR: {:?}", call_only.err());
+
+    let e = plan(vec![tu("fs/proc/cmdline.o", "vmlinux", ibt_diff(true, false), &["cmdline_proc_show"])], &ibt_resolver()).unwrap_err();
+    assert!(e.is_refusal(), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("cmdline_proc_show+0x8") && msg.contains("`sealed_fn` (vmlinux)") && msg.contains("seals at boot"), "{msg}");
+
+    let e = plan(vec![tu("fs/proc/cmdline.o", "vmlinux", ibt_diff(false, true), &["cmdline_proc_show"])], &ibt_resolver()).unwrap_err();
+    assert!(e.to_string().contains("my_ops+0x0"), "{e}");
+
+    // The same code against a kernel that does not seal it (no IBT, or its address is taken).
+    let mut unsealed = ibt_resolver();
+    unsealed.sealed.clear();
+    assert!(plan(vec![tu("fs/proc/cmdline.o", "vmlinux", ibt_diff(true, true), &["cmdline_proc_show"])], &unsealed).is_ok());
 }
 
 fn tu(name: &str, object: &str, diff: Object, changed: &[&str]) -> TuInput {
