@@ -153,7 +153,7 @@ impl Initramfs {
 
 /// A module file's name without its `.ko[.xz|.gz]` suffix, and its ELF content
 /// (decompressed).
-pub(crate) fn read_module(host: &Path) -> Result<(String, Vec<u8>), GuestError> {
+pub fn read_module(host: &Path) -> Result<(String, Vec<u8>), GuestError> {
     let name = host.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let raw = std::fs::read(host).map_err(|e| GuestError::io(host, e))?;
     let decompress = |format: &'static str, r: &mut dyn Read| {

@@ -3,7 +3,7 @@
 //! Debian's image package ships no `modules.dep` (depmod runs at install time), so the
 //! dependencies come from each module's `.modinfo` `depends=` entry.
 
-use crate::cpio::read_module;
+pub use crate::cpio::read_module;
 use crate::{GuestError, Initramfs};
 use object::{Object, ObjectSection};
 use std::collections::HashMap;

@@ -17,6 +17,7 @@ mod align;
 mod elf_file;
 pub mod elf_symtab;
 mod error;
+pub mod ibt;
 mod image;
 pub mod kallsyms_table;
 pub mod klp;
@@ -28,6 +29,7 @@ pub mod symvers;
 
 pub use elf_symtab::{parse_module, parse_vmlinux, read_vmlinux};
 pub use error::{Candidate, Error};
+pub use ibt::{sealed_endbr_addresses, sealed_module_functions};
 pub use image::{parse_kernel_image, read_kernel_image};
 pub use kallsyms_table::{parse_kallsyms_image, read_kallsyms_image, KallsymsTable};
 pub use model::{KernelSymbol, KernelSymbols, VMLINUX};

@@ -186,22 +186,30 @@ fn combined_patch(args: &Args, work: &Path) -> anyhow::Result<(PathBuf, String)>
     Ok((path, sha))
 }
 
-fn symbols_for(target: &Target, objects: &[String]) -> anyhow::Result<kpatch_symbols::KernelSymbols> {
-    let vmlinux = kpatch_symbols::read_kernel_image(&target.symbols_image)?;
+/// The target's symbols for the objects a patch changes (vmlinux, and each module's own
+/// symtab), and the functions each seals at boot under IBT (`(object, name)`).
+fn symbols_for(target: &Target, objects: &[String]) -> anyhow::Result<(kpatch_symbols::KernelSymbols, Vec<u64>, Vec<(String, String)>)> {
+    let image = std::fs::read(&target.symbols_image).with_context(|| format!("reading {}", target.symbols_image.display()))?;
+    let file = target.symbols_image.display().to_string();
+    let vmlinux = kpatch_symbols::parse_kernel_image(&image, &file)?;
+    let vmlinux_sealed = kpatch_symbols::sealed_endbr_addresses(&image, &file)?;
     let modules: Vec<&String> = objects.iter().filter(|o| o.as_str() != "vmlinux").collect();
     if modules.is_empty() {
-        return Ok(vmlinux);
+        return Ok((vmlinux, vmlinux_sealed, Vec::new()));
     }
     let dir = target.modules_dir.as_ref().context("the patch changes a loadable module, but the target's modules are unknown")?;
     let index = kpatch_guest::kmod::index_modules(dir)?;
     let mut all: Vec<kpatch_symbols::KernelSymbol> = vmlinux.symbols().to_vec();
+    let mut sealed = Vec::new();
     for m in modules {
         let canon = kpatch_guest::kmod::canonical_name(m);
         let ko = index.get(&canon).with_context(|| format!("module {m} is not in {}", dir.display()))?;
-        let data = std::fs::read(ko).with_context(|| format!("reading {}", ko.display()))?;
-        all.extend(kpatch_symbols::parse_module(&data, &ko.display().to_string(), &canon)?.symbols().iter().cloned());
+        let (_, data) = kpatch_guest::kmod::read_module(ko)?;
+        let file = ko.display().to_string();
+        all.extend(kpatch_symbols::parse_module(&data, &file, &canon)?.symbols().iter().cloned());
+        sealed.extend(kpatch_symbols::sealed_module_functions(&data, &file)?.into_iter().map(|f| (canon.clone(), f)));
     }
-    Ok(kpatch_symbols::KernelSymbols::new(vmlinux.source.clone(), all))
+    Ok((kpatch_symbols::KernelSymbols::new(vmlinux.source.clone(), all), vmlinux_sealed, sealed))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -304,9 +312,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut objects: Vec<String> = tus.iter().map(|t| t.object.clone()).collect();
     objects.sort();
     objects.dedup();
-    let symbols = symbols_for(&target, &objects)?;
+    let (symbols, vmlinux_sealed, module_sealed) = symbols_for(&target, &objects)?;
     let symvers = kpatch_symbols::Symvers::from_path(&target.symvers)?;
-    let mut resolver = KernelResolver::new(symbols, symvers);
+    let mut resolver = KernelResolver::new(symbols, symvers).with_sealed("vmlinux", &vmlinux_sealed);
+    resolver.sealed.extend(module_sealed);
     if target.tree.config.get("CONFIG_MODVERSIONS") != Some("y") {
         resolver = resolver.without_modversions();
     }
@@ -323,7 +332,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         work_dir: args.debug.then(|| work.join("module")),
     };
     p.stage(format!("building livepatch-{name}.ko"));
-    let mut module = kpatch_module::build_module(&mopts, tus, &resolver, &kpatch_module::SystemRunner)?;
+    let mut module = match kpatch_module::build_module(&mopts, tus, &resolver, &kpatch_module::SystemRunner) {
+        Ok(m) => m,
+        Err(e) if e.is_refusal() => {
+            eprintln!("kpatch-rs: the patch cannot be live-patched:\n{e}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e.into()),
+    };
     for note in &module.plan.notes {
         p.warn(note);
     }
