@@ -39,8 +39,14 @@ pub struct FakeTask {
     pub blocks_target: i32,
     /// `/proc/<pid>/task/<tid>/stack`; `None` makes the file unreadable.
     pub stack: Option<String>,
+    /// Its cgroup v2 path (`/` is the root), as `/proc/<pid>/cgroup` shows it.
+    pub cgroup: String,
+    /// In uninterruptible sleep (`D`): neither a signal nor the cgroup freezer stops it.
+    pub uninterruptible: bool,
     state: i32,
     stopped: bool,
+    /// Frozen by the cgroup freezer.
+    frozen: bool,
 }
 
 impl FakeTask {
@@ -53,8 +59,11 @@ impl FakeTask {
             stuck: Stuck::No,
             blocks_target: 1,
             stack: Some("[<0>] do_syscall_64+0x5b/0x80\n".into()),
+            cgroup: "/".into(),
+            uninterruptible: false,
             state: -1,
             stopped: false,
+            frozen: false,
         }
     }
 
@@ -83,6 +92,24 @@ impl FakeTask {
         self.pid = pid;
         self
     }
+
+    /// Put it in cgroup `path` (created with the task; `/` is the root).
+    pub fn in_cgroup(mut self, path: &str) -> Self {
+        self.cgroup = path.into();
+        self
+    }
+
+    /// In uninterruptible sleep (`D`): it cannot be stopped or frozen.
+    pub fn uninterruptible(mut self) -> Self {
+        self.uninterruptible = true;
+        self
+    }
+
+    /// Parked at the kernel boundary by SIGSTOP or the freezer: its stack holds no patched
+    /// function, so an interruptible sleeper there can be switched.
+    fn parked(&self) -> bool {
+        (self.stopped || self.frozen) && !self.uninterruptible
+    }
 }
 
 #[derive(Debug)]
@@ -103,6 +130,7 @@ struct State {
     modules: Vec<String>,
     calls: Vec<String>,
     log: Vec<String>,
+    cgroup2: bool,
 }
 
 /// The simulated kernel. See the module documentation.
@@ -131,6 +159,7 @@ impl FakeKernel {
                 modules: Vec::new(),
                 calls: Vec::new(),
                 log: Vec::new(),
+                cgroup2: false,
             }),
         };
         std::fs::create_dir_all(k.path(LIVEPATCH_DIR))?;
@@ -181,7 +210,146 @@ impl FakeKernel {
     pub fn add_task(&self, t: FakeTask) -> io::Result<()> {
         let tid = t.tid;
         self.st.borrow_mut().tasks.insert(tid, t);
-        self.sync_task(tid)
+        self.sync_task(tid)?;
+        self.sync_cgroups()
+    }
+
+    /// Mount a cgroup v2 hierarchy at /sys/fs/cgroup (the root and every task's cgroup).
+    pub fn mount_cgroup2(&self) -> io::Result<()> {
+        self.st.borrow_mut().cgroup2 = true;
+        self.sync_cgroups()
+    }
+
+    /// Sends `sig` to the tasks of process `pid`; returns their tids (none: no such process).
+    fn signal(&self, pid: i32, sig: Sig) -> Vec<i32> {
+        let mut st = self.st.borrow_mut();
+        st.calls
+            .push(format!("kill {pid} {}", format!("{sig:?}").to_uppercase()));
+        let mut tids = Vec::new();
+        for t in st.tasks.values_mut().filter(|t| t.pid == pid) {
+            tids.push(t.tid);
+            if t.kthread {
+                continue; // kernel threads ignore signals
+            }
+            match sig {
+                // Delivered when it wakes, which the simulation never lets happen.
+                Sig::Stop if t.uninterruptible => {}
+                Sig::Stop => t.stopped = true,
+                Sig::Cont => {
+                    if t.stopped && t.stuck == Stuck::UntilStopCont {
+                        t.stuck = Stuck::No;
+                    }
+                    t.stopped = false;
+                }
+            }
+        }
+        tids
+    }
+
+
+    /// A write to `cgroup.freeze` or `cgroup.procs` of the cgroup at `rel` (under the root).
+    fn cgroup_write(&self, rel: &Path, data: &str) -> io::Result<()> {
+        let file = rel.file_name().and_then(|f| f.to_str()).unwrap_or("");
+        let cg = format!("/{}", rel.parent().unwrap_or(Path::new("")).display());
+        if !self.cgroup_dir(&cg).is_dir() {
+            return Err(io::Error::from_raw_os_error(Errno::ENOENT as i32));
+        }
+        match file {
+            "cgroup.freeze" if cg != "/" => std::fs::write(self.cgroup_dir(&cg).join(file), data)?,
+            "cgroup.procs" => {
+                let pid: i32 = data.trim().parse().map_err(|_| io::Error::from_raw_os_error(Errno::EINVAL as i32))?;
+                let mut st = self.st.borrow_mut();
+                let mut found = false;
+                for t in st.tasks.values_mut().filter(|t| t.pid == pid) {
+                    t.cgroup = cg.clone();
+                    found = true;
+                }
+                if !found {
+                    return Err(io::Error::from_raw_os_error(Errno::ESRCH as i32));
+                }
+                let tids: Vec<i32> = st.tasks.values().filter(|t| t.pid == pid).map(|t| t.tid).collect();
+                drop(st);
+                for tid in tids {
+                    self.sync_task(tid)?;
+                }
+            }
+            _ => return Err(io::Error::from_raw_os_error(Errno::EACCES as i32)),
+        }
+        self.sync_cgroups()?;
+        let tids: Vec<i32> = self.st.borrow().tasks.keys().copied().collect();
+        for tid in tids {
+            self.sync_task(tid)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a task is frozen by the cgroup freezer.
+    pub fn is_frozen(&self, tid: i32) -> bool {
+        self.st.borrow().tasks.get(&tid).is_some_and(|t| t.frozen)
+    }
+
+    fn cgroup_dir(&self, cg: &str) -> PathBuf {
+        self.path(Path::new(crate::freeze::CGROUP_ROOT).join(cg.trim_start_matches('/')))
+    }
+
+    /// Rewrites every cgroup's `cgroup.procs` and `cgroup.events` from the tasks, and the
+    /// freezer state of each task from the `cgroup.freeze` files of its cgroup and ancestors.
+    fn sync_cgroups(&self) -> io::Result<()> {
+        if !self.st.borrow().cgroup2 {
+            return Ok(());
+        }
+        let root = self.cgroup_dir("/");
+        std::fs::create_dir_all(&root)?;
+        let cgroups: Vec<String> = self.st.borrow().tasks.values().map(|t| t.cgroup.clone()).collect();
+        for cg in &cgroups {
+            let d = self.cgroup_dir(cg);
+            std::fs::create_dir_all(&d)?;
+            if cg != "/" && !d.join("cgroup.freeze").exists() {
+                std::fs::write(d.join("cgroup.freeze"), "0\n")?;
+            }
+        }
+        // Every directory under the root is a cgroup.
+        let mut dirs = vec![root.clone()];
+        let mut i = 0;
+        while i < dirs.len() {
+            for e in std::fs::read_dir(&dirs[i])?.flatten() {
+                if e.path().is_dir() {
+                    dirs.push(e.path());
+                }
+            }
+            i += 1;
+        }
+        let rel = |d: &Path| format!("/{}", d.strip_prefix(&root).unwrap_or(Path::new("")).display());
+        let freezing = |cg: &str| {
+            let mut p = self.cgroup_dir(cg);
+            loop {
+                if std::fs::read_to_string(p.join("cgroup.freeze")).is_ok_and(|v| v.trim() == "1") {
+                    return true;
+                }
+                if p == root || !p.pop() {
+                    return false;
+                }
+            }
+        };
+        {
+            let mut st = self.st.borrow_mut();
+            for t in st.tasks.values_mut() {
+                t.frozen = freezing(&t.cgroup) && !t.kthread && !t.uninterruptible;
+            }
+        }
+        for d in &dirs {
+            let me = rel(d);
+            let st = self.st.borrow();
+            let procs: String = st.tasks.values().filter(|t| t.cgroup == me && t.pid == t.tid).map(|t| format!("{}\n", t.pid)).collect();
+            std::fs::write(d.join("cgroup.procs"), procs)?;
+            if *d != root {
+                let below: Vec<&FakeTask> = st.tasks.values().filter(|t| Path::new(&t.cgroup).starts_with(&me)).collect();
+                let populated = !below.is_empty();
+                let frozen = freezing(&me) && below.iter().all(|t| t.frozen);
+                std::fs::write(d.join("cgroup.events"), format!("populated {}\nfrozen {}\n", u8::from(populated), u8::from(frozen)))?;
+            }
+        }
+        Ok(())
     }
 
     /// Make a task exit.
@@ -239,10 +407,18 @@ impl FakeKernel {
         let ppid = if t.kthread { 2 } else { 1 };
         std::fs::write(dir.join("patch_state"), format!("{}\n", t.state))?;
         std::fs::write(dir.join("comm"), format!("{}\n", t.comm))?;
+        let letter = if t.uninterruptible {
+            'D'
+        } else if t.stopped {
+            'T'
+        } else {
+            'S'
+        };
         std::fs::write(
             dir.join("stat"),
-            format!("{} ({}) S {ppid} 0 0 0 -1 {flags} 0 0 0 0\n", t.tid, t.comm),
+            format!("{} ({}) {letter} {ppid} 0 0 0 -1 {flags} 0 0 0 0\n", t.tid, t.comm),
         )?;
+        std::fs::write(dir.join("cgroup"), format!("0::{}\n", t.cgroup))?;
         let stack = dir.join("stack");
         match &t.stack {
             Some(s) => std::fs::write(&stack, s)?,
@@ -252,7 +428,7 @@ impl FakeKernel {
         }
         if t.pid == t.tid {
             let pdir = self.path(format!("/proc/{}", t.pid));
-            for f in ["patch_state", "comm", "stat"] {
+            for f in ["patch_state", "comm", "stat", "cgroup"] {
                 std::fs::copy(dir.join(f), pdir.join(f))?;
             }
         }
@@ -319,7 +495,8 @@ impl FakeKernel {
                 if t.state == target {
                     continue;
                 }
-                let blocked = t.blocks_target == target && t.stuck != Stuck::No;
+                let interruptible = matches!(t.stuck, Stuck::UntilSignal | Stuck::UntilStopCont);
+                let blocked = t.blocks_target == target && t.stuck != Stuck::No && !(interruptible && t.parked());
                 if blocked {
                     if let Stuck::Ticks(n) = t.stuck {
                         t.stuck = if n <= 1 {
@@ -442,6 +619,11 @@ impl FakeKernel {
     }
 
     fn do_write(&self, path: &Path, data: &str) -> io::Result<()> {
+        if let Ok(rel) = path.strip_prefix(crate::freeze::CGROUP_ROOT) {
+            if self.st.borrow().cgroup2 {
+                return self.cgroup_write(rel, data);
+            }
+        }
         let rel = path.strip_prefix(LIVEPATCH_DIR).ok();
         let parts: Vec<String> = rel
             .map(|r| r.iter().map(|c| c.to_string_lossy().into_owned()).collect())
@@ -559,30 +741,40 @@ impl Kernel for FakeKernel {
     }
 
     fn kill(&self, pid: i32, sig: Sig) -> Result<(), Errno> {
-        let mut st = self.st.borrow_mut();
-        st.calls
-            .push(format!("kill {pid} {}", format!("{sig:?}").to_uppercase()));
-        let mut found = false;
-        for t in st.tasks.values_mut().filter(|t| t.pid == pid) {
-            found = true;
-            if t.kthread {
-                continue; // kernel threads ignore signals
-            }
-            match sig {
-                Sig::Stop => t.stopped = true,
-                Sig::Cont => {
-                    if t.stopped && t.stuck == Stuck::UntilStopCont {
-                        t.stuck = Stuck::No;
-                    }
-                    t.stopped = false;
-                }
-            }
+        let tids = self.signal(pid, sig);
+        for &tid in &tids {
+            self.sync_task(tid).map_err(eio)?;
         }
-        if found {
-            Ok(())
-        } else {
+        if tids.is_empty() {
             Err(Errno::ESRCH)
+        } else {
+            Ok(())
         }
+    }
+
+    fn mkdir(&self, path: &Path) -> io::Result<()> {
+        self.st.borrow_mut().calls.push(format!("mkdir {}", path.display()));
+        std::fs::create_dir(self.path(path))?;
+        if path.starts_with(crate::freeze::CGROUP_ROOT) {
+            std::fs::write(self.path(path).join("cgroup.freeze"), "0\n")?;
+            self.sync_cgroups()?;
+        }
+        Ok(())
+    }
+
+    fn rmdir(&self, path: &Path) -> io::Result<()> {
+        self.st.borrow_mut().calls.push(format!("rmdir {}", path.display()));
+        let d = self.path(path);
+        if path.starts_with(crate::freeze::CGROUP_ROOT) {
+            let me = format!("/{}", path.strip_prefix(crate::freeze::CGROUP_ROOT).unwrap_or(path).display());
+            if self.st.borrow().tasks.values().any(|t| t.cgroup == me) {
+                return Err(io::Error::from_raw_os_error(Errno::EBUSY as i32));
+            }
+            for f in ["cgroup.freeze", "cgroup.procs", "cgroup.events"] {
+                let _ = std::fs::remove_file(d.join(f));
+            }
+        }
+        std::fs::remove_dir(d)
     }
 
     fn kernel_log(&self) -> io::Result<Vec<(u64, String)>> {

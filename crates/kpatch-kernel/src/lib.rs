@@ -7,6 +7,7 @@
 
 mod error;
 pub mod fake;
+pub mod freeze;
 pub mod modinfo;
 pub mod ops;
 pub mod patches;

@@ -1,6 +1,7 @@
 //! Load and unload procedures that always end in a known kernel state.
 
 use crate::error::KernelError;
+use crate::freeze::{self, FreezeAction, FreezeError, FreezeLog, FreezeMode, FreezeOptions, Frozen, Unfrozen};
 use crate::modinfo::ModuleFile;
 use crate::patches::{
     check_livepatch, is_enabled, is_livepatch_module, module_loaded, patch_dir, transition_patch,
@@ -23,6 +24,11 @@ pub struct Options {
     pub revert: WatchPolicy,
     /// How long to wait for the kernel to release the module before `delete_module` gives up.
     pub remove_wait: Duration,
+    /// The consistency model: lazy (the kernel's), freeze all user space, or freeze the
+    /// blockers after `watch.wait`.
+    pub freeze: FreezeMode,
+    /// How to freeze; its `timeout` bounds the whole pause (freezing plus switching).
+    pub freeze_opts: FreezeOptions,
 }
 
 impl Default for Options {
@@ -36,8 +42,60 @@ impl Default for Options {
                 ..WatchPolicy::default()
             },
             remove_wait: Duration::from_secs(15),
+            freeze: FreezeMode::Lazy,
+            freeze_opts: FreezeOptions::default(),
         }
     }
+}
+
+/// Hands an observer the freeze actions (see [`crate::watch::Observer::freeze_action`]).
+struct ObserverLog<'a>(&'a mut dyn Observer);
+impl FreezeLog for ObserverLog<'_> {
+    fn record(&mut self, action: &FreezeAction) {
+        self.0.freeze_action(action);
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+/// Freezes user space (or, with `only`, just those tasks), announcing it.
+fn freeze_now(k: &dyn Kernel, opts: &Options, only: Option<&[i32]>, obs: &mut dyn Observer) -> Result<Frozen, FreezeError> {
+    let f = match only {
+        None => freeze::freeze(k, &opts.freeze_opts, &mut ObserverLog(obs))?,
+        Some(pids) => freeze::freeze_tasks(k, pids, &opts.freeze_opts, &mut ObserverLog(obs))?,
+    };
+    obs.event(&Event::Frozen {
+        tasks: f.tasks,
+        cgroups: f.cgroups.len(),
+        stopped: f.stopped.len(),
+        elapsed_ms: ms(f.frozen_at.saturating_sub(f.started)),
+    });
+    Ok(f)
+}
+
+/// The user tasks still on the other side of a transition towards `target`.
+fn user_blockers(k: &dyn Kernel, target: i32) -> Vec<Blocker> {
+    crate::tasks::find_blockers(k, target, true).into_iter().filter(|b| !b.kthread).collect()
+}
+
+/// With user space frozen, waits until every user task has switched towards `target` (or the
+/// freeze's time is up), then thaws. Returns the user tasks that had not switched.
+fn switch_and_thaw(k: &dyn Kernel, frozen: &Frozen, target: i32, opts: &Options, obs: &mut dyn Observer) -> Vec<Blocker> {
+    let deadline = frozen.started + opts.freeze_opts.timeout;
+    let left = loop {
+        // Only the frozen/stopped ones are waited for: a blocker outside (e.g. a task that is
+        // exempt) cannot be helped by the freeze.
+        let left = user_blockers(k, target);
+        if left.is_empty() || k.now() >= deadline {
+            break left;
+        }
+        k.sleep(opts.freeze_opts.poll);
+    };
+    let errors = freeze::thaw(k, frozen);
+    obs.event(&Event::Thawed { paused_ms: ms(k.now().saturating_sub(frozen.started)), switched: left.is_empty(), errors });
+    left
 }
 
 /// How a load or unload ended. Every variant names the state the kernel is left in.
@@ -58,6 +116,13 @@ pub enum Outcome {
         patch: String,
         blockers: Vec<Blocker>,
         reverse_blockers: Vec<Blocker>,
+    },
+    /// `--freeze`: user space did not freeze in time (a task in uninterruptible sleep, say), so
+    /// it was thawed and nothing was changed: the kernel is as before the command.
+    NotFrozen {
+        patch: String,
+        reason: String,
+        unfrozen: Vec<Unfrozen>,
     },
 }
 
@@ -166,6 +231,13 @@ pub fn load(
         remove_module(k, &name, opts.remove_wait, obs)?;
     }
     let file = image_file(module)?;
+    let frozen = match opts.freeze {
+        FreezeMode::All => match freeze_now(k, opts, None, obs) {
+            Ok(f) => Some(f),
+            Err(e) => return Ok(not_frozen(name, e)),
+        },
+        _ => None,
+    };
     obs.event(&Event::Loading {
         patch: name.clone(),
     });
@@ -173,9 +245,21 @@ pub fn load(
         .kernel_log()
         .ok()
         .and_then(|l| l.last().map(|(seq, _)| *seq));
-    k.finit_module(&file, &opts.params)
-        .map_err(|e| finit_error(k, &name, e, log_after))?;
-    match watch_transition(k, &name, &opts.watch, obs)? {
+    if let Err(e) = k.finit_module(&file, &opts.params) {
+        if let Some(f) = &frozen {
+            let errors = freeze::thaw(k, f);
+            obs.event(&Event::Thawed { paused_ms: ms(k.now().saturating_sub(f.started)), switched: false, errors });
+        }
+        return Err(finit_error(k, &name, e, log_after));
+    }
+    if let Some(f) = &frozen {
+        let left = switch_and_thaw(k, f, 1, opts, obs);
+        if !left.is_empty() {
+            obs.event(&Event::Reverting { patch: name.clone(), blockers: left.clone(), interrupted: false });
+            return revert(k, &name, "0", left, false, opts, obs, true);
+        }
+    }
+    match watch_lazily_or_freeze_blockers(k, &name, 1, opts, obs)? {
         WatchOutcome::Complete { elapsed } => {
             // Someone may have disabled the patch meanwhile (`echo 0 > enabled`).
             if !k.exists(&patch_dir(&name)) {
@@ -235,10 +319,30 @@ pub fn unload(
         }
     }
     if is_enabled(k, name)? {
+        let frozen = match opts.freeze {
+            FreezeMode::All => match freeze_now(k, opts, None, obs) {
+                Ok(f) => Some(f),
+                Err(e) => return Ok(not_frozen(name.into(), e)),
+            },
+            _ => None,
+        };
         obs.event(&Event::Disabling { patch: name.into() });
-        write_enabled(k, name, "0")?;
+        if let Err(e) = write_enabled(k, name, "0") {
+            if let Some(f) = &frozen {
+                let errors = freeze::thaw(k, f);
+                obs.event(&Event::Thawed { paused_ms: ms(k.now().saturating_sub(f.started)), switched: false, errors });
+            }
+            return Err(e);
+        }
+        if let Some(f) = &frozen {
+            let left = switch_and_thaw(k, f, 0, opts, obs);
+            if !left.is_empty() {
+                obs.event(&Event::Reverting { patch: name.into(), blockers: left.clone(), interrupted: false });
+                return revert(k, name, "1", left, false, opts, obs, false);
+            }
+        }
     }
-    match watch_transition(k, name, &opts.watch, obs)? {
+    match watch_lazily_or_freeze_blockers(k, name, 0, opts, obs)? {
         WatchOutcome::Complete { elapsed } => {
             remove_module(k, name, opts.remove_wait, obs)?;
             Ok(Outcome::Done {
@@ -259,6 +363,46 @@ pub fn unload(
             revert(k, name, "1", blockers, interrupted, opts, obs, false)
         }
     }
+}
+
+fn not_frozen(patch: String, e: FreezeError) -> Outcome {
+    let unfrozen = match &e {
+        FreezeError::Timeout { unfrozen, .. } => unfrozen.clone(),
+        FreezeError::Failed { .. } => Vec::new(),
+    };
+    Outcome::NotFrozen { patch, reason: e.to_string(), unfrozen }
+}
+
+/// Watches the transition of `name` towards `target` as `opts.watch` says; with
+/// [`FreezeMode::Blockers`], once `watch.wait` has passed, freezes the user tasks that still
+/// block, lets them switch, thaws them, and watches on (signalling what is left, kernel
+/// threads, as the policy says).
+fn watch_lazily_or_freeze_blockers(k: &dyn Kernel, name: &str, target: i32, opts: &Options, obs: &mut dyn Observer) -> Result<WatchOutcome, KernelError> {
+    if opts.freeze != FreezeMode::Blockers {
+        return watch_transition(k, name, &opts.watch, obs);
+    }
+    let first = WatchPolicy { signal: false, ..opts.watch.clone() };
+    match watch_transition(k, name, &first, obs)? {
+        WatchOutcome::Stalled { interrupted: false, .. } => {}
+        other => return Ok(other),
+    }
+    let pids: Vec<i32> = {
+        let mut p: Vec<i32> = user_blockers(k, target).iter().map(|b| b.pid).collect();
+        p.sort_unstable();
+        p.dedup();
+        p
+    };
+    if !pids.is_empty() {
+        match freeze_now(k, opts, Some(&pids), obs) {
+            Ok(f) => {
+                switch_and_thaw(k, &f, target, opts, obs);
+            }
+            // A blocker that cannot be stopped (uninterruptible sleep) is left to the signals.
+            Err(e) => obs.event(&Event::Thawed { paused_ms: 0, switched: false, errors: vec![e.to_string()] }),
+        }
+    }
+    let rest = WatchPolicy { wait: Duration::ZERO, ..opts.watch.clone() };
+    watch_transition(k, name, &rest, obs)
 }
 
 fn write_enabled(k: &dyn Kernel, name: &str, value: &str) -> Result<(), KernelError> {

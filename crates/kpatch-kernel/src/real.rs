@@ -58,6 +58,14 @@ impl Kernel for RealKernel {
         path.exists()
     }
 
+    fn mkdir(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir(path)
+    }
+
+    fn rmdir(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_dir(path)
+    }
+
     fn finit_module(&self, image: &File, params: &str) -> Result<(), nix::errno::Errno> {
         let params = CString::new(params).map_err(|_| nix::errno::Errno::EINVAL)?;
         nix::kmod::finit_module(image, &params, nix::kmod::ModuleInitFlags::empty())

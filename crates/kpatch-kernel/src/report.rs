@@ -115,6 +115,9 @@ pub struct TextObserver<W: Write> {
     out: W,
     tty: bool,
     progress_shown: bool,
+    /// While user space is frozen nothing is written (the terminal, or whatever reads a pipe,
+    /// may be frozen too): lines wait here until the thaw.
+    held: Option<Vec<String>>,
 }
 
 impl<W: Write> TextObserver<W> {
@@ -123,17 +126,22 @@ impl<W: Write> TextObserver<W> {
             out,
             tty,
             progress_shown: false,
+            held: None,
         }
     }
 
     fn end_progress(&mut self) {
-        if self.progress_shown {
+        if self.progress_shown && self.held.is_none() {
             let _ = writeln!(self.out);
             self.progress_shown = false;
         }
     }
 
     fn line(&mut self, s: &str) {
+        if let Some(held) = &mut self.held {
+            held.push(s.to_string());
+            return;
+        }
         self.end_progress();
         let _ = writeln!(self.out, "{s}");
     }
@@ -158,7 +166,7 @@ impl<W: Write> Observer for TextObserver<W> {
                 elapsed_ms,
                 blockers,
             } => {
-                if self.tty {
+                if self.tty && self.held.is_none() {
                     let verb = if *target == 1 {
                         "patching"
                     } else {
@@ -218,6 +226,22 @@ impl<W: Write> Observer for TextObserver<W> {
             Event::Removed { patch } => {
                 if self.tty {
                     self.line(&format!("removed module {patch}"));
+                }
+            }
+            Event::Frozen { tasks, cgroups, stopped, elapsed_ms } => {
+                self.end_progress();
+                self.held = Some(vec![format!(
+                    "froze {tasks} user task(s) in {elapsed_ms} ms ({cgroups} cgroup(s) frozen, {stopped} task(s) stopped)"
+                )]);
+            }
+            Event::Thawed { paused_ms, switched, errors } => {
+                for l in self.held.take().unwrap_or_default() {
+                    self.line(&l);
+                }
+                let how = if *switched { "every frozen task switched" } else { "not every frozen task switched" };
+                self.line(&format!("thawed: user space paused {paused_ms} ms; {how}"));
+                for e in errors {
+                    self.line(&format!("thaw: {e}"));
                 }
             }
         }

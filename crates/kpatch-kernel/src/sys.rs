@@ -24,6 +24,10 @@ pub trait Kernel {
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
     /// Whether the path exists.
     fn exists(&self, path: &Path) -> bool;
+    /// `mkdir(2)` (a cgroup, under `/sys/fs/cgroup`).
+    fn mkdir(&self, path: &Path) -> io::Result<()>;
+    /// `rmdir(2)` (an empty cgroup).
+    fn rmdir(&self, path: &Path) -> io::Result<()>;
     /// `finit_module(2)` on an open, uncompressed module image.
     fn finit_module(&self, image: &File, params: &str) -> Result<(), nix::errno::Errno>;
     /// `delete_module(2)` with `O_NONBLOCK`.

@@ -96,11 +96,28 @@ pub enum Event {
     Removed {
         patch: String,
     },
+    /// User space is frozen (`--freeze`): `tasks` user tasks, `cgroups` of them by the cgroup
+    /// freezer, `stopped` by SIGSTOP, after `elapsed_ms`.
+    Frozen {
+        tasks: usize,
+        cgroups: usize,
+        stopped: usize,
+        elapsed_ms: u64,
+    },
+    /// User space runs again after `paused_ms` frozen; `switched` tells whether every frozen
+    /// task had switched by then.
+    Thawed {
+        paused_ms: u64,
+        switched: bool,
+        errors: Vec<String>,
+    },
 }
 
 /// Receives [`Event`]s.
 pub trait Observer {
     fn event(&mut self, ev: &Event);
+    /// A freeze action about to be taken (for a watchdog that undoes them if kpatch-rs dies).
+    fn freeze_action(&mut self, _action: &crate::freeze::FreezeAction) {}
 }
 
 /// An observer that ignores everything.
