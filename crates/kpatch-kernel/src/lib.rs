@@ -16,6 +16,7 @@ pub mod report;
 pub mod store;
 mod sys;
 pub mod tasks;
+pub mod watchdog;
 pub mod watch;
 
 pub use error::KernelError;

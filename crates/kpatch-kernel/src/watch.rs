@@ -175,6 +175,17 @@ pub fn catch_interrupts() {
     }
 }
 
+/// Ignore SIGINT, SIGTERM, SIGHUP and SIGPIPE: for the freeze watchdog, which must outlive
+/// whatever ends its parent.
+pub fn ignore_interrupts() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGPIPE] {
+        // SAFETY: ignoring a signal installs no handler.
+        let _ = unsafe { sigaction(sig, &action) };
+    }
+}
+
 /// Signal the tasks blocking `patch`'s transition the way the kernel allows.
 pub fn signal_blockers(
     k: &dyn Kernel,

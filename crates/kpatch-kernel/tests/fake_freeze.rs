@@ -207,3 +207,56 @@ fn unload_with_freeze_unpatches_every_user_task_at_once() {
     assert!(calls.iter().any(|c| c == "delete_module fix"));
     assert_eq!(log.thawed().map(|t| t.1), Some(true));
 }
+
+/// A freeze log that keeps watchdog records, as kpatch-rs sends them.
+#[derive(Default)]
+struct Journal(Vec<kpatch_kernel::watchdog::Record>);
+impl kpatch_kernel::freeze::FreezeLog for Journal {
+    fn record(&mut self, a: &FreezeAction) {
+        self.0.push(kpatch_kernel::watchdog::Record::Action(a.clone()));
+    }
+}
+
+#[test]
+fn regression_kpatch_rs_killed_mid_freeze_leaves_nothing_frozen_or_half_enabled() {
+    use kpatch_kernel::watchdog::{recover, Record};
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel();
+    k.mount_cgroup2().unwrap();
+    let m = module(dir.path(), "fix");
+    // What kpatch-rs did before it was killed: froze, and handed the module to the kernel
+    // while a kernel thread holds the transition open.
+    k.add_task(FakeTask::kthread(60, "sleeper").stuck(Stuck::Forever, 1)).unwrap();
+    let mut journal = Journal::default();
+    let o = opts(FreezeMode::All);
+    kpatch_kernel::freeze::freeze(&k, &o.freeze_opts, &mut journal).unwrap();
+    assert!(k.is_frozen(300) && k.is_frozen(400));
+    journal.0.push(Record::Loading("fix".into()));
+    let image = std::fs::File::open(&m.path).unwrap();
+    k.finit_module(&image, "").unwrap();
+    assert!(k.exists(Path::new("/sys/kernel/livepatch/fix")));
+    // The watchdog's input ends: it thaws and reverts.
+    let said = recover(&k, &journal.0, Duration::from_secs(5));
+    assert!(!k.is_frozen(300) && !k.is_frozen(400), "{said:?}");
+    assert!(!k.exists(Path::new("/sys/fs/cgroup/kpatch-rs.exempt")));
+    assert!(k.read(Path::new("/proc/900/cgroup")).unwrap().contains("/user.slice/session-1.scope"));
+    assert!(!k.exists(Path::new("/sys/kernel/livepatch/fix")) && !k.has_module("fix"), "{said:?}");
+    assert!(said.iter().any(|l| l.contains("disabling the patch")) && said.iter().any(|l| l.contains("removed the module")), "{said:?}");
+    // A parent that finished says so: nothing is touched.
+    assert!(recover(&k, &[Record::Action(FreezeAction::Stopped(300)), Record::Done], Duration::ZERO).is_empty());
+}
+
+#[test]
+fn the_watchdog_leaves_a_completed_load_alone() {
+    use kpatch_kernel::watchdog::{recover, Record};
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel();
+    let m = module(dir.path(), "fix");
+    // Loaded lazily (the sleeper is switched by ticks here), then kpatch-rs died before `done`.
+    k.add_task(FakeTask::user(401, "other")).unwrap();
+    let image = std::fs::File::open(&m.path).unwrap();
+    k.finit_module(&image, "").unwrap();
+    let said = recover(&k, &[Record::Loading("fix".into()), Record::Completed("fix".into())], Duration::from_secs(1));
+    assert!(said.is_empty(), "{said:?}");
+    assert!(k.exists(Path::new("/sys/kernel/livepatch/fix")));
+}

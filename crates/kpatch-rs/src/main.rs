@@ -1,6 +1,7 @@
 //! `kpatch-rs`: build, apply, manage and verify livepatch modules.
 
 mod cmd;
+mod freezing;
 mod progress;
 mod verify;
 
@@ -38,6 +39,9 @@ enum Command {
     Signal(cmd::signal::Args),
     /// List the Debian kernels that can be targeted from this machine.
     Targets(cmd::targets::Args),
+    /// The watchdog of a freeze (started by load/unload --freeze; not for direct use).
+    #[command(hide = true)]
+    FreezeWatchdog,
 }
 
 fn main() -> ExitCode {
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
         Command::Uninstall(a) => cmd::uninstall::run(a),
         Command::Signal(a) => cmd::signal::run(a),
         Command::Targets(a) => cmd::targets::run(a),
+        Command::FreezeWatchdog => freezing::run_watchdog(),
     };
     match result {
         Ok(code) => code,

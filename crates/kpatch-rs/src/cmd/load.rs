@@ -5,6 +5,8 @@ use kpatch_kernel::report::{
     EXIT_STUCK,
 };
 use kpatch_kernel::store::{Store, DEFAULT_STATE_DIR};
+use crate::freezing::{Journaled, Watchdog};
+use kpatch_kernel::freeze::FreezeMode;
 use kpatch_kernel::watch::{Observer, WatchPolicy};
 use kpatch_kernel::{Kernel, KernelError, RealKernel};
 use std::io::IsTerminal;
@@ -31,6 +33,14 @@ pub struct WatchArgs {
     /// them leave the kernel (an interrupted system call may return EINTR to the process).
     #[arg(long)]
     pub stop_cont: bool,
+    /// The consistency model: `all` (plain --freeze) freezes user space around the switch,
+    /// `blockers` freezes only the tasks still blocking after --wait, `lazy` freezes nothing
+    /// (the default). See "Consistency models" below.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, default_missing_value = "all", default_value = "lazy", value_parser = ["lazy", "all", "blockers"])]
+    pub freeze: String,
+    /// Seconds a freeze may last (freezing plus switching) before it is undone.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    pub freeze_timeout: f64,
 }
 
 impl WatchArgs {
@@ -51,16 +61,71 @@ impl WatchArgs {
             signal_wait: d("revert-wait", self.revert_wait)?,
             ..watch.clone()
         };
-        Ok(Options {
+        let mut o = Options {
             watch,
             revert,
             ..Options::default()
-        })
+        };
+        o.freeze = self.mode();
+        o.freeze_opts.timeout = d("freeze-timeout", self.freeze_timeout)?;
+        o.freeze_opts.exempt = vec![std::process::id() as i32];
+        Ok(o)
+    }
+
+    pub fn mode(&self) -> FreezeMode {
+        match self.freeze.as_str() {
+            "all" => FreezeMode::All,
+            "blockers" => FreezeMode::Blockers,
+            _ => FreezeMode::Lazy,
+        }
+    }
+
+    /// The watchdog a freeze needs (none in lazy mode), exempt from the freeze.
+    pub fn watchdog(&self, opts: &mut Options) -> anyhow::Result<Option<Watchdog>> {
+        if opts.freeze == FreezeMode::Lazy {
+            return Ok(None);
+        }
+        // The freeze itself is bounded by its timeout; the margin covers one thaw.
+        let w = Watchdog::spawn(opts.freeze_opts.timeout.as_millis() as u64 + 2000)?;
+        opts.freeze_opts.exempt.push(w.pid());
+        Ok(Some(w))
     }
 }
 
+/// Runs one load or unload with its journal, and reports it as text or JSON.
+pub fn journaled(
+    op: impl FnOnce(&mut dyn Observer) -> Result<Outcome, KernelError>,
+    mode: FreezeMode,
+    obs: &mut dyn Observer,
+    watchdog: Option<&mut Watchdog>,
+    verb: &str,
+    json: bool,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<(u8, Option<String>)> {
+    let mut j = Journaled::new(obs, watchdog, mode);
+    let result = op(&mut j);
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => return Err(e.into()),
+    };
+    j.figures.outcome(&outcome);
+    let patch = j.figures.patch.clone();
+    if let Some(w) = j.watchdog.as_deref_mut() {
+        w.send(&kpatch_kernel::watchdog::Record::Completed(patch.clone()));
+    }
+    let code = if json {
+        let code = report(&outcome, verb, &mut std::io::sink());
+        serde_json::to_writer(&mut *out, &j.figures)?;
+        writeln!(out)?;
+        code
+    } else {
+        report(&outcome, verb, out)
+    };
+    Ok((code, Some(patch)))
+}
+
 #[derive(clap::Args)]
-#[command(after_help = EXIT_CODES_HELP)]
+#[command(after_help = EXIT_CODES_HELP, after_long_help = const_format_help())]
 pub struct Args {
     /// Patch module file (.ko, .ko.xz, .ko.zst), or the name of a patch installed for the
     /// running kernel.
@@ -78,6 +143,10 @@ pub struct Args {
     /// Directory of installed patches.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+    /// Print one JSON object per patch on stdout: outcome, freeze_ms (0 in lazy mode),
+    /// freeze_wait_ms, transition_ms, tasks_frozen, blockers, unfrozen.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -85,8 +154,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let k = RealKernel::new();
     let tty = std::io::stderr().is_terminal();
     let mut obs = TextObserver::new(std::io::stderr(), tty);
-    let code = run_with(&k, &args, &mut obs, &mut std::io::stdout())?;
-    Ok(ExitCode::from(code))
+    let mut opts = args.watch.options()?;
+    let mut watchdog = args.watch.watchdog(&mut opts)?;
+    let code = run_with_options(&k, &args, opts, &mut obs, &mut std::io::stdout(), watchdog.as_mut());
+    if let Some(w) = watchdog {
+        w.finish();
+    }
+    Ok(ExitCode::from(code?))
 }
 
 /// Print the outcome; return the exit code.
@@ -113,6 +187,20 @@ pub fn report(outcome: &Outcome, verb: &str, out: &mut dyn std::io::Write) -> u8
             );
             EXIT_REVERTED
         }
+        Outcome::NotFrozen { patch, reason, unfrozen } => {
+            let stacks: String = unfrozen
+                .iter()
+                .map(|u| {
+                    let stack = u.stack.as_ref().map(|s| s.join("\n      ")).unwrap_or_else(|| "(stack unreadable)".into());
+                    format!("  {} ({}), state {}:\n      {stack}\n", u.pid, u.comm, u.state)
+                })
+                .collect();
+            eprintln!(
+                "kpatch-rs: {patch}: {reason}\nUser space was thawed; nothing was changed.\n{}",
+                stacks.trim_end()
+            );
+            EXIT_REVERTED
+        }
         Outcome::Stuck {
             patch,
             blockers,
@@ -131,14 +219,32 @@ pub fn report(outcome: &Outcome, verb: &str, out: &mut dyn std::io::Write) -> u8
     }
 }
 
+/// `--help` after the options: the exit codes, then the consistency models.
+pub fn const_format_help() -> String {
+    format!("{EXIT_CODES_HELP}\n\n{}", crate::freezing::FREEZE_HELP)
+}
+
+#[cfg(test)]
 pub fn run_with(
     k: &dyn Kernel,
     args: &Args,
     obs: &mut dyn Observer,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<u8> {
-    let mut opts = args.watch.options()?;
+    run_with_options(k, args, args.watch.options()?, obs, out, None)
+}
+
+pub fn run_with_options(
+    k: &dyn Kernel,
+    args: &Args,
+    mut opts: Options,
+    obs: &mut dyn Observer,
+    out: &mut dyn std::io::Write,
+    mut watchdog: Option<&mut Watchdog>,
+) -> anyhow::Result<u8> {
     opts.params = args.params.join(" ");
+    let mode = opts.freeze;
+    let verb = "loaded and patched";
     let release = k
         .release()
         .context("reading the running kernel's release")?;
@@ -146,8 +252,8 @@ pub fn run_with(
     if !args.all {
         let arg = args.module.as_deref().unwrap_or_default();
         let module = store.resolve(arg, &release)?;
-        let outcome = ops::load(k, &module, &opts, obs)?;
-        return Ok(report(&outcome, "loaded and patched", out));
+        let (code, _) = journaled(|o| ops::load(k, &module, &opts, o), mode, obs, watchdog, verb, args.json, out)?;
+        return Ok(code);
     }
     let installed = store.list_kernel(&release)?;
     if installed.is_empty() {
@@ -160,17 +266,14 @@ pub fn run_with(
     }
     for i in installed {
         let module = kpatch_kernel::modinfo::ModuleFile::read(&i.path)?;
-        let outcome = match ops::load(k, &module, &opts, obs) {
-            Err(KernelError::AlreadyLoaded {
-                name,
-                enabled: true,
-            }) => {
-                let _ = writeln!(out, "{name}: already loaded");
+        let r = journaled(|o| ops::load(k, &module, &opts, o), mode, obs, watchdog.as_deref_mut(), verb, args.json, out);
+        let code = match r {
+            Err(e) if matches!(e.downcast_ref::<KernelError>(), Some(KernelError::AlreadyLoaded { enabled: true, .. })) => {
+                let _ = writeln!(out, "{}: already loaded", module.name());
                 continue;
             }
-            r => r.with_context(|| format!("loading {}", i.path.display()))?,
+            r => r.with_context(|| format!("loading {}", i.path.display()))?.0,
         };
-        let code = report(&outcome, "loaded and patched", out);
         if code != EXIT_OK {
             // Patches may build on each other: stop at the first failure, as kpatch does.
             return Ok(code);
@@ -258,5 +361,36 @@ pub(crate) mod tests {
         let args = parse(&["--all", "--state-dir", empty.to_str().unwrap()]);
         let code = run_with(&k, &args, &mut Recorder::default(), &mut Vec::new()).unwrap();
         assert_eq!(code, EXIT_NOTHING);
+    }
+
+    #[test]
+    fn load_freeze_json_reports_the_pause_and_the_transition() {
+        let rel = "6.1.0-50-amd64";
+        let k = FakeKernel::new(rel).unwrap();
+        let state = k.path("/var/lib/kpatch-rs");
+        install(&state, rel, "p1");
+        k.add_task(FakeTask::user(1, "init")).unwrap();
+        k.add_task(FakeTask::user(300, "reader").stuck(Stuck::UntilSignal, 1)).unwrap();
+        let sd = state.to_str().unwrap();
+        let args = parse(&["p1", "--state-dir", sd, "--freeze", "--json", "--wait", "0.5", "--signal-wait", "0.5"]);
+        assert_eq!(args.watch.mode(), FreezeMode::All);
+        let mut out = Vec::new();
+        let code = run_with(&k, &args, &mut Recorder::default(), &mut out).unwrap();
+        assert_eq!(code, EXIT_OK);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!((v["patch"].as_str(), v["outcome"].as_str(), v["mode"].as_str()), (Some("p1"), Some("done"), Some("all")));
+        assert_eq!(v["tasks_frozen"], 1);
+        assert!(v["freeze_ms"].as_u64().is_some() && v["transition_ms"].as_u64().is_some(), "{v}");
+        assert!(!k.is_stopped(300));
+        // Lazy mode: the same reader holds the transition until it is given up.
+        let k2 = FakeKernel::new(rel).unwrap();
+        let state2 = k2.path("/var/lib/kpatch-rs");
+        install(&state2, rel, "p1");
+        k2.add_task(FakeTask::user(300, "reader").stuck(Stuck::UntilSignal, 1)).unwrap();
+        let args = parse(&["p1", "--state-dir", state2.to_str().unwrap(), "--json", "--wait", "0.5", "--signal-wait", "0.5"]);
+        let mut out = Vec::new();
+        assert_eq!(run_with(&k2, &args, &mut Recorder::default(), &mut out).unwrap(), EXIT_REVERTED);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!((v["outcome"].as_str(), v["freeze_ms"].as_u64(), v["blockers"][0]["pid"].as_i64()), (Some("reverted"), Some(0), Some(300)));
     }
 }

@@ -1,4 +1,4 @@
-use super::load::{report, WatchArgs};
+use super::load::WatchArgs;
 use anyhow::Context;
 use kpatch_kernel::ops;
 use kpatch_kernel::patches::loaded_patches;
@@ -9,7 +9,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
-#[command(after_help = EXIT_CODES_HELP)]
+#[command(after_help = EXIT_CODES_HELP, after_long_help = super::load::const_format_help())]
 pub struct Args {
     /// Name of the loaded patch (a module file name such as fix-1.ko is accepted too).
     #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -19,6 +19,9 @@ pub struct Args {
     pub all: bool,
     #[command(flatten)]
     pub watch: WatchArgs,
+    /// Print one JSON object per patch on stdout (see `load --help`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -26,8 +29,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let k = RealKernel::new();
     let tty = std::io::stderr().is_terminal();
     let mut obs = TextObserver::new(std::io::stderr(), tty);
-    let code = run_with(&k, &args, &mut obs, &mut std::io::stdout())?;
-    Ok(ExitCode::from(code))
+    let mut opts = args.watch.options()?;
+    let mut watchdog = args.watch.watchdog(&mut opts)?;
+    let code = run_with_options(&k, &args, opts, &mut obs, &mut std::io::stdout(), watchdog.as_mut());
+    if let Some(w) = watchdog {
+        w.finish();
+    }
+    Ok(ExitCode::from(code?))
 }
 
 /// `fix-1.ko`, `/x/fix-1.ko.xz` and `fix_1` all name the patch `fix_1`.
@@ -36,13 +44,24 @@ fn patch_name(arg: &str) -> String {
         .unwrap_or_else(|| arg.replace('-', "_"))
 }
 
+#[cfg(test)]
 pub fn run_with(
     k: &dyn Kernel,
     args: &Args,
     obs: &mut dyn Observer,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<u8> {
-    let opts = args.watch.options()?;
+    run_with_options(k, args, args.watch.options()?, obs, out, None)
+}
+
+pub fn run_with_options(
+    k: &dyn Kernel,
+    args: &Args,
+    opts: kpatch_kernel::ops::Options,
+    obs: &mut dyn Observer,
+    out: &mut dyn std::io::Write,
+    mut watchdog: Option<&mut crate::freezing::Watchdog>,
+) -> anyhow::Result<u8> {
     let names: Vec<String> = if args.all {
         let mut v: Vec<String> = loaded_patches(k)?.into_iter().map(|p| p.name).collect();
         v.reverse(); // top of the stack first
@@ -55,9 +74,16 @@ pub fn run_with(
         vec![patch_name(args.name.as_deref().unwrap_or_default())]
     };
     for name in names {
-        let outcome =
-            ops::unload(k, &name, &opts, obs).with_context(|| format!("unloading {name}"))?;
-        let code = report(&outcome, "unpatched and removed", out);
+        let (code, _) = super::load::journaled(
+            |o| ops::unload(k, &name, &opts, o),
+            opts.freeze,
+            obs,
+            watchdog.as_deref_mut(),
+            "unpatched and removed",
+            args.json,
+            out,
+        )
+        .with_context(|| format!("unloading {name}"))?;
         if code != EXIT_OK {
             return Ok(code);
         }
