@@ -15,18 +15,54 @@ pub const R_X86_64_PC64: u32 = 24;
 /// The x86_64 special sections. Entry sizes that changed across kernel versions come from
 /// kpatch's environment variables or, when those are unset, from the relocation pattern.
 pub static SPECIAL_SECTIONS: &[SpecialSection] = &[
-    SpecialSection { name: "__bug_table", entry_size: EntrySize::Env("BUG_STRUCT_SIZE") },
-    SpecialSection { name: "__ex_table", entry_size: EntrySize::Env("EX_STRUCT_SIZE") },
-    SpecialSection { name: "__jump_table", entry_size: EntrySize::Env("JUMP_STRUCT_SIZE") },
-    SpecialSection { name: ".printk_index", entry_size: EntrySize::Env("PRINTK_INDEX_STRUCT_SIZE") },
-    SpecialSection { name: ".smp_locks", entry_size: EntrySize::Fixed(4) },
-    SpecialSection { name: ".parainstructions", entry_size: EntrySize::Env("PARA_STRUCT_SIZE") },
-    SpecialSection { name: ".static_call_sites", entry_size: EntrySize::Env("STATIC_CALL_STRUCT_SIZE") },
-    SpecialSection { name: ".altinstructions", entry_size: EntrySize::Env("ALT_STRUCT_SIZE") },
-    SpecialSection { name: ".retpoline_sites", entry_size: EntrySize::Fixed(4) },
-    SpecialSection { name: ".return_sites", entry_size: EntrySize::Fixed(4) },
-    SpecialSection { name: ".call_sites", entry_size: EntrySize::Fixed(4) },
-    SpecialSection { name: ".ibt_endbr_seal", entry_size: EntrySize::Fixed(4) },
+    SpecialSection {
+        name: "__bug_table",
+        entry_size: EntrySize::Env("BUG_STRUCT_SIZE"),
+    },
+    SpecialSection {
+        name: "__ex_table",
+        entry_size: EntrySize::Env("EX_STRUCT_SIZE"),
+    },
+    SpecialSection {
+        name: "__jump_table",
+        entry_size: EntrySize::Env("JUMP_STRUCT_SIZE"),
+    },
+    SpecialSection {
+        name: ".printk_index",
+        entry_size: EntrySize::Env("PRINTK_INDEX_STRUCT_SIZE"),
+    },
+    SpecialSection {
+        name: ".smp_locks",
+        entry_size: EntrySize::Fixed(4),
+    },
+    SpecialSection {
+        name: ".parainstructions",
+        entry_size: EntrySize::Env("PARA_STRUCT_SIZE"),
+    },
+    SpecialSection {
+        name: ".static_call_sites",
+        entry_size: EntrySize::Env("STATIC_CALL_STRUCT_SIZE"),
+    },
+    SpecialSection {
+        name: ".altinstructions",
+        entry_size: EntrySize::Env("ALT_STRUCT_SIZE"),
+    },
+    SpecialSection {
+        name: ".retpoline_sites",
+        entry_size: EntrySize::Fixed(4),
+    },
+    SpecialSection {
+        name: ".return_sites",
+        entry_size: EntrySize::Fixed(4),
+    },
+    SpecialSection {
+        name: ".call_sites",
+        entry_size: EntrySize::Fixed(4),
+    },
+    SpecialSection {
+        name: ".ibt_endbr_seal",
+        entry_size: EntrySize::Fixed(4),
+    },
 ];
 
 pub struct X86_64;
@@ -82,7 +118,8 @@ impl Arch for X86_64 {
             }
             if target >= start && target < start + insn.len() {
                 // call/jmp/jcc rel32: the one operand is a near branch target
-                let branch = insn.op_count() == 1 && insn.op0_kind() == iced_x86::OpKind::NearBranch64;
+                let branch =
+                    insn.op_count() == 1 && insn.op0_kind() == iced_x86::OpKind::NearBranch64;
                 // and its displacement is the instruction's last 4 bytes
                 return branch && start + insn.len() - 4 == target;
             }

@@ -13,7 +13,12 @@ const ROUNDS: usize = 5;
 
 fn peak_rss_kib() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn reset_peak() {
@@ -21,15 +26,26 @@ fn reset_peak() {
 }
 
 fn main() {
-    let dir = std::env::var_os("KPATCH_RS_UNIT_OBJS").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/kpatch-unit-objs/x86_64")
-    });
+    let dir = std::env::var_os("KPATCH_RS_UNIT_OBJS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/kpatch-unit-objs/x86_64")
+        });
     let Ok(tsv) = std::fs::read_to_string(dir.join("expected.tsv")) else {
         eprintln!("no corpus at {} (set KPATCH_RS_UNIT_OBJS)", dir.display());
         return;
     };
-    let names: Vec<String> = tsv.lines().skip(1).filter_map(|l| l.split('\t').next()).map(str::to_owned).collect();
-    println!("{:<42} {:>9} {:>9} {:>9} {:>9} {:>9}", "case", "parse ms", "diff ms", "write ms", "total ms", "peak MiB");
+    let names: Vec<String> = tsv
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').next())
+        .map(str::to_owned)
+        .collect();
+    println!(
+        "{:<42} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "case", "parse ms", "diff ms", "write ms", "total ms", "peak MiB"
+    );
     let (mut tp, mut td, mut tw) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut worst = (Duration::ZERO, String::new());
     let mut peak_max = 0;
@@ -65,7 +81,15 @@ fn main() {
         td += best.1;
         tw += best.2;
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        println!("{:<42} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.1}", name, ms(best.0), ms(best.1), ms(best.2), ms(total), peak as f64 / 1024.0);
+        println!(
+            "{:<42} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.1}",
+            name,
+            ms(best.0),
+            ms(best.1),
+            ms(best.2),
+            ms(total),
+            peak as f64 / 1024.0
+        );
     }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(

@@ -28,7 +28,13 @@ const LINE_MACRO_CALLEES: &[&str] = &[
     "__btrfs_panic",
 ];
 
-pub fn compare(o: &Kelf, p: &Kelf, st: &mut State, report: &mut Report, options: &crate::Options) -> Result<(), DiffError> {
+pub fn compare(
+    o: &Kelf,
+    p: &Kelf,
+    st: &mut State,
+    report: &mut Report,
+    options: &crate::Options,
+) -> Result<(), DiffError> {
     mark_ignored_sections(p, st, report)?;
     compare_sections(o, p, st)?;
     compare_symbols(o, p, st)?;
@@ -42,7 +48,10 @@ pub fn compare(o: &Kelf, p: &Kelf, st: &mut State, report: &mut Report, options:
 }
 
 fn fatal(p: &Kelf, reason: String) -> DiffError {
-    DiffError::Unpatchable { file: p.file.clone(), reasons: vec![reason] }
+    DiffError::Unpatchable {
+        file: p.file.clone(),
+        reasons: vec![reason],
+    }
 }
 
 fn mark_ignored_sections(p: &Kelf, st: &mut State, report: &mut Report) -> Result<(), DiffError> {
@@ -51,8 +60,12 @@ fn mark_ignored_sections(p: &Kelf, st: &mut State, report: &mut Report) -> Resul
             st.sec_ignore[i.0] = true;
         }
     }
-    let Some(marker) = p.section_named(".kpatch.ignore.sections") else { return Ok(()) };
-    let Some(rsec) = p.rela_of[marker.0] else { return Ok(()) };
+    let Some(marker) = p.section_named(".kpatch.ignore.sections") else {
+        return Ok(());
+    };
+    let Some(rsec) = p.rela_of[marker.0] else {
+        return Ok(());
+    };
     for r in &p.obj.sections[rsec.0].relas {
         let sym = &p.obj.symbols[r.r_sym.0];
         let Some(strsec) = sym.section else { continue };
@@ -99,14 +112,21 @@ fn rela_equal(o: &Kelf, p: &Kelf, a: &Rela, b: &Rela, in_code: bool) -> bool {
 
 /// The bytes of a read-only object and the names and addends its relocations reference;
 /// `None` for writable data, whose contents are state, not code.
-fn static_content(k: &Kelf, sym: kpatch_elf::SymbolIndex) -> Option<(&[u8], Vec<(&str, i64, u64)>)> {
+fn static_content(
+    k: &Kelf,
+    sym: kpatch_elf::SymbolIndex,
+) -> Option<(&[u8], Vec<(&str, i64, u64)>)> {
     let s = &k.obj.symbols[sym.0];
     let sec = s.section?;
     let section = &k.obj.sections[sec.0];
     if section.sh_flags & kpatch_elf::consts::SHF_WRITE != 0 || section.is_nobits() {
         return None;
     }
-    let (lo, hi) = if s.is_section() { (0, section.data.len() as u64) } else { (s.st_value, s.st_value + s.st_size) };
+    let (lo, hi) = if s.is_section() {
+        (0, section.data.len() as u64)
+    } else {
+        (s.st_value, s.st_value + s.st_size)
+    };
     let bytes = section.data.get(lo as usize..hi as usize)?;
     let relas = k.rela_of[sec.0]
         .map(|r| {
@@ -133,26 +153,47 @@ fn compare_sections(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), DiffError>
             || osec.sh_entsize != psec.sh_entsize
             || (osec.sh_addralign != psec.sh_addralign && !osec.is_text())
         {
-            return Err(fatal(p, format!("section {} header details differ between the objects", psec.name)));
+            return Err(fatal(
+                p,
+                format!(
+                    "section {} header details differ between the objects",
+                    psec.name
+                ),
+            ));
         }
         let name = psec.name.as_str();
         st.sec_status[sp.0] = if matches!(
             name,
-            "__mcount_loc" | ".rela__mcount_loc" | "__patchable_function_entries" | ".rela__patchable_function_entries"
+            "__mcount_loc"
+                | ".rela__mcount_loc"
+                | "__patchable_function_entries"
+                | ".rela__patchable_function_entries"
         ) || psec.is_generated_table()
         {
             Status::Same
-        } else if osec.sh_size != psec.sh_size || osec.data.len() != psec.data.len() || osec.relas.len() != psec.relas.len() {
+        } else if osec.sh_size != psec.sh_size
+            || osec.data.len() != psec.data.len()
+            || osec.relas.len() != psec.relas.len()
+        {
             Status::Changed
         } else if psec.is_rela() {
             let in_code = p.base_of[sp.0].is_some_and(|b| p.obj.sections[b.0].is_text());
-            if osec.relas.iter().zip(&psec.relas).all(|(a, b)| rela_equal(o, p, a, b, in_code)) {
+            if osec
+                .relas
+                .iter()
+                .zip(&psec.relas)
+                .all(|(a, b)| rela_equal(o, p, a, b, in_code))
+            {
                 Status::Same
             } else {
                 Status::Changed
             }
         } else if psec.is_group() {
-            if crate::correlate::group_key(o, so) == crate::correlate::group_key(p, sp) { Status::Same } else { Status::Changed }
+            if crate::correlate::group_key(o, so) == crate::correlate::group_key(p, sp) {
+                Status::Same
+            } else {
+                Status::Changed
+            }
         } else if !psec.is_nobits() && osec.data != psec.data {
             Status::Changed
         } else {
@@ -167,7 +208,11 @@ fn compare_sections(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), DiffError>
     }
     // A bundled symbol takes its section's status (and its relocation section's).
     for (sp, psec) in p.obj.sections_iter() {
-        let owner = if psec.is_rela() { p.base_of[sp.0].and_then(|b| p.bundled[b.0]) } else { p.bundled[sp.0] };
+        let owner = if psec.is_rela() {
+            p.base_of[sp.0].and_then(|b| p.bundled[b.0])
+        } else {
+            p.bundled[sp.0]
+        };
         if let Some(sym) = owner {
             if st.sym_status[sym.0] != Status::Changed {
                 st.sym_status[sym.0] = st.sec_status[sp.0];
@@ -179,7 +224,8 @@ fn compare_sections(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), DiffError>
             continue;
         }
         if let Some(sym) = p.bundled[sp.0] {
-            if st.sym_status[sym.0] == Status::Same && changed_child_needs_parent_ftrace(p, st, sym) {
+            if st.sym_status[sym.0] == Status::Same && changed_child_needs_parent_ftrace(p, st, sym)
+            {
                 st.sym_status[sym.0] = Status::Changed;
             }
         }
@@ -198,11 +244,20 @@ fn changed_child_needs_parent_ftrace(p: &Kelf, st: &State, sym: SymbolIndex) -> 
     })
 }
 
-fn line_macro_change_only(o: &Kelf, p: &Kelf, st: &State, sp: SectionIndex) -> Result<bool, DiffError> {
+fn line_macro_change_only(
+    o: &Kelf,
+    p: &Kelf,
+    st: &State,
+    sp: SectionIndex,
+) -> Result<bool, DiffError> {
     let psec = &p.obj.sections[sp.0];
-    let Some(so) = st.sec_twin[sp.0] else { return Ok(false) };
+    let Some(so) = st.sec_twin[sp.0] else {
+        return Ok(false);
+    };
     let osec = &o.obj.sections[so.0];
-    let Some(prela) = p.rela_of[sp.0] else { return Ok(false) };
+    let Some(prela) = p.rela_of[sp.0] else {
+        return Ok(false);
+    };
     if st.sec_status[sp.0] != Status::Changed
         || psec.is_rela()
         || !psec.is_text()
@@ -216,21 +271,27 @@ fn line_macro_change_only(o: &Kelf, p: &Kelf, st: &State, sp: SectionIndex) -> R
     let mut offset = 0usize;
     let mut line_only = false;
     while offset < a.len() {
-        let (Some(la), Some(lb)) = (o.arch.insn_len(&a[offset..]), p.arch.insn_len(&b[offset..])) else {
+        let (Some(la), Some(lb)) = (o.arch.insn_len(&a[offset..]), p.arch.insn_len(&b[offset..]))
+        else {
             return Ok(false);
         };
         if la != lb {
             return Ok(false);
         }
         if a[offset..offset + la] != b[offset..offset + la] {
-            if !p.arch.is_line_number_load(&a[offset..offset + la]) || !p.arch.is_line_number_load(&b[offset..offset + la]) {
+            if !p.arch.is_line_number_load(&a[offset..offset + la])
+                || !p.arch.is_line_number_load(&b[offset..offset + la])
+            {
                 return Ok(false);
             }
             // What follows must be string references, WARN_ONCE flags, then the call.
             let mut found = false;
             for r in relas.iter().filter(|r| r.r_offset >= (offset + la) as u64) {
                 let name = p.sym_name(r.r_sym);
-                if p.rela_string(r, true).is_some() || name.starts_with("__warned.") || name.starts_with("__already_done.") {
+                if p.rela_string(r, true).is_some()
+                    || name.starts_with("__warned.")
+                    || name.starts_with("__already_done.")
+                {
                     continue;
                 }
                 if name.starts_with("warn_slowpath_") || LINE_MACRO_CALLEES.contains(&name) {
@@ -273,7 +334,10 @@ fn compare_symbols(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), DiffError> 
         };
         let osym = &o.obj.symbols[so.0];
         if osym.st_info != psym.st_info || osym.section.is_some() != psym.section.is_some() {
-            return Err(fatal(p, format!("symbol info mismatch: {}", p.sym_name(sp))));
+            return Err(fatal(
+                p,
+                format!("symbol info mismatch: {}", p.sym_name(sp)),
+            ));
         }
         if let (Some(os), Some(ps)) = (osym.section, psym.section) {
             if st.orig_sec_twin[os.0] != Some(ps) {
@@ -281,12 +345,19 @@ fn compare_symbols(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), DiffError> 
                 if moved_from_ignored || subsection(o.sec_name(os)) != subsection(p.sec_name(ps)) {
                     st.sym_status[sp.0] = Status::Changed;
                 } else {
-                    return Err(fatal(p, format!("symbol {} changed sections", p.sym_name(sp))));
+                    return Err(fatal(
+                        p,
+                        format!("symbol {} changed sections", p.sym_name(sp)),
+                    ));
                 }
             }
         }
         let metadata = osym.section.is_some_and(|s| o.sec_name(s) == ".modinfo");
-        if osym.is_object() && osym.st_size != psym.st_size && !is_special_static(o, so) && !metadata {
+        if osym.is_object()
+            && osym.st_size != psym.st_size
+            && !is_special_static(o, so)
+            && !metadata
+        {
             return Err(fatal(
                 p,
                 format!(
@@ -303,14 +374,21 @@ fn compare_symbols(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), DiffError> 
 }
 
 fn mark_ignored_functions(p: &Kelf, st: &mut State, report: &mut Report) -> Result<(), DiffError> {
-    let Some(marker) = p.section_named(".kpatch.ignore.functions") else { return Ok(()) };
-    let Some(rsec) = p.rela_of[marker.0] else { return Ok(()) };
+    let Some(marker) = p.section_named(".kpatch.ignore.functions") else {
+        return Ok(());
+    };
+    let Some(rsec) = p.rela_of[marker.0] else {
+        return Ok(());
+    };
     for r in &p.obj.sections[rsec.0].relas {
         let sym = &p.obj.symbols[r.r_sym.0];
         let Some(sec) = sym.section.filter(|_| sym.is_func()) else {
             return Err(DiffError::Invalid {
                 file: p.file.clone(),
-                reason: format!("KPATCH_IGNORE_FUNCTION({}) does not name a function of this object", p.sym_name(r.r_sym)),
+                reason: format!(
+                    "KPATCH_IGNORE_FUNCTION({}) does not name a function of this object",
+                    p.sym_name(r.r_sym)
+                ),
             });
         };
         report.ignored.push(sym.name.clone());
@@ -370,7 +448,9 @@ fn check_ftrace_entries(o: &Kelf, p: &Kelf, st: &State) -> Result<(), DiffError>
         if p.parent[sp.0].is_some_and(|par| st.sym_status[par.0] == Status::Changed) {
             continue;
         }
-        let Some(so) = st.sym_twin[sp.0] else { continue };
+        let Some(so) = st.sym_twin[sp.0] else {
+            continue;
+        };
         if !o.has_fentry[so.0] {
             reasons.push(format!(
                 "function {} has no ftrace entry (__fentry__ call): it is notrace or inlined-only and cannot be patched",
@@ -381,7 +461,10 @@ fn check_ftrace_entries(o: &Kelf, p: &Kelf, st: &State) -> Result<(), DiffError>
     if reasons.is_empty() {
         Ok(())
     } else {
-        Err(DiffError::Unpatchable { file: p.file.clone(), reasons })
+        Err(DiffError::Unpatchable {
+            file: p.file.clone(),
+            reasons,
+        })
     }
 }
 
@@ -391,19 +474,31 @@ fn check_ftrace_entries(o: &Kelf, p: &Kelf, st: &State) -> Result<(), DiffError>
 /// strings by content).
 type EntrySignature = Vec<(String, Vec<u8>, Vec<(u64, u32, String, i64, Vec<u8>)>)>;
 
-fn special_signatures(k: &Kelf, options: &crate::Options) -> std::collections::HashMap<SymbolIndex, EntrySignature> {
+fn special_signatures(
+    k: &Kelf,
+    options: &crate::Options,
+) -> std::collections::HashMap<SymbolIndex, EntrySignature> {
     let mut out: std::collections::HashMap<SymbolIndex, EntrySignature> = Default::default();
     // Code that special entries point into outside any function (an alternative's replacement
     // in .altinstr_replacement, an exception fixup stub in .fixup) is compared by content: each
     // piece runs from where an entry points to where the next one does.
     let mut starts: std::collections::HashMap<SectionIndex, Vec<i64>> = Default::default();
     for spec in k.arch.special_sections() {
-        let Some(sec) = k.section_named(spec.name) else { continue };
-        let Some(rsec) = k.rela_of[sec.0] else { continue };
+        let Some(sec) = k.section_named(spec.name) else {
+            continue;
+        };
+        let Some(rsec) = k.rela_of[sec.0] else {
+            continue;
+        };
         for x in &k.obj.sections[rsec.0].relas {
             let t = &k.obj.symbols[x.r_sym.0];
-            if let Some(ts) = t.section.filter(|s| t.is_section() && k.obj.sections[s.0].is_text() && k.bundled[s.0].is_none()) {
-                starts.entry(ts).or_default().push((t.st_value as i64).saturating_add(x.r_addend));
+            if let Some(ts) = t.section.filter(|s| {
+                t.is_section() && k.obj.sections[s.0].is_text() && k.bundled[s.0].is_none()
+            }) {
+                starts
+                    .entry(ts)
+                    .or_default()
+                    .push((t.st_value as i64).saturating_add(x.r_addend));
             }
         }
     }
@@ -412,9 +507,15 @@ fn special_signatures(k: &Kelf, options: &crate::Options) -> std::collections::H
         v.dedup();
     }
     for spec in k.arch.special_sections() {
-        let Some(sec) = k.section_named(spec.name) else { continue };
-        let Some(rsec) = k.rela_of[sec.0] else { continue };
-        let Some(size) = crate::special::entry_size_for(k, spec.name, sec, options) else { continue };
+        let Some(sec) = k.section_named(spec.name) else {
+            continue;
+        };
+        let Some(rsec) = k.rela_of[sec.0] else {
+            continue;
+        };
+        let Some(size) = crate::special::entry_size_for(k, spec.name, sec, options) else {
+            continue;
+        };
         let base = &k.obj.sections[sec.0];
         let mut relas = k.obj.sections[rsec.0].relas.clone();
         relas.sort_by_key(|r| r.r_offset);
@@ -427,9 +528,16 @@ fn special_signatures(k: &Kelf, options: &crate::Options) -> std::collections::H
                 at += 1;
             }
             let group = &relas[start..at];
-            let owner = group.iter().map(|r| r.r_sym).find(|&s| k.obj.symbols[s.0].is_func() && k.obj.symbols[s.0].section.is_some());
+            let owner = group
+                .iter()
+                .map(|r| r.r_sym)
+                .find(|&s| k.obj.symbols[s.0].is_func() && k.obj.symbols[s.0].section.is_some());
             if let Some(owner) = owner {
-                let mut bytes = base.data.get(offset as usize..(offset + len) as usize).unwrap_or(&[]).to_vec();
+                let mut bytes = base
+                    .data
+                    .get(offset as usize..(offset + len) as usize)
+                    .unwrap_or(&[])
+                    .to_vec();
                 if spec.name == "__bug_table" && bytes.len() >= 12 {
                     bytes[8..10].fill(0);
                 }
@@ -440,25 +548,38 @@ fn special_signatures(k: &Kelf, options: &crate::Options) -> std::collections::H
                         let at = (t.st_value as i64).saturating_add(r.r_addend);
                         let content = if let Some(s) = k.rela_string(r, false) {
                             s.to_vec()
-                        } else if let Some(piece) = t.section.and_then(|ts| starts.get(&ts).map(|v| (ts, v))) {
+                        } else if let Some(piece) =
+                            t.section.and_then(|ts| starts.get(&ts).map(|v| (ts, v)))
+                        {
                             let (ts, v) = piece;
                             let data = &k.obj.sections[ts.0].data;
-                            let end = v.iter().copied().find(|&x| x > at).unwrap_or(data.len() as i64);
-                            data.get(at.max(0) as usize..end.max(0) as usize).unwrap_or(&[]).to_vec()
+                            let end = v
+                                .iter()
+                                .copied()
+                                .find(|&x| x > at)
+                                .unwrap_or(data.len() as i64);
+                            data.get(at.max(0) as usize..end.max(0) as usize)
+                                .unwrap_or(&[])
+                                .to_vec()
                         } else {
                             Vec::new()
                         };
                         // What is compared by content needs no name (`.LC6` and `.LC8` may hold
                         // the same string).
                         let (name, addend) = if content.is_empty() {
-                            (crate::names::mangled_key_string(k.sym_name(r.r_sym)), r.r_addend)
+                            (
+                                crate::names::mangled_key_string(k.sym_name(r.r_sym)),
+                                r.r_addend,
+                            )
                         } else {
                             (String::new(), 0)
                         };
                         (r.r_offset - offset, r.r_type, name, addend, content)
                     })
                     .collect();
-                out.entry(owner).or_default().push((spec.name.to_string(), bytes, targets));
+                out.entry(owner)
+                    .or_default()
+                    .push((spec.name.to_string(), bytes, targets));
             }
             offset += len;
         }
@@ -469,22 +590,38 @@ fn special_signatures(k: &Kelf, options: &crate::Options) -> std::collections::H
 /// A function whose code is the same is still changed when its alternatives, exception
 /// entries, bug flags or jump-label keys changed.
 fn compare_special_entries(o: &Kelf, p: &Kelf, st: &mut State, options: &crate::Options) {
-    let (so, sp) = (special_signatures(o, options), special_signatures(p, options));
+    let (so, sp) = (
+        special_signatures(o, options),
+        special_signatures(p, options),
+    );
     for (&psym, sig) in &sp {
         if st.sym_status[psym.0] != Status::Same {
             continue;
         }
-        let Some(osym) = st.sym_twin[psym.0] else { continue };
+        let Some(osym) = st.sym_twin[psym.0] else {
+            continue;
+        };
         // Only a function alone in its section (-ffunction-sections) is known to have the same
         // code; one in a shared section (.init.text, .sched.text) is judged by its section.
-        if p.obj.symbols[psym.0].section.is_none_or(|s| p.bundled[s.0] != Some(psym)) {
+        if p.obj.symbols[psym.0]
+            .section
+            .is_none_or(|s| p.bundled[s.0] != Some(psym))
+        {
             continue;
         }
         // Unchanged code has the same sites: only the same number of entries, with different
         // contents, is a change of the entries themselves.
-        if so.get(&osym).is_some_and(|o| o.len() == sig.len() && o != sig) {
+        if so
+            .get(&osym)
+            .is_some_and(|o| o.len() == sig.len() && o != sig)
+        {
             if options.debug {
-                eprintln!("special entries of {} differ:\n  orig {:?}\n  new  {:?}", p.sym_name(psym), so.get(&osym), sig);
+                eprintln!(
+                    "special entries of {} differ:\n  orig {:?}\n  new  {:?}",
+                    p.sym_name(psym),
+                    so.get(&osym),
+                    sig
+                );
             }
             st.sym_status[psym.0] = Status::Changed;
         }
@@ -520,7 +657,9 @@ fn propagate_read_only_data_changes(p: &Kelf, st: &mut State) {
         if is_const(i) && p.bundled[sec_of(i).0] == Some(i) {
             let sec = sec_of(i);
             // Its bytes changed, or what its pointers point at (a string table, say).
-            if st.sec_status[sec.0] == Status::Changed || p.rela_of[sec.0].is_some_and(|r| st.sec_status[r.0] == Status::Changed) {
+            if st.sec_status[sec.0] == Status::Changed
+                || p.rela_of[sec.0].is_some_and(|r| st.sec_status[r.0] == Status::Changed)
+            {
                 changed[i.0] = true;
             }
         }
@@ -532,11 +671,21 @@ fn propagate_read_only_data_changes(p: &Kelf, st: &mut State) {
     loop {
         let mut more = false;
         for (i, _) in p.obj.symbols_iter() {
-            if changed[i.0] || !is_const(i) || p.bundled[sec_of(i).0] != Some(i) || st.sym_twin[i.0].is_none() {
+            if changed[i.0]
+                || !is_const(i)
+                || p.bundled[sec_of(i).0] != Some(i)
+                || st.sym_twin[i.0].is_none()
+            {
                 continue;
             }
-            let Some(r) = p.rela_of[sec_of(i).0] else { continue };
-            if p.obj.sections[r.0].relas.iter().any(|x| owner_of(x.r_sym).is_some_and(|o| changed[o.0])) {
+            let Some(r) = p.rela_of[sec_of(i).0] else {
+                continue;
+            };
+            if p.obj.sections[r.0]
+                .relas
+                .iter()
+                .any(|x| owner_of(x.r_sym).is_some_and(|o| changed[o.0]))
+            {
                 changed[i.0] = true;
                 more = true;
             }
@@ -552,15 +701,25 @@ fn propagate_read_only_data_changes(p: &Kelf, st: &mut State) {
         if !sec.is_rela() || st.sec_ignore[rsec.0] {
             continue;
         }
-        let Some(base) = p.base_of[rsec.0] else { continue };
+        let Some(base) = p.base_of[rsec.0] else {
+            continue;
+        };
         let text = &p.obj.sections[base.0];
         for r in &sec.relas {
-            let Some(obj) = owner_of(r.r_sym).filter(|o| changed[o.0]) else { continue };
+            let Some(obj) = owner_of(r.r_sym).filter(|o| changed[o.0]) else {
+                continue;
+            };
             if obj == p.bundled[base.0].unwrap_or_default() {
                 continue;
             }
             match p.bundled[base.0] {
-                Some(f) if text.is_text() && p.obj.symbols[f.0].is_func() && p.arch.is_memory_access(&text.data, r.r_offset) => readers.push(f),
+                Some(f)
+                    if text.is_text()
+                        && p.obj.symbols[f.0].is_func()
+                        && p.arch.is_memory_access(&text.data, r.r_offset) =>
+                {
+                    readers.push(f)
+                }
                 _ if changed[p.bundled[base.0].unwrap_or_default().0] => {} // a changed pointer table
                 _ => escaped[obj.0] = true,
             }

@@ -68,7 +68,11 @@ pub fn is_special_static(k: &Kelf, sym: SymbolIndex) -> bool {
 
 fn is_normal_static_local(k: &Kelf, sym: SymbolIndex) -> bool {
     let s = &k.obj.symbols[sym.0];
-    s.is_object() && s.is_local() && !s.name.starts_with(".L") && s.name.contains('.') && s.section.is_some()
+    s.is_object()
+        && s.is_local()
+        && !s.name.starts_with(".L")
+        && s.name.contains('.')
+        && s.section.is_some()
         && !is_special_static(k, sym)
 }
 
@@ -125,13 +129,19 @@ fn correlate_sections(o: &Kelf, p: &Kelf, st: &mut State) {
             continue;
         }
         let key = mangled_hash(&sec.name);
-        let Some(cands) = by_key.get(&key) else { continue };
+        let Some(cands) = by_key.get(&key) else {
+            continue;
+        };
         for sp in positional_first(&sec.name, so, &orig_key[&key], cands) {
             let psec = &p.obj.sections[sp.0];
             if st.sec_twin[sp.0].is_some() || !mangled_eq(&sec.name, &psec.name) {
                 continue;
             }
-            let base = if sec.is_rela() { o.base_of[so.0].unwrap_or(so) } else { so };
+            let base = if sec.is_rela() {
+                o.base_of[so.0].unwrap_or(so)
+            } else {
+                so
+            };
             if let Some(ss) = o.secsym[base.0] {
                 if is_special_static(o, ss) {
                     continue;
@@ -150,11 +160,17 @@ fn correlate_sections(o: &Kelf, p: &Kelf, st: &mut State) {
 fn correlate_symbols(o: &Kelf, p: &Kelf, st: &mut State) {
     let mut by_key: HashIndex<SymbolIndex> = HashIndex::default();
     for (i, _) in p.obj.symbols_iter() {
-        by_key.entry(mangled_hash(p.sym_name(i))).or_default().push(i);
+        by_key
+            .entry(mangled_hash(p.sym_name(i)))
+            .or_default()
+            .push(i);
     }
     let mut orig_key: HashIndex<SymbolIndex> = HashIndex::default();
     for (i, _) in o.obj.symbols_iter() {
-        orig_key.entry(mangled_hash(o.sym_name(i))).or_default().push(i);
+        orig_key
+            .entry(mangled_hash(o.sym_name(i)))
+            .or_default()
+            .push(i);
     }
     for (so, sym) in o.obj.symbols_iter() {
         if st.orig_sym_twin[so.0].is_some() {
@@ -165,10 +181,15 @@ fn correlate_symbols(o: &Kelf, p: &Kelf, st: &mut State) {
             continue;
         }
         let key = mangled_hash(oname);
-        let Some(cands) = by_key.get(&key) else { continue };
+        let Some(cands) = by_key.get(&key) else {
+            continue;
+        };
         for sp in positional_first(oname, so, &orig_key[&key], cands) {
             let psym = &p.obj.symbols[sp.0];
-            if st.sym_twin[sp.0].is_some() || psym.st_type() != sym.st_type() || !mangled_eq(oname, p.sym_name(sp)) {
+            if st.sym_twin[sp.0].is_some()
+                || psym.st_type() != sym.st_type()
+                || !mangled_eq(oname, p.sym_name(sp))
+            {
                 continue;
             }
             if let Some(sec) = sym.section {
@@ -184,18 +205,34 @@ fn correlate_symbols(o: &Kelf, p: &Kelf, st: &mut State) {
 
 /// In the patched relocation section `prsec`, the first uncorrelated symbol that could be the
 /// twin of the original static local `sym`.
-fn find_uncorrelated_rela(o: &Kelf, p: &Kelf, st: &State, prsec: SectionIndex, sym: SymbolIndex) -> Option<SymbolIndex> {
+fn find_uncorrelated_rela(
+    o: &Kelf,
+    p: &Kelf,
+    st: &State,
+    prsec: SectionIndex,
+    sym: SymbolIndex,
+) -> Option<SymbolIndex> {
     let osym = &o.obj.symbols[sym.0];
-    p.obj.sections[prsec.0].relas.iter().map(|r| r.r_sym).find(|&ps| {
-        let psym = &p.obj.symbols[ps.0];
-        st.sym_twin[ps.0].is_none()
-            && psym.st_type() == osym.st_type()
-            && !(osym.is_object() && osym.st_size != psym.st_size)
-            && mangled_eq(p.sym_name(ps), o.sym_name(sym))
-    })
+    p.obj.sections[prsec.0]
+        .relas
+        .iter()
+        .map(|r| r.r_sym)
+        .find(|&ps| {
+            let psym = &p.obj.symbols[ps.0];
+            st.sym_twin[ps.0].is_none()
+                && psym.st_type() == osym.st_type()
+                && !(osym.is_object() && osym.st_size != psym.st_size)
+                && mangled_eq(p.sym_name(ps), o.sym_name(sym))
+        })
 }
 
-fn find_static_twin_in_children(o: &Kelf, p: &Kelf, st: &State, parent: SymbolIndex, sym: SymbolIndex) -> Option<SymbolIndex> {
+fn find_static_twin_in_children(
+    o: &Kelf,
+    p: &Kelf,
+    st: &State,
+    parent: SymbolIndex,
+    sym: SymbolIndex,
+) -> Option<SymbolIndex> {
     let psec = p.obj.symbols[parent.0].section?;
     for &child in &p.children[parent.0] {
         let csec = p.obj.symbols[child.0].section?;
@@ -223,7 +260,13 @@ fn correlated_parent(o: &Kelf, st: &State, mut sym: SymbolIndex) -> Option<Symbo
     None
 }
 
-fn find_static_twin(o: &Kelf, p: &Kelf, st: &State, mut orsec: SectionIndex, sym: SymbolIndex) -> Option<SymbolIndex> {
+fn find_static_twin(
+    o: &Kelf,
+    p: &Kelf,
+    st: &State,
+    mut orsec: SectionIndex,
+    sym: SymbolIndex,
+) -> Option<SymbolIndex> {
     if st.orig_sec_twin[orsec.0].is_none() {
         let base = o.base_of[orsec.0]?;
         if let Some(func) = o.bundled[base.0] {
@@ -241,16 +284,34 @@ fn find_static_twin(o: &Kelf, p: &Kelf, st: &State, mut orsec: SectionIndex, sym
     find_static_twin_in_children(o, p, st, p.bundled[pbase.0]?, sym)
 }
 
-fn has_static_twin_ref(o: &Kelf, p: &Kelf, st: &State, prsec: SectionIndex, sym: SymbolIndex) -> bool {
+fn has_static_twin_ref(
+    o: &Kelf,
+    p: &Kelf,
+    st: &State,
+    prsec: SectionIndex,
+    sym: SymbolIndex,
+) -> bool {
     let twin = st.orig_sym_twin[sym.0];
-    if p.obj.sections[prsec.0].relas.iter().any(|r| Some(r.r_sym) == twin) {
+    if p.obj.sections[prsec.0]
+        .relas
+        .iter()
+        .any(|r| Some(r.r_sym) == twin)
+    {
         return true;
     }
-    let Some(base) = p.base_of[prsec.0] else { return false };
-    let Some(parent) = p.bundled[base.0] else { return false };
-    let Some(psec) = p.obj.symbols[parent.0].section else { return false };
+    let Some(base) = p.base_of[prsec.0] else {
+        return false;
+    };
+    let Some(parent) = p.bundled[base.0] else {
+        return false;
+    };
+    let Some(psec) = p.obj.symbols[parent.0].section else {
+        return false;
+    };
     p.children[parent.0].iter().any(|&c| {
-        let Some(csec) = p.obj.symbols[c.0].section else { return false };
+        let Some(csec) = p.obj.symbols[c.0].section else {
+            return false;
+        };
         match p.rela_of[csec.0] {
             Some(cr) if Some(cr) != p.rela_of[psec.0] => has_static_twin_ref(o, p, st, cr, sym),
             _ => false,
@@ -259,7 +320,10 @@ fn has_static_twin_ref(o: &Kelf, p: &Kelf, st: &State, prsec: SectionIndex, sym:
 }
 
 fn correlate_static_locals(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), DiffError> {
-    let fatal = |reason: String| DiffError::Unpatchable { file: o.file.clone(), reasons: vec![reason] };
+    let fatal = |reason: String| DiffError::Unpatchable {
+        file: o.file.clone(),
+        reasons: vec![reason],
+    };
     // Undo name-based pairings of static locals: equal numbers can be a coincidence.
     for (so, sym) in o.obj.symbols_iter() {
         if !is_normal_static_local(o, so) {
@@ -302,10 +366,22 @@ fn correlate_static_locals(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), Dif
             let psec = p.obj.symbols[psym.0].section;
             let pbundled = psec.is_some_and(|s| p.bundled[s.0] == Some(psym));
             if bundled != pbundled {
-                return Err(DiffError::Invalid { file: o.file.clone(), reason: format!("static local {} is in its own section in one object only", o.sym_name(sym)) });
+                return Err(DiffError::Invalid {
+                    file: o.file.clone(),
+                    reason: format!(
+                        "static local {} is in its own section in one object only",
+                        o.sym_name(sym)
+                    ),
+                });
             }
             if !bundled && st.orig_sec_twin[ssec.0] != psec {
-                return Err(DiffError::Invalid { file: o.file.clone(), reason: format!("the sections of static local {} are not correlated", o.sym_name(sym)) });
+                return Err(DiffError::Invalid {
+                    file: o.file.clone(),
+                    reason: format!(
+                        "the sections of static local {} are not correlated",
+                        o.sym_name(sym)
+                    ),
+                });
             }
             st.pair_sym(sym, psym);
             if bundled {
@@ -329,13 +405,16 @@ fn correlate_static_locals(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), Dif
             if st.orig_sec_twin[orsec.0].is_none() {
                 if let Some(func) = o.base_of[orsec.0].and_then(|b| o.bundled[b.0]) {
                     if let Some(parent) = correlated_parent(o, st, func) {
-                        if let Some(r) = o.obj.symbols[parent.0].section.and_then(|s| o.rela_of[s.0]) {
+                        if let Some(r) =
+                            o.obj.symbols[parent.0].section.and_then(|s| o.rela_of[s.0])
+                        {
                             target = r;
                         }
                     }
                 }
             }
-            let (Some(_), Some(ptarget)) = (st.orig_sym_twin[sym.0], st.orig_sec_twin[target.0]) else {
+            let (Some(_), Some(ptarget)) = (st.orig_sym_twin[sym.0], st.orig_sec_twin[target.0])
+            else {
                 return Err(fatal(format!(
                     "reference to static local variable {} in {} was removed",
                     o.sym_name(sym),
@@ -396,13 +475,30 @@ fn rename_pairs(o: &Kelf, p: &mut Kelf, st: &State) {
 /// A section group as it means: its flag and its members' names (their indexes shift freely).
 pub fn group_key(k: &Kelf, sec: SectionIndex) -> (u32, Vec<&str>) {
     let (flags, members) = k.obj.sections[sec.0].group_members(k.obj.header.big_endian);
-    (flags, members.iter().map(|m| k.obj.sections.get(m.0).map(|s| s.name.as_str()).unwrap_or("")).collect())
+    (
+        flags,
+        members
+            .iter()
+            .map(|m| {
+                k.obj
+                    .sections
+                    .get(m.0)
+                    .map(|s| s.name.as_str())
+                    .unwrap_or("")
+            })
+            .collect(),
+    )
 }
 
 /// The candidates to try, in order. Names with a `__COUNTER__` (`__UNIQUE_ID_cnt0`,
 /// `__UNIQUE_ID_cnt1`) all look alike once the counter is ignored: the one at the same place
 /// among its look-alikes is tried first, since the counters shift together.
-fn positional_first<T: Copy + PartialEq>(name: &str, this: T, orig_alike: &[T], cands: &[T]) -> Vec<T> {
+fn positional_first<T: Copy + PartialEq>(
+    name: &str,
+    this: T,
+    orig_alike: &[T],
+    cands: &[T],
+) -> Vec<T> {
     let mut out = cands.to_vec();
     if name.contains("__UNIQUE_ID_") {
         if let Some(k) = orig_alike.iter().position(|&x| x == this) {

@@ -25,7 +25,10 @@ pub const CALLBACK_SECTIONS: &[&str] = &[
 
 impl Inclusion {
     pub fn new(p: &Kelf) -> Inclusion {
-        Inclusion { sec: vec![false; p.obj.sections.len()], sym: vec![false; p.obj.symbols.len()] }
+        Inclusion {
+            sec: vec![false; p.obj.sections.len()],
+            sym: vec![false; p.obj.symbols.len()],
+        }
     }
 
     /// Includes a section, its section symbol, its relocation section and, recursively, what
@@ -78,11 +81,22 @@ impl Inclusion {
     }
 }
 
-pub fn include_all(o: &Kelf, p: &Kelf, st: &State, inc: &mut Inclusion, report: &mut Report, options: &crate::Options) {
+pub fn include_all(
+    o: &Kelf,
+    p: &Kelf,
+    st: &State,
+    inc: &mut Inclusion,
+    report: &mut Report,
+    options: &crate::Options,
+) {
     // Standard elements: tables, .rodata (switch tables), string literals.
     for (i, s) in p.obj.sections_iter() {
         let n = s.name.as_str();
-        if n == ".shstrtab" || n == ".strtab" || n == ".symtab" || n == ".toc" || n == ".rodata"
+        if n == ".shstrtab"
+            || n == ".strtab"
+            || n == ".symtab"
+            || n == ".toc"
+            || n == ".rodata"
             || (n.starts_with(".rodata.") && n.contains(".str1."))
         {
             inc.section(p, st, i);
@@ -129,7 +143,10 @@ pub fn include_all(o: &Kelf, p: &Kelf, st: &State, inc: &mut Inclusion, report: 
         }
     }
     for (i, s) in p.obj.symbols_iter() {
-        if s.is_object() && s.section.is_some_and(|sec| CALLBACK_SECTIONS.contains(&p.sec_name(sec))) {
+        if s.is_object()
+            && s.section
+                .is_some_and(|sec| CALLBACK_SECTIONS.contains(&p.sec_name(sec)))
+        {
             inc.sym[i.0] = false;
         }
     }
@@ -141,7 +158,9 @@ pub fn include_all(o: &Kelf, p: &Kelf, st: &State, inc: &mut Inclusion, report: 
         }
         inc.sec[i.0] = true;
         if s.is_rela() {
-            report.forced.extend(s.relas.iter().map(|r| p.sym_name(r.r_sym).to_string()));
+            report
+                .forced
+                .extend(s.relas.iter().map(|r| p.sym_name(r.r_sym).to_string()));
         } else if let Some(ss) = p.secsym[i.0] {
             inc.sym[ss.0] = true;
         }
@@ -189,25 +208,48 @@ pub fn is_patch_target(p: &Kelf, st: &State, sym: SymbolIndex) -> bool {
 /// it jumps back into it. Left out because its bytes are the same, the kernel's copy would
 /// jump back into the kernel's *old* parent and run the old code from there. So a changed parent
 /// carries every such child that rejoins it at a place after which the parent changed.
-fn include_rejoining_children(o: &Kelf, p: &Kelf, st: &State, inc: &mut Inclusion, parent: SymbolIndex) {
-    let Some(psec) = p.obj.symbols[parent.0].section else { return };
+fn include_rejoining_children(
+    o: &Kelf,
+    p: &Kelf,
+    st: &State,
+    inc: &mut Inclusion,
+    parent: SymbolIndex,
+) {
+    let Some(psec) = p.obj.symbols[parent.0].section else {
+        return;
+    };
     for &child in &p.children[parent.0] {
-        if p.has_fentry[child.0] || inc.sym[child.0] && p.obj.symbols[child.0].section.is_some_and(|s| inc.sec[s.0]) {
+        if p.has_fentry[child.0]
+            || inc.sym[child.0] && p.obj.symbols[child.0].section.is_some_and(|s| inc.sec[s.0])
+        {
             continue;
         }
-        let Some(csec) = p.obj.symbols[child.0].section else { continue };
-        let Some(crela) = p.rela_of[csec.0] else { continue };
+        let Some(csec) = p.obj.symbols[child.0].section else {
+            continue;
+        };
+        let Some(crela) = p.rela_of[csec.0] else {
+            continue;
+        };
         let code = &p.obj.sections[csec.0].data;
         let rejoin_points: Vec<i64> = p.obj.sections[crela.0]
             .relas
             .iter()
             .filter(|x| x.r_sym == parent || p.obj.symbols[x.r_sym.0].section == Some(psec))
             .map(|x| {
-                let bias = if p.arch.is_pc_relative(x.r_type) { p.arch.pc_rel_bias(code, x.r_offset).unwrap_or(4) } else { 0 };
-                (p.obj.symbols[x.r_sym.0].st_value as i64).saturating_add(x.r_addend).saturating_add(bias)
+                let bias = if p.arch.is_pc_relative(x.r_type) {
+                    p.arch.pc_rel_bias(code, x.r_offset).unwrap_or(4)
+                } else {
+                    0
+                };
+                (p.obj.symbols[x.r_sym.0].st_value as i64)
+                    .saturating_add(x.r_addend)
+                    .saturating_add(bias)
             })
             .collect();
-        if rejoin_points.iter().any(|&at| tail_differs(o, p, st, parent, at)) {
+        if rejoin_points
+            .iter()
+            .any(|&at| tail_differs(o, p, st, parent, at))
+        {
             inc.sym[child.0] = false;
             inc.section(p, st, csec);
             inc.sym[child.0] = true;
@@ -219,8 +261,12 @@ fn include_rejoining_children(o: &Kelf, p: &Kelf, st: &State, inc: &mut Inclusio
 /// Whether the parent's code from offset `at` of its section on differs between the kernel's
 /// copy and the patched one (bytes, or where its relocations point).
 fn tail_differs(o: &Kelf, p: &Kelf, st: &State, parent: SymbolIndex, at: i64) -> bool {
-    let (Some(psec), Some(osym)) = (p.obj.symbols[parent.0].section, st.sym_twin[parent.0]) else { return true };
-    let Some(osec) = o.obj.symbols[osym.0].section else { return true };
+    let (Some(psec), Some(osym)) = (p.obj.symbols[parent.0].section, st.sym_twin[parent.0]) else {
+        return true;
+    };
+    let Some(osec) = o.obj.symbols[osym.0].section else {
+        return true;
+    };
     let at = at.max(0) as u64;
     p.code_range(psec, at, u64::MAX) != o.code_range(osec, at, u64::MAX)
 }

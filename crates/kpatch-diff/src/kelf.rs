@@ -1,11 +1,11 @@
 //! Per-object tables the differ derives once: bundled symbols, section symbols, relocation
 //! sections, `.cold`/`.part` children, ftrace entries, and an interval index of symbols by offset.
 
+use crate::names::{name_hash, HashIndex};
 use crate::DiffError;
 use kpatch_arch::Arch;
 use kpatch_elf::consts::*;
 use kpatch_elf::{Object, SectionIndex, SymbolIndex};
-use crate::names::{name_hash, HashIndex};
 
 /// An object with the indexes the differ needs.
 pub struct Kelf {
@@ -53,12 +53,20 @@ impl Kelf {
     pub fn new(obj: Object, file: &str, arch: &'static dyn Arch) -> Result<Kelf, DiffError> {
         let nsec = obj.sections.len();
         let nsym = obj.symbols.len();
-        let invalid = |reason: String| DiffError::Invalid { file: file.into(), reason };
+        let invalid = |reason: String| DiffError::Invalid {
+            file: file.into(),
+            reason,
+        };
         let rela_of = obj.rela_sections();
         let mut base_of = vec![None; nsec];
         for (i, s) in obj.sections_iter() {
             if s.is_rela() {
-                let t = s.rela_target().ok_or_else(|| invalid(format!("relocation section {} applies to no section", s.name)))?;
+                let t = s.rela_target().ok_or_else(|| {
+                    invalid(format!(
+                        "relocation section {} applies to no section",
+                        s.name
+                    ))
+                })?;
                 base_of[i.0] = Some(t);
             }
         }
@@ -99,14 +107,19 @@ impl Kelf {
             let cut = s.name.find(".cold").or_else(|| s.name.find(".part."));
             let Some(cut) = cut else { continue };
             let pname = &s.name[..cut];
-            let p = funcs_by_name.get(&name_hash(pname)).and_then(|v| v.iter().copied().find(|&j| obj.symbols[j.0].name == pname));
+            let p = funcs_by_name
+                .get(&name_hash(pname))
+                .and_then(|v| v.iter().copied().find(|&j| obj.symbols[j.0].name == pname));
             match p {
                 Some(p) if p != i => {
                     parent[i.0] = Some(p);
                     children[p.0].push(i);
                 }
                 _ if s.name[cut..].starts_with(".cold") => {
-                    return Err(invalid(format!("cannot find the parent function of {}", s.name)));
+                    return Err(invalid(format!(
+                        "cannot find the parent function of {}",
+                        s.name
+                    )));
                 }
                 _ => {}
             }
@@ -166,12 +179,19 @@ impl Kelf {
                 continue;
             }
             let Some(sec) = sym.section else { continue };
-            let Some(rsec) = self.rela_of[sec.0] else { continue };
+            let Some(rsec) = self.rela_of[sec.0] else {
+                continue;
+            };
             let relas = &self.obj.sections[rsec.0].relas;
             // The first relocation of the function (past its padding) is the ftrace call.
-            let first = relas.iter().filter(|r| r.r_offset >= sym.st_value).min_by_key(|r| r.r_offset);
+            let first = relas
+                .iter()
+                .filter(|r| r.r_offset >= sym.st_value)
+                .min_by_key(|r| r.r_offset);
             if let Some(r) = first {
-                if self.arch.is_fentry_reloc(r.r_type) && self.obj.symbols[r.r_sym.0].name == "__fentry__" {
+                if self.arch.is_fentry_reloc(r.r_type)
+                    && self.obj.symbols[r.r_sym.0].name == "__fentry__"
+                {
                     self.has_fentry[i] = true;
                 }
             }
@@ -206,7 +226,9 @@ impl Kelf {
                 }
                 let add_off = if self.arch.is_pc_relative(r.r_type) {
                     if self.obj.sections[base.0].is_text() {
-                        let ends = insn_ends.get_or_insert_with(|| instruction_ends(self.arch, &self.obj.sections[base.0].data));
+                        let ends = insn_ends.get_or_insert_with(|| {
+                            instruction_ends(self.arch, &self.obj.sections[base.0].data)
+                        });
                         // The end of the instruction that holds the relocation.
                         match ends.get(ends.partition_point(|&e| e <= r.r_offset)) {
                             Some(&end) => (end - r.r_offset) as i64,
@@ -225,9 +247,15 @@ impl Kelf {
                 let syms = &self.by_offset[tsec.0];
                 let sym_at = |s: SymbolIndex| {
                     let sym = &self.obj.symbols[s.0];
-                    (sym.st_value as i64, sym.st_value as i64 + sym.st_size as i64)
+                    (
+                        sym.st_value as i64,
+                        sym.st_value as i64 + sym.st_size as i64,
+                    )
                 };
-                let found = if !self.obj.sections[tsec.0].is_text() && r.r_type == r32s && r.r_addend == tsec_size {
+                let found = if !self.obj.sections[tsec.0].is_text()
+                    && r.r_type == r32s
+                    && r.r_addend == tsec_size
+                {
                     // A pointer just past the end of a data section: the object that ends there.
                     syms.iter().copied().find(|&s| sym_at(s).1 == tsec_size)
                 } else {
@@ -258,8 +286,14 @@ impl Kelf {
         if !sec.is_strings() && !sec.name.starts_with(".rodata.__func__.") {
             return None;
         }
-        let bias = if in_code && self.arch.is_pc_relative(r.r_type) { 4 } else { 0 };
-        let off = (sym.st_value as i64).saturating_add(r.r_addend).saturating_add(bias);
+        let bias = if in_code && self.arch.is_pc_relative(r.r_type) {
+            4
+        } else {
+            0
+        };
+        let off = (sym.st_value as i64)
+            .saturating_add(r.r_addend)
+            .saturating_add(bias);
         sec.string_at(off.max(0) as u64)
     }
 }
@@ -274,7 +308,10 @@ pub fn is_bundleable(sec_name: &str, sym_name: &str, st_type: u8) -> bool {
                 return true;
             }
             // gcc puts `foo.cold` into `.text.unlikely.foo`.
-            if prefix == ".text.unlikely." && sym_name.contains(".cold") && sym_name.starts_with(rest) {
+            if prefix == ".text.unlikely."
+                && sym_name.contains(".cold")
+                && sym_name.starts_with(rest)
+            {
                 return true;
             }
             // Keep trying shorter prefixes only for the nested data prefixes.
@@ -295,14 +332,22 @@ impl Kelf {
     pub fn reindex_names(&mut self) {
         self.sec_by_name.clear();
         for (i, s) in self.obj.sections_iter() {
-            self.sec_by_name.entry(name_hash(&s.name)).or_default().push(i);
+            self.sec_by_name
+                .entry(name_hash(&s.name))
+                .or_default()
+                .push(i);
         }
     }
 
     /// The bytes `[lo, hi)` of a section (clamped to it) and the relocations in that range as
     /// (offset from `lo`, type, target name without gcc numbers, addend), sorted: what two
     /// versions of a piece of code are compared by.
-    pub fn code_range(&self, sec: SectionIndex, lo: u64, hi: u64) -> (&[u8], Vec<(u64, u32, String, i64)>) {
+    pub fn code_range(
+        &self,
+        sec: SectionIndex,
+        lo: u64,
+        hi: u64,
+    ) -> (&[u8], Vec<(u64, u32, String, i64)>) {
         let data = &self.obj.sections[sec.0].data;
         let end = (hi.min(data.len() as u64)) as usize;
         let bytes = data.get((lo as usize).min(end)..end).unwrap_or(&[]);
@@ -312,7 +357,14 @@ impl Kelf {
                     .relas
                     .iter()
                     .filter(|x| x.r_offset >= lo && x.r_offset < hi)
-                    .map(|x| (x.r_offset - lo, x.r_type, crate::names::mangled_key_string(self.sym_name(x.r_sym)), x.r_addend))
+                    .map(|x| {
+                        (
+                            x.r_offset - lo,
+                            x.r_type,
+                            crate::names::mangled_key_string(self.sym_name(x.r_sym)),
+                            x.r_addend,
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -322,7 +374,11 @@ impl Kelf {
 
     /// The first section named `name`.
     pub fn section_named(&self, name: &str) -> Option<SectionIndex> {
-        self.sec_by_name.get(&name_hash(name))?.iter().copied().find(|&i| self.obj.sections[i.0].name == name)
+        self.sec_by_name
+            .get(&name_hash(name))?
+            .iter()
+            .copied()
+            .find(|&i| self.obj.sections[i.0].name == name)
     }
 }
 
@@ -331,7 +387,9 @@ fn instruction_ends(arch: &dyn Arch, code: &[u8]) -> Vec<u64> {
     let mut ends = Vec::new();
     let mut at = 0usize;
     while at < code.len() {
-        let Some(len) = arch.insn_len(&code[at..]) else { break };
+        let Some(len) = arch.insn_len(&code[at..]) else {
+            break;
+        };
         at += len;
         ends.push(at as u64);
     }

@@ -87,7 +87,9 @@ pub struct Report {
 
 impl Report {
     pub fn is_empty(&self) -> bool {
-        self.changed_functions.is_empty() && self.new_globals.is_empty() && self.callbacks.is_empty()
+        self.changed_functions.is_empty()
+            && self.new_globals.is_empty()
+            && self.callbacks.is_empty()
     }
 }
 
@@ -108,14 +110,20 @@ pub fn diff(
     patched_name: &str,
     options: &Options,
 ) -> Result<Outcome, DiffError> {
-    let arch = kpatch_arch::for_machine(orig.header.e_machine).ok_or_else(|| DiffError::Invalid {
-        file: orig_name.into(),
-        reason: format!("unsupported architecture (e_machine {})", orig.header.e_machine),
-    })?;
+    let arch =
+        kpatch_arch::for_machine(orig.header.e_machine).ok_or_else(|| DiffError::Invalid {
+            file: orig_name.into(),
+            reason: format!(
+                "unsupported architecture (e_machine {})",
+                orig.header.e_machine
+            ),
+        })?;
     if orig.header != patched.header {
         return Err(DiffError::Invalid {
             file: patched_name.into(),
-            reason: format!("ELF header differs from {orig_name}'s: the two objects were not built alike"),
+            reason: format!(
+                "ELF header differs from {orig_name}'s: the two objects were not built alike"
+            ),
         });
     }
     let mut o = Kelf::new(orig, orig_name, arch)?;
@@ -145,7 +153,10 @@ pub fn diff(
         .filter(|(_, s)| s.is_func() && s.section.is_some())
         .map(|(_, s)| s.name.clone())
         .collect();
-    Ok(Outcome::Changed { output: Box::new(output), report })
+    Ok(Outcome::Changed {
+        output: Box::new(output),
+        report,
+    })
 }
 
 /// Two objects of different translation units share almost no function names; refuse them
@@ -160,7 +171,10 @@ fn check_same_source(o: &Kelf, p: &Kelf) -> Result<(), DiffError> {
     match (file_of(o), file_of(p)) {
         (Some(a), Some(b)) if a != b => Err(DiffError::Invalid {
             file: p.file.clone(),
-            reason: format!("compiled from '{b}' but {} was compiled from '{a}': not the same source", o.file),
+            reason: format!(
+                "compiled from '{b}' but {} was compiled from '{a}': not the same source",
+                o.file
+            ),
         }),
         _ => Ok(()),
     }
@@ -169,12 +183,24 @@ fn check_same_source(o: &Kelf, p: &Kelf) -> Result<(), DiffError> {
 fn debug_dump(p: &Kelf, st: &correlate::State, inc: &include::Inclusion) {
     for (i, s) in p.obj.sections_iter() {
         if st.sec_status[i.0] != compare::Status::Same || inc.sec[i.0] {
-            eprintln!("section [{}] {} {:?}{}", i.0, s.name, st.sec_status[i.0], if inc.sec[i.0] { " included" } else { "" });
+            eprintln!(
+                "section [{}] {} {:?}{}",
+                i.0,
+                s.name,
+                st.sec_status[i.0],
+                if inc.sec[i.0] { " included" } else { "" }
+            );
         }
     }
     for (i, _) in p.obj.symbols_iter() {
         if st.sym_status[i.0] != compare::Status::Same || inc.sym[i.0] {
-            eprintln!("symbol [{}] {} {:?}{}", i.0, p.sym_name(i), st.sym_status[i.0], if inc.sym[i.0] { " included" } else { "" });
+            eprintln!(
+                "symbol [{}] {} {:?}{}",
+                i.0,
+                p.sym_name(i),
+                st.sym_status[i.0],
+                if inc.sym[i.0] { " included" } else { "" }
+            );
         }
     }
 }

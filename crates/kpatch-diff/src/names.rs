@@ -56,7 +56,8 @@ pub fn mangled_key_string(name: &str) -> String {
 
 /// FNV-1a of a name.
 pub fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(FNV_OFFSET, |h, c| (h ^ c as u64).wrapping_mul(FNV_PRIME))
+    name.bytes()
+        .fold(FNV_OFFSET, |h, c| (h ^ c as u64).wrapping_mul(FNV_PRIME))
 }
 
 /// A hasher for keys that are already hashes.
@@ -78,7 +79,8 @@ impl std::hash::Hasher for PreHashed {
 }
 
 /// Indexes by a name hash; lookups must confirm the name, since hashes can collide.
-pub type HashIndex<T> = std::collections::HashMap<u64, Vec<T>, std::hash::BuildHasherDefault<PreHashed>>;
+pub type HashIndex<T> =
+    std::collections::HashMap<u64, Vec<T>, std::hash::BuildHasherDefault<PreHashed>>;
 
 /// Static locals that the compiler creates per use (lockdep keys, WARN_ONCE flags, `__func__`,
 /// ratelimit states, switch tables): never correlated, always carried with the function.
@@ -105,7 +107,9 @@ pub fn is_special_static_name(name: &str, section: &str) -> bool {
         (name.len() > v.len() && name.starts_with(v) && name.as_bytes()[v.len()] == b'.')
             || name.match_indices(v).any(|(at, _)| {
                 let end = at + v.len();
-                at > 0 && name.as_bytes()[at - 1] == b'.' && (end == name.len() || name.as_bytes()[end] == b'.')
+                at > 0
+                    && name.as_bytes()[at - 1] == b'.'
+                    && (end == name.len() || name.as_bytes()[end] == b'.')
             })
     })
 }
@@ -127,15 +131,27 @@ mod tests {
         assert_eq!(mangled_hash("foo.isra.12"), mangled_hash("foo.isra.3"));
         assert_eq!(mangled_hash("x.1y"), name_hash("x.y"));
         assert_eq!(mangled_key_string("foo.isra.12"), "foo.isra");
-        assert_eq!(mangled_key_string("__UNIQUE_ID_cnt12.3"), "__UNIQUE_ID_cnt#");
+        assert_eq!(
+            mangled_key_string("__UNIQUE_ID_cnt12.3"),
+            "__UNIQUE_ID_cnt#"
+        );
         assert_eq!(mangled_hash("foo.12"), mangled_hash("foo"));
         assert_eq!(mangled_hash("foo.isra.0"), name_hash("foo.isra"));
         assert_ne!(mangled_hash("foo"), mangled_hash("bar"));
         assert!(mangled_eq("__UNIQUE_ID_calls0.1", "__UNIQUE_ID_calls1.1"));
-        assert_eq!(mangled_hash("__UNIQUE_ID_calls0.1"), mangled_hash("__UNIQUE_ID_calls12.3"));
+        assert_eq!(
+            mangled_hash("__UNIQUE_ID_calls0.1"),
+            mangled_hash("__UNIQUE_ID_calls12.3")
+        );
         assert!(!mangled_eq("calls0", "calls1"));
-        assert!(mangled_eq(".data.__UNIQUE_ID_cnt0", ".data.__UNIQUE_ID_cnt1"));
-        assert_eq!(mangled_hash(".data.__UNIQUE_ID_cnt0"), mangled_hash(".data.__UNIQUE_ID_cnt7"));
+        assert!(mangled_eq(
+            ".data.__UNIQUE_ID_cnt0",
+            ".data.__UNIQUE_ID_cnt1"
+        ));
+        assert_eq!(
+            mangled_hash(".data.__UNIQUE_ID_cnt0"),
+            mangled_hash(".data.__UNIQUE_ID_cnt7")
+        );
     }
 
     #[test]

@@ -11,7 +11,10 @@ use kpatch_elf::consts::*;
 use kpatch_elf::{Object, Rela, Section, SectionIndex, SymbolIndex};
 
 pub fn build(p: &Kelf, st: &State, inc: &Inclusion, regen: &RegenMap) -> Result<Object, DiffError> {
-    let bug = |reason: String| DiffError::Invalid { file: p.file.clone(), reason: format!("internal error: {reason}") };
+    let bug = |reason: String| DiffError::Invalid {
+        file: p.file.clone(),
+        reason: format!("internal error: {reason}"),
+    };
     let mut out = Object::new(p.obj.header.clone());
 
     // Sections, in their original order.
@@ -34,10 +37,13 @@ pub fn build(p: &Kelf, st: &State, inc: &Inclusion, regen: &RegenMap) -> Result<
     let included: Vec<SymbolIndex> = p
         .obj
         .symbols_iter()
-        .filter(|(i, s)| inc.sym[i.0] && !(s.is_section() && s.section.is_some_and(|x| !inc.sec[x.0])))
+        .filter(|(i, s)| {
+            inc.sym[i.0] && !(s.is_section() && s.section.is_some_and(|x| !inc.sec[x.0]))
+        })
         .map(|(i, _)| i)
         .collect();
-    let changed_func = |i: SymbolIndex| p.obj.symbols[i.0].is_func() && st.sym_status[i.0] == Status::Changed;
+    let changed_func =
+        |i: SymbolIndex| p.obj.symbols[i.0].is_func() && st.sym_status[i.0] == Status::Changed;
     let local_after = |i: SymbolIndex| p.obj.symbols[i.0].is_local() || changed_func(i);
     let rank = |i: SymbolIndex| {
         let s = &p.obj.symbols[i.0];
@@ -80,15 +86,27 @@ pub fn build(p: &Kelf, st: &State, inc: &Inclusion, regen: &RegenMap) -> Result<
 
     // Fix up indexes inside sections.
     for (new, sec) in out.sections.iter_mut().enumerate().skip(1) {
-        let old = (0..p.obj.sections.len()).find(|&o| sec_map[o] == Some(SectionIndex(new))).unwrap();
+        let old = (0..p.obj.sections.len())
+            .find(|&o| sec_map[o] == Some(SectionIndex(new)))
+            .unwrap();
         if sec.is_rela() {
             let base = p.base_of[old].ok_or_else(|| bug(format!("{} has no base", sec.name)))?;
             sec.sh_info = sec_map[base.0]
-                .ok_or_else(|| bug(format!("{} is included without {}", sec.name, p.sec_name(base))))?
+                .ok_or_else(|| {
+                    bug(format!(
+                        "{} is included without {}",
+                        sec.name,
+                        p.sec_name(base)
+                    ))
+                })?
                 .0 as u32;
             for r in &mut sec.relas {
                 r.r_sym = sym_map[r.r_sym.0].ok_or_else(|| {
-                    bug(format!("{} references {}, which was not included", sec.name, p.sym_name(r.r_sym)))
+                    bug(format!(
+                        "{} references {}, which was not included",
+                        sec.name,
+                        p.sym_name(r.r_sym)
+                    ))
                 })?;
             }
         }
@@ -104,9 +122,17 @@ pub fn build(p: &Kelf, st: &State, inc: &Inclusion, regen: &RegenMap) -> Result<
         if sec.is_group() {
             let be = p.obj.header.big_endian;
             let (flags, members) = sec.group_members(be);
-            let members: Vec<SectionIndex> = members.iter().filter_map(|m| sec_map.get(m.0).copied().flatten()).collect();
+            let members: Vec<SectionIndex> = members
+                .iter()
+                .filter_map(|m| sec_map.get(m.0).copied().flatten())
+                .collect();
             sec.set_group_members(be, flags, &members);
-            sec.sh_info = sym_map.get(sec.sh_info as usize).copied().flatten().map(|s| s.0 as u32).unwrap_or(0);
+            sec.sh_info = sym_map
+                .get(sec.sh_info as usize)
+                .copied()
+                .flatten()
+                .map(|s| s.0 as u32)
+                .unwrap_or(0);
         }
     }
 
@@ -123,19 +149,38 @@ fn add_mcount_loc(p: &Kelf, st: &State, sym_map: &[Option<SymbolIndex>], out: &m
         if !s.is_func() || st.sym_status[i.0] == Status::Same || !p.has_fentry[i.0] {
             continue;
         }
-        let (Some(new_sym), Some(sec)) = (sym_map[i.0], s.section) else { continue };
-        let Some(new_sec) = out.symbols[new_sym.0].section else { continue };
-        let Some(rsec) = p.rela_of[sec.0] else { continue };
-        let Some(first) = p.obj.sections[rsec.0].relas.iter().filter(|r| r.r_offset >= s.st_value).min_by_key(|r| r.r_offset) else { continue };
+        let (Some(new_sym), Some(sec)) = (sym_map[i.0], s.section) else {
+            continue;
+        };
+        let Some(new_sec) = out.symbols[new_sym.0].section else {
+            continue;
+        };
+        let Some(rsec) = p.rela_of[sec.0] else {
+            continue;
+        };
+        let Some(first) = p.obj.sections[rsec.0]
+            .relas
+            .iter()
+            .filter(|r| r.r_offset >= s.st_value)
+            .min_by_key(|r| r.r_offset)
+        else {
+            continue;
+        };
         // The relocation is one byte into the 5-byte call (after its opcode).
-        let Some(call) = first.r_offset.checked_sub(1) else { continue };
+        let Some(call) = first.r_offset.checked_sub(1) else {
+            continue;
+        };
         if first.r_type == R_X86_64_NONE {
             // An old-style NOP at the ftrace site: make it the call that ftrace expects.
             let text = &mut out.sections[new_sec.0];
             if let Some(bytes) = text.data.get_mut(call as usize..call as usize + 5) {
                 bytes.copy_from_slice(&[0xe8, 0, 0, 0, 0]);
             }
-            if let Some(rs) = out.sections.iter_mut().find(|x| x.is_rela() && x.sh_info as usize == new_sec.0) {
+            if let Some(rs) = out
+                .sections
+                .iter_mut()
+                .find(|x| x.is_rela() && x.sh_info as usize == new_sec.0)
+            {
                 for r in rs.relas.iter_mut().filter(|r| r.r_offset == first.r_offset) {
                     r.r_type = R_X86_64_PC32;
                 }
@@ -163,7 +208,12 @@ fn add_mcount_loc(p: &Kelf, st: &State, sym_map: &[Option<SymbolIndex>], out: &m
     let relas = sites
         .iter()
         .enumerate()
-        .map(|(k, &(sym, addend))| Rela { r_offset: 8 * k as u64, r_sym: sym, r_type: p.arch.abs64(), r_addend: addend })
+        .map(|(k, &(sym, addend))| Rela {
+            r_offset: 8 * k as u64,
+            r_sym: sym,
+            r_type: p.arch.abs64(),
+            r_addend: addend,
+        })
         .collect();
     out.sections.push(Section {
         name: ".rela__mcount_loc".into(),
@@ -183,12 +233,17 @@ fn add_mcount_loc(p: &Kelf, st: &State, sym_map: &[Option<SymbolIndex>], out: &m
 /// The symbol namespaces the patched object imports (`MODULE_IMPORT_NS`), which the patch module
 /// must import too.
 fn add_import_namespaces(p: &Kelf, out: &mut Object) {
-    let Some(modinfo) = p.section_named(".modinfo") else { return };
+    let Some(modinfo) = p.section_named(".modinfo") else {
+        return;
+    };
     let data = &p.obj.sections[modinfo.0].data;
     let mut kept = Vec::new();
     for entry in data.split(|&b| b == 0).filter(|e| !e.is_empty()) {
         let text = String::from_utf8_lossy(entry);
-        if text.split_once('=').is_some_and(|(k, _)| k == "import_ns" || k.ends_with(".import_ns")) {
+        if text
+            .split_once('=')
+            .is_some_and(|(k, _)| k == "import_ns" || k.ends_with(".import_ns"))
+        {
             kept.extend_from_slice(entry);
             kept.push(0);
         }
@@ -197,5 +252,10 @@ fn add_import_namespaces(p: &Kelf, out: &mut Object) {
         return;
     }
     let src = &p.obj.sections[modinfo.0];
-    out.sections.push(Section { sh_size: kept.len() as u64, data: kept, relas: Vec::new(), ..src.clone() });
+    out.sections.push(Section {
+        sh_size: kept.len() as u64,
+        data: kept,
+        relas: Vec::new(),
+        ..src.clone()
+    });
 }

@@ -43,7 +43,9 @@ fn detect_entry_size(p: &Kelf, sec: SectionIndex) -> Option<u64> {
         return None;
     }
     let class = |r: &Rela| {
-        let to_text = p.obj.symbols[r.r_sym.0].section.is_some_and(|s| p.obj.sections[s.0].is_text());
+        let to_text = p.obj.symbols[r.r_sym.0]
+            .section
+            .is_some_and(|s| p.obj.sections[s.0].is_text());
         (r.r_type, to_text)
     };
     // The last entry may lack its tail padding (kpatch notes this of .parainstructions).
@@ -76,36 +78,58 @@ fn detect_entry_size(p: &Kelf, sec: SectionIndex) -> Option<u64> {
 fn reloc_keeps(p: &Kelf, inc: &Inclusion, sym: SymbolIndex) -> bool {
     let s = &p.obj.symbols[sym.0];
     let Some(sec) = s.section else { return false };
-    inc.sec[sec.0] && (s.is_func() || (s.is_section() && p.sec_name(sec) == ".altinstr_replacement"))
+    inc.sec[sec.0]
+        && (s.is_func() || (s.is_section() && p.sec_name(sec) == ".altinstr_replacement"))
 }
 
 /// Is the jump label's key a dynamic-debug descriptor? Such an entry is dropped: the pr_debug
 /// stays off in the patched function, as kpatch does.
 fn is_dynamic_debug_key(p: &Kelf, sym: SymbolIndex) -> bool {
     let s = &p.obj.symbols[sym.0];
-    s.section.is_some_and(|sec| matches!(p.sec_name(sec), "__dyndbg" | "__verbose"))
+    s.section
+        .is_some_and(|sec| matches!(p.sec_name(sec), "__dyndbg" | "__verbose"))
 }
 
 /// A `.printk_index` entry names its function through `__func__`, directly (the entry is the
 /// record) or one pointer away (the entry points at the record, as in 6.1): the entry belongs
 /// to an included function of that name.
-fn printk_index_owner_included(p: &Kelf, included: &std::collections::HashSet<&str>, group: &[&Rela]) -> bool {
-    let names_included = |r: &Rela| p.rela_string(r, false).is_some_and(|s| std::str::from_utf8(s).is_ok_and(|s| included.contains(s)));
+fn printk_index_owner_included(
+    p: &Kelf,
+    included: &std::collections::HashSet<&str>,
+    group: &[&Rela],
+) -> bool {
+    let names_included = |r: &Rela| {
+        p.rela_string(r, false)
+            .is_some_and(|s| std::str::from_utf8(s).is_ok_and(|s| included.contains(s)))
+    };
     group.iter().any(|r| {
         if names_included(r) {
             return true;
         }
         let t = &p.obj.symbols[r.r_sym.0];
         let Some(tsec) = t.section else { return false };
-        let Some(trela) = p.rela_of[tsec.0] else { return false };
-        let (lo, hi) = (t.st_value.saturating_add(r.r_addend.max(0) as u64), t.st_value.saturating_add(t.st_size.max(1)));
-        p.obj.sections[trela.0].relas.iter().filter(|x| t.st_size == 0 || (x.r_offset >= lo && x.r_offset < hi)).any(names_included)
+        let Some(trela) = p.rela_of[tsec.0] else {
+            return false;
+        };
+        let (lo, hi) = (
+            t.st_value.saturating_add(r.r_addend.max(0) as u64),
+            t.st_value.saturating_add(t.st_size.max(1)),
+        );
+        p.obj.sections[trela.0]
+            .relas
+            .iter()
+            .filter(|x| t.st_size == 0 || (x.r_offset >= lo && x.r_offset < hi))
+            .any(names_included)
     })
 }
 
 /// Splits `.fixup` (kernels before 5.17) into the stubs the `__ex_table` entries jump to, keeps
 /// those that jump back into included functions, and returns where each kept stub moved.
-fn regenerate_fixup(p: &Kelf, inc: &mut Inclusion, regen: &mut RegenMap) -> Option<(SectionIndex, Vec<(i64, i64)>)> {
+fn regenerate_fixup(
+    p: &Kelf,
+    inc: &mut Inclusion,
+    regen: &mut RegenMap,
+) -> Option<(SectionIndex, Vec<(i64, i64)>)> {
     let fixup = p.section_named(".fixup")?;
     let frela = p.rela_of[fixup.0]?;
     let ex = p.section_named("__ex_table")?;
@@ -121,24 +145,35 @@ fn regenerate_fixup(p: &Kelf, inc: &mut Inclusion, regen: &mut RegenMap) -> Opti
     starts.dedup();
     let size = p.obj.sections[fixup.0].sh_size as i64;
     let data = &p.obj.sections[fixup.0].data;
-    let mut out = Regenerated { data: Vec::new(), relas: Vec::new() };
+    let mut out = Regenerated {
+        data: Vec::new(),
+        relas: Vec::new(),
+    };
     let mut moved = Vec::new();
     for (k, &start) in starts.iter().enumerate() {
         let end = starts.get(k + 1).copied().unwrap_or(size).min(size);
         if start < 0 || start >= end {
             continue;
         }
-        let relas: Vec<&Rela> = p.obj.sections[frela.0].relas.iter().filter(|r| (r.r_offset as i64) >= start && (r.r_offset as i64) < end).collect();
+        let relas: Vec<&Rela> = p.obj.sections[frela.0]
+            .relas
+            .iter()
+            .filter(|r| (r.r_offset as i64) >= start && (r.r_offset as i64) < end)
+            .collect();
         if !relas.iter().any(|r| reloc_keeps(p, inc, r.r_sym)) {
             continue;
         }
         let dest = out.data.len() as i64;
         moved.push((start, dest));
         for r in relas {
-            out.relas.push(Rela { r_offset: (r.r_offset as i64 - start + dest) as u64, ..*r });
+            out.relas.push(Rela {
+                r_offset: (r.r_offset as i64 - start + dest) as u64,
+                ..*r
+            });
             inc.sym[r.r_sym.0] = true;
         }
-        out.data.extend_from_slice(&data[start as usize..end as usize]);
+        out.data
+            .extend_from_slice(&data[start as usize..end as usize]);
     }
     if out.data.is_empty() {
         return None;
@@ -153,7 +188,12 @@ fn regenerate_fixup(p: &Kelf, inc: &mut Inclusion, regen: &mut RegenMap) -> Opti
     Some((fixup, moved))
 }
 
-pub fn process(p: &Kelf, st: &mut State, inc: &mut Inclusion, options: &Options) -> Result<RegenMap, DiffError> {
+pub fn process(
+    p: &Kelf,
+    st: &mut State,
+    inc: &mut Inclusion,
+    options: &Options,
+) -> Result<RegenMap, DiffError> {
     let mut regen = RegenMap::new();
     // Alternatives first: their replacement code decides which other entries point into
     // included code (an exception entry inside a replacement, say).
@@ -161,8 +201,12 @@ pub fn process(p: &Kelf, st: &mut State, inc: &mut Inclusion, options: &Options)
     order.sort_by_key(|s| s.name != ".altinstructions");
     let mut fixup: Option<(SectionIndex, Vec<(i64, i64)>)> = None;
     for spec in order {
-        let Some(sec) = p.section_named(spec.name) else { continue };
-        let Some(rsec) = p.rela_of[sec.0] else { continue };
+        let Some(sec) = p.section_named(spec.name) else {
+            continue;
+        };
+        let Some(rsec) = p.rela_of[sec.0] else {
+            continue;
+        };
         let size = entry_size_for(p, spec.name, sec, options).ok_or_else(|| DiffError::Invalid {
             file: p.file.clone(),
             reason: format!(
@@ -174,19 +218,31 @@ pub fn process(p: &Kelf, st: &mut State, inc: &mut Inclusion, options: &Options)
             fixup = regenerate_fixup(p, inc, &mut regen);
         }
         let included_funcs: std::collections::HashSet<&str> = if spec.name == ".printk_index" {
-            p.obj.symbols_iter().filter(|(i, s)| s.is_func() && inc.sym[i.0] && s.section.is_some_and(|x| inc.sec[x.0])).map(|(_, s)| s.name.as_str()).collect()
+            p.obj
+                .symbols_iter()
+                .filter(|(i, s)| {
+                    s.is_func() && inc.sym[i.0] && s.section.is_some_and(|x| inc.sec[x.0])
+                })
+                .map(|(_, s)| s.name.as_str())
+                .collect()
         } else {
             Default::default()
         };
         let base = &p.obj.sections[sec.0];
         let mut relas = p.obj.sections[rsec.0].relas.clone();
         relas.sort_by_key(|r| r.r_offset);
-        let mut out = Regenerated { data: Vec::new(), relas: Vec::new() };
+        let mut out = Regenerated {
+            data: Vec::new(),
+            relas: Vec::new(),
+        };
         let mut to_include = Vec::new();
         let mut offset = 0u64;
         while offset < base.sh_size {
             let len = size.min(base.sh_size - offset);
-            let group: Vec<&Rela> = relas.iter().filter(|r| r.r_offset >= offset && r.r_offset < offset + len).collect();
+            let group: Vec<&Rela> = relas
+                .iter()
+                .filter(|r| r.r_offset >= offset && r.r_offset < offset + len)
+                .collect();
             let mut keep = group.iter().any(|r| reloc_keeps(p, inc, r.r_sym));
             if !keep && spec.name == ".printk_index" {
                 keep = printk_index_owner_included(p, &included_funcs, &group);
@@ -201,12 +257,18 @@ pub fn process(p: &Kelf, st: &mut State, inc: &mut Inclusion, options: &Options)
             if keep {
                 let dest = out.data.len() as u64;
                 for r in &group {
-                    let mut r = Rela { r_offset: r.r_offset - offset + dest, ..**r };
+                    let mut r = Rela {
+                        r_offset: r.r_offset - offset + dest,
+                        ..**r
+                    };
                     // An exception entry's fixup address follows its stub to its new place.
                     if let Some((fsec, moved)) = &fixup {
                         if p.obj.symbols[r.r_sym.0].section == Some(*fsec) {
-                            let at = (p.obj.symbols[r.r_sym.0].st_value as i64).saturating_add(r.r_addend);
-                            if let Some(&(from, to)) = moved.iter().rev().find(|(from, _)| *from <= at) {
+                            let at = (p.obj.symbols[r.r_sym.0].st_value as i64)
+                                .saturating_add(r.r_addend);
+                            if let Some(&(from, to)) =
+                                moved.iter().rev().find(|(from, _)| *from <= at)
+                            {
                                 r.r_addend += to - from;
                             }
                         }
@@ -215,7 +277,8 @@ pub fn process(p: &Kelf, st: &mut State, inc: &mut Inclusion, options: &Options)
                     to_include.push(r.r_sym);
                 }
                 let end = (offset + len) as usize;
-                out.data.extend_from_slice(base.data.get(offset as usize..end).unwrap_or(&[]));
+                out.data
+                    .extend_from_slice(base.data.get(offset as usize..end).unwrap_or(&[]));
             }
             offset += len;
         }
@@ -270,18 +333,42 @@ pub fn process(p: &Kelf, st: &mut State, inc: &mut Inclusion, options: &Options)
 
 /// ORC entries are split across `.orc_unwind` (the entries) and `.orc_unwind_ip` (a relocated
 /// 4-byte pointer each); keep the pairs that describe included functions.
-fn regenerate_orc(p: &Kelf, st: &mut State, inc: &mut Inclusion, options: &Options, regen: &mut RegenMap) {
+fn regenerate_orc(
+    p: &Kelf,
+    st: &mut State,
+    inc: &mut Inclusion,
+    options: &Options,
+    regen: &mut RegenMap,
+) {
     const IP_SIZE: u64 = 4;
-    let (Some(orc), Some(ip)) = (p.section_named(".orc_unwind"), p.section_named(".orc_unwind_ip")) else { return };
-    let Some(iprela) = p.rela_of[ip.0] else { return };
-    let entry = options.entry_sizes.iter().find(|(n, _)| n == ".orc_unwind").map(|e| e.1).unwrap_or(6);
+    let (Some(orc), Some(ip)) = (
+        p.section_named(".orc_unwind"),
+        p.section_named(".orc_unwind_ip"),
+    ) else {
+        return;
+    };
+    let Some(iprela) = p.rela_of[ip.0] else {
+        return;
+    };
+    let entry = options
+        .entry_sizes
+        .iter()
+        .find(|(n, _)| n == ".orc_unwind")
+        .map(|e| e.1)
+        .unwrap_or(6);
     let orc_sec = &p.obj.sections[orc.0];
     let n = p.obj.sections[ip.0].sh_size / IP_SIZE;
     if n.checked_mul(entry) != Some(orc_sec.sh_size) {
         return;
     }
-    let mut orc_out = Regenerated { data: Vec::new(), relas: Vec::new() };
-    let mut ip_out = Regenerated { data: Vec::new(), relas: Vec::new() };
+    let mut orc_out = Regenerated {
+        data: Vec::new(),
+        relas: Vec::new(),
+    };
+    let mut ip_out = Regenerated {
+        data: Vec::new(),
+        relas: Vec::new(),
+    };
     let mut relas = p.obj.sections[iprela.0].relas.clone();
     relas.sort_by_key(|r| r.r_offset);
     for r in &relas {
@@ -290,10 +377,18 @@ fn regenerate_orc(p: &Kelf, st: &mut State, inc: &mut Inclusion, options: &Optio
         }
         let k = r.r_offset / IP_SIZE;
         let dest = ip_out.data.len() as u64;
-        ip_out.relas.push(Rela { r_offset: dest, ..*r });
+        ip_out.relas.push(Rela {
+            r_offset: dest,
+            ..*r
+        });
         ip_out.data.extend_from_slice(&[0; IP_SIZE as usize]);
         let start = k.saturating_mul(entry) as usize;
-        orc_out.data.extend_from_slice(orc_sec.data.get(start..start.saturating_add(entry as usize)).unwrap_or(&[]));
+        orc_out.data.extend_from_slice(
+            orc_sec
+                .data
+                .get(start..start.saturating_add(entry as usize))
+                .unwrap_or(&[]),
+        );
         inc.sym[r.r_sym.0] = true;
     }
     let keep = !ip_out.relas.is_empty();

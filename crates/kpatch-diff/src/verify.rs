@@ -8,13 +8,20 @@ use crate::DiffError;
 
 fn is_init(name: &str) -> bool {
     let n = name.strip_prefix(".rela").unwrap_or(name);
-    n.starts_with(".init.") || n.starts_with(".exit.") || n.starts_with(".meminit.") || n.starts_with(".initcall")
-        || n == ".init.setup" || n.starts_with(".con_initcall")
+    n.starts_with(".init.")
+        || n.starts_with(".exit.")
+        || n.starts_with(".meminit.")
+        || n.starts_with(".initcall")
+        || n == ".init.setup"
+        || n.starts_with(".con_initcall")
 }
 
 fn is_data(name: &str) -> bool {
     let n = name.strip_prefix(".rela").unwrap_or(name);
-    n.starts_with(".data") || n.starts_with(".bss") || n.starts_with(".rodata") || n.starts_with(".tbss")
+    n.starts_with(".data")
+        || n.starts_with(".bss")
+        || n.starts_with(".rodata")
+        || n.starts_with(".tbss")
         || n.starts_with(".tdata")
 }
 
@@ -22,7 +29,10 @@ fn is_data(name: &str) -> bool {
 /// and UBSAN's per-call-site records (they only hold source locations).
 fn is_carryable_data(name: &str) -> bool {
     let n = name.strip_prefix(".rela").unwrap_or(name);
-    n == ".data.unlikely" || n == ".data.once" || n.starts_with(".data..Lubsan") || n.starts_with(".data..L__unnamed")
+    n == ".data.unlikely"
+        || n == ".data.once"
+        || n.starts_with(".data..Lubsan")
+        || n.starts_with(".data..L__unnamed")
 }
 
 /// Sections read once, at boot or module load, that a livepatch module neither needs nor can
@@ -30,7 +40,10 @@ fn is_carryable_data(name: &str) -> bool {
 /// leaves out (the running kernel keeps its own entries for the system call).
 fn is_metadata(name: &str) -> bool {
     let n = name.strip_prefix(".rela").unwrap_or(name);
-    matches!(n, ".modinfo" | ".comment" | "__syscalls_metadata" | "_ftrace_events") || n.starts_with(".note")
+    matches!(
+        n,
+        ".modinfo" | ".comment" | "__syscalls_metadata" | "_ftrace_events"
+    ) || n.starts_with(".note")
 }
 
 pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), DiffError> {
@@ -43,7 +56,10 @@ pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), Dif
         .map(|name| format!("new exported symbol {name}: a livepatch cannot add exports to the kernel it patches (drop the EXPORT_SYMBOL)"))
         .collect();
     if !exports.is_empty() {
-        return Err(DiffError::Unpatchable { file: p.file.clone(), reasons: exports });
+        return Err(DiffError::Unpatchable {
+            file: p.file.clone(),
+            reasons: exports,
+        });
     }
     let mut reasons = Vec::new();
     for (i, sec) in p.obj.sections_iter() {
@@ -57,15 +73,28 @@ pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), Dif
             }
         };
         if status == Status::Changed && !inc.sec[i.0] {
-            let base_reported = p.base_of[i.0].is_some_and(|b| st.sec_status[b.0] == Status::Changed && !inc.sec[b.0]);
-            if is_carryable_data(name) || crate::kelf::is_debug(name) || is_metadata(name) || base_reported {
+            let base_reported = p.base_of[i.0]
+                .is_some_and(|b| st.sec_status[b.0] == Status::Changed && !inc.sec[b.0]);
+            if is_carryable_data(name)
+                || crate::kelf::is_debug(name)
+                || is_metadata(name)
+                || base_reported
+            {
                 // Source locations only (UBSAN records, WARN_ONCE flags, debug info), or
                 // metadata the module gets its own copy of (.modinfo namespaces, notes).
                 continue;
             }
             if is_init(name) {
-                let funcs = if sec.is_text() { changed_functions_in_shared_section(o, p, st, i) } else { Vec::new() };
-                let place = if funcs.is_empty() { what() } else { format!("{} ({name})", funcs.join(", ")) };
+                let funcs = if sec.is_text() {
+                    changed_functions_in_shared_section(o, p, st, i)
+                } else {
+                    Vec::new()
+                };
+                let place = if funcs.is_empty() {
+                    what()
+                } else {
+                    format!("{} ({name})", funcs.join(", "))
+                };
                 reasons.push(format!(
                     "__init code or data changed: {place}: it ran at boot and was freed, so patching it has no effect; move the change out of __init or use a callback"
                 ));
@@ -88,7 +117,10 @@ pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), Dif
                     reasons.push(format!("function {f} changed in section {name}: {why}"));
                 }
             } else {
-                reasons.push(format!("changed section {} is not used by any changed function", what()));
+                reasons.push(format!(
+                    "changed section {} is not used by any changed function",
+                    what()
+                ));
             }
             continue;
         }
@@ -100,12 +132,20 @@ pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), Dif
             continue;
         }
         if status != Status::Same && p.grouped[i.0] {
-            reasons.push(format!("changed section {} is part of a section group (COMDAT)", what()));
+            reasons.push(format!(
+                "changed section {} is part of a section group (COMDAT)",
+                what()
+            ));
         }
         if sec.is_group() && status == Status::New {
-            reasons.push(format!("new or changed section group {name} is not supported"));
+            reasons.push(format!(
+                "new or changed section group {name} is not supported"
+            ));
         }
-        if inc.sec[i.0] && status != Status::New && !sec.is_rela() && (name.starts_with(".data") || name.starts_with(".bss"))
+        if inc.sec[i.0]
+            && status != Status::New
+            && !sec.is_rela()
+            && (name.starts_with(".data") || name.starts_with(".bss"))
             && !is_carryable_data(name)
         {
             reasons.push(format!(
@@ -117,16 +157,28 @@ pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), Dif
     if reasons.is_empty() {
         Ok(())
     } else {
-        Err(DiffError::Unpatchable { file: p.file.clone(), reasons })
+        Err(DiffError::Unpatchable {
+            file: p.file.clone(),
+            reasons,
+        })
     }
 }
 
 /// The functions of a shared text section (`.sched.text`, `.noinstr.text`) whose bytes or
 /// relocations differ from their original's.
-fn changed_functions_in_shared_section(o: &Kelf, p: &Kelf, st: &State, sec: kpatch_elf::SectionIndex) -> Vec<String> {
+fn changed_functions_in_shared_section(
+    o: &Kelf,
+    p: &Kelf,
+    st: &State,
+    sec: kpatch_elf::SectionIndex,
+) -> Vec<String> {
     fn slice(k: &Kelf, sym: kpatch_elf::SymbolIndex) -> (&[u8], Vec<(u64, u32, String, i64)>) {
         let s = &k.obj.symbols[sym.0];
-        k.code_range(s.section.unwrap(), s.st_value, s.st_value.saturating_add(s.st_size))
+        k.code_range(
+            s.section.unwrap(),
+            s.st_value,
+            s.st_value.saturating_add(s.st_size),
+        )
     }
     let mut out = Vec::new();
     for &sym in &p.by_offset[sec.0] {

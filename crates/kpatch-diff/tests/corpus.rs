@@ -8,13 +8,19 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 fn corpus_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("KPATCH_RS_UNIT_OBJS").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/kpatch-unit-objs/x86_64")
-    });
+    let dir = std::env::var_os("KPATCH_RS_UNIT_OBJS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/kpatch-unit-objs/x86_64")
+        });
     if dir.join("expected.tsv").is_file() {
         Some(dir)
     } else {
-        eprintln!("SKIP: the shared object corpus is not at {} (set KPATCH_RS_UNIT_OBJS)", dir.display());
+        eprintln!(
+            "SKIP: the shared object corpus is not at {} (set KPATCH_RS_UNIT_OBJS)",
+            dir.display()
+        );
         None
     }
 }
@@ -40,9 +46,20 @@ fn cases(dir: &Path) -> Vec<Case> {
     let text = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
-    let col = |n: &str| header.iter().position(|h| *h == n).unwrap_or_else(|| panic!("expected.tsv has no column {n}"));
-    let (name, exit, changed, new, count, extra) =
-        (col("name"), col("upstream_exit"), col("changed_functions"), col("new_functions"), col("output_function_symbols"), col("extra_check"));
+    let col = |n: &str| {
+        header
+            .iter()
+            .position(|h| *h == n)
+            .unwrap_or_else(|| panic!("expected.tsv has no column {n}"))
+    };
+    let (name, exit, changed, new, count, extra) = (
+        col("name"),
+        col("upstream_exit"),
+        col("changed_functions"),
+        col("new_functions"),
+        col("output_function_symbols"),
+        col("extra_check"),
+    );
     lines
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
@@ -61,11 +78,16 @@ fn cases(dir: &Path) -> Vec<Case> {
 
 /// The case's `NAME.env` entry sizes (e.g. `JUMP_STRUCT_SIZE=16`).
 fn options(dir: &Path, name: &str) -> Options {
-    let mut options = Options { kpatch_compat: true, ..Options::default() };
+    let mut options = Options {
+        kpatch_compat: true,
+        ..Options::default()
+    };
     if let Ok(env) = std::fs::read_to_string(dir.join(format!("{name}.env"))) {
         for line in env.lines() {
             if let Some(v) = line.trim().strip_prefix("JUMP_STRUCT_SIZE=") {
-                options.entry_sizes.push(("__jump_table".into(), v.parse().unwrap()));
+                options
+                    .entry_sizes
+                    .push(("__jump_table".into(), v.parse().unwrap()));
             }
         }
     }
@@ -76,7 +98,11 @@ fn run(dir: &Path, c: &Case) -> (Result<Outcome, DiffError>, Option<Object>) {
     run_with(dir, c, &options(dir, &c.name))
 }
 
-fn run_with(dir: &Path, c: &Case, options: &Options) -> (Result<Outcome, DiffError>, Option<Object>) {
+fn run_with(
+    dir: &Path,
+    c: &Case,
+    options: &Options,
+) -> (Result<Outcome, DiffError>, Option<Object>) {
     let orig = dir.join(format!("{}.ORIG.o", c.name));
     let mut patched = dir.join(format!("{}.PATCHED.o", c.name));
     if !patched.exists() {
@@ -99,27 +125,53 @@ fn run_with(dir: &Path, c: &Case, options: &Options) -> (Result<Outcome, DiffErr
 fn extra_check(case: &Case, out: &Object) {
     match case.name.as_str() {
         "convert-global-local" => {
-            let s = out.symbols.iter().find(|s| s.name == "__kmalloc").expect("__kmalloc in output");
-            assert!(s.is_func() && s.is_local() && s.section.is_some(), "{}: {}", case.name, case.extra);
+            let s = out
+                .symbols
+                .iter()
+                .find(|s| s.name == "__kmalloc")
+                .expect("__kmalloc in output");
+            assert!(
+                s.is_func() && s.is_local() && s.section.is_some(),
+                "{}: {}",
+                case.name,
+                case.extra
+            );
         }
         "dynamic-debug-jump-label-issue-1253" => {
             for s in &out.symbols {
-                assert!(!(s.is_section() && s.section.is_none()), "{}: an undefined section symbol", case.name);
+                assert!(
+                    !(s.is_section() && s.section.is_none()),
+                    "{}: an undefined section symbol",
+                    case.name
+                );
             }
         }
         "import-ns" => {
             let m = out.section_by_name(".modinfo").expect(".modinfo in output");
-            let n = out.sections[m.0].data.split(|&b| b == 0).filter(|e| String::from_utf8_lossy(e).contains("import_ns=")).count();
+            let n = out.sections[m.0]
+                .data
+                .split(|&b| b == 0)
+                .filter(|e| String::from_utf8_lossy(e).contains("import_ns="))
+                .count();
             assert_eq!(n, 4, "{}: {}", case.name, case.extra);
         }
         "mcount_loc-issue-1102" => {
-            let r = out.section_by_name(".rela__mcount_loc").expect(".rela__mcount_loc in output");
+            let r = out
+                .section_by_name(".rela__mcount_loc")
+                .expect(".rela__mcount_loc in output");
             let ok = out.sections[r.0].relas.iter().any(|r| {
-                r.r_type == kpatch_arch::x86_64::R_X86_64_64 && r.r_addend == 0 && out.symbols[r.r_sym.0].name == "netlbl_catmap_getlong"
+                r.r_type == kpatch_arch::x86_64::R_X86_64_64
+                    && r.r_addend == 0
+                    && out.symbols[r.r_sym.0].name == "netlbl_catmap_getlong"
             });
             assert!(ok, "{}: {}", case.name, case.extra);
         }
-        _ => assert!(case.extra == "-" || case.extra.is_empty(), "no check written for {}: {}", case.name, case.extra),
+        _ => assert!(
+            case.extra == "-" || case.extra.is_empty(),
+            "no check written for {}: {}",
+            case.name,
+            case.extra
+        ),
     }
 }
 
@@ -127,7 +179,11 @@ fn extra_check(case: &Case, out: &Object) {
 fn every_corpus_case_matches_the_reference() {
     let Some(dir) = corpus_dir() else { return };
     let cases = cases(&dir);
-    assert!(cases.len() >= 30, "only {} cases in expected.tsv", cases.len());
+    assert!(
+        cases.len() >= 30,
+        "only {} cases in expected.tsv",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for c in &cases {
         let (r, out) = run(&dir, c);
@@ -135,7 +191,13 @@ fn every_corpus_case_matches_the_reference() {
             Ok(Outcome::Changed { report, .. }) => {
                 let changed: BTreeSet<String> = report.changed_functions.iter().cloned().collect();
                 let new: BTreeSet<String> = report.new_functions.iter().cloned().collect();
-                let nfunc = out.as_ref().unwrap().symbols.iter().filter(|s| s.is_func() && s.section.is_some()).count();
+                let nfunc = out
+                    .as_ref()
+                    .unwrap()
+                    .symbols
+                    .iter()
+                    .filter(|s| s.is_func() && s.section.is_some())
+                    .count();
                 (0, changed, new, Some(nfunc))
             }
             Ok(Outcome::NoChange { .. }) => (3, BTreeSet::new(), BTreeSet::new(), None),
@@ -143,7 +205,13 @@ fn every_corpus_case_matches_the_reference() {
         };
         let want = (c.exit, c.changed.clone(), c.new.clone(), c.functions);
         if got != want {
-            failures.push(format!("{}: got {:?}, want {:?} ({:?})", c.name, got, want, r.as_ref().err()));
+            failures.push(format!(
+                "{}: got {:?}, want {:?} ({:?})",
+                c.name,
+                got,
+                want,
+                r.as_ref().err()
+            ));
             continue;
         }
         if let Some(out) = &out {
@@ -153,19 +221,35 @@ fn every_corpus_case_matches_the_reference() {
                 if let Some(t) = s.rela_target() {
                     let size = out.sections[t.0].sh_size;
                     for r in &s.relas {
-                        assert!(r.r_offset < size, "{}: {} has a relocation at 0x{:x} past {}", c.name, s.name, r.r_offset, size);
+                        assert!(
+                            r.r_offset < size,
+                            "{}: {} has a relocation at 0x{:x} past {}",
+                            c.name,
+                            s.name,
+                            r.r_offset,
+                            size
+                        );
                     }
                 }
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn refusals_name_their_reason() {
     let Some(dir) = corpus_dir() else { return };
-    let c = cases(&dir).into_iter().find(|c| c.name == "meminfo-init").expect("meminfo-init case");
+    let c = cases(&dir)
+        .into_iter()
+        .find(|c| c.name == "meminfo-init")
+        .expect("meminfo-init case");
     let (r, _) = run(&dir, &c);
     let e = r.unwrap_err().to_string();
     assert!(e.contains("__init") && e.contains(".init.text"), "{e}");
@@ -178,14 +262,22 @@ fn special_section_entry_sizes_are_found_from_relocations() {
     let mut checked = 0;
     for c in cases(&dir) {
         let p = Object::read(&dir.join(format!("{}.ORIG.o", c.name))).unwrap();
-        let k = kpatch_diff::kelf::Kelf::new(p, "ORIG.o", kpatch_arch::for_machine(EM_X86_64).unwrap()).unwrap();
+        let k =
+            kpatch_diff::kelf::Kelf::new(p, "ORIG.o", kpatch_arch::for_machine(EM_X86_64).unwrap())
+                .unwrap();
         // Jump entries are {s32 code, s32 target, long key} (16 bytes) where they are
         // PC-relative, and three absolute pointers (24 bytes) before that. (The reference was
         // given 24 for some relative tables; its output is the same either way there.)
         let jump = k
             .section_named(".rela__jump_table")
             .and_then(|r| k.obj.sections[r.0].relas.first())
-            .map(|r| if r.r_type == kpatch_arch::x86_64::R_X86_64_PC32 { 16 } else { 24 })
+            .map(|r| {
+                if r.r_type == kpatch_arch::x86_64::R_X86_64_PC32 {
+                    16
+                } else {
+                    24
+                }
+            })
             .unwrap_or(0);
         for (name, want) in [
             ("__bug_table", 12),
@@ -196,14 +288,20 @@ fn special_section_entry_sizes_are_found_from_relocations() {
             (".altinstructions", 13),
             (".smp_locks", 4),
         ] {
-            let Some(sec) = k.section_named(name) else { continue };
+            let Some(sec) = k.section_named(name) else {
+                continue;
+            };
             if k.rela_of[sec.0].is_none() {
                 continue;
             }
             let got = kpatch_diff::entry_size_for(&k, name, sec, &Options::default());
             // .altinstructions entries are 12 bytes since 6.3 and 13 before; both are right.
             let ok = got == Some(want) || (name == ".altinstructions" && got == Some(12));
-            assert!(ok, "{}: {name}: found {got:?}, the reference uses {want}", c.name);
+            assert!(
+                ok,
+                "{}: {name}: found {got:?}, the reference uses {want}",
+                c.name
+            );
             checked += 1;
         }
     }
@@ -216,14 +314,29 @@ fn corpus_matches_without_struct_size_variables() {
     let Some(dir) = corpus_dir() else { return };
     for c in cases(&dir) {
         let with = outcome_summary(&run(&dir, &c).0);
-        let without = outcome_summary(&run_with(&dir, &c, &Options { kpatch_compat: true, ..Options::default() }).0);
+        let without = outcome_summary(
+            &run_with(
+                &dir,
+                &c,
+                &Options {
+                    kpatch_compat: true,
+                    ..Options::default()
+                },
+            )
+            .0,
+        );
         assert_eq!(with, without, "{}", c.name);
     }
 }
 
 fn outcome_summary(r: &Result<Outcome, DiffError>) -> String {
     match r {
-        Ok(Outcome::Changed { report, output }) => format!("{:?} {:?} {}", report.changed_functions, report.new_functions, output.symbols.len()),
+        Ok(Outcome::Changed { report, output }) => format!(
+            "{:?} {:?} {}",
+            report.changed_functions,
+            report.new_functions,
+            output.symbols.len()
+        ),
         Ok(Outcome::NoChange { .. }) => "no change".into(),
         Err(e) => format!("error {}", e.exit_code()),
     }
@@ -243,19 +356,40 @@ fn default_mode_carries_cold_children_that_rejoin_changed_code() {
         safe.kpatch_compat = false;
         let default = run_with(&dir, &c, &safe).1;
         let funcs = |o: &Option<Object>| -> BTreeSet<String> {
-            o.iter().flat_map(|o| o.symbols.iter().filter(|s| s.is_func() && s.section.is_some()).map(|s| s.name.clone())).collect()
+            o.iter()
+                .flat_map(|o| {
+                    o.symbols
+                        .iter()
+                        .filter(|s| s.is_func() && s.section.is_some())
+                        .map(|s| s.name.clone())
+                })
+                .collect()
         };
         let (a, b) = (funcs(&compat), funcs(&default));
         if a != b {
-            assert!(a.is_subset(&b), "{}: the default mode dropped {:?}", c.name, a.difference(&b));
-            deviations.push((c.name.clone(), b.difference(&a).cloned().collect::<Vec<_>>()));
+            assert!(
+                a.is_subset(&b),
+                "{}: the default mode dropped {:?}",
+                c.name,
+                a.difference(&b)
+            );
+            deviations.push((
+                c.name.clone(),
+                b.difference(&a).cloned().collect::<Vec<_>>(),
+            ));
         }
     }
     assert_eq!(
         deviations,
         vec![
-            ("cold-change-parent".to_string(), vec!["meminfo_proc_show.cold.0".to_string()]),
-            ("static-call-issue-1165".to_string(), vec!["do_exit.cold".to_string()]),
+            (
+                "cold-change-parent".to_string(),
+                vec!["meminfo_proc_show.cold.0".to_string()]
+            ),
+            (
+                "static-call-issue-1165".to_string(),
+                vec!["do_exit.cold".to_string()]
+            ),
         ]
     );
 }

@@ -9,24 +9,42 @@ use std::path::PathBuf;
 fn origs() -> Option<Vec<Vec<u8>>> {
     let dir = std::env::var_os("KPATCH_RS_UNIT_OBJS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/kpatch-unit-objs/x86_64"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/kpatch-unit-objs/x86_64")
+        });
     let Ok(rd) = std::fs::read_dir(&dir) else {
-        eprintln!("SKIP: the shared object corpus is not at {} (set KPATCH_RS_UNIT_OBJS)", dir.display());
+        eprintln!(
+            "SKIP: the shared object corpus is not at {} (set KPATCH_RS_UNIT_OBJS)",
+            dir.display()
+        );
         return None;
     };
-    let mut paths: Vec<PathBuf> = rd.map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().ends_with(".ORIG.o")).collect();
+    let mut paths: Vec<PathBuf> = rd
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".ORIG.o"))
+        .collect();
     paths.sort();
     Some(paths.iter().map(|p| std::fs::read(p).unwrap()).collect())
 }
 
 fn run(name: &str) {
     let Some(origs) = origs() else { return };
-    let data = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/regressions").join(name)).unwrap();
+    let data = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/regressions")
+            .join(name),
+    )
+    .unwrap();
     let (&pick, patched) = data.split_first().unwrap();
     let orig = &origs[pick as usize % origs.len()];
     let o = Object::parse(orig, "ORIG.o").unwrap();
-    let Ok(p) = Object::parse(patched, "PATCHED.o") else { return };
-    if let Ok(kpatch_diff::Outcome::Changed { output, .. }) = kpatch_diff::diff(o, "ORIG.o", p, "PATCHED.o", &Default::default()) {
+    let Ok(p) = Object::parse(patched, "PATCHED.o") else {
+        return;
+    };
+    if let Ok(kpatch_diff::Outcome::Changed { output, .. }) =
+        kpatch_diff::diff(o, "ORIG.o", p, "PATCHED.o", &Default::default())
+    {
         let bytes = output.write().expect("the output writes");
         Object::parse(&bytes, "out.o").expect("the output reads back");
     }
