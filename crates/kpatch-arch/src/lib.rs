@@ -4,6 +4,7 @@
 //! x86_64 is implemented: its relocation types, its table of special sections (the kernel's
 //! arrays of fixed-size entries that point into functions), and an instruction-length decoder.
 
+pub mod sections;
 pub mod x86_64;
 
 /// How a special section is split into entries.

@@ -4,6 +4,7 @@ use crate::correlate::{is_special_static, State};
 use crate::kelf::Kelf;
 use crate::names::mangled_eq;
 use crate::{DiffError, Report};
+use kpatch_arch::sections;
 use kpatch_elf::{Rela, SectionIndex, SymbolIndex};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,11 +57,11 @@ fn fatal(p: &Kelf, reason: String) -> DiffError {
 
 fn mark_ignored_sections(p: &Kelf, st: &mut State, report: &mut Report) -> Result<(), DiffError> {
     for (i, s) in p.obj.sections_iter() {
-        if s.name.starts_with(".discard") || s.name.starts_with(".rela.discard") {
+        if sections::is_discard(&s.name) {
             st.sec_ignore[i.0] = true;
         }
     }
-    let Some(marker) = p.section_named(".kpatch.ignore.sections") else {
+    let Some(marker) = p.section_named(sections::IGNORE_SECTIONS) else {
         return Ok(());
     };
     let Some(rsec) = p.rela_of[marker.0] else {
@@ -316,16 +317,6 @@ fn psec_relas(p: &Kelf, rsec: SectionIndex) -> Vec<Rela> {
     v
 }
 
-fn subsection(name: &str) -> u8 {
-    if name.starts_with(".text.unlikely.") {
-        2
-    } else if name.starts_with(".text.hot.") {
-        1
-    } else {
-        0
-    }
-}
-
 fn compare_symbols(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), DiffError> {
     for (sp, psym) in p.obj.symbols_iter() {
         let Some(so) = st.sym_twin[sp.0] else {
@@ -342,7 +333,10 @@ fn compare_symbols(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), DiffError> 
         if let (Some(os), Some(ps)) = (osym.section, psym.section) {
             if st.orig_sec_twin[os.0] != Some(ps) {
                 let moved_from_ignored = st.sec_twin[ps.0].is_some_and(|_| st.sec_ignore[ps.0]);
-                if moved_from_ignored || subsection(o.sec_name(os)) != subsection(p.sec_name(ps)) {
+                if moved_from_ignored
+                    || sections::text_subsection(o.sec_name(os))
+                        != sections::text_subsection(p.sec_name(ps))
+                {
                     st.sym_status[sp.0] = Status::Changed;
                 } else {
                     return Err(fatal(
@@ -352,7 +346,9 @@ fn compare_symbols(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), DiffError> 
                 }
             }
         }
-        let metadata = osym.section.is_some_and(|s| o.sec_name(s) == ".modinfo");
+        let metadata = osym
+            .section
+            .is_some_and(|s| o.sec_name(s) == sections::MODINFO);
         if osym.is_object()
             && osym.st_size != psym.st_size
             && !is_special_static(o, so)
@@ -374,7 +370,7 @@ fn compare_symbols(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), DiffError> 
 }
 
 fn mark_ignored_functions(p: &Kelf, st: &mut State, report: &mut Report) -> Result<(), DiffError> {
-    let Some(marker) = p.section_named(".kpatch.ignore.functions") else {
+    let Some(marker) = p.section_named(sections::IGNORE_FUNCTIONS) else {
         return Ok(());
     };
     let Some(rsec) = p.rela_of[marker.0] else {
@@ -406,7 +402,7 @@ fn mark_ignored_functions(p: &Kelf, st: &mut State, report: &mut Report) -> Resu
         }
     }
     for (i, s) in p.obj.symbols_iter() {
-        if s.name.starts_with("__kpatch_ignore_func_") {
+        if s.name.starts_with(sections::IGNORE_FUNCTION_SYMBOL_PREFIX) {
             st.sym_status[i.0] = Status::Same;
         }
     }
@@ -432,7 +428,7 @@ fn mark_ignored_sections_same(p: &Kelf, st: &mut State) {
         }
     }
     for (i, s) in p.obj.symbols_iter() {
-        if s.name.starts_with("__UNIQUE_ID_kpatch_ignore_section_") {
+        if s.name.starts_with(sections::IGNORE_SECTION_SYMBOL_PREFIX) {
             st.sym_status[i.0] = Status::Same;
         }
     }
@@ -649,7 +645,7 @@ fn propagate_read_only_data_changes(p: &Kelf, st: &mut State) {
             && section.sh_flags & kpatch_elf::consts::SHF_WRITE == 0
             && !section.is_strings()
             && !section.is_text()
-            && section.name.starts_with(".rodata")
+            && sections::is_rodata(&section.name)
     };
     let sec_of = |obj: SymbolIndex| p.obj.symbols[obj.0].section.unwrap();
     let mut changed: Vec<bool> = vec![false; p.obj.symbols.len()];

@@ -9,6 +9,7 @@ use crate::compare::Status;
 use crate::kelf::Kelf;
 use crate::names::{is_special_static_name, mangled_eq, mangled_hash, HashIndex};
 use crate::DiffError;
+use kpatch_arch::sections;
 use kpatch_elf::consts::*;
 use kpatch_elf::{SectionIndex, SymbolIndex};
 
@@ -51,7 +52,7 @@ pub fn is_special_static(k: &Kelf, sym: SymbolIndex) -> bool {
     let mut s = &k.obj.symbols[sym.0];
     let Some(sec) = s.section else { return false };
     let secname = k.sec_name(sec);
-    if (s.is_object() || s.is_section()) && (secname == "__verbose" || secname == "__dyndbg") {
+    if (s.is_object() || s.is_section()) && sections::is_dynamic_debug(secname) {
         return true;
     }
     if s.is_section() {
@@ -343,7 +344,7 @@ fn correlate_static_locals(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), Dif
     }
     // Pair each static local through a reference to it from a correlated section.
     for (orsec, sec) in o.obj.sections_iter() {
-        if !sec.is_rela() || crate::kelf::is_debug(&sec.name) {
+        if !sec.is_rela() || sections::is_debug(&sec.name) {
             continue;
         }
         for r in &sec.relas {
@@ -393,7 +394,7 @@ fn correlate_static_locals(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), Dif
     }
     // Every reference to a static local in the original must have its twin in the patched code.
     for (orsec, sec) in o.obj.sections_iter() {
-        if !sec.is_rela() || crate::kelf::is_debug(&sec.name) {
+        if !sec.is_rela() || sections::is_debug(&sec.name) {
             continue;
         }
         for r in &sec.relas {
@@ -432,7 +433,7 @@ fn correlate_static_locals(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), Dif
     }
     // A static local in the patched code that has no twin is new.
     'outer: for (prsec, sec) in p.obj.sections_iter() {
-        if !sec.is_rela() || crate::kelf::is_debug(&sec.name) {
+        if !sec.is_rela() || sections::is_debug(&sec.name) {
             continue;
         }
         for r in &sec.relas {

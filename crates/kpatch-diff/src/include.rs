@@ -8,6 +8,7 @@ use crate::compare::Status;
 use crate::correlate::State;
 use crate::kelf::{Kelf, PFX};
 use crate::Report;
+use kpatch_arch::sections;
 use kpatch_elf::consts::*;
 use kpatch_elf::{SectionIndex, SymbolIndex};
 
@@ -15,13 +16,6 @@ pub struct Inclusion {
     pub sec: Vec<bool>,
     pub sym: Vec<bool>,
 }
-
-pub const CALLBACK_SECTIONS: &[&str] = &[
-    ".kpatch.callbacks.pre_patch",
-    ".kpatch.callbacks.post_patch",
-    ".kpatch.callbacks.pre_unpatch",
-    ".kpatch.callbacks.post_unpatch",
-];
 
 impl Inclusion {
     pub fn new(p: &Kelf) -> Inclusion {
@@ -92,21 +86,14 @@ pub fn include_all(
     // Standard elements: tables, .rodata (switch tables), string literals.
     for (i, s) in p.obj.sections_iter() {
         let n = s.name.as_str();
-        if n == ".shstrtab"
-            || n == ".strtab"
-            || n == ".symtab"
-            || n == ".toc"
-            || n == ".rodata"
-            || (n.starts_with(".rodata.") && n.contains(".str1."))
-        {
+        if sections::is_always_carried(n) || sections::is_string_literals(n) {
             inc.section(p, st, i);
         }
     }
     for (i, s) in p.obj.symbols_iter() {
-        if s.section.is_some_and(|sec| {
-            let n = p.sec_name(sec);
-            n.starts_with(".rodata.") && n.contains(".str1.")
-        }) {
+        if s.section
+            .is_some_and(|sec| sections::is_string_literals(p.sec_name(sec)))
+        {
             inc.sym[i.0] = true;
         }
     }
@@ -125,7 +112,7 @@ pub fn include_all(
     // Patch callbacks.
     for (i, s) in p.obj.sections_iter() {
         let base = p.base_of[i.0].map(|b| p.sec_name(b)).unwrap_or(&s.name);
-        if !CALLBACK_SECTIONS.contains(&base) {
+        if !sections::is_callbacks(base) {
             continue;
         }
         inc.sec[i.0] = true;
@@ -145,7 +132,7 @@ pub fn include_all(
     for (i, s) in p.obj.symbols_iter() {
         if s.is_object()
             && s.section
-                .is_some_and(|sec| CALLBACK_SECTIONS.contains(&p.sec_name(sec)))
+                .is_some_and(|sec| sections::is_callbacks(p.sec_name(sec)))
         {
             inc.sym[i.0] = false;
         }
@@ -153,7 +140,7 @@ pub fn include_all(
     // Functions forced through KPATCH_FORCE_UNSAFE.
     for (i, s) in p.obj.sections_iter() {
         let base = p.base_of[i.0].map(|b| p.sec_name(b)).unwrap_or(&s.name);
-        if base != ".kpatch.force" {
+        if base != sections::FORCE {
             continue;
         }
         inc.sec[i.0] = true;
@@ -166,7 +153,7 @@ pub fn include_all(
         }
     }
     for (i, s) in p.obj.symbols_iter() {
-        if s.name.starts_with("__kpatch_force_func_") {
+        if s.name.starts_with(sections::FORCE_SYMBOL_PREFIX) {
             inc.sym[i.0] = false;
         }
     }

@@ -3,7 +3,7 @@
 
 use crate::names::{name_hash, HashIndex};
 use crate::DiffError;
-use kpatch_arch::Arch;
+use kpatch_arch::{sections, Arch};
 use kpatch_elf::consts::*;
 use kpatch_elf::{Object, SectionIndex, SymbolIndex};
 
@@ -32,19 +32,6 @@ pub struct Kelf {
     /// name hash → sections (confirm the name on lookup).
     pub sec_by_name: HashIndex<SectionIndex>,
 }
-
-/// Prefixes of the sections that hold one function or object each under -ffunction-sections
-/// and -fdata-sections, with the symbol type that owns them.
-const BUNDLE_PREFIXES: &[(&str, u8)] = &[
-    (".text.unlikely.", STT_FUNC),
-    (".text.hot.", STT_FUNC),
-    (".text.", STT_FUNC),
-    (".data.rel.ro.", STT_OBJECT),
-    (".data.rel.", STT_OBJECT),
-    (".data.", STT_OBJECT),
-    (".rodata.", STT_OBJECT),
-    (".bss.", STT_OBJECT),
-];
 
 /// The prefix of an x86 function's padding symbol (`CONFIG_CALL_PADDING`).
 pub const PFX: &str = "__pfx_";
@@ -81,7 +68,7 @@ impl Kelf {
         for (i, sym) in obj.symbols_iter() {
             let Some(sec) = sym.section else { continue };
             let sname = &obj.sections[sec.0].name;
-            if is_bundleable(sname, &sym.name, sym.st_type()) {
+            if sections::is_bundleable(sname, &sym.name, sym.st_type()) {
                 // x86 functions may start after 16 bytes of padding (__pfx_foo at 0, foo at 16).
                 if sym.st_value != 0 && !(sym.is_func() && sym.st_value == 16) {
                     return Err(invalid(format!(
@@ -204,7 +191,9 @@ impl Kelf {
         let abs64 = self.arch.abs64();
         let r32s = kpatch_arch::x86_64::R_X86_64_32S;
         for rsec in 0..self.obj.sections.len() {
-            if !self.obj.sections[rsec].is_rela() || is_debug(&self.obj.sections[rsec].name) {
+            if !self.obj.sections[rsec].is_rela()
+                || sections::is_debug(&self.obj.sections[rsec].name)
+            {
                 continue;
             }
             let base = self.base_of[rsec].unwrap_or_default();
@@ -283,7 +272,7 @@ impl Kelf {
     pub fn rela_string(&self, r: &kpatch_elf::Rela, in_code: bool) -> Option<&[u8]> {
         let sym = &self.obj.symbols[r.r_sym.0];
         let sec = &self.obj.sections[sym.section?.0];
-        if !sec.is_strings() && !sec.name.starts_with(".rodata.__func__.") {
+        if !sec.is_strings() && !sections::is_func_name_strings(&sec.name) {
             return None;
         }
         let bias = if in_code && self.arch.is_pc_relative(r.r_type) {
@@ -296,35 +285,6 @@ impl Kelf {
             .saturating_add(bias);
         sec.string_at(off.max(0) as u64)
     }
-}
-
-pub fn is_bundleable(sec_name: &str, sym_name: &str, st_type: u8) -> bool {
-    for &(prefix, ty) in BUNDLE_PREFIXES {
-        if let Some(rest) = sec_name.strip_prefix(prefix) {
-            if ty != st_type {
-                return false;
-            }
-            if rest == sym_name {
-                return true;
-            }
-            // gcc puts `foo.cold` into `.text.unlikely.foo`.
-            if prefix == ".text.unlikely."
-                && sym_name.contains(".cold")
-                && sym_name.starts_with(rest)
-            {
-                return true;
-            }
-            // Keep trying shorter prefixes only for the nested data prefixes.
-            if !prefix.starts_with(".data.") {
-                return false;
-            }
-        }
-    }
-    false
-}
-
-pub fn is_debug(name: &str) -> bool {
-    name.starts_with(".debug_") || name.starts_with(".rela.debug_")
 }
 
 impl Kelf {

@@ -98,7 +98,9 @@ const SPECIAL_STATICS: &[&str] = &[
 /// True for a name of a special static local, gcc style (`__key.12`) or clang style
 /// (`func.__key`). `section` is the name of the section the symbol lives in.
 pub fn is_special_static_name(name: &str, section: &str) -> bool {
-    if section == "__verbose" || section == "__dyndbg" || section == ".data.once" {
+    if kpatch_arch::sections::is_dynamic_debug(section)
+        || section == kpatch_arch::sections::WARN_ONCE_DATA
+    {
         return true;
     }
     SPECIAL_STATICS.iter().any(|v| {

@@ -233,7 +233,7 @@ fn add_mcount_loc(p: &Kelf, st: &State, sym_map: &[Option<SymbolIndex>], out: &m
 /// The symbol namespaces the patched object imports (`MODULE_IMPORT_NS`), which the patch module
 /// must import too.
 fn add_import_namespaces(p: &Kelf, out: &mut Object) {
-    let Some(modinfo) = p.section_named(".modinfo") else {
+    let Some(modinfo) = p.section_named(kpatch_arch::sections::MODINFO) else {
         return;
     };
     let data = &p.obj.sections[modinfo.0].data;

@@ -87,7 +87,7 @@ fn reloc_keeps(p: &Kelf, inc: &Inclusion, sym: SymbolIndex) -> bool {
 fn is_dynamic_debug_key(p: &Kelf, sym: SymbolIndex) -> bool {
     let s = &p.obj.symbols[sym.0];
     s.section
-        .is_some_and(|sec| matches!(p.sec_name(sec), "__dyndbg" | "__verbose"))
+        .is_some_and(|sec| kpatch_arch::sections::is_dynamic_debug(p.sec_name(sec)))
 }
 
 /// A `.printk_index` entry names its function through `__func__`, directly (the entry is the

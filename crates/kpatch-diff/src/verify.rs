@@ -5,46 +5,7 @@ use crate::correlate::State;
 use crate::include::Inclusion;
 use crate::kelf::Kelf;
 use crate::DiffError;
-
-fn is_init(name: &str) -> bool {
-    let n = name.strip_prefix(".rela").unwrap_or(name);
-    n.starts_with(".init.")
-        || n.starts_with(".exit.")
-        || n.starts_with(".meminit.")
-        || n.starts_with(".initcall")
-        || n == ".init.setup"
-        || n.starts_with(".con_initcall")
-}
-
-fn is_data(name: &str) -> bool {
-    let n = name.strip_prefix(".rela").unwrap_or(name);
-    n.starts_with(".data")
-        || n.starts_with(".bss")
-        || n.starts_with(".rodata")
-        || n.starts_with(".tbss")
-        || n.starts_with(".tdata")
-}
-
-/// Data sections that may be carried though they exist in the original: WARN_ONCE flags
-/// and UBSAN's per-call-site records (they only hold source locations).
-fn is_carryable_data(name: &str) -> bool {
-    let n = name.strip_prefix(".rela").unwrap_or(name);
-    n == ".data.unlikely"
-        || n == ".data.once"
-        || n.starts_with(".data..Lubsan")
-        || n.starts_with(".data..L__unnamed")
-}
-
-/// Sections read once, at boot or module load, that a livepatch module neither needs nor can
-/// update: module information, notes, and the syscall trace tables a `KPATCH_SYSCALL_DEFINEn`
-/// leaves out (the running kernel keeps its own entries for the system call).
-fn is_metadata(name: &str) -> bool {
-    let n = name.strip_prefix(".rela").unwrap_or(name);
-    matches!(
-        n,
-        ".modinfo" | ".comment" | "__syscalls_metadata" | "_ftrace_events"
-    ) || n.starts_with(".note")
-}
+use kpatch_arch::sections::{self, is_carryable_data, is_data, is_init, is_metadata};
 
 pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), DiffError> {
     // A new EXPORT_SYMBOL: its records are tables of the kernel image the patch cannot extend.
@@ -52,7 +13,7 @@ pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), Dif
         .obj
         .sections_iter()
         .filter(|(i, s)| st.sec_status[i.0] == Status::New && !s.is_rela())
-        .filter_map(|(_, s)| s.name.strip_prefix("___ksymtab_gpl+").or_else(|| s.name.strip_prefix("___ksymtab+")))
+        .filter_map(|(_, s)| sections::exported_by(&s.name))
         .map(|name| format!("new exported symbol {name}: a livepatch cannot add exports to the kernel it patches (drop the EXPORT_SYMBOL)"))
         .collect();
     if !exports.is_empty() {
@@ -76,7 +37,7 @@ pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), Dif
             let base_reported = p.base_of[i.0]
                 .is_some_and(|b| st.sec_status[b.0] == Status::Changed && !inc.sec[b.0]);
             if is_carryable_data(name)
-                || crate::kelf::is_debug(name)
+                || sections::is_debug(name)
                 || is_metadata(name)
                 || base_reported
             {
@@ -105,7 +66,7 @@ pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), Dif
                 ));
             } else if sec.is_text() && p.bundled[i.0].is_none() {
                 let funcs = changed_functions_in_shared_section(o, p, st, i);
-                let why = if name.starts_with(".noinstr") || name.starts_with(".entry") {
+                let why = if sections::is_noinstr_text(name) {
                     "noinstr/entry code runs where ftrace cannot hook it, so it cannot be patched"
                 } else {
                     "its functions share one section instead of one each (-ffunction-sections does not apply to it), so kpatch-rs cannot patch them one by one"
@@ -145,7 +106,7 @@ pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), Dif
         if inc.sec[i.0]
             && status != Status::New
             && !sec.is_rela()
-            && (name.starts_with(".data") || name.starts_with(".bss"))
+            && sections::is_writable_data(name)
             && !is_carryable_data(name)
         {
             reasons.push(format!(

@@ -22,6 +22,7 @@
 use crate::names::{self, VMLINUX};
 use crate::resolver::{source_file_name, Resolution, ResolveError, SymbolResolver, TuContext};
 use crate::ModuleError;
+use kpatch_arch::sections;
 use kpatch_elf::consts::*;
 use kpatch_elf::{Object, Symbol, SymbolIndex};
 use std::collections::{HashMap, HashSet};
@@ -45,7 +46,8 @@ pub struct TuInput {
     pub new: Vec<String>,
 }
 
-/// The four livepatch callbacks (`struct klp_callbacks`).
+/// The four livepatch callbacks (`struct klp_callbacks`), in the order of
+/// [`sections::CALLBACK_KINDS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CallbackKind {
     PrePatch,
@@ -60,17 +62,12 @@ impl CallbackKind {
 
     /// The `klp_callbacks` field name, also the suffix of the section name.
     pub fn field(self) -> &'static str {
-        match self {
-            CallbackKind::PrePatch => "pre_patch",
-            CallbackKind::PostPatch => "post_patch",
-            CallbackKind::PreUnpatch => "pre_unpatch",
-            CallbackKind::PostUnpatch => "post_unpatch",
-        }
+        sections::CALLBACK_KINDS[self as usize]
     }
 
     /// `.kpatch.callbacks.<field>`, where the kpatch-macros.h records are.
     pub fn section(self) -> String {
-        format!(".kpatch.callbacks.{}", self.field())
+        format!("{}{}", sections::CALLBACKS_PREFIX, self.field())
     }
 }
 
@@ -169,25 +166,11 @@ impl Plan {
     }
 }
 
-/// Whether the module loader or the kernel reads `section` of a patch module at load time (before
-/// module-specific livepatch relocations are applied): anything but code, data, read-only data,
-/// bss and the callback records. `.altinstr_replacement` is copied into code at load time, so it
-/// counts as special.
-pub fn is_special_section(section: &str) -> bool {
-    let ordinary = section == ".text"
-        || section.starts_with(".text.")
-        || section.starts_with(".data")
-        || section.starts_with(".rodata")
-        || section.starts_with(".bss")
-        || section.starts_with(".kpatch.callbacks.");
-    !ordinary
-}
-
 /// Sections that do not go into the module: the differ's markers, debug information, and
 /// `.discard*` (the module linker script discards them; dropping them first keeps symbols only
 /// they use from reaching modpost as undefined).
 fn dropped_section(name: &str) -> bool {
-    name.starts_with(".kpatch.ignore.") || name == ".kpatch.force" || name.starts_with(".debug") || name.starts_with(".discard")
+    sections::is_differ_marker(name) || sections::is_debug(name) || sections::is_discard(name)
 }
 
 /// Resolves every unit's symbols and rewrites the diff objects for linking (see the module docs).
@@ -348,7 +331,7 @@ pub fn plan(inputs: Vec<TuInput>, resolver: &dyn SymbolResolver) -> Result<Plan,
                         if !target_sec.is_alloc() {
                             return Err(ModuleError::KlpInNonAllocSection { tu: tu_name.clone(), section: target_sec.name.clone(), symbol: sym.name.clone() });
                         }
-                        if is_special_section(&target_sec.name) && rela_object != VMLINUX {
+                        if sections::is_read_at_load(&target_sec.name) && rela_object != VMLINUX {
                             return Err(ModuleError::SpecialSectionKlp {
                                 tu: tu_name.clone(),
                                 section: target_sec.name.clone(),
@@ -410,7 +393,7 @@ fn takes_address(diff: &Object, target: kpatch_elf::SectionIndex, r_offset: u64)
         let Some(arch) = kpatch_arch::for_machine(diff.header.e_machine) else { return true };
         return !arch.is_direct_branch(&sec.data, r_offset);
     }
-    !is_special_section(&sec.name)
+    !sections::is_read_at_load(&sec.name)
 }
 
 /// `func+0x1a` for an offset inside a function (or object) of `target`, else `section+0x1a`.
