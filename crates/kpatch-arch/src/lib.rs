@@ -1,41 +1,62 @@
-//! Architecture-specific knowledge the differ and the module generator need, behind one trait
-//! so that arm64, ppc64le and s390x can be added as further implementations.
+//! What the differ and the module generator know of kernel objects beyond ELF: the section-name
+//! classes and kpatch-macros.h records of every architecture ([`sections`]), and, behind one
+//! trait so that arm64, ppc64le and s390x can be added as further implementations, what is
+//! particular to an architecture.
 //!
 //! x86_64 is implemented: its relocation types, its table of special sections (the kernel's
-//! arrays of fixed-size entries that point into functions), and an instruction-length decoder.
+//! arrays of fixed-size entries that point into functions, see [`special`]), how its functions
+//! start, and an instruction-length decoder.
 
 pub mod sections;
+pub mod special;
 pub mod x86_64;
 
-/// How a special section is split into entries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntrySize {
-    /// Every entry has this many bytes.
-    Fixed(u64),
-    /// The size is taken from this environment variable (kpatch's `*_STRUCT_SIZE`) when it is
-    /// set, else found from the entries' relocation pattern.
-    Env(&'static str),
-}
+pub use special::{Entries, Entry, EntrySize, Field, Kind, Layout, Rebuilt, SpecialSection};
 
-/// A kernel special section: an array of entries, each with relocations into code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SpecialSection {
-    pub name: &'static str,
-    pub entry_size: EntrySize,
+/// How the compiler lays out the start of a function, and the ftrace call there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionEntry {
+    /// Bytes of padding a function may have in front of it in its own section (x86's
+    /// `CONFIG_CALL_PADDING`: `-fpatchable-function-entry=16,16` puts 16 NOPs before it).
+    pub padding: u64,
+    /// The prefix of the symbol objtool puts over that padding (`__pfx_foo`). It travels with
+    /// its function and is no function of its own.
+    pub padding_symbol_prefix: &'static str,
+    /// What a function's ftrace call calls (`-mfentry`): `__fentry__`. The function's first
+    /// relocation at or after its start is the call (after an `endbr64` under IBT).
+    pub fentry: &'static str,
+    /// Relocation types of that call: the call's own, or none where objtool turned the call
+    /// into a NOP (and listed it in `__mcount_loc`).
+    pub fentry_relocs: &'static [u32],
+    /// The call instruction with its displacement zeroed, and where in it the relocation is:
+    /// what makes a NOP-ed site the call ftrace expects.
+    pub call: &'static [u8],
+    pub call_reloc_at: u64,
+    /// The relocation type of the call, and the one objtool leaves at a NOP-ed site.
+    pub call_reloc: u32,
+    pub nop_reloc: u32,
 }
 
 /// What an architecture tells the differ.
 pub trait Arch: Sync {
     /// ELF `e_machine`.
     fn e_machine(&self) -> u16;
-    /// The special sections, split into entries and kept only for included functions.
+    /// The special sections: their entries' sizes and layouts, and what the differ does with
+    /// each (see [`special`]).
     fn special_sections(&self) -> &'static [SpecialSection];
+    /// The special section named `name`, if the table has it.
+    fn special_section(&self, name: &str) -> Option<&'static SpecialSection> {
+        self.special_sections().iter().find(|s| s.name == name)
+    }
+    /// How a function starts: its padding, its ftrace call.
+    fn function_entry(&self) -> &'static FunctionEntry;
     /// The absolute pointer-sized relocation (`R_X86_64_64`).
     fn abs64(&self) -> u32;
+    /// The sign-extended 32-bit absolute relocation of an address in an instruction's immediate
+    /// (`R_X86_64_32S` of the kernel code model), if the architecture has one.
+    fn abs32s(&self) -> Option<u32>;
     /// Relocation types that are PC-relative to the end of the instruction that holds them.
     fn is_pc_relative(&self, r_type: u32) -> bool;
-    /// The relocation a `call __fentry__` or NOP-ed `__fentry__` site carries.
-    fn is_fentry_reloc(&self, r_type: u32) -> bool;
     /// Length of the instruction starting at `code[0]`, or `None` if it cannot be decoded.
     fn insn_len(&self, code: &[u8]) -> Option<usize>;
     /// For an instruction that differs between two versions of a function only because it moves

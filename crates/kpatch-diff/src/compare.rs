@@ -4,7 +4,7 @@ use crate::correlate::{is_special_static, State};
 use crate::kelf::Kelf;
 use crate::names::mangled_eq;
 use crate::{DiffError, Report};
-use kpatch_arch::sections;
+use kpatch_arch::{sections, Entries, Kind};
 use kpatch_elf::{Rela, SectionIndex, SymbolIndex};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,13 +85,31 @@ fn mark_ignored_sections(p: &Kelf, st: &mut State, report: &mut Report) -> Resul
     Ok(())
 }
 
-fn rela_equal(o: &Kelf, p: &Kelf, a: &Rela, b: &Rela, in_code: bool) -> bool {
+/// A table the compiler writes one entry per function into (`__mcount_loc`), or its relocations:
+/// never compared.
+fn is_per_function_table(p: &Kelf, name: &str) -> bool {
+    p.arch
+        .special_section(sections::base_name(name))
+        .is_some_and(|s| matches!(s.kind, Kind::PerFunction { .. }))
+}
+
+/// The section of `static_cpu_has()`'s boot-time code (`.altinstr_aux`), by the table.
+fn alternatives_aux(p: &Kelf) -> Option<&'static str> {
+    p.arch.special_sections().iter().find_map(|s| match s.kind {
+        Kind::Alternatives { aux, .. } => Some(aux),
+        _ => None,
+    })
+}
+
+/// Whether relocations `a` (of `o`) and `b` (of `p`) point at the same thing. `aux`: the section
+/// of inert boot-time code (`.altinstr_aux`), references to which are equal whatever their
+/// addend.
+fn rela_equal(o: &Kelf, p: &Kelf, a: &Rela, b: &Rela, in_code: bool, aux: Option<&str>) -> bool {
     if a.r_type != b.r_type || a.r_offset != b.r_offset {
         return false;
     }
     let (an, bn) = (o.sym_name(a.r_sym), p.sym_name(b.r_sym));
-    // .altinstr_aux holds inert boot-time code; references to it are equal whatever their addend.
-    if an == ".altinstr_aux" && bn == ".altinstr_aux" {
+    if aux.is_some() && Some(an) == aux && Some(bn) == aux {
         return true;
     }
     if let Some(sa) = o.rela_string(a, in_code) {
@@ -143,6 +161,7 @@ fn static_content(
 }
 
 fn compare_sections(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), DiffError> {
+    let aux = alternatives_aux(p);
     for (sp, psec) in p.obj.sections_iter() {
         let Some(so) = st.sec_twin[sp.0] else {
             st.sec_status[sp.0] = Status::New;
@@ -163,14 +182,7 @@ fn compare_sections(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), DiffError>
             ));
         }
         let name = psec.name.as_str();
-        st.sec_status[sp.0] = if matches!(
-            name,
-            "__mcount_loc"
-                | ".rela__mcount_loc"
-                | "__patchable_function_entries"
-                | ".rela__patchable_function_entries"
-        ) || psec.is_generated_table()
-        {
+        st.sec_status[sp.0] = if is_per_function_table(p, name) || psec.is_generated_table() {
             Status::Same
         } else if osec.sh_size != psec.sh_size
             || osec.data.len() != psec.data.len()
@@ -183,7 +195,7 @@ fn compare_sections(o: &Kelf, p: &Kelf, st: &mut State) -> Result<(), DiffError>
                 .relas
                 .iter()
                 .zip(&psec.relas)
-                .all(|(a, b)| rela_equal(o, p, a, b, in_code))
+                .all(|(a, b)| rela_equal(o, p, a, b, in_code, aux))
             {
                 Status::Same
             } else {
@@ -479,7 +491,8 @@ fn special_signatures(
     // in .altinstr_replacement, an exception fixup stub in .fixup) is compared by content: each
     // piece runs from where an entry points to where the next one does.
     let mut starts: std::collections::HashMap<SectionIndex, Vec<i64>> = Default::default();
-    for spec in k.arch.special_sections() {
+    let specs = || k.arch.special_sections().iter().filter(|s| s.has_sites());
+    for spec in specs() {
         let Some(sec) = k.section_named(spec.name) else {
             continue;
         };
@@ -502,82 +515,72 @@ fn special_signatures(
         v.sort_unstable();
         v.dedup();
     }
-    for spec in k.arch.special_sections() {
+    for spec in specs() {
         let Some(sec) = k.section_named(spec.name) else {
             continue;
         };
         let Some(rsec) = k.rela_of[sec.0] else {
             continue;
         };
-        let Some(size) = crate::special::entry_size_for(k, spec.name, sec, options) else {
+        let Some(size) = k.entry_size(spec, sec, options) else {
             continue;
         };
-        let base = &k.obj.sections[sec.0];
-        let mut relas = k.obj.sections[rsec.0].relas.clone();
-        relas.sort_by_key(|r| r.r_offset);
-        let mut at = 0;
-        let mut offset = 0u64;
-        while offset < base.sh_size {
-            let len = size.min(base.sh_size - offset);
-            let start = at;
-            while at < relas.len() && relas[at].r_offset < offset + len {
-                at += 1;
+        let layout = spec.layout(size);
+        for entry in
+            Entries::new(&k.obj.sections[sec.0], &k.obj.sections[rsec.0].relas, size).iter()
+        {
+            let owner =
+                entry.relas.iter().map(|r| r.r_sym).find(|&s| {
+                    k.obj.symbols[s.0].is_func() && k.obj.symbols[s.0].section.is_some()
+                });
+            let Some(owner) = owner else {
+                continue;
+            };
+            let mut bytes = entry.data.to_vec();
+            // The __LINE__ of a bug entry moves with unrelated edits.
+            if let Some(line) = layout.filter(|l| entry.is_whole(l)).and_then(|l| l.line) {
+                bytes[line.offset as usize..(line.offset + line.len) as usize].fill(0);
             }
-            let group = &relas[start..at];
-            let owner = group
+            let targets = entry
+                .relas
                 .iter()
-                .map(|r| r.r_sym)
-                .find(|&s| k.obj.symbols[s.0].is_func() && k.obj.symbols[s.0].section.is_some());
-            if let Some(owner) = owner {
-                let mut bytes = base
-                    .data
-                    .get(offset as usize..(offset + len) as usize)
-                    .unwrap_or(&[])
-                    .to_vec();
-                if spec.name == "__bug_table" && bytes.len() >= 12 {
-                    bytes[8..10].fill(0);
-                }
-                let targets = group
-                    .iter()
-                    .map(|r| {
-                        let t = &k.obj.symbols[r.r_sym.0];
-                        let at = (t.st_value as i64).saturating_add(r.r_addend);
-                        let content = if let Some(s) = k.rela_string(r, false) {
-                            s.to_vec()
-                        } else if let Some(piece) =
-                            t.section.and_then(|ts| starts.get(&ts).map(|v| (ts, v)))
-                        {
-                            let (ts, v) = piece;
-                            let data = &k.obj.sections[ts.0].data;
-                            let end = v
-                                .iter()
-                                .copied()
-                                .find(|&x| x > at)
-                                .unwrap_or(data.len() as i64);
-                            data.get(at.max(0) as usize..end.max(0) as usize)
-                                .unwrap_or(&[])
-                                .to_vec()
-                        } else {
-                            Vec::new()
-                        };
-                        // What is compared by content needs no name (`.LC6` and `.LC8` may hold
-                        // the same string).
-                        let (name, addend) = if content.is_empty() {
-                            (
-                                crate::names::mangled_key_string(k.sym_name(r.r_sym)),
-                                r.r_addend,
-                            )
-                        } else {
-                            (String::new(), 0)
-                        };
-                        (r.r_offset - offset, r.r_type, name, addend, content)
-                    })
-                    .collect();
-                out.entry(owner)
-                    .or_default()
-                    .push((spec.name.to_string(), bytes, targets));
-            }
-            offset += len;
+                .map(|r| {
+                    let t = &k.obj.symbols[r.r_sym.0];
+                    let at = (t.st_value as i64).saturating_add(r.r_addend);
+                    let content = if let Some(s) = k.rela_string(r, false) {
+                        s.to_vec()
+                    } else if let Some(piece) =
+                        t.section.and_then(|ts| starts.get(&ts).map(|v| (ts, v)))
+                    {
+                        let (ts, v) = piece;
+                        let data = &k.obj.sections[ts.0].data;
+                        let end = v
+                            .iter()
+                            .copied()
+                            .find(|&x| x > at)
+                            .unwrap_or(data.len() as i64);
+                        data.get(at.max(0) as usize..end.max(0) as usize)
+                            .unwrap_or(&[])
+                            .to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    // What is compared by content needs no name (`.LC6` and `.LC8` may hold
+                    // the same string).
+                    let (name, addend) = if content.is_empty() {
+                        (
+                            crate::names::mangled_key_string(k.sym_name(r.r_sym)),
+                            r.r_addend,
+                        )
+                    } else {
+                        (String::new(), 0)
+                    };
+                    (r.r_offset - entry.offset, r.r_type, name, addend, content)
+                })
+                .collect();
+            out.entry(owner)
+                .or_default()
+                .push((spec.name.to_string(), bytes, targets));
         }
     }
     out

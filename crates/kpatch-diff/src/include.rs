@@ -6,7 +6,7 @@
 
 use crate::compare::Status;
 use crate::correlate::State;
-use crate::kelf::{Kelf, PFX};
+use crate::kelf::Kelf;
 use crate::Report;
 use kpatch_arch::sections;
 use kpatch_elf::consts::*;
@@ -49,7 +49,7 @@ impl Inclusion {
         }
         // The x86 padding symbol travels with its function.
         for &s in &p.by_offset[sec.0] {
-            if p.obj.symbols[s.0].name.starts_with(PFX) {
+            if p.is_padding_symbol(&p.obj.symbols[s.0].name) {
                 self.sym[s.0] = true;
             }
         }
@@ -175,7 +175,7 @@ pub fn functions_with(p: &Kelf, st: &State, inc: &Inclusion, status: Status) -> 
                 && s.section.is_some()
                 && s.is_func()
                 && is_patch_target(p, st, *i)
-                && !s.name.starts_with(PFX)
+                && !p.is_padding_symbol(&s.name)
                 && st.sym_status[i.0] == status
         })
         .map(|(_, s)| s.name.clone())

@@ -33,9 +33,6 @@ pub struct Kelf {
     pub sec_by_name: HashIndex<SectionIndex>,
 }
 
-/// The prefix of an x86 function's padding symbol (`CONFIG_CALL_PADDING`).
-pub const PFX: &str = "__pfx_";
-
 impl Kelf {
     pub fn new(obj: Object, file: &str, arch: &'static dyn Arch) -> Result<Kelf, DiffError> {
         let nsec = obj.sections.len();
@@ -69,8 +66,9 @@ impl Kelf {
             let Some(sec) = sym.section else { continue };
             let sname = &obj.sections[sec.0].name;
             if sections::is_bundleable(sname, &sym.name, sym.st_type()) {
-                // x86 functions may start after 16 bytes of padding (__pfx_foo at 0, foo at 16).
-                if sym.st_value != 0 && !(sym.is_func() && sym.st_value == 16) {
+                // A function may start after its padding (x86: __pfx_foo at 0, foo at 16).
+                let padding = arch.function_entry().padding;
+                if sym.st_value != 0 && !(sym.is_func() && sym.st_value == padding) {
                     return Err(invalid(format!(
                         "symbol {} is at offset {} of its section {}, expected 0 (was the object built with -ffunction-sections -fdata-sections?)",
                         sym.name, sym.st_value, sname
@@ -176,8 +174,9 @@ impl Kelf {
                 .filter(|r| r.r_offset >= sym.st_value)
                 .min_by_key(|r| r.r_offset);
             if let Some(r) = first {
-                if self.arch.is_fentry_reloc(r.r_type)
-                    && self.obj.symbols[r.r_sym.0].name == "__fentry__"
+                let entry = self.arch.function_entry();
+                if entry.fentry_relocs.contains(&r.r_type)
+                    && self.obj.symbols[r.r_sym.0].name == entry.fentry
                 {
                     self.has_fentry[i] = true;
                 }
@@ -189,7 +188,7 @@ impl Kelf {
     /// object at that place, so that they correlate by name and link to the original symbol.
     pub fn replace_section_symbols(&mut self) {
         let abs64 = self.arch.abs64();
-        let r32s = kpatch_arch::x86_64::R_X86_64_32S;
+        let r32s = self.arch.abs32s();
         for rsec in 0..self.obj.sections.len() {
             if !self.obj.sections[rsec].is_rela()
                 || sections::is_debug(&self.obj.sections[rsec].name)
@@ -226,7 +225,7 @@ impl Kelf {
                     } else {
                         0
                     }
-                } else if r.r_type == abs64 || r.r_type == r32s {
+                } else if r.r_type == abs64 || Some(r.r_type) == r32s {
                     0
                 } else {
                     continue;
@@ -242,7 +241,7 @@ impl Kelf {
                     )
                 };
                 let found = if !self.obj.sections[tsec.0].is_text()
-                    && r.r_type == r32s
+                    && Some(r.r_type) == r32s
                     && r.r_addend == tsec_size
                 {
                     // A pointer just past the end of a data section: the object that ends there.
@@ -330,6 +329,26 @@ impl Kelf {
             .unwrap_or_default();
         relas.sort();
         (bytes, relas)
+    }
+
+    /// The entry size of special section `spec` in section `sec`: given by `options`, fixed by
+    /// the architecture's table, or found from the pattern of its relocations. `None` when the
+    /// pattern is not regular.
+    pub fn entry_size(
+        &self,
+        spec: &kpatch_arch::SpecialSection,
+        sec: SectionIndex,
+        options: &crate::Options,
+    ) -> Option<u64> {
+        let relas = self.rela_of[sec.0].map(|r| self.obj.sections[r.0].relas.as_slice());
+        spec.entry_size
+            .find(options.entry_size(spec.name), &self.obj, sec, relas)
+    }
+
+    /// Whether `name` is that of a function's padding symbol (x86's `__pfx_foo`), which travels
+    /// with its function and is no function of its own.
+    pub fn is_padding_symbol(&self, name: &str) -> bool {
+        name.starts_with(self.arch.function_entry().padding_symbol_prefix)
     }
 
     /// The first section named `name`.

@@ -26,8 +26,6 @@ use kelf::Kelf;
 use kpatch_elf::Object;
 use serde::Serialize;
 
-pub use special::entry_size_for;
-
 /// What the patch author and the pipeline can tune.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -40,6 +38,16 @@ pub struct Options {
     /// of a changed function is then left out even when it jumps back into code that changed
     /// (kpatch-rs carries it by default). For `create-diff-object` and the parity tests.
     pub kpatch_compat: bool,
+}
+
+impl Options {
+    /// The entry size given for special section `name`.
+    pub fn entry_size(&self, name: &str) -> Option<u64> {
+        self.entry_sizes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|e| e.1)
+    }
 }
 
 /// Why the differ stopped.

@@ -6,7 +6,7 @@ use crate::include::Inclusion;
 use crate::kelf::Kelf;
 use crate::special::RegenMap;
 use crate::DiffError;
-use kpatch_arch::x86_64::{R_X86_64_NONE, R_X86_64_PC32};
+use kpatch_arch::{EntrySize, Kind};
 use kpatch_elf::consts::*;
 use kpatch_elf::{Object, Rela, Section, SectionIndex, SymbolIndex};
 
@@ -141,9 +141,22 @@ pub fn build(p: &Kelf, st: &State, inc: &Inclusion, regen: &RegenMap) -> Result<
     Ok(out)
 }
 
-/// Records the ftrace call site of each new or changed function in `__mcount_loc`, as
-/// recordmcount/objtool did for the original, so ftrace (and so livepatch) can hook them.
+/// Records the ftrace call site of each new or changed function in `__mcount_loc` (the table's
+/// rebuilt per-function section), as recordmcount/objtool did for the original, so ftrace (and so
+/// livepatch) can hook them.
 fn add_mcount_loc(p: &Kelf, st: &State, sym_map: &[Option<SymbolIndex>], out: &mut Object) {
+    let Some((name, entry)) =
+        p.arch
+            .special_sections()
+            .iter()
+            .find_map(|s| match (s.kind, s.entry_size) {
+                (Kind::PerFunction { rebuilt: true }, EntrySize::Fixed(n)) => Some((s.name, n)),
+                _ => None,
+            })
+    else {
+        return;
+    };
+    let ftrace = p.arch.function_entry();
     let mut sites = Vec::new();
     for (i, s) in p.obj.symbols_iter() {
         if !s.is_func() || st.sym_status[i.0] == Status::Same || !p.has_fentry[i.0] {
@@ -166,15 +179,18 @@ fn add_mcount_loc(p: &Kelf, st: &State, sym_map: &[Option<SymbolIndex>], out: &m
         else {
             continue;
         };
-        // The relocation is one byte into the 5-byte call (after its opcode).
-        let Some(call) = first.r_offset.checked_sub(1) else {
+        // The relocation is in the call, after its opcode.
+        let Some(call) = first.r_offset.checked_sub(ftrace.call_reloc_at) else {
             continue;
         };
-        if first.r_type == R_X86_64_NONE {
+        if first.r_type == ftrace.nop_reloc {
             // An old-style NOP at the ftrace site: make it the call that ftrace expects.
             let text = &mut out.sections[new_sec.0];
-            if let Some(bytes) = text.data.get_mut(call as usize..call as usize + 5) {
-                bytes.copy_from_slice(&[0xe8, 0, 0, 0, 0]);
+            if let Some(bytes) = text
+                .data
+                .get_mut(call as usize..call as usize + ftrace.call.len())
+            {
+                bytes.copy_from_slice(ftrace.call);
             }
             if let Some(rs) = out
                 .sections
@@ -182,7 +198,7 @@ fn add_mcount_loc(p: &Kelf, st: &State, sym_map: &[Option<SymbolIndex>], out: &m
                 .find(|x| x.is_rela() && x.sh_info as usize == new_sec.0)
             {
                 for r in rs.relas.iter_mut().filter(|r| r.r_offset == first.r_offset) {
-                    r.r_type = R_X86_64_PC32;
+                    r.r_type = ftrace.call_reloc;
                 }
             }
         }
@@ -193,30 +209,30 @@ fn add_mcount_loc(p: &Kelf, st: &State, sym_map: &[Option<SymbolIndex>], out: &m
     }
     let mcount = SectionIndex(out.sections.len());
     out.sections.push(Section {
-        name: "__mcount_loc".into(),
+        name: name.into(),
         sh_type: SHT_PROGBITS,
         sh_flags: SHF_ALLOC,
         sh_addr: 0,
-        sh_addralign: 8,
-        sh_entsize: 8,
+        sh_addralign: entry,
+        sh_entsize: entry,
         sh_link: 0,
         sh_info: 0,
-        sh_size: 8 * sites.len() as u64,
-        data: vec![0; 8 * sites.len()],
+        sh_size: entry * sites.len() as u64,
+        data: vec![0; (entry as usize) * sites.len()],
         relas: Vec::new(),
     });
     let relas = sites
         .iter()
         .enumerate()
         .map(|(k, &(sym, addend))| Rela {
-            r_offset: 8 * k as u64,
+            r_offset: entry * k as u64,
             r_sym: sym,
             r_type: p.arch.abs64(),
             r_addend: addend,
         })
         .collect();
     out.sections.push(Section {
-        name: ".rela__mcount_loc".into(),
+        name: format!(".rela{name}"),
         sh_type: SHT_RELA,
         sh_flags: SHF_INFO_LINK,
         sh_addr: 0,

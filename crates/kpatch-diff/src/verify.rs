@@ -144,7 +144,7 @@ fn changed_functions_in_shared_section(
     let mut out = Vec::new();
     for &sym in &p.by_offset[sec.0] {
         let s = &p.obj.symbols[sym.0];
-        if !s.is_func() || s.name.starts_with(crate::kelf::PFX) {
+        if !s.is_func() || p.is_padding_symbol(&s.name) {
             continue;
         }
         match st.sym_twin[sym.0] {

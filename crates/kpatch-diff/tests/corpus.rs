@@ -255,6 +255,28 @@ fn refusals_name_their_reason() {
     assert!(e.contains("__init") && e.contains(".init.text"), "{e}");
 }
 
+/// A special section of `obj` by the architecture's table: its index, its relocations and its
+/// entry size found from them (`None` where the object has no such section or no relocations).
+fn special_section<'a>(
+    obj: &'a Object,
+    name: &str,
+) -> Option<(
+    kpatch_elf::SectionIndex,
+    &'a [kpatch_elf::Rela],
+    Option<u64>,
+)> {
+    let arch = kpatch_arch::for_machine(obj.header.e_machine).unwrap();
+    let sec = obj.section_by_name(name)?;
+    let rsec = obj.rela_sections()[sec.0]?;
+    let relas = obj.sections[rsec.0].relas.as_slice();
+    let spec = arch.special_section(name).expect("a section of the table");
+    Some((
+        sec,
+        relas,
+        spec.entry_size.find(None, obj, sec, Some(relas)),
+    ))
+}
+
 /// Entry sizes found from relocation patterns agree with the sizes the reference is given.
 #[test]
 fn special_section_entry_sizes_are_found_from_relocations() {
@@ -262,15 +284,11 @@ fn special_section_entry_sizes_are_found_from_relocations() {
     let mut checked = 0;
     for c in cases(&dir) {
         let p = Object::read(&dir.join(format!("{}.ORIG.o", c.name))).unwrap();
-        let k =
-            kpatch_diff::kelf::Kelf::new(p, "ORIG.o", kpatch_arch::for_machine(EM_X86_64).unwrap())
-                .unwrap();
         // Jump entries are {s32 code, s32 target, long key} (16 bytes) where they are
         // PC-relative, and three absolute pointers (24 bytes) before that. (The reference was
         // given 24 for some relative tables; its output is the same either way there.)
-        let jump = k
-            .section_named(".rela__jump_table")
-            .and_then(|r| k.obj.sections[r.0].relas.first())
+        let jump = special_section(&p, "__jump_table")
+            .and_then(|(_, relas, _)| relas.first())
             .map(|r| {
                 if r.r_type == kpatch_arch::x86_64::R_X86_64_PC32 {
                     16
@@ -288,14 +306,10 @@ fn special_section_entry_sizes_are_found_from_relocations() {
             (".altinstructions", 13),
             (".smp_locks", 4),
         ] {
-            let Some(sec) = k.section_named(name) else {
+            let Some((_, _, got)) = special_section(&p, name) else {
                 continue;
             };
-            if k.rela_of[sec.0].is_none() {
-                continue;
-            }
-            let got = kpatch_diff::entry_size_for(&k, name, sec, &Options::default());
-            // .altinstructions entries are 12 bytes since 6.3 and 13 before; both are right.
+            // .altinstructions entries are 12 or 13 bytes, by kernel version; both are right.
             let ok = got == Some(want) || (name == ".altinstructions" && got == Some(12));
             assert!(
                 ok,
@@ -306,6 +320,93 @@ fn special_section_entry_sizes_are_found_from_relocations() {
         }
     }
     assert!(checked > 50, "only {checked} special sections checked");
+}
+
+/// The table's layouts are those of the corpus objects: in every whole entry the code and key
+/// fields hold a relocation of the field's width, the code field's into code, and the target
+/// field, where it is relocated (an alternative may have no replacement), one of its width.
+#[test]
+fn special_section_layouts_match_the_corpus_objects() {
+    let Some(dir) = corpus_dir() else { return };
+    let arch = kpatch_arch::for_machine(EM_X86_64).unwrap();
+    let width = |r_type: u32| match r_type {
+        1 | 24 => 8, // R_X86_64_64, R_X86_64_PC64
+        _ => 4,      // R_X86_64_PC32, _PLT32, _32, _32S
+    };
+    let mut checked = std::collections::BTreeMap::<&str, usize>::new();
+    for c in cases(&dir) {
+        for which in ["ORIG", "PATCHED"] {
+            let Ok(obj) = Object::read(&dir.join(format!("{}.{which}.o", c.name))) else {
+                continue;
+            };
+            for spec in arch.special_sections() {
+                let Some((sec, relas, Some(size))) = special_section(&obj, spec.name) else {
+                    continue;
+                };
+                let Some(layout) = spec.layout(size) else {
+                    assert!(
+                        spec.layouts.is_empty(),
+                        "{}: {}: no layout for {size}-byte entries",
+                        c.name,
+                        spec.name
+                    );
+                    continue;
+                };
+                let entries = kpatch_arch::Entries::new(&obj.sections[sec.0], relas, size);
+                for e in entries.iter().filter(|e| e.is_whole(layout)) {
+                    for (what, field) in [
+                        ("code", layout.code),
+                        ("target", layout.target),
+                        ("key", layout.key),
+                    ] {
+                        let Some(f) = field else { continue };
+                        let Some(r) = e.field_rela(field) else {
+                            assert_eq!(
+                                what, "target",
+                                "{}: {} entry at {:#x}: no relocation at its {what} field",
+                                c.name, spec.name, e.offset
+                            );
+                            continue;
+                        };
+                        assert_eq!(
+                            width(r.r_type),
+                            f.len,
+                            "{}: {} {what} at {:#x}",
+                            c.name,
+                            spec.name,
+                            e.offset
+                        );
+                        if what == "code" {
+                            let t = &obj.symbols[r.r_sym.0];
+                            assert!(
+                                t.section.is_some_and(|s| obj.sections[s.0].is_text()),
+                                "{}: {} entry at {:#x}: its code field points at {}",
+                                c.name,
+                                spec.name,
+                                e.offset,
+                                obj.symbol_name(r.r_sym)
+                            );
+                        }
+                    }
+                    *checked.entry(spec.name).or_default() += 1;
+                }
+            }
+        }
+    }
+    for name in [
+        "__bug_table",
+        "__ex_table",
+        "__jump_table",
+        ".altinstructions",
+        ".smp_locks",
+        "__mcount_loc",
+    ] {
+        assert!(
+            checked.get(name).is_some_and(|&n| n > 10),
+            "{name}: only {:?} entries checked",
+            checked.get(name)
+        );
+    }
 }
 
 /// With no entry sizes given at all, found from the relocations alone, every case still matches.
