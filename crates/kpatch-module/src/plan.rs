@@ -22,7 +22,7 @@
 use crate::names::{self, VMLINUX};
 use crate::resolver::{source_file_name, Resolution, ResolveError, SymbolResolver, TuContext};
 use crate::ModuleError;
-use kpatch_arch::sections;
+use kpatch_arch::{sections, Entries};
 use kpatch_elf::consts::*;
 use kpatch_elf::{Object, Symbol, SymbolIndex};
 use std::collections::{HashMap, HashSet};
@@ -264,10 +264,10 @@ pub fn plan(inputs: Vec<TuInput>, resolver: &dyn SymbolResolver) -> Result<Plan,
         // through the static call's trampoline, which stays correct.
         if object != VMLINUX {
             let in_module = |name: &str| !matches!(resolver.resolve(&ctx, name, false), Ok(Resolution::Export { .. }));
-            for key in drop_module_keyed_entries(&mut diff, "__jump_table", 3, 2, |n| n.starts_with("__tracepoint_") && in_module(n)) {
+            for key in drop_module_keyed_entries(&mut diff, "__jump_table", |n| n.starts_with("__tracepoint_") && in_module(n)) {
                 plan.notes.push(format!("{tu_name}: tracepoint {key} of module {object} stays off in the patched code (its jump label cannot be kept)"));
             }
-            for key in drop_module_keyed_entries(&mut diff, ".static_call_sites", 2, 1, in_module) {
+            for key in drop_module_keyed_entries(&mut diff, ".static_call_sites", in_module) {
                 plan.notes.push(format!("{tu_name}: static call {key} of module {object} is called through its trampoline in the patched code"));
             }
         }
@@ -405,37 +405,112 @@ fn site_name(diff: &Object, target: kpatch_elf::SectionIndex, offset: u64) -> St
         .unwrap_or_else(|| format!("{}+{offset:#x}", diff.section(target).name))
 }
 
-/// Removes the entries of special section `section` (each with `per_entry` relocations) whose
-/// relocation number `key_at` points to an undefined symbol that `drop` selects. Returns the
+/// Removes the entries of special section `section` whose key (the relocation at the key field
+/// of the architecture's layout) points to an undefined symbol that `drop` selects. The entries
+/// are split as the differ split them (the size found from their relocations). Returns the
 /// dropped keys.
-fn drop_module_keyed_entries(diff: &mut Object, section: &str, per_entry: usize, key_at: usize, drop: impl Fn(&str) -> bool) -> Vec<String> {
-    let Some(jt) = diff.section_by_name(section) else { return Vec::new() };
-    let Some(rs) = diff.sections_iter().find(|(_, s)| s.rela_target() == Some(jt)).map(|(i, _)| i) else { return Vec::new() };
-    let mut relas = diff.sections[rs.0].relas.clone();
-    relas.sort_by_key(|r| r.r_offset);
-    let size = diff.sections[jt.0].data.len();
-    if relas.is_empty() || relas.len() % per_entry != 0 || size % (relas.len() / per_entry) != 0 {
+fn drop_module_keyed_entries(diff: &mut Object, section: &str, drop: impl Fn(&str) -> bool) -> Vec<String> {
+    let Some(spec) = kpatch_arch::for_machine(diff.header.e_machine).and_then(|a| a.special_section(section)) else {
         return Vec::new();
-    }
-    let entry = (size / (relas.len() / per_entry)) as u64;
-    let mut keep_data = Vec::new();
-    let mut keep_relas = Vec::new();
+    };
+    let Some(sec) = diff.section_by_name(section) else { return Vec::new() };
+    let Some(rs) = diff.sections_iter().find(|(_, s)| s.rela_target() == Some(sec)).map(|(i, _)| i) else {
+        return Vec::new();
+    };
+    let relas = diff.sections[rs.0].relas.as_slice();
+    let Some(size) = spec.entry_size.find(None, diff, sec, Some(relas)) else { return Vec::new() };
+    let Some(key) = spec.layout(size).and_then(|l| l.key) else { return Vec::new() };
+    let entries = Entries::new(&diff.sections[sec.0], relas, size);
     let mut dropped = Vec::new();
-    for (k, group) in relas.chunks(per_entry).enumerate() {
-        let key = diff.symbol(group[key_at].r_sym);
-        if key.is_undefined() && drop(&key.name) {
-            dropped.push(key.name.clone());
-            continue;
+    let kept = entries.keep(|e| {
+        let Some(k) = e.field_rela(Some(key)).map(|r| diff.symbol(r.r_sym)) else { return true };
+        let gone = k.is_undefined() && drop(&k.name);
+        if gone {
+            dropped.push(k.name.clone());
         }
-        let (from, to) = (k as u64 * entry, (k as u64 + 1) * entry);
-        let dest = keep_data.len() as u64;
-        keep_data.extend_from_slice(&diff.sections[jt.0].data[from as usize..to as usize]);
-        keep_relas.extend(group.iter().map(|r| kpatch_elf::Rela { r_offset: r.r_offset - from + dest, ..*r }));
-    }
+        !gone
+    });
     if !dropped.is_empty() {
-        diff.sections[jt.0].sh_size = keep_data.len() as u64;
-        diff.sections[jt.0].data = keep_data;
-        diff.sections[rs.0].relas = keep_relas;
+        diff.sections[sec.0].sh_size = kept.data.len() as u64;
+        diff.sections[sec.0].data = kept.data;
+        diff.sections[rs.0].relas = kept.relas;
     }
     dropped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kpatch_elf::{Header, Rela, Section};
+
+    const R_X86_64_64: u32 = 1;
+    const R_X86_64_PC32: u32 = 2;
+    const R_X86_64_PC64: u32 = 24;
+
+    /// A diff object with function `f` and special section `name`: one entry of `size` bytes per
+    /// key, each with relocations `(offset in the entry, type, to the key?)`.
+    fn diff_with(name: &str, size: u64, layout: &[(u64, u32, bool)], keys: &[&str]) -> Object {
+        let mut o = Object::new(Header { e_machine: EM_X86_64, e_flags: 0, ei_osabi: 0, ei_abiversion: 0, big_endian: false });
+        let text = o.add_section(Section::new(".text.f", SHT_PROGBITS, SHF_ALLOC | SHF_EXECINSTR));
+        let mut f = Symbol::new("f", STB_LOCAL, STT_FUNC);
+        f.section = Some(text);
+        let f = o.add_symbol(f);
+        let keys: Vec<SymbolIndex> = keys.iter().map(|k| o.add_symbol(Symbol::new(*k, STB_GLOBAL, STT_OBJECT))).collect();
+        let mut table = Section::new(name, SHT_PROGBITS, SHF_ALLOC | SHF_WRITE);
+        table.sh_size = size * keys.len() as u64;
+        table.data = (0..table.sh_size).map(|b| b as u8).collect();
+        let table = o.add_section(table);
+        let mut rela = Section::new(format!(".rela{name}"), SHT_RELA, SHF_INFO_LINK);
+        rela.sh_info = table.0 as u32;
+        for (k, &key) in keys.iter().enumerate() {
+            for &(at, r_type, to_key) in layout {
+                let r_sym = if to_key { key } else { f };
+                rela.relas.push(Rela { r_offset: k as u64 * size + at, r_sym, r_type, r_addend: k as i64 });
+            }
+        }
+        o.add_section(rela);
+        o
+    }
+
+    fn relas_of(o: &Object, name: &str) -> Vec<(u64, String, i64)> {
+        let sec = o.section_by_name(name).unwrap();
+        let rela = o.sections.iter().find(|s| s.rela_target() == Some(sec)).unwrap();
+        rela.relas.iter().map(|r| (r.r_offset, o.symbol(r.r_sym).name.clone(), r.r_addend)).collect()
+    }
+
+    #[test]
+    fn module_keyed_jump_entries_are_dropped_by_their_key_field() {
+        // struct jump_entry { s32 code; s32 target; long key; }
+        let jump = [(0, R_X86_64_PC32, false), (4, R_X86_64_PC32, false), (8, R_X86_64_PC64, true)];
+        let mut o = diff_with("__jump_table", 16, &jump, &["__tracepoint_a", "vm_key", "__tracepoint_b"]);
+        let dropped = drop_module_keyed_entries(&mut o, "__jump_table", |n| n.starts_with("__tracepoint_"));
+        assert_eq!(dropped, ["__tracepoint_a", "__tracepoint_b"]);
+        let sec = o.section_by_name("__jump_table").unwrap();
+        assert_eq!(o.section(sec).sh_size, 16);
+        assert_eq!(o.section(sec).data, (16..32).collect::<Vec<u8>>());
+        assert_eq!(relas_of(&o, "__jump_table"), [(0, "f".into(), 1), (4, "f".into(), 1), (8, "vm_key".into(), 1)]);
+
+        // The absolute layout of older kernels: three pointers, the key at 16.
+        let jump = [(0, R_X86_64_64, false), (8, R_X86_64_64, false), (16, R_X86_64_64, true)];
+        let mut o = diff_with("__jump_table", 24, &jump, &["vm_key", "__tracepoint_a"]);
+        let dropped = drop_module_keyed_entries(&mut o, "__jump_table", |n| n.starts_with("__tracepoint_"));
+        assert_eq!(dropped, ["__tracepoint_a"]);
+        assert_eq!(relas_of(&o, "__jump_table"), [(0, "f".into(), 0), (8, "f".into(), 0), (16, "vm_key".into(), 0)]);
+    }
+
+    #[test]
+    fn module_keyed_static_call_sites_are_dropped_and_others_kept() {
+        // struct static_call_site { s32 addr; s32 key; }
+        let site = [(0, R_X86_64_PC32, false), (4, R_X86_64_PC32, true)];
+        let mut o = diff_with(".static_call_sites", 8, &site, &["__SCK__vm", "__SCK__mod"]);
+        let dropped = drop_module_keyed_entries(&mut o, ".static_call_sites", |n| n == "__SCK__mod");
+        assert_eq!(dropped, ["__SCK__mod"]);
+        assert_eq!(relas_of(&o, ".static_call_sites"), [(0, "f".into(), 0), (4, "__SCK__vm".into(), 0)]);
+        // Nothing to drop: nothing changes.
+        let before = o.clone();
+        assert!(drop_module_keyed_entries(&mut o, ".static_call_sites", |_| false).is_empty());
+        assert_eq!(o, before);
+        // A section the table does not know, or an object without the section: nothing.
+        assert!(drop_module_keyed_entries(&mut o, "__jump_table", |_| true).is_empty());
+    }
 }
