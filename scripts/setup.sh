@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(
   # kernel builds (make prepare, objtool, module builds)
-  gcc-12 make bison flex bc libelf-dev libssl-dev dwarves patch xz-utils zstd
+  gcc-12 libc6-dev make bison flex bc libelf-dev libssl-dev dwarves patch xz-utils zstd
   # module signing (build --sign-key) and its test
   openssl
   # guest harness: QEMU under TCG, a static busybox and cpio for the initramfs

@@ -137,6 +137,8 @@ pub struct Frozen {
     pub stopped: Vec<i32>,
     /// User tasks frozen (by either method).
     pub tasks: usize,
+    /// Their process ids.
+    pub pids: Vec<i32>,
     /// When the freeze began and when everything was frozen ([`Kernel::now`]).
     pub started: Duration,
     pub frozen_at: Duration,
@@ -259,8 +261,9 @@ fn freeze_into(k: &dyn Kernel, opts: &FreezeOptions, log: &mut dyn FreezeLog, fr
     } else {
         by_signal = all.iter().filter(|p| !spared(p)).map(|p| p.pid).collect();
     }
-    let in_cgroups = all.iter().filter(|p| !spared(p)).count() - by_signal.len();
-    frozen.tasks = in_cgroups;
+    let in_cgroups: Vec<i32> = all.iter().filter(|p| !spared(p) && !by_signal.contains(&p.pid)).map(|p| p.pid).collect();
+    frozen.tasks = in_cgroups.len();
+    frozen.pids = in_cgroups;
     stop_tasks(k, &by_signal, log, frozen)?;
     wait_frozen(k, opts, frozen)
 }
@@ -277,6 +280,7 @@ fn stop_tasks(k: &dyn Kernel, pids: &[i32], log: &mut dyn FreezeLog, frozen: &mu
         match k.kill(pid, Sig::Stop) {
             Ok(()) => {
                 frozen.stopped.push(pid);
+                frozen.pids.push(pid);
                 frozen.tasks += 1;
             }
             Err(nix::errno::Errno::ESRCH) => {} // exited meanwhile

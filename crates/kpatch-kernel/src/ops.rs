@@ -85,9 +85,9 @@ fn user_blockers(k: &dyn Kernel, target: i32) -> Vec<Blocker> {
 fn switch_and_thaw(k: &dyn Kernel, frozen: &Frozen, target: i32, opts: &Options, obs: &mut dyn Observer) -> Vec<Blocker> {
     let deadline = frozen.started + opts.freeze_opts.timeout;
     let left = loop {
-        // Only the frozen/stopped ones are waited for: a blocker outside (e.g. a task that is
-        // exempt) cannot be helped by the freeze.
-        let left = user_blockers(k, target);
+        // Only the frozen tasks are waited for (and read: scanning every task of the system
+        // would lengthen the pause); a blocker outside the freeze cannot be helped by it.
+        let left = crate::tasks::find_blockers_among(k, &frozen.pids, target, false);
         if left.is_empty() || k.now() >= deadline {
             break left;
         }
@@ -95,7 +95,13 @@ fn switch_and_thaw(k: &dyn Kernel, frozen: &Frozen, target: i32, opts: &Options,
     };
     let errors = freeze::thaw(k, frozen);
     obs.event(&Event::Thawed { paused_ms: ms(k.now().saturating_sub(frozen.started)), switched: left.is_empty(), errors });
-    left
+    if left.is_empty() {
+        left
+    } else {
+        // Named with their stacks, now that user space runs again.
+        let pids: Vec<i32> = left.iter().map(|b| b.pid).collect();
+        crate::tasks::find_blockers_among(k, &pids, target, true)
+    }
 }
 
 /// How a load or unload ended. Every variant names the state the kernel is left in.
@@ -401,8 +407,9 @@ fn watch_lazily_or_freeze_blockers(k: &dyn Kernel, name: &str, target: i32, opts
             Err(e) => obs.event(&Event::Thawed { paused_ms: 0, switched: false, errors: vec![e.to_string()] }),
         }
     }
-    let rest = WatchPolicy { wait: Duration::ZERO, ..opts.watch.clone() };
-    watch_transition(k, name, &rest, obs)
+    // The rest (kernel threads, idle tasks) switch lazily: the kernel retries about once a
+    // second, so they get the whole wait (and the signals) again.
+    watch_transition(k, name, &opts.watch, obs)
 }
 
 fn write_enabled(k: &dyn Kernel, name: &str, value: &str) -> Result<(), KernelError> {

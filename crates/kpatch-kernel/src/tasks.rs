@@ -36,9 +36,14 @@ fn numeric(names: Vec<String>) -> Vec<i32> {
 /// Tasks whose `patch_state` is neither -1 (no transition) nor `target` (1 when patching,
 /// 0 when unpatching). Tasks that exit while being read are skipped.
 pub fn find_blockers(k: &dyn Kernel, target: i32, with_stacks: bool) -> Vec<Blocker> {
-    let mut out = Vec::new();
     let pids = numeric(k.list_dir(Path::new("/proc")).unwrap_or_default());
-    for pid in pids {
+    find_blockers_among(k, &pids, target, with_stacks)
+}
+
+/// [`find_blockers`] among the tasks of processes `pids` only.
+pub fn find_blockers_among(k: &dyn Kernel, pids: &[i32], target: i32, with_stacks: bool) -> Vec<Blocker> {
+    let mut out = Vec::new();
+    for &pid in pids {
         let tdir = Path::new("/proc").join(pid.to_string()).join("task");
         let tids = match k.list_dir(&tdir) {
             Ok(t) => numeric(t),

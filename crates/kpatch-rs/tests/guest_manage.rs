@@ -6,31 +6,14 @@
 //!
 //! The test modules are in crates/kpatch-kernel/tests/fixtures/klp-test.
 
-use kpatch_guest::module_build::build_external_module;
+mod guest_support;
+
+use guest_support::{add_kpatch_rs, enabled, klp_test_modules, kp};
 use kpatch_guest::{boot, GuestConfig, Initramfs, TestScript};
 use kpatch_target::DebianKernel;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-fn enabled() -> bool {
-    if std::env::var("KPATCH_RS_GUEST_TESTS").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!(
-        "skipped: set KPATCH_RS_GUEST_TESTS=1 to download Debian packages and boot QEMU guests"
-    );
-    false
-}
-
 const MARKER: &str = "kpatch-rs klp_test_cmdline active";
-
-/// Run kpatch-rs with its output in /tmp/o (copied to the console), and check its exit status.
-fn kp(args: &str, rc: u8) -> String {
-    format!(
-        "kpatch-rs {args} >/tmp/o 2>&1; krs_rc=$?; echo \"--- kpatch-rs {args} (rc $krs_rc)\" >/dev/console; \
-         cat /tmp/o >/dev/console; [ $krs_rc = {rc} ]"
-    )
-}
 
 fn script(other_kernel: &str) -> TestScript {
     let m = "/lib/modules";
@@ -253,40 +236,6 @@ fn script(other_kernel: &str) -> TestScript {
     t
 }
 
-/// Shared libraries the binary needs (from ldd), to copy into the initramfs at the same paths.
-fn shared_libs(exe: &Path) -> Vec<PathBuf> {
-    let out = std::process::Command::new("ldd")
-        .arg(exe)
-        .output()
-        .expect("running ldd");
-    assert!(
-        out.status.success(),
-        "ldd {}: {}",
-        exe.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            let path = match l.split_once("=>") {
-                Some((_, rest)) => rest.split_whitespace().next()?,
-                None => l.split_whitespace().next()?,
-            };
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
-}
-
-fn add_with_parents(img: &mut Initramfs, guest: &Path, host: &Path, mode: u32) {
-    let mut dir = PathBuf::from("/");
-    for c in guest.parent().unwrap().components().skip(1) {
-        dir.push(c);
-        img.dir(dir.to_str().unwrap(), 0o755);
-    }
-    img.host_file(guest.to_str().unwrap(), mode, host).unwrap();
-}
-
 /// The module's bytes with the kernel release in its vermagic replaced (same length).
 fn for_other_kernel(ko: &[u8], abi: &str) -> (Vec<u8>, String) {
     // 6.1.0-56-amd64 -> 6.1.0-99-amd64 (or -88- if it was -99-).
@@ -336,14 +285,7 @@ fn manage_patches_on_a_debian_guest() {
     let work = std::env::temp_dir().join(format!("kpatch-rs-guest-manage-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
-    let src =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kpatch-kernel/tests/fixtures/klp-test");
-    for e in std::fs::read_dir(&src).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, work.join(p.file_name().unwrap())).unwrap();
-    }
-    let kos = build_external_module(&kbuild, &work).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(kos.len(), 4, "{kos:?}");
+    let kos = klp_test_modules(&kbuild, &work);
 
     let cmdline_ko = std::fs::read(work.join("klp_test_cmdline.ko")).unwrap();
     let (other_ko, other_kernel) = for_other_kernel(&cmdline_ko, &kernel.abi);
@@ -367,11 +309,7 @@ fn manage_patches_on_a_debian_guest() {
     img.add_module(&other.join("klp_test_other.ko")).unwrap();
     img.add_module(&other.join("klp_test_crc.ko")).unwrap();
     img.file("/root/klp_test_cmdline.ko.xz", 0o644, xz);
-    let exe = Path::new(env!("CARGO_BIN_EXE_kpatch-rs"));
-    img.host_file("/bin/kpatch-rs", 0o755, exe).unwrap();
-    for lib in shared_libs(exe) {
-        add_with_parents(&mut img, &lib, &lib, 0o755);
-    }
+    add_kpatch_rs(&mut img);
     img.add_init(&t.render());
     let cpio = work.join("initramfs.cpio");
     img.write_to(&cpio).unwrap();
