@@ -41,8 +41,9 @@ pub enum ModuleError {
 
     #[error(
         "{tu}: special section `{section}` refers to `{symbol}` of module {object}, which livepatch \
-         resolves only after the module loader has processed `{section}`; patch code that needs it \
-         cannot be built"
+         resolves only after the module loader has processed `{section}`; in the patched code, test \
+         a static key with `static_key_enabled(&key)` instead of a jump label (static_branch_*), and \
+         call a static call's target through a plain function (pointer) instead of static_call()"
     )]
     SpecialSectionKlp { tu: String, section: String, symbol: String, object: String },
 

@@ -375,6 +375,8 @@ fn module_target_splits_klp_relocations_by_object_and_refuses_module_symbols_in_
     assert!(matches!(err, ModuleError::SpecialSectionKlp { .. }), "{err}");
     let e = err.to_string();
     assert!(e.contains("__jump_table") && e.contains("ext4_exported") && e.contains("fs/ext4/super.o"), "{e}");
+    // A refusal (exit 2) that says what to write instead.
+    assert!(err.is_refusal() && e.contains("static_key_enabled(&key)"), "{e}");
 }
 
 #[test]
