@@ -1,5 +1,8 @@
 //! The integration corpus (tests/integration at the repository root): real source patches against
-//! Debian's 6.1 kernel, each built by `kpatch-rs build` and proven in a guest. For every patch
+//! Debian's 6.1 kernel, each built by `kpatch-rs build` and proven in a guest, on the default 6.1
+//! kernel and on the newest 6.12 one (there, a patch that does not apply to 6.12's source is
+//! listed as such and skipped; `NAME.functions-6.12` replaces `NAME.functions` where the two
+//! lines compile differently). For every patch
 //! `NAME.patch` the directory holds either `NAME.check` (a busybox shell script that exits 0 only
 //! while the patch is in effect) or `NAME.refuse` (a text the build's error must contain: the
 //! patch must be refused with exit status 2). Optional: `NAME.module` (the loadable module the
@@ -47,6 +50,19 @@ fn read_lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .map(|t| t.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect())
         .unwrap_or_default()
+}
+
+/// The corpus, or with `selected` only the patches KPATCH_RS_CORPUS names (when set), with the
+/// `.functions-<line>` files of kernel line `line` where they exist.
+fn corpus_for(selected: bool, line: &str) -> Vec<Case> {
+    let mut cases = corpus(selected);
+    for c in &mut cases {
+        let f = corpus_dir().join(format!("{}.functions-{line}", c.name));
+        if f.exists() {
+            c.functions = Some(read_lines(&f));
+        }
+    }
+    cases
 }
 
 /// The corpus, or with `selected` only the patches KPATCH_RS_CORPUS names (when set).
@@ -111,10 +127,11 @@ impl Build {
     }
 }
 
-fn build(patches: &[&Path], name: &str, out: &Path) -> Build {
+fn build(kernel: &str, patches: &[&Path], name: &str, out: &Path) -> Build {
     let start = Instant::now();
     let r = Command::new(env!("CARGO_BIN_EXE_kpatch-rs"))
         .arg("build")
+        .args(["--kernel", kernel])
         .args(patches)
         .args(["--name", name, "--json", "-o"])
         .arg(out)
@@ -251,7 +268,30 @@ fn every_corpus_patch_builds_or_is_refused_and_works_in_one_guest_boot() {
     if !gated() {
         return;
     }
-    let cases = corpus(true);
+    let kernel = DebianKernel::default_target().expect("the default target kernel");
+    run_corpus(&kernel, false);
+}
+
+#[test]
+fn the_corpus_on_the_newest_6_12_kernel_in_one_guest_boot() {
+    if !gated() {
+        return;
+    }
+    let store = kpatch_target::Store::system();
+    let newest = kpatch_target::targets::offered(&store)
+        .expect("the kernels apt offers")
+        .into_iter()
+        .find(|t| t.line == "6.12" && t.flavour == "amd64" && t.source)
+        .expect("a 6.12 kernel whose source the archive has");
+    let kernel = DebianKernel::new(&newest.abi, &newest.version, store).unwrap();
+    run_corpus(&kernel, true);
+}
+
+/// Builds every patch of the corpus for `kernel`, and proves them in one boot of it. With
+/// `other_line`, a patch that does not apply to this kernel's source is skipped, not failed.
+fn run_corpus(kernel: &DebianKernel, other_line: bool) {
+    let line = kpatch_target::version::parse_abi(&kernel.abi).expect("a Debian ABI").major_minor;
+    let mut cases = corpus_for(true, &line);
     if std::env::var("KPATCH_RS_CORPUS").is_err() {
         assert!(cases.len() >= 12, "the corpus has only {} patches", cases.len());
     }
@@ -259,13 +299,20 @@ fn every_corpus_patch_builds_or_is_refused_and_works_in_one_guest_boot() {
 
     // Every patch on its own, one after the other (the kernel tree is shared and locked).
     let mut builds = BTreeMap::new();
+    let mut skipped = Vec::new();
     for case in &cases {
-        eprintln!("building {} ...", case.name);
-        let b = build(&[case.patch.as_path()], &case.name, &out.path().join(&case.name));
+        eprintln!("building {} for {} ...", case.name, kernel.abi);
+        let b = build(&kernel.abi, &[case.patch.as_path()], &case.name, &out.path().join(&case.name));
+        if other_line && b.code == Some(1) && b.stderr.contains("does not apply to") {
+            eprintln!("  does not apply to {}: skipped", kernel.abi);
+            skipped.push(case.name.clone());
+            continue;
+        }
         let verdict = judge_build(case, &b);
         eprintln!("  {:.1} s: {verdict:?}", b.seconds);
         builds.insert(case.name.clone(), (b, verdict));
     }
+    cases.retain(|c| !skipped.contains(&c.name));
 
     // Every patch that built, as one cumulative module.
     let working: Vec<&Case> =
@@ -273,7 +320,7 @@ fn every_corpus_patch_builds_or_is_refused_and_works_in_one_guest_boot() {
     let cumulative = (!working.is_empty()).then(|| {
         let patches: Vec<&Path> = working.iter().map(|c| c.patch.as_path()).collect();
         eprintln!("building the cumulative module from {} patches ...", patches.len());
-        let b = build(&patches, "cumulative", &out.path().join("cumulative"));
+        let b = build(&kernel.abi, &patches, "cumulative", &out.path().join("cumulative"));
         let verdict = if b.code == Some(0) && b.module().is_some() {
             Ok(format!("{} patches, {} functions", patches.len(), b.functions().len()))
         } else {
@@ -284,9 +331,8 @@ fn every_corpus_patch_builds_or_is_refused_and_works_in_one_guest_boot() {
     });
 
     // One boot for all of it.
-    let kernel = DebianKernel::default_target().expect("the default target kernel");
     let modules_dir = kernel.modules_dir().expect("the target's modules");
-    let mut guest = Guest::for_kernel(&kernel).unwrap_or_else(|e| panic!("{e}"));
+    let mut guest = Guest::for_kernel(kernel).unwrap_or_else(|e| panic!("{e}"));
     guest.config.timeout = Duration::from_secs(1800);
     let mut t = TestScript::new();
     let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -364,7 +410,7 @@ fn every_corpus_patch_builds_or_is_refused_and_works_in_one_guest_boot() {
         eprintln!("booting the guest for {} checks ...", t.check_names().len());
         let run = guest.run(&t).unwrap_or_else(|e| panic!("{e}"));
         eprintln!("guest: booted after {:?}, ran {:?}", run.booted_after.unwrap_or_default(), run.elapsed);
-        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("integration-corpus-console.log");
+        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("integration-corpus-{}-console.log", kernel.abi));
         if std::fs::write(&log, run.log()).is_ok() {
             eprintln!("guest console log: {}", log.display());
         }
@@ -389,9 +435,16 @@ fn every_corpus_patch_builds_or_is_refused_and_works_in_one_guest_boot() {
     }
     let text = table(&rows);
     let passed = rows.iter().filter(|r| r.build.is_ok() && r.guest.as_ref().is_none_or(|g| g.is_ok())).count();
-    let summary = format!("{text}\n{passed} of {} rows pass ({} patches in the corpus)\n", rows.len(), cases.len());
+    let summary = format!(
+        "{} ({}):\n{text}\n{passed} of {} rows pass ({} patches built; not applicable to this kernel: {})\n",
+        kernel.abi,
+        kernel.version,
+        rows.len(),
+        cases.len(),
+        if skipped.is_empty() { "none".to_string() } else { skipped.join(", ") }
+    );
     println!("{summary}");
-    let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("integration-corpus.txt");
+    let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("integration-corpus-{}.txt", kernel.abi));
     let _ = std::fs::write(&file, &summary);
 
     if let Some(run) = &run {
