@@ -7,24 +7,28 @@
 //! `.altinstructions`, ...) that belong to them. Everything else the patched code references is
 //! left as an undefined symbol for the module generator to resolve against the target kernel.
 //!
-//! The steps, each in its own module: [`kelf`] derives per-object tables (bundled symbols,
-//! children, relocation sections); `correlate` pairs sections and symbols across the two objects;
-//! `compare` marks each as same, changed or new; `include` selects what the output needs;
-//! `special` trims the special sections; `verify` refuses what cannot be live-patched; `output`
-//! builds the object.
+//! The phases, each in its own module, run in the order [`diff`] shows; each reads what the
+//! phases before it wrote (the `state` module's parts) and writes its own part. `kelf` derives
+//! per-object tables first (bundled symbols, children, relocation sections), with indexes typed
+//! by their object ([`index`]). Section-name classes and the arch's special-section table are in
+//! `kpatch_arch`.
 
 mod compare;
 mod correlate;
 mod include;
-pub mod kelf;
+pub mod index;
+mod kelf;
 mod names;
 mod output;
 mod special;
+mod state;
 mod verify;
 
+use index::{Orig, Patched};
 use kelf::Kelf;
 use kpatch_elf::Object;
 use serde::Serialize;
+use state::{Inclusion, Status, Statuses, Trimmed};
 
 /// What the patch author and the pipeline can tune.
 #[derive(Debug, Clone, Default)]
@@ -134,28 +138,38 @@ pub fn diff(
             ),
         });
     }
-    let mut o = Kelf::new(orig, orig_name, arch)?;
-    let mut p = Kelf::new(patched, patched_name, arch)?;
+    let mut o: Kelf<Orig> = Kelf::new(orig, orig_name, arch)?;
+    let mut p: Kelf<Patched> = Kelf::new(patched, patched_name, arch)?;
     o.replace_section_symbols();
     p.replace_section_symbols();
     check_same_source(&o, &p)?;
-
-    let mut st = correlate::correlate(&o, &mut p)?;
     let mut report = Report::default();
-    compare::compare(&o, &p, &mut st, &mut report, options)?;
-    let mut inc = include::Inclusion::new(&p);
-    include::include_all(&o, &p, &st, &mut inc, &mut report, options);
-    let regen = special::process(&p, &mut st, &mut inc, options)?;
+
+    // The phases. Each needs what the ones before it found, in this order:
+    // 1. correlate: pair each patched section and symbol with its original (its twin) and give
+    //    it the original's name. Everything after compares twins.
+    let twins = correlate::correlate(&o, &mut p, &mut report)?;
+    // 2. compare: each patched section and symbol is the same as its twin, changed, or new.
+    let statuses = compare::compare(&o, &p, &twins, &mut report, options)?;
+    // 3. include: the changed functions, and what they reference that is not the same
+    //    (unchanged things stay references to the kernel's copies).
+    let inc = include::include(&o, &p, &twins, &statuses, &mut report, options);
+    // 4. special: the special sections keep only the entries of included code, and bring what
+    //    those reference. After 3: whether an entry stays depends on what is included.
+    let (inc, trimmed) = special::trim(&p, &statuses, inc, options)?;
     if options.debug {
-        debug_dump(&p, &st, &inc);
+        debug_dump(&p, &statuses, &inc, &trimmed);
     }
-    verify::verify(&o, &p, &st, &inc)?;
-    report.changed_functions = include::functions_with(&p, &st, &inc, compare::Status::Changed);
-    report.new_functions = include::functions_with(&p, &st, &inc, compare::Status::New);
+    // 5. verify: refuse a change that nothing included carries. After 4: a special section
+    //    that kept no entry carries nothing, whatever changed in it.
+    verify::verify(&o, &p, &twins, &statuses, &inc, &trimmed)?;
+    report.changed_functions = include::functions_with(&p, &statuses, &inc, Status::Changed);
+    report.new_functions = include::functions_with(&p, &statuses, &inc, Status::New);
     if report.is_empty() {
         return Ok(Outcome::NoChange { report });
     }
-    let output = output::build(&p, &st, &inc, &regen)?;
+    // 6. output: the object of what was included.
+    let output = output::build(&p, &statuses, &inc, &trimmed)?;
     report.output_functions = output
         .symbols_iter()
         .filter(|(_, s)| s.is_func() && s.section.is_some())
@@ -169,13 +183,13 @@ pub fn diff(
 
 /// Two objects of different translation units share almost no function names; refuse them
 /// before reporting every function as new.
-fn check_same_source(o: &Kelf, p: &Kelf) -> Result<(), DiffError> {
-    let file_of = |k: &Kelf| {
+fn check_same_source(o: &Kelf<Orig>, p: &Kelf<Patched>) -> Result<(), DiffError> {
+    fn file_of<S>(k: &Kelf<S>) -> Option<String> {
         k.obj
             .symbols_iter()
             .find(|(_, s)| s.st_type() == kpatch_elf::consts::STT_FILE)
             .map(|(_, s)| s.name.clone())
-    };
+    }
     match (file_of(o), file_of(p)) {
         (Some(a), Some(b)) if a != b => Err(DiffError::Invalid {
             file: p.file.clone(),
@@ -188,26 +202,28 @@ fn check_same_source(o: &Kelf, p: &Kelf) -> Result<(), DiffError> {
     }
 }
 
-fn debug_dump(p: &Kelf, st: &correlate::State, inc: &include::Inclusion) {
-    for (i, s) in p.obj.sections_iter() {
-        if st.sec_status[i.0] != compare::Status::Same || inc.sec[i.0] {
+/// What each phase decided about each section and symbol that is not plainly the same.
+fn debug_dump(p: &Kelf<Patched>, st: &Statuses, inc: &Inclusion, trimmed: &Trimmed) {
+    for (i, s) in p.sections() {
+        let status = trimmed.section_status(st, i);
+        if status != Status::Same || inc.sec[i] {
             eprintln!(
                 "section [{}] {} {:?}{}",
-                i.0,
+                i.get(),
                 s.name,
-                st.sec_status[i.0],
-                if inc.sec[i.0] { " included" } else { "" }
+                status,
+                if inc.sec[i] { " included" } else { "" }
             );
         }
     }
-    for (i, _) in p.obj.symbols_iter() {
-        if st.sym_status[i.0] != compare::Status::Same || inc.sym[i.0] {
+    for (i, _) in p.symbols() {
+        if st.sym[i] != Status::Same || inc.sym[i] {
             eprintln!(
                 "symbol [{}] {} {:?}{}",
-                i.0,
+                i.get(),
                 p.sym_name(i),
-                st.sym_status[i.0],
-                if inc.sym[i.0] { " included" } else { "" }
+                st.sym[i],
+                if inc.sym[i] { " included" } else { "" }
             );
         }
     }

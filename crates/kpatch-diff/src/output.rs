@@ -1,32 +1,44 @@
-//! Building the output object from what was included.
+//! Building the output object from what was included: the last phase, which reads the
+//! [`Statuses`], the [`Inclusion`] and what [`Trimmed`] kept of the special sections.
 
-use crate::compare::Status;
-use crate::correlate::State;
-use crate::include::Inclusion;
+use crate::index::{IdxVec, Patched, PatchedSec, PatchedSym};
 use crate::kelf::Kelf;
-use crate::special::RegenMap;
+use crate::state::{Inclusion, Status, Statuses, Trimmed};
 use crate::DiffError;
 use kpatch_arch::{EntrySize, Kind};
 use kpatch_elf::consts::*;
 use kpatch_elf::{Object, Rela, Section, SectionIndex, SymbolIndex};
 
-pub fn build(p: &Kelf, st: &State, inc: &Inclusion, regen: &RegenMap) -> Result<Object, DiffError> {
+type P = Kelf<Patched>;
+
+/// The output object: the included sections (special sections with their kept entries) and
+/// symbols, in the patched object's order, an unchanged symbol made an undefined reference, a
+/// changed function local; its own `__mcount_loc`, and the namespaces the patched object imports.
+pub fn build(
+    p: &P,
+    st: &Statuses,
+    inc: &Inclusion,
+    trimmed: &Trimmed,
+) -> Result<Object, DiffError> {
     let bug = |reason: String| DiffError::Invalid {
         file: p.file.clone(),
         reason: format!("internal error: {reason}"),
     };
+    let regen = &trimmed.regen;
     let mut out = Object::new(p.obj.header.clone());
 
     // Sections, in their original order.
-    let mut sec_map = vec![None; p.obj.sections.len()];
-    for (i, s) in p.obj.sections_iter() {
-        if inc.sec[i.0] {
-            sec_map[i.0] = Some(SectionIndex(out.sections.len()));
+    let mut sec_map: IdxVec<PatchedSec, Option<SectionIndex>> = p.per_section(None);
+    let mut old_of: Vec<PatchedSec> = Vec::new();
+    for (i, s) in p.sections() {
+        if inc.sec[i] {
+            sec_map[i] = Some(SectionIndex(out.sections.len()));
+            old_of.push(i);
             let mut s = s.clone();
             if let Some(r) = regen.get(&i) {
                 s.data = r.data.clone();
                 s.sh_size = s.data.len() as u64;
-            } else if let Some(base) = p.base_of[i.0].filter(|b| regen.contains_key(b)) {
+            } else if let Some(base) = p.base_of[i].filter(|b| regen.contains_key(b)) {
                 s.relas = regen[&base].relas.clone();
             }
             out.sections.push(s);
@@ -34,19 +46,17 @@ pub fn build(p: &Kelf, st: &State, inc: &Inclusion, regen: &RegenMap) -> Result<
     }
 
     // Symbols: null, FILE, local functions, other locals, globals (the order kpatch emits).
-    let included: Vec<SymbolIndex> = p
-        .obj
-        .symbols_iter()
-        .filter(|(i, s)| {
-            inc.sym[i.0] && !(s.is_section() && s.section.is_some_and(|x| !inc.sec[x.0]))
+    let included: Vec<PatchedSym> = p
+        .symbols()
+        .filter(|&(i, s)| {
+            inc.sym[i] && !(s.is_section() && p.sec_of(i).is_some_and(|x| !inc.sec[x]))
         })
         .map(|(i, _)| i)
         .collect();
-    let changed_func =
-        |i: SymbolIndex| p.obj.symbols[i.0].is_func() && st.sym_status[i.0] == Status::Changed;
-    let local_after = |i: SymbolIndex| p.obj.symbols[i.0].is_local() || changed_func(i);
-    let rank = |i: SymbolIndex| {
-        let s = &p.obj.symbols[i.0];
+    let changed_func = |i: PatchedSym| p.sym(i).is_func() && st.sym[i] == Status::Changed;
+    let local_after = |i: PatchedSym| p.sym(i).is_local() || changed_func(i);
+    let rank = |i: PatchedSym| {
+        let s = p.sym(i);
         if s.st_type() == STT_FILE {
             0
         } else if local_after(i) && s.is_func() {
@@ -59,14 +69,14 @@ pub fn build(p: &Kelf, st: &State, inc: &Inclusion, regen: &RegenMap) -> Result<
     };
     let mut order = included.clone();
     order.sort_by_key(|&i| (rank(i), i));
-    let mut sym_map = vec![None; p.obj.symbols.len()];
+    let mut sym_map: IdxVec<PatchedSym, Option<SymbolIndex>> = p.per_symbol(None);
     for i in order {
-        let mut s = p.obj.symbols[i.0].clone();
+        let mut s = p.sym(i).clone();
         if s.is_section() {
             s.name.clear();
         }
-        match s.section {
-            Some(sec) if inc.sec[sec.0] => s.section = sec_map[sec.0],
+        match p.sec_of(i) {
+            Some(sec) if inc.sec[sec] => s.section = sec_map[sec],
             Some(_) => {
                 // Defined in the original kernel: an undefined reference the module resolves.
                 s.section = None;
@@ -80,18 +90,17 @@ pub fn build(p: &Kelf, st: &State, inc: &Inclusion, regen: &RegenMap) -> Result<
             // before the livepatch core has applied their relocations.
             s.set_bind(STB_LOCAL);
         }
-        sym_map[i.0] = Some(SymbolIndex(out.symbols.len()));
+        sym_map[i] = Some(SymbolIndex(out.symbols.len()));
         out.symbols.push(s);
     }
 
-    // Fix up indexes inside sections.
+    // Fix up indexes inside sections (the copies hold the patched object's).
+    let patched_sec = |raw: u32| PatchedSec::from_raw(SectionIndex(raw as usize));
     for (new, sec) in out.sections.iter_mut().enumerate().skip(1) {
-        let old = (0..p.obj.sections.len())
-            .find(|&o| sec_map[o] == Some(SectionIndex(new)))
-            .unwrap();
+        let old = old_of[new - 1];
         if sec.is_rela() {
             let base = p.base_of[old].ok_or_else(|| bug(format!("{} has no base", sec.name)))?;
-            sec.sh_info = sec_map[base.0]
+            sec.sh_info = sec_map[base]
                 .ok_or_else(|| {
                     bug(format!(
                         "{} is included without {}",
@@ -101,17 +110,18 @@ pub fn build(p: &Kelf, st: &State, inc: &Inclusion, regen: &RegenMap) -> Result<
                 })?
                 .0 as u32;
             for r in &mut sec.relas {
-                r.r_sym = sym_map[r.r_sym.0].ok_or_else(|| {
+                let target = p.target(r);
+                r.r_sym = sym_map[target].ok_or_else(|| {
                     bug(format!(
                         "{} references {}, which was not included",
                         sec.name,
-                        p.sym_name(r.r_sym)
+                        p.sym_name(target)
                     ))
                 })?;
             }
         }
         if sec.sh_flags & SHF_LINK_ORDER != 0 {
-            match sec_map.get(sec.sh_link as usize).copied().flatten() {
+            match sec_map.get(patched_sec(sec.sh_link)).copied().flatten() {
                 Some(l) => sec.sh_link = l.0 as u32,
                 None => {
                     sec.sh_flags &= !SHF_LINK_ORDER;
@@ -124,11 +134,11 @@ pub fn build(p: &Kelf, st: &State, inc: &Inclusion, regen: &RegenMap) -> Result<
             let (flags, members) = sec.group_members(be);
             let members: Vec<SectionIndex> = members
                 .iter()
-                .filter_map(|m| sec_map.get(m.0).copied().flatten())
+                .filter_map(|m| sec_map.get(PatchedSec::from_raw(*m)).copied().flatten())
                 .collect();
             sec.set_group_members(be, flags, &members);
             sec.sh_info = sym_map
-                .get(sec.sh_info as usize)
+                .get(PatchedSym::from_raw(SymbolIndex(sec.sh_info as usize)))
                 .copied()
                 .flatten()
                 .map(|s| s.0 as u32)
@@ -144,7 +154,12 @@ pub fn build(p: &Kelf, st: &State, inc: &Inclusion, regen: &RegenMap) -> Result<
 /// Records the ftrace call site of each new or changed function in `__mcount_loc` (the table's
 /// rebuilt per-function section), as recordmcount/objtool did for the original, so ftrace (and so
 /// livepatch) can hook them.
-fn add_mcount_loc(p: &Kelf, st: &State, sym_map: &[Option<SymbolIndex>], out: &mut Object) {
+fn add_mcount_loc(
+    p: &P,
+    st: &Statuses,
+    sym_map: &IdxVec<PatchedSym, Option<SymbolIndex>>,
+    out: &mut Object,
+) {
     let Some((name, entry)) =
         p.arch
             .special_sections()
@@ -158,21 +173,21 @@ fn add_mcount_loc(p: &Kelf, st: &State, sym_map: &[Option<SymbolIndex>], out: &m
     };
     let ftrace = p.arch.function_entry();
     let mut sites = Vec::new();
-    for (i, s) in p.obj.symbols_iter() {
-        if !s.is_func() || st.sym_status[i.0] == Status::Same || !p.has_fentry[i.0] {
+    for (i, s) in p.symbols() {
+        if !s.is_func() || st.sym[i] == Status::Same || !p.has_fentry[i] {
             continue;
         }
-        let (Some(new_sym), Some(sec)) = (sym_map[i.0], s.section) else {
+        let (Some(new_sym), Some(sec)) = (sym_map[i], p.sec_of(i)) else {
             continue;
         };
         let Some(new_sec) = out.symbols[new_sym.0].section else {
             continue;
         };
-        let Some(rsec) = p.rela_of[sec.0] else {
+        let Some(rsec) = p.rela_of[sec] else {
             continue;
         };
-        let Some(first) = p.obj.sections[rsec.0]
-            .relas
+        let Some(first) = p
+            .relas(rsec)
             .iter()
             .filter(|r| r.r_offset >= s.st_value)
             .min_by_key(|r| r.r_offset)
@@ -248,11 +263,11 @@ fn add_mcount_loc(p: &Kelf, st: &State, sym_map: &[Option<SymbolIndex>], out: &m
 
 /// The symbol namespaces the patched object imports (`MODULE_IMPORT_NS`), which the patch module
 /// must import too.
-fn add_import_namespaces(p: &Kelf, out: &mut Object) {
+fn add_import_namespaces(p: &P, out: &mut Object) {
     let Some(modinfo) = p.section_named(kpatch_arch::sections::MODINFO) else {
         return;
     };
-    let data = &p.obj.sections[modinfo.0].data;
+    let data = &p.sec(modinfo).data;
     let mut kept = Vec::new();
     for entry in data.split(|&b| b == 0).filter(|e| !e.is_empty()) {
         let text = String::from_utf8_lossy(entry);
@@ -267,7 +282,7 @@ fn add_import_namespaces(p: &Kelf, out: &mut Object) {
     if kept.is_empty() {
         return;
     }
-    let src = &p.obj.sections[modinfo.0];
+    let src = p.sec(modinfo);
     out.sections.push(Section {
         sh_size: kept.len() as u64,
         data: kept,

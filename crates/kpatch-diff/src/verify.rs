@@ -1,18 +1,31 @@
-//! Refusing what cannot be live-patched, with the reason named.
+//! Refusing what cannot be live-patched, with the reason named: the fifth phase, which reads
+//! everything the phases before it wrote.
 
-use crate::compare::Status;
-use crate::correlate::State;
-use crate::include::Inclusion;
-use crate::kelf::Kelf;
+use crate::index::{Orig, Patched, PatchedSec, Sym};
+use crate::kelf::{CodeRange, Kelf};
+use crate::state::{Inclusion, Status, Statuses, Trimmed, Twins};
 use crate::DiffError;
 use kpatch_arch::sections::{self, is_carryable_data, is_data, is_init, is_metadata};
 
-pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), DiffError> {
+type O = Kelf<Orig>;
+type P = Kelf<Patched>;
+
+/// Refuses a change the output cannot carry: a changed section that nothing included (changed
+/// data, `__init` code, code of a shared section, ...), new exports, changed section groups.
+/// A special section that `special` emptied counts as the same.
+pub fn verify(
+    o: &O,
+    p: &P,
+    tw: &Twins,
+    st: &Statuses,
+    inc: &Inclusion,
+    trimmed: &Trimmed,
+) -> Result<(), DiffError> {
+    let status_of = |i: PatchedSec| trimmed.section_status(st, i);
     // A new EXPORT_SYMBOL: its records are tables of the kernel image the patch cannot extend.
     let exports: Vec<String> = p
-        .obj
-        .sections_iter()
-        .filter(|(i, s)| st.sec_status[i.0] == Status::New && !s.is_rela())
+        .sections()
+        .filter(|&(i, s)| status_of(i) == Status::New && !s.is_rela())
         .filter_map(|(_, s)| sections::exported_by(&s.name))
         .map(|name| format!("new exported symbol {name}: a livepatch cannot add exports to the kernel it patches (drop the EXPORT_SYMBOL)"))
         .collect();
@@ -23,19 +36,19 @@ pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), Dif
         });
     }
     let mut reasons = Vec::new();
-    for (i, sec) in p.obj.sections_iter() {
-        let status = st.sec_status[i.0];
+    for (i, sec) in p.sections() {
+        let status = status_of(i);
         let name = sec.name.as_str();
         let what = || {
-            let base = p.base_of[i.0].unwrap_or(i);
-            match p.bundled[base.0] {
-                Some(s) => format!("{} ({})", p.obj.symbols[s.0].name, p.sec_name(base)),
+            let base = p.base_of[i].unwrap_or(i);
+            match p.bundled[base] {
+                Some(s) => format!("{} ({})", p.sym(s).name, p.sec_name(base)),
                 None => p.sec_name(base).to_string(),
             }
         };
-        if status == Status::Changed && !inc.sec[i.0] {
-            let base_reported = p.base_of[i.0]
-                .is_some_and(|b| st.sec_status[b.0] == Status::Changed && !inc.sec[b.0]);
+        if status == Status::Changed && !inc.sec[i] {
+            let base_reported =
+                p.base_of[i].is_some_and(|b| status_of(b) == Status::Changed && !inc.sec[b]);
             if is_carryable_data(name)
                 || sections::is_debug(name)
                 || is_metadata(name)
@@ -47,7 +60,7 @@ pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), Dif
             }
             if is_init(name) {
                 let funcs = if sec.is_text() {
-                    changed_functions_in_shared_section(o, p, st, i)
+                    changed_functions_in_shared_section(o, p, tw, i)
                 } else {
                     Vec::new()
                 };
@@ -64,8 +77,8 @@ pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), Dif
                     "existing data changed: {}: the running kernel's copy would not change; use a shadow variable or a patch callback",
                     what()
                 ));
-            } else if sec.is_text() && p.bundled[i.0].is_none() {
-                let funcs = changed_functions_in_shared_section(o, p, st, i);
+            } else if sec.is_text() && p.bundled[i].is_none() {
+                let funcs = changed_functions_in_shared_section(o, p, tw, i);
                 let why = if sections::is_noinstr_text(name) {
                     "noinstr/entry code runs where ftrace cannot hook it, so it cannot be patched"
                 } else {
@@ -85,14 +98,14 @@ pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), Dif
             }
             continue;
         }
-        if inc.sec[i.0] && is_init(name) && !sec.is_rela() {
+        if inc.sec[i] && is_init(name) && !sec.is_rela() {
             reasons.push(format!(
                 "__init code or data changed: {}: it ran at boot and was freed, so patching it has no effect; move the change out of __init or use a callback",
                 what()
             ));
             continue;
         }
-        if status != Status::Same && p.grouped[i.0] {
+        if status != Status::Same && p.grouped[i] {
             reasons.push(format!(
                 "changed section {} is part of a section group (COMDAT)",
                 what()
@@ -103,7 +116,7 @@ pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), Dif
                 "new or changed section group {name} is not supported"
             ));
         }
-        if inc.sec[i.0]
+        if inc.sec[i]
             && status != Status::New
             && !sec.is_rela()
             && sections::is_writable_data(name)
@@ -127,27 +140,22 @@ pub fn verify(o: &Kelf, p: &Kelf, st: &State, inc: &Inclusion) -> Result<(), Dif
 
 /// The functions of a shared text section (`.sched.text`, `.noinstr.text`) whose bytes or
 /// relocations differ from their original's.
-fn changed_functions_in_shared_section(
-    o: &Kelf,
-    p: &Kelf,
-    st: &State,
-    sec: kpatch_elf::SectionIndex,
-) -> Vec<String> {
-    fn slice(k: &Kelf, sym: kpatch_elf::SymbolIndex) -> (&[u8], Vec<(u64, u32, String, i64)>) {
-        let s = &k.obj.symbols[sym.0];
+fn changed_functions_in_shared_section(o: &O, p: &P, tw: &Twins, sec: PatchedSec) -> Vec<String> {
+    fn slice<S>(k: &Kelf<S>, sym: Sym<S>) -> CodeRange<'_> {
+        let s = k.sym(sym);
         k.code_range(
-            s.section.unwrap(),
+            k.sec_of(sym).unwrap(),
             s.st_value,
             s.st_value.saturating_add(s.st_size),
         )
     }
     let mut out = Vec::new();
-    for &sym in &p.by_offset[sec.0] {
-        let s = &p.obj.symbols[sym.0];
+    for &sym in &p.by_offset[sec] {
+        let s = p.sym(sym);
         if !s.is_func() || p.is_padding_symbol(&s.name) {
             continue;
         }
-        match st.sym_twin[sym.0] {
+        match tw.sym[sym] {
             Some(t) if slice(o, t) == slice(p, sym) => {}
             _ => out.push(s.name.clone()),
         }
