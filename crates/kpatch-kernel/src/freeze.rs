@@ -139,7 +139,8 @@ pub struct Frozen {
     pub tasks: usize,
     /// Their process ids.
     pub pids: Vec<i32>,
-    /// When the freeze began and when everything was frozen ([`Kernel::now`]).
+    /// When the first task was frozen (the pause begins: finding the tasks comes before) and
+    /// when everything was ([`Kernel::now`]).
     pub started: Duration,
     pub frozen_at: Duration,
 }
@@ -235,13 +236,13 @@ fn freeze_into(k: &dyn Kernel, opts: &FreezeOptions, log: &mut dyn FreezeLog, fr
             }
         }
         let pinned_below = |cg: &Path| pinned.iter().any(|p| p.starts_with(cg));
+        // First the plan (nothing is frozen yet, so finding the tasks lengthens no pause)...
         let mut stack = vec![root.clone()];
         let mut pinned_nodes = Vec::new();
+        let mut to_freeze = Vec::new();
         while let Some(cg) = stack.pop() {
             if cg != root && !pinned_below(&cg) {
-                log.record(&FreezeAction::FrozeCgroup(cg.clone()));
-                k.write(&cg.join("cgroup.freeze"), "1").map_err(|e| failed(format!("freezing {}", cg.display()), e))?;
-                frozen.cgroups.push(cg);
+                to_freeze.push(cg);
                 continue;
             }
             pinned_nodes.push(cg.clone());
@@ -257,6 +258,15 @@ fn freeze_into(k: &dyn Kernel, opts: &FreezeOptions, log: &mut dyn FreezeLog, fr
             if cgroup_of(k, p.pid).is_none_or(|cg| pinned_nodes.contains(&cg)) {
                 by_signal.push(p.pid);
             }
+        }
+        // ...then the freeze, all at once.
+        for cg in to_freeze {
+            log.record(&FreezeAction::FrozeCgroup(cg.clone()));
+            if frozen.cgroups.is_empty() {
+                frozen.started = k.now();
+            }
+            k.write(&cg.join("cgroup.freeze"), "1").map_err(|e| failed(format!("freezing {}", cg.display()), e))?;
+            frozen.cgroups.push(cg);
         }
     } else {
         by_signal = all.iter().filter(|p| !spared(p)).map(|p| p.pid).collect();
@@ -277,6 +287,9 @@ fn stop_tasks(k: &dyn Kernel, pids: &[i32], log: &mut dyn FreezeLog, frozen: &mu
             Some(_) => {}
         }
         log.record(&FreezeAction::Stopped(pid));
+        if frozen.cgroups.is_empty() && frozen.stopped.is_empty() {
+            frozen.started = k.now();
+        }
         match k.kill(pid, Sig::Stop) {
             Ok(()) => {
                 frozen.stopped.push(pid);
@@ -362,6 +375,13 @@ fn unfrozen(k: &dyn Kernel, frozen: &Frozen) -> Vec<Unfrozen> {
 
 /// What a thaw could not undo, as messages (empty when everything was thawed).
 pub fn thaw(k: &dyn Kernel, frozen: &Frozen) -> Vec<String> {
+    let mut errors = thaw_tasks(k, frozen);
+    errors.extend(release_exempt(k, frozen));
+    errors
+}
+
+/// Thaws the frozen cgroups and continues the stopped tasks: the end of the pause.
+pub fn thaw_tasks(k: &dyn Kernel, frozen: &Frozen) -> Vec<String> {
     let mut errors = Vec::new();
     for cg in frozen.cgroups.iter().rev() {
         if let Err(e) = k.write(&cg.join("cgroup.freeze"), "0") {
@@ -376,6 +396,12 @@ pub fn thaw(k: &dyn Kernel, frozen: &Frozen) -> Vec<String> {
             Err(e) => errors.push(format!("SIGCONT to {pid}: {e}")),
         }
     }
+    errors
+}
+
+/// Moves the exempt tasks back to their cgroups and removes the exempt cgroup.
+pub fn release_exempt(k: &dyn Kernel, frozen: &Frozen) -> Vec<String> {
+    let mut errors = Vec::new();
     for (pid, from) in &frozen.moved {
         // Back where it was; a task that exited is gone from the exempt group anyway.
         if let Err(e) = k.write(&from.join("cgroup.procs"), &pid.to_string()) {

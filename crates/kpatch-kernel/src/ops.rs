@@ -93,8 +93,10 @@ fn switch_and_thaw(k: &dyn Kernel, frozen: &Frozen, target: i32, opts: &Options,
         }
         k.sleep(opts.freeze_opts.poll);
     };
-    let errors = freeze::thaw(k, frozen);
-    obs.event(&Event::Thawed { paused_ms: ms(k.now().saturating_sub(frozen.started)), switched: left.is_empty(), errors });
+    let mut errors = freeze::thaw_tasks(k, frozen);
+    let paused = k.now().saturating_sub(frozen.started);
+    errors.extend(freeze::release_exempt(k, frozen));
+    obs.event(&Event::Thawed { paused_ms: ms(paused), switched: left.is_empty(), errors });
     if left.is_empty() {
         left
     } else {
