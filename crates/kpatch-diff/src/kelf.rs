@@ -44,6 +44,24 @@ impl<S> Kelf<S> {
             file: file.into(),
             reason,
         };
+        // The output carries the object's tables by name, and the writer regenerates them by
+        // role: one of each, named as the reader requires of what it reads.
+        for (table, sh_type) in [
+            (".symtab", SHT_SYMTAB),
+            (".strtab", SHT_STRTAB),
+            (".shstrtab", SHT_STRTAB),
+        ] {
+            if obj
+                .sections_iter()
+                .filter(|(_, s)| s.name == table && s.sh_type == sh_type)
+                .count()
+                != 1
+            {
+                return Err(invalid(format!(
+                    "the object does not have exactly one {table}"
+                )));
+            }
+        }
         let sec = Sec::<S>::from_raw;
         let sym = Sym::<S>::from_raw;
         let rela_of = IdxVec::from_vec(

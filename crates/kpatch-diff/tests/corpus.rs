@@ -7,6 +7,8 @@ use kpatch_elf::{consts::*, Object};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+/// The corpus; `None` (the test skips) where there is none, except under CI (`CI` set), where
+/// that is a failure.
 fn corpus_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("KPATCH_RS_UNIT_OBJS")
         .map(PathBuf::from)
@@ -16,6 +18,12 @@ fn corpus_dir() -> Option<PathBuf> {
         });
     if dir.join("expected.tsv").is_file() {
         Some(dir)
+    } else if std::env::var_os("CI").is_some() {
+        // Under CI a missing corpus is a failure, never a silent pass.
+        panic!(
+            "the shared object corpus is not at {} (set KPATCH_RS_UNIT_OBJS)",
+            dir.display()
+        );
     } else {
         eprintln!(
             "SKIP: the shared object corpus is not at {} (set KPATCH_RS_UNIT_OBJS)",
