@@ -74,6 +74,10 @@ pub trait Arch: Sync {
     fn is_direct_branch(&self, _code: &[u8], _r_offset: u64) -> bool {
         false
     }
+    /// The distance from a PC-relative relocation to the end of its instruction where the
+    /// relocated field ends the instruction, as it mostly does (x86: the field's 4 bytes, as in
+    /// `lea sym-4(%rip)`). [`Arch::pc_rel_bias`] finds the distance by decoding.
+    fn pc_rel_default_bias(&self) -> i64;
     /// Byte offset of the end of the instruction that holds a relocation at `r_offset`, relative to
     /// `r_offset` (the `add_off` of a PC-relative reference), by decoding `code` from its start.
     fn pc_rel_bias(&self, code: &[u8], r_offset: u64) -> Option<i64> {

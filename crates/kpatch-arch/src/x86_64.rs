@@ -232,6 +232,9 @@ impl Arch for X86_64 {
     fn abs32s(&self) -> Option<u32> {
         Some(R_X86_64_32S)
     }
+    fn pc_rel_default_bias(&self) -> i64 {
+        4
+    }
     fn is_pc_relative(&self, r_type: u32) -> bool {
         matches!(r_type, R_X86_64_PC32 | R_X86_64_PLT32)
     }
@@ -450,6 +453,11 @@ mod tests {
         assert_eq!(a.pc_rel_bias(&code, 2), Some(4));
         assert_eq!(a.pc_rel_bias(&code, 8), Some(5));
         assert_eq!(a.pc_rel_bias(&code, 40), None);
+        // lea str(%rip),%rdi: the displacement ends the instruction, the default bias.
+        assert_eq!(
+            a.pc_rel_bias(&[0x48, 0x8d, 0x3d, 0, 0, 0, 0], 3),
+            Some(a.pc_rel_default_bias())
+        );
     }
 
     #[test]

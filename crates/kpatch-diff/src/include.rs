@@ -169,7 +169,9 @@ fn include_rejoining_children(
             .filter(|x| p.target(x) == parent || p.sec_of(p.target(x)) == Some(psec))
             .map(|x| {
                 let bias = if p.arch.is_pc_relative(x.r_type) {
-                    p.arch.pc_rel_bias(code, x.r_offset).unwrap_or(4)
+                    p.arch
+                        .pc_rel_bias(code, x.r_offset)
+                        .unwrap_or(p.arch.pc_rel_default_bias())
                 } else {
                     0
                 };

@@ -357,8 +357,8 @@ impl<S> Kelf<S> {
 
     /// For a relocation into a string section (`SHF_STRINGS`, or `.rodata.__func__.*`), the
     /// string it points at: such references compare by content, not by offset. `in_code`: the
-    /// relocation is in an instruction, where a PC-relative one is biased by the 4 bytes to the
-    /// end of the instruction (`lea str-4(%rip)`).
+    /// relocation is in an instruction, where a PC-relative one is biased by the distance to the
+    /// end of the instruction (x86: `lea str-4(%rip)`).
     pub fn rela_string(&self, r: &Rela, in_code: bool) -> Option<&[u8]> {
         let target = self.target(r);
         let sym = self.sym(target);
@@ -367,7 +367,7 @@ impl<S> Kelf<S> {
             return None;
         }
         let bias = if in_code && self.arch.is_pc_relative(r.r_type) {
-            4
+            self.arch.pc_rel_default_bias()
         } else {
             0
         };

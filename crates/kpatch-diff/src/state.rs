@@ -126,7 +126,7 @@ impl Inclusion {
         if let Some(ss) = p.secsym[sec] {
             self.sym[ss] = true;
         }
-        // The x86 padding symbol travels with its function.
+        // A function's padding symbol (x86's `__pfx_`) travels with it.
         for &s in &p.by_offset[sec] {
             if p.is_padding_symbol(&p.sym(s).name) {
                 self.sym[s] = true;
