@@ -1685,6 +1685,56 @@ fn padded_functions_get_mcount_loc_and_no_patchable_entries_of_others() {
     assert!(!has_symbol(&out, "bar"));
 }
 
+/// Debian 6.12's unit objects (IBT, CALL_PADDING, objtool not run on them): 16 bytes of padding,
+/// then `endbr64`, then `call __fentry__` at +4. The ftrace site is found past the ENDBR and the
+/// output's `__mcount_loc` points at it.
+#[test]
+fn ibt_functions_with_endbr_before_the_ftrace_call_are_patched_at_the_call() {
+    let Some(p) = build_with_flags(
+        "padded",
+        &[],
+        &[],
+        &["-fpatchable-function-entry=16,16", "-fcf-protection=branch"],
+    ) else {
+        return;
+    };
+    // Shape: foo at 16, endbr64 first, the __fentry__ call's relocation one byte into +4.
+    let foo = symbol(&p.orig, "foo");
+    assert_eq!(foo.st_value, 16);
+    let text = &p.orig.sections[foo.section.unwrap().0];
+    assert_eq!(
+        &text.data[16..20],
+        &[0xf3, 0x0f, 0x1e, 0xfa],
+        "endbr64 at foo"
+    );
+    let first = relas_of(&p.orig, &text.name)
+        .unwrap()
+        .relas
+        .iter()
+        .filter(|r| r.r_offset >= 16)
+        .min_by_key(|r| r.r_offset)
+        .copied()
+        .unwrap();
+    assert_eq!(
+        (first.r_offset, p.orig.symbol_name(first.r_sym)),
+        (16 + 5, "__fentry__")
+    );
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    let sites: Vec<(String, i64)> = relas_of(&out, "__mcount_loc")
+        .expect("__mcount_loc in the output")
+        .relas
+        .iter()
+        .map(|r| (target_name(&out, r), r.r_addend))
+        .collect();
+    assert_eq!(
+        sites,
+        vec![("foo".to_string(), 4)],
+        "the call after the ENDBR"
+    );
+    assert!(!has_symbol(&out, "bar"));
+}
+
 #[test]
 fn pfx_padding_symbols_travel_with_their_function() {
     let Some(p) = build_with_flags(
