@@ -149,7 +149,8 @@ pub fn diff(
     // 1. correlate: pair each patched section and symbol with its original (its twin) and give
     //    it the original's name. Everything after compares twins.
     let twins = correlate::correlate(&o, &mut p, &mut report)?;
-    // 2. compare: each patched section and symbol is the same as its twin, changed, or new.
+    // 2. compare: each patched section and symbol is the same as its twin, changed, or new
+    //    (its eight passes and their order: `compare`'s module documentation).
     let statuses = compare::compare(&o, &p, &twins, &mut report, options)?;
     // 3. include: the changed functions, and what they reference that is not the same
     //    (unchanged things stay references to the kernel's copies).
