@@ -144,8 +144,11 @@ pub fn is_dynamic_debug(name: &str) -> bool {
     matches!(name, "__dyndbg" | "__verbose")
 }
 
-/// `WARN_ONCE`'s flags (`__warned`, `__already_done`).
-pub const WARN_ONCE_DATA: &str = ".data.once";
+/// `WARN_ONCE`'s flags (`__warned`, `__already_done`): `.data.once` up to 6.1, `.data..once`
+/// from 6.2 on (Debian's 6.12).
+pub fn is_warn_once_data(name: &str) -> bool {
+    matches!(name, ".data.once" | ".data..once")
+}
 
 /// Module information (`MODULE_*`, `MODULE_IMPORT_NS`).
 pub const MODINFO: &str = ".modinfo";
@@ -183,7 +186,7 @@ pub fn is_writable_data(name: &str) -> bool {
 pub fn is_carryable_data(name: &str) -> bool {
     let n = base_name(name);
     n == ".data.unlikely"
-        || n == WARN_ONCE_DATA
+        || is_warn_once_data(n)
         || n.starts_with(".data..Lubsan")
         || n.starts_with(".data..L__unnamed")
 }
@@ -242,6 +245,7 @@ mod tests {
         assert!(is_data(".data..read_mostly") && is_data(".rela.rodata.tbl") && is_data(".bss.x"));
         assert!(!is_data(".text.data"));
         assert!(is_carryable_data(".data.once") && is_carryable_data(".rela.data..Lubsan_data1"));
+        assert!(is_warn_once_data(".data..once") && is_carryable_data(".data..once") && !is_warn_once_data(".data"));
         assert!(is_metadata(".modinfo") && is_metadata(".note.GNU-stack"));
     }
 

@@ -138,9 +138,10 @@ pub fn deps_mention(cmd_text: &str, header: &Path) -> bool {
 }
 
 /// From a `.o.cmd` command line: `Some(module)` when kbuild compiled the object for a module
-/// (`-DMODULE`, with the module from `-DKBUILD_MODNAME`), `None` for a built-in object.
+/// (`-DMODULE`, with the module from `-DKBUILD_MODNAME`), `None` for a built-in object. The
+/// line is `cmd_<object> := ...` up to 6.1, `savedcmd_<object> := ...` from 6.2 on.
 pub fn compiled_for_module(cmd_text: &str) -> Option<String> {
-    let line = cmd_text.lines().find(|l| l.starts_with("cmd_"))?;
+    let line = cmd_text.lines().find(|l| l.starts_with("cmd_") || l.starts_with("savedcmd_"))?;
     let words: Vec<&str> = line.split_whitespace().collect();
     if !words.contains(&"-DMODULE") {
         return None;
@@ -216,6 +217,13 @@ mod tests {
         assert_eq!(compiled_for_module(m).as_deref(), Some("ext4"));
         let b = "cmd_fs/proc/cmdline.o := gcc-12 -DKBUILD_BASENAME='\"cmdline\"' -DKBUILD_MODNAME='\"proc\"' -c\n";
         assert_eq!(compiled_for_module(b), None);
+    }
+
+    #[test]
+    fn regression_6_12_module_objects_were_taken_for_vmlinux_ones() {
+        // Since 6.2 kbuild writes `savedcmd_`: zram_drv.o was "compiled for vmlinux".
+        let m = "savedcmd_drivers/block/zram/zram_drv.o := gcc-12 -Wp,-MMD,drivers/block/zram/.zram_drv.o.d -DMODULE -DKBUILD_BASENAME='\"zram_drv\"' -DKBUILD_MODNAME='\"zram\"' -c\n";
+        assert_eq!(compiled_for_module(m).as_deref(), Some("zram"));
     }
 
     #[test]

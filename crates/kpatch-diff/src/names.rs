@@ -99,7 +99,7 @@ const SPECIAL_STATICS: &[&str] = &[
 /// (`func.__key`). `section` is the name of the section the symbol lives in.
 pub fn is_special_static_name(name: &str, section: &str) -> bool {
     if kpatch_arch::sections::is_dynamic_debug(section)
-        || section == kpatch_arch::sections::WARN_ONCE_DATA
+        || kpatch_arch::sections::is_warn_once_data(section)
     {
         return true;
     }
@@ -160,6 +160,7 @@ mod tests {
     fn special_statics_are_recognised() {
         assert!(is_special_static_name("__key.12", ".bss"));
         assert!(is_special_static_name("__warned.3", ".data.once"));
+        assert!(is_special_static_name("__already_done.4", ".data..once"));
         assert!(is_special_static_name("__func__.7", ".rodata"));
         assert!(is_special_static_name("foo.__key", ".bss"));
         assert!(is_special_static_name("anything", "__dyndbg"));
