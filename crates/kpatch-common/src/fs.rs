@@ -1,0 +1,112 @@
+//! Writing a file so that a reader sees the old content or the new, never a part: a temporary
+//! file in the same directory, written and synced, then renamed over the destination (and the
+//! directory synced, so the rename survives a crash). On error the temporary file is removed
+//! and the destination is untouched.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Writes `data` to `path` atomically, with the permissions a new file gets.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    replace_with(path, None, |f| f.write_all(data))
+}
+
+/// Writes `data` to `path` atomically with permission bits `mode` (e.g. `0o644`).
+pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    replace_with(path, Some(mode), |f| f.write_all(data))
+}
+
+/// Copies the file `from` to `to` atomically (the copy is made beside `to`, then renamed).
+pub fn copy_atomic(from: &Path, to: &Path) -> std::io::Result<()> {
+    let mut src = std::fs::File::open(from)?;
+    replace_with(to, None, |f| std::io::copy(&mut src, f).map(|_| ()))
+}
+
+/// The directory `path` is in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// A name for a temporary file beside `path`, unique in this process.
+fn temp_path(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    parent_dir(path).join(format!(".{name}.tmp.{}.{n}", std::process::id()))
+}
+
+fn replace_with(
+    path: &Path,
+    mode: Option<u32>,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        if let Some(mode) = mode {
+            options.mode(mode);
+        }
+        let mut f = options.open(&tmp)?;
+        fill(&mut f)?;
+        if let Some(mode) = mode {
+            // Whatever the umask took away.
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return result;
+    }
+    sync_dir(parent_dir(path));
+    Ok(())
+}
+
+/// Syncs a directory's entries (best effort: some filesystems refuse it).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn writes_replaces_and_leaves_nothing_behind() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.txt");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        write_atomic_mode(&p, b"three", 0o600).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        let q = d.path().join("b.txt");
+        copy_atomic(&p, &q).unwrap();
+        assert_eq!(std::fs::read(&q).unwrap(), b"three");
+        let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_old_content() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a");
+        write_atomic(&p, b"old").unwrap();
+        // The source of a copy that cannot be read.
+        assert!(copy_atomic(&d.path().join("missing"), &p).is_err());
+        // A destination that is a directory: the rename fails.
+        std::fs::create_dir(d.path().join("dir")).unwrap();
+        std::fs::write(d.path().join("dir/x"), b"").unwrap();
+        assert!(write_atomic(&d.path().join("dir"), b"new").is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+}

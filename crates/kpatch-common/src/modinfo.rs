@@ -1,0 +1,189 @@
+//! The `.modinfo` section of a module (`key=value` strings separated by NULs), and the keys
+//! kpatch-rs records in a patch module's (written by kpatch-module's glue, read by the
+//! management commands). Finding the section in a file is the caller's: each reads ELF its way.
+
+/// `.modinfo` key: the kernel release the patch was built for (`uname -r` of the target).
+pub const MODINFO_KERNEL: &str = "kpatch_rs_kernel";
+/// `.modinfo` key: lowercase hex SHA-256 of the source patch the module was built from.
+pub const MODINFO_PATCH_SHA256: &str = "kpatch_rs_patch_sha256";
+/// `.modinfo` key: the patched functions, comma separated, each `object:function,sympos`
+/// (`object` is `vmlinux` or a module name; sympos 0 means the symbol is unique).
+pub const MODINFO_FUNCTIONS: &str = "kpatch_rs_functions";
+
+/// The name of the section.
+pub const SECTION: &str = ".modinfo";
+
+/// One patched function as named by livepatch sysfs (`<object>/<function>,<sympos>`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct PatchedFunction {
+    pub object: String,
+    pub function: String,
+    pub sympos: u32,
+}
+
+impl PatchedFunction {
+    /// Parse `object:function,sympos` (sympos optional, default 0).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (object, rest) = s.split_once(':')?;
+        let (function, sympos) = match rest.split_once(',') {
+            Some((f, p)) => (f, p.parse().ok()?),
+            None => (rest, 0),
+        };
+        if object.is_empty() || function.is_empty() {
+            return None;
+        }
+        Some(PatchedFunction { object: object.to_string(), function: function.to_string(), sympos })
+    }
+
+    /// The `object:function,sympos` form used in [`MODINFO_FUNCTIONS`].
+    pub fn encode(&self) -> String {
+        function_item(&self.object, &self.function, self.sympos.into())
+    }
+}
+
+/// One item of [`MODINFO_FUNCTIONS`]: `object:function,sympos`. The items are joined by `,`.
+pub fn function_item(object: &str, function: &str, sympos: u64) -> String {
+    format!("{object}:{function},{sympos}")
+}
+
+/// The `.modinfo` fields of a module, in file order (keys may repeat, e.g. `alias`, `depends`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct ModInfo {
+    pub fields: Vec<(String, String)>,
+}
+
+impl ModInfo {
+    /// Parse the raw bytes of a `.modinfo` section: every non-empty `key=value` string (bytes
+    /// that are not UTF-8 replaced); strings without `=` are skipped.
+    pub fn from_section(data: &[u8]) -> Self {
+        let fields = data
+            .split(|&b| b == 0)
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| {
+                let s = String::from_utf8_lossy(s);
+                let (k, v) = s.split_once('=')?;
+                Some((k.to_string(), v.to_string()))
+            })
+            .collect();
+        ModInfo { fields }
+    }
+
+    /// The first value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// The module name (`name=`), if recorded.
+    pub fn name(&self) -> Option<&str> {
+        self.get("name")
+    }
+
+    /// The full `vermagic=` string.
+    pub fn vermagic(&self) -> Option<&str> {
+        self.get("vermagic")
+    }
+
+    /// The kernel release the module was built for: the first word of vermagic.
+    pub fn vermagic_release(&self) -> Option<&str> {
+        self.vermagic().and_then(|v| v.split_whitespace().next())
+    }
+
+    /// Whether the module declares itself a livepatch (`livepatch=Y`).
+    pub fn is_livepatch(&self) -> bool {
+        self.get("livepatch") == Some("Y")
+    }
+
+    /// The modules this one needs loaded first (`depends=`, canonical names, empty entries
+    /// dropped).
+    pub fn depends(&self) -> Vec<String> {
+        self.fields
+            .iter()
+            .filter(|(k, _)| k == "depends")
+            .flat_map(|(_, v)| v.split(','))
+            .filter(|s| !s.is_empty())
+            .map(crate::canonical_module_name)
+            .collect()
+    }
+
+    /// [`MODINFO_KERNEL`], or the vermagic release when absent.
+    pub fn target_kernel(&self) -> Option<&str> {
+        self.get(MODINFO_KERNEL).or_else(|| self.vermagic_release())
+    }
+
+    /// [`MODINFO_PATCH_SHA256`].
+    pub fn patch_sha256(&self) -> Option<&str> {
+        self.get(MODINFO_PATCH_SHA256)
+    }
+
+    /// The functions listed in [`MODINFO_FUNCTIONS`] (unparsable items are skipped).
+    pub fn functions(&self) -> Vec<PatchedFunction> {
+        self.get(MODINFO_FUNCTIONS)
+            .map(|v| v.split([' ', ';']).flat_map(split_functions).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Split `a:f,0,b:g,1` / `a:f,b:g` into items: a comma starts a new item unless followed by digits
+/// only (the sympos of the preceding item).
+fn split_functions(s: &str) -> Vec<PatchedFunction> {
+    let mut out: Vec<PatchedFunction> = Vec::new();
+    for piece in s.split(',').filter(|p| !p.is_empty()) {
+        if piece.bytes().all(|b| b.is_ascii_digit()) {
+            if let (Some(last), Ok(pos)) = (out.last_mut(), piece.parse()) {
+                last.sympos = pos;
+            }
+        } else if let Some(f) = PatchedFunction::parse(piece) {
+            out.push(f);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(entries: &[&str]) -> Vec<u8> {
+        let mut data = Vec::new();
+        for e in entries {
+            data.extend_from_slice(e.as_bytes());
+            data.push(0);
+        }
+        data
+    }
+
+    #[test]
+    fn parses_fields_and_functions() {
+        let functions = format!("{MODINFO_FUNCTIONS}=vmlinux:cmdline_proc_show,0,ext4:ext4_sync_fs,2");
+        let info = ModInfo::from_section(&section(&[
+            "license=GPL",
+            "livepatch=Y",
+            "",
+            "no equals sign",
+            "vermagic=6.1.0-50-amd64 SMP preempt mod_unload modversions ",
+            &functions,
+        ]));
+        assert_eq!(info.fields.len(), 4);
+        assert!(info.is_livepatch());
+        assert_eq!(info.vermagic_release(), Some("6.1.0-50-amd64"));
+        assert_eq!(info.target_kernel(), Some("6.1.0-50-amd64"));
+        let f = info.functions();
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].encode(), "vmlinux:cmdline_proc_show,0");
+        assert_eq!((f[1].object.as_str(), f[1].sympos), ("ext4", 2));
+        // Items without sympos, and separated by spaces or semicolons.
+        let info = ModInfo::from_section(&section(&[&format!("{MODINFO_FUNCTIONS}=a:f,b:g,3;c:h")]));
+        let f: Vec<String> = info.functions().iter().map(PatchedFunction::encode).collect();
+        assert_eq!(f, ["a:f,0", "b:g,3", "c:h,0"]);
+    }
+
+    #[test]
+    fn depends_are_canonical_names() {
+        let info = ModInfo::from_section(&section(&["depends=mbcache,jbd2,crc-16", "name=ext4"]));
+        assert_eq!(info.name(), Some("ext4"));
+        assert_eq!(info.depends(), ["mbcache", "jbd2", "crc_16"]);
+        assert!(ModInfo::from_section(&section(&["depends="])).depends().is_empty());
+    }
+}
