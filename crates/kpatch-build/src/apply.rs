@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{BuildError, Result};
+use crate::error::{io_err, BuildError, Result};
 use crate::exec::{Cmd, Runner};
 use crate::journal;
 use crate::patchfile::PatchFile;
@@ -64,6 +64,8 @@ pub struct AppliedPatch {
     tree: PathBuf,
     reverted: bool,
     pub report: PatchReport,
+    /// `#line` directives added to the patched sources (see [`crate::lines`]).
+    pub line_directives: usize,
 }
 
 impl AppliedPatch {
@@ -100,7 +102,21 @@ pub fn check(runner: &dyn Runner, tree: &Path, patch: &PatchFile) -> Result<Patc
     Ok(PatchReport::parse(&out.stdout))
 }
 
-/// Applies `patch` to `tree`: dry run, journal of every touched file, real run.
+/// The C sources and headers a patch modifies (where `#line` keeps line numbers).
+fn c_files(patch: &PatchFile) -> Vec<PathBuf> {
+    patch
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            crate::patchfile::FileChange::Modified(p) => Some(p.clone()),
+            _ => None,
+        })
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("c" | "h")))
+        .collect()
+}
+
+/// Applies `patch` to `tree`: dry run, journal of every touched file, real run, then `#line`
+/// directives so that the lines the patch did not change keep their numbers ([`crate::lines`]).
 /// On any failure the tree is restored before the error is returned.
 pub fn apply(runner: &dyn Runner, tree: &Path, patch: &PatchFile) -> Result<AppliedPatch> {
     check(runner, tree, patch)?;
@@ -109,7 +125,17 @@ pub fn apply(runner: &dyn Runner, tree: &Path, patch: &PatchFile) -> Result<Appl
         tree: tree.to_path_buf(),
         reverted: false,
         report: PatchReport::default(),
+        line_directives: 0,
     };
+    let mut originals = Vec::new();
+    for rel in c_files(patch) {
+        let p = tree.join(&rel);
+        match std::fs::read_to_string(&p) {
+            Ok(text) => originals.push((p, text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&p)(e)),
+        }
+    }
     let out = runner.run(&patch_cmd(tree, patch, false))?;
     if !out.success() {
         applied.revert()?;
@@ -121,6 +147,14 @@ pub fn apply(runner: &dyn Runner, tree: &Path, patch: &PatchFile) -> Result<Appl
     }
     let mut applied = applied;
     applied.report = PatchReport::parse(&out.stdout);
+    for (p, original) in originals {
+        let patched = std::fs::read_to_string(&p).map_err(io_err(&p))?;
+        let (text, n) = crate::lines::keep_line_numbers(&original, &patched);
+        if n > 0 {
+            std::fs::write(&p, text).map_err(io_err(&p))?;
+            applied.line_directives += n;
+        }
+    }
     Ok(applied)
 }
 

@@ -18,6 +18,7 @@ pub mod includes;
 pub mod interrupt;
 pub mod journal;
 pub mod kbuild;
+pub mod lines;
 pub mod lock;
 pub mod patchfile;
 pub mod pipeline;

@@ -47,7 +47,7 @@ impl Placement {
     /// The klp object name: `vmlinux` or the module name.
     pub fn klp_object(&self) -> &str {
         match self {
-            Placement::Vmlinux => "vmlinux",
+            Placement::Vmlinux => kpatch_common::VMLINUX,
             Placement::Module(m) => m,
         }
     }

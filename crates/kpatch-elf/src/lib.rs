@@ -59,8 +59,4 @@ pub mod consts {
     pub const STT_SECTION: u8 = object::elf::STT_SECTION.0;
     pub const STT_TLS: u8 = object::elf::STT_TLS.0;
     pub const STV_DEFAULT: u8 = object::elf::STV_DEFAULT.0;
-    /// `st_shndx` of a livepatch symbol (`.klp.sym.*`), resolved by the livepatch core.
-    pub const SHN_LIVEPATCH: u16 = 0xff20;
-    /// `sh_flags` bit of a `.klp.rela.*` section.
-    pub const SHF_RELA_LIVEPATCH: u64 = 0x0010_0000;
 }

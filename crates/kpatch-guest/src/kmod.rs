@@ -5,14 +5,10 @@
 
 pub use crate::cpio::read_module;
 use crate::{GuestError, Initramfs};
+use kpatch_common::canonical_module_name;
 use object::{Object, ObjectSection};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-
-/// A module name as the kernel compares them: `-` and `_` are the same.
-pub fn canonical_name(name: &str) -> String {
-    name.replace('-', "_")
-}
 
 /// The `key=value` strings of a module's `.modinfo` section.
 pub fn modinfo(path: &Path, data: &[u8]) -> Result<Vec<(String, String)>, GuestError> {
@@ -41,7 +37,7 @@ pub fn depends(info: &[(String, String)]) -> Vec<String> {
         .filter(|(k, _)| k == "depends")
         .flat_map(|(_, v)| v.split(','))
         .filter(|s| !s.is_empty())
-        .map(canonical_name)
+        .map(canonical_module_name)
         .collect()
 }
 
@@ -61,7 +57,7 @@ pub fn index_modules(dir: &Path) -> Result<HashMap<String, PathBuf>, GuestError>
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
                 let stem = [".ko", ".ko.xz", ".ko.gz"].iter().find_map(|s| name.strip_suffix(s));
                 if let Some(stem) = stem {
-                    out.insert(canonical_name(stem), p);
+                    out.insert(canonical_module_name(stem), p);
                 }
             }
         }
@@ -77,7 +73,7 @@ impl Initramfs {
         let index = index_modules(modules_dir)?;
         let mut order = Vec::new();
         let mut seen = Vec::new();
-        self.add_with_deps(&index, modules_dir, &canonical_name(name), &mut seen, &mut order)?;
+        self.add_with_deps(&index, modules_dir, &canonical_module_name(name), &mut seen, &mut order)?;
         Ok(order)
     }
 

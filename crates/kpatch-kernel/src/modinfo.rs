@@ -1,6 +1,7 @@
 //! Reading a module file's `.modinfo` section (`key=value` strings separated by NULs).
 
 use crate::error::KernelError;
+use kpatch_common::names::module_name_from_path;
 use serde::Serialize;
 use std::path::Path;
 
@@ -196,21 +197,9 @@ impl ModuleFile {
     pub fn name(&self) -> String {
         match self.info.name() {
             Some(n) => n.to_string(),
-            None => name_from_path(&self.path).unwrap_or_default(),
+            None => module_name_from_path(&self.path).unwrap_or_default(),
         }
     }
-}
-
-/// The module name a file name implies: strip `.ko[.xz|.zst|.gz]`, map `-` to `_`.
-pub fn name_from_path(path: &Path) -> Option<String> {
-    let file = path.file_name()?.to_str()?;
-    let stem = ["", ".xz", ".zst", ".gz"]
-        .iter()
-        .find_map(|ext| file.strip_suffix(&format!(".ko{ext}")))?;
-    if stem.is_empty() {
-        return None;
-    }
-    Some(stem.replace('-', "_"))
 }
 
 fn is_compressed(data: &[u8]) -> bool {
@@ -321,15 +310,5 @@ mod tests {
         obj.add_section(Vec::new(), b".text".to_vec(), object::SectionKind::Text);
         let e = ModuleFile::from_bytes(Path::new("n.ko"), obj.write().unwrap()).unwrap_err();
         assert!(matches!(e, KernelError::NoModinfo { .. }), "{e}");
-    }
-
-    #[test]
-    fn name_from_file_name() {
-        assert_eq!(
-            name_from_path(Path::new("/a/kpatch-fix.ko")).as_deref(),
-            Some("kpatch_fix")
-        );
-        assert_eq!(name_from_path(Path::new("b.ko.zst")).as_deref(), Some("b"));
-        assert_eq!(name_from_path(Path::new("b.txt")), None);
     }
 }

@@ -2,7 +2,8 @@
 //! that loads them at boot. Every write is a temporary file renamed into place.
 
 use crate::error::KernelError;
-use crate::modinfo::{name_from_path, ModuleFile};
+use crate::modinfo::ModuleFile;
+use kpatch_common::names::{canonical_module_name, module_name_from_arg, module_name_from_path};
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -84,7 +85,7 @@ impl Store {
             let entry = entry.map_err(|e| KernelError::io(&dir, e))?;
             let path = entry.path();
             let hidden = entry.file_name().to_string_lossy().starts_with('.');
-            if let (false, Some(name)) = (hidden, name_from_path(&path)) {
+            if let (false, Some(name)) = (hidden, module_name_from_path(&path)) {
                 out.push(Installed {
                     name,
                     kernel: kernel.into(),
@@ -119,7 +120,7 @@ impl Store {
 
     /// The installed module `name` for `kernel`.
     pub fn find(&self, kernel: &str, name: &str) -> Result<Option<Installed>, KernelError> {
-        let name = name.replace('-', "_");
+        let name = canonical_module_name(name);
         Ok(self
             .list_kernel(kernel)?
             .into_iter()
@@ -133,7 +134,7 @@ impl Store {
         if path.is_file() {
             return ModuleFile::read(path);
         }
-        let name = name_from_path(path).unwrap_or_else(|| arg.replace('-', "_"));
+        let name = module_name_from_arg(arg);
         match self.find(kernel, &name)? {
             Some(i) => ModuleFile::read(&i.path),
             None => Err(KernelError::NotInstalled {

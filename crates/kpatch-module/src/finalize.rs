@@ -5,6 +5,7 @@
 use crate::names;
 use crate::plan::Plan;
 use crate::ModuleError;
+use kpatch_common::klp::{klp_rela_name, SHF_RELA_LIVEPATCH, SHN_LIVEPATCH};
 use kpatch_elf::consts::*;
 use kpatch_elf::{Object, Section, SectionIndex};
 use std::collections::{HashMap, HashSet};
@@ -76,7 +77,7 @@ pub fn convert_klp(ko: &mut Object, plan: &Plan, file: &str) -> Result<(), Modul
         let idx = match klp_sections.get(&(object.clone(), target)) {
             Some(&i) => i,
             None => {
-                let mut s = Section::new(names::klp_rela_name(&object, &ko.sections[target].name), SHT_RELA, KLP_RELA_FLAGS);
+                let mut s = Section::new(klp_rela_name(&object, &ko.sections[target].name), SHT_RELA, KLP_RELA_FLAGS);
                 s.sh_info = target as u32;
                 s.sh_addralign = 8;
                 s.sh_entsize = 24;

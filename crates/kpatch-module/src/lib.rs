@@ -81,5 +81,5 @@ pub fn build_module(
     finalize::convert_klp(&mut ko, &plan, &file)?;
     finalize::check_module(&ko, &plan, &opts.glue.target_release, &file)?;
     ko.write_to_path(&opts.output).map_err(|e| ModuleError::elf(&opts.output.display().to_string(), e))?;
-    Ok(BuiltModule { path: opts.output.clone(), module_name: names::kernel_module_name(&stem), plan })
+    Ok(BuiltModule { path: opts.output.clone(), module_name: kpatch_common::canonical_module_name(&stem), plan })
 }

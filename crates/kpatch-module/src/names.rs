@@ -1,10 +1,11 @@
-//! Names the livepatch core parses (`.klp.sym.*`, `.klp.rela.*`), module names, and the
-//! placeholder symbols kpatch-rs uses between the diff objects and the final `.ko`.
+//! The checks of the names the livepatch core parses (the formats themselves are
+//! `kpatch_common::klp`'s), the patch module's names, and the placeholder symbols kpatch-rs uses
+//! between the diff objects and the final `.ko`.
 
 use crate::ModuleError;
+use kpatch_common::canonical_module_name;
 
-/// The livepatch object name of the core kernel.
-pub const VMLINUX: &str = "vmlinux";
+pub use kpatch_common::VMLINUX;
 
 /// The kernel's `MODULE_NAME_LEN - 1` on 64-bit, and the field width the livepatch core uses when
 /// it parses object names out of `.klp.*` names.
@@ -20,26 +21,9 @@ pub const FUNC_ALIAS_PREFIX: &str = "__kpatch_rs_func_";
 /// Prefix of the global symbols the glue uses to reach a callback record.
 pub const CALLBACK_PREFIX: &str = "__kpatch_rs_cb_";
 
-/// `.klp.sym.<object>.<name>,<sympos>`: a symbol the livepatch core resolves.
-pub fn klp_sym_name(object: &str, name: &str, sympos: u64) -> String {
-    format!(".klp.sym.{object}.{name},{sympos}")
-}
-
-/// `.klp.rela.<object>.<section>`: relocations of `section` that the livepatch core applies when
-/// `object` is present (`vmlinux`: when the patch module loads).
-pub fn klp_rela_name(object: &str, section: &str) -> String {
-    format!(".klp.rela.{object}.{section}")
-}
-
 /// The file stem of the patch module: `livepatch-<patch>`.
 pub fn module_file_stem(patch: &str) -> String {
     format!("livepatch-{patch}")
-}
-
-/// The kernel's name for a module file stem (kbuild turns `-` into `_`); also the directory name
-/// under `/sys/kernel/livepatch/`.
-pub fn kernel_module_name(file_stem: &str) -> String {
-    file_stem.replace('-', "_")
 }
 
 /// Checks a patch name: it becomes part of a module name and a C identifier-free string.
@@ -66,7 +50,7 @@ pub fn normalize_object(tu: &str, object: &str) -> Result<String, ModuleError> {
         object: object.to_string(),
         reason: reason.to_string(),
     };
-    let o = object.replace('-', "_");
+    let o = canonical_module_name(object);
     if o.is_empty() {
         return Err(bad("empty"));
     }
@@ -104,16 +88,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn klp_names_follow_the_livepatch_format() {
-        assert_eq!(klp_sym_name("vmlinux", "saved_command_line", 0), ".klp.sym.vmlinux.saved_command_line,0");
-        assert_eq!(klp_sym_name("ext4", "foo.isra.0", 2), ".klp.sym.ext4.foo.isra.0,2");
-        assert_eq!(klp_rela_name("vmlinux", ".text.cmdline_proc_show"), ".klp.rela.vmlinux..text.cmdline_proc_show");
-    }
-
-    #[test]
     fn module_names() {
         assert_eq!(module_file_stem("fix-cmdline"), "livepatch-fix-cmdline");
-        assert_eq!(kernel_module_name("livepatch-fix-cmdline"), "livepatch_fix_cmdline");
         assert!(check_patch_name("fix-cmdline_2").is_ok());
         assert!(check_patch_name("a b").is_err());
         assert!(check_patch_name("").is_err());

@@ -104,7 +104,7 @@ pub struct KlpSymbol {
 impl KlpSymbol {
     /// `.klp.sym.<object>.<name>,<sympos>`.
     pub fn klp_name(&self) -> String {
-        names::klp_sym_name(&self.object, &self.name, self.sympos)
+        kpatch_common::klp::klp_sym_name(&self.object, &self.name, self.sympos)
     }
 }
 

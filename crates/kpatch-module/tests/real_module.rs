@@ -1,6 +1,7 @@
 //! Builds real livepatch modules against the Debian target's headers (downloads packages).
 //! Enabled by KPATCH_RS_GUEST_TESTS=1; skipped with a message otherwise.
 
+use kpatch_common::klp::{SHF_RELA_LIVEPATCH, SHN_LIVEPATCH};
 use kpatch_elf::consts::*;
 use kpatch_elf::Object;
 use kpatch_module::*;

@@ -1,6 +1,7 @@
 //! Module generation on synthetic diff objects (built with kpatch-elf) and a fake resolver; the
 //! kbuild step is faked by a runner that "links" the prepared objects into a `.ko`.
 
+use kpatch_common::klp::{SHF_RELA_LIVEPATCH, SHN_LIVEPATCH};
 use kpatch_elf::consts::*;
 use kpatch_elf::{Header, Object, Rela, Section, SectionIndex, Symbol, SymbolIndex};
 use kpatch_module::plan::{plan, CallbackKind};

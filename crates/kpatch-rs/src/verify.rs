@@ -43,7 +43,7 @@ pub fn script(t: &mut TestScript, v: &Verification, module_path: &str) {
     t.check_eventually("transition-complete", &format!("[ \"$(cat {sys}/transition 2>/dev/null)\" = 0 ]"), 120);
     t.check("enabled", &format!("[ \"$(cat {sys}/enabled)\" = 1 ]"));
     for (obj, func, pos) in v.functions {
-        let obj = if obj == "vmlinux" { "vmlinux".to_string() } else { obj.replace('-', "_") };
+        let obj = kpatch_common::canonical_module_name(obj);
         // sysfs names a unique symbol's position 1 (the core's old_sympos 0 means "the only one").
         let pos = (*pos).max(1);
         t.check(&format!("patched-{obj}-{func}"), &format!("[ -d '{sys}/{obj}/{func},{pos}' ]"));

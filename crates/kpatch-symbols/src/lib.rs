@@ -9,8 +9,7 @@
 //!
 //! [`read_kernel_image`] picks the first two for a vmlinux the user gives.
 //!
-//! [`KernelSymbols::resolve_in_unit`] gives a symbol's livepatch `sympos` (and
-//! [`Resolved::klp_symbol_name`] its `.klp.sym` name); [`Symvers`] gives the
+//! [`KernelSymbols::resolve_in_unit`] gives a symbol's livepatch `sympos`; [`Symvers`] gives the
 //! exported symbols and their CRCs, and checks a module's `__versions` against them.
 
 mod align;
@@ -20,7 +19,6 @@ mod error;
 pub mod ibt;
 mod image;
 pub mod kallsyms_table;
-pub mod klp;
 mod model;
 pub mod modversions;
 pub mod proc_kallsyms;

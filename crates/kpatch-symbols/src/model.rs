@@ -2,8 +2,7 @@
 
 use std::collections::HashMap;
 
-/// The livepatch object name of the core kernel.
-pub const VMLINUX: &str = "vmlinux";
+pub use kpatch_common::VMLINUX;
 
 /// Whether a name looks like one a linker script provides (`__start_X`, `__stop_X`, `__end_X`,
 /// `__X_start`, `__X_end`): kallsyms puts those after other symbols at the same address.

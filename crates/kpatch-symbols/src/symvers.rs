@@ -33,11 +33,11 @@ impl SymversEntry {
     /// The livepatch object name of the exporter: `vmlinux`, or the module name (basename,
     /// with `-` replaced by `_` as the kernel does).
     pub fn object(&self) -> String {
-        if self.module == "vmlinux" {
+        if self.module == kpatch_common::VMLINUX {
             return self.module.clone();
         }
         let base = self.module.rsplit('/').next().unwrap_or(&self.module);
-        base.replace('-', "_")
+        kpatch_common::canonical_module_name(base)
     }
 }
 

@@ -193,7 +193,7 @@ fn symbols_for(target: &Target, objects: &[String]) -> anyhow::Result<(kpatch_sy
     let file = target.symbols_image.display().to_string();
     let vmlinux = kpatch_symbols::parse_kernel_image(&image, &file)?;
     let vmlinux_sealed = kpatch_symbols::sealed_endbr_addresses(&image, &file)?;
-    let modules: Vec<&String> = objects.iter().filter(|o| o.as_str() != "vmlinux").collect();
+    let modules: Vec<&String> = objects.iter().filter(|o| o.as_str() != kpatch_common::VMLINUX).collect();
     if modules.is_empty() {
         return Ok((vmlinux, vmlinux_sealed, Vec::new()));
     }
@@ -202,7 +202,7 @@ fn symbols_for(target: &Target, objects: &[String]) -> anyhow::Result<(kpatch_sy
     let mut all: Vec<kpatch_symbols::KernelSymbol> = vmlinux.symbols().to_vec();
     let mut sealed = Vec::new();
     for m in modules {
-        let canon = kpatch_guest::kmod::canonical_name(m);
+        let canon = kpatch_common::canonical_module_name(m);
         let ko = index.get(&canon).with_context(|| format!("module {m} is not in {}", dir.display()))?;
         let (_, data) = kpatch_guest::kmod::read_module(ko)?;
         let file = ko.display().to_string();
@@ -314,7 +314,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     objects.dedup();
     let (symbols, vmlinux_sealed, module_sealed) = symbols_for(&target, &objects)?;
     let symvers = kpatch_symbols::Symvers::from_path(&target.symvers)?;
-    let mut resolver = KernelResolver::new(symbols, symvers).with_sealed("vmlinux", &vmlinux_sealed);
+    let mut resolver = KernelResolver::new(symbols, symvers).with_sealed(kpatch_common::VMLINUX, &vmlinux_sealed);
     resolver.sealed.extend(module_sealed);
     if target.tree.config.get("CONFIG_MODVERSIONS") != Some("y") {
         resolver = resolver.without_modversions();
@@ -362,7 +362,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             (None, Some(v)) => kpatch_guest::Guest::new(v.clone())?,
             (None, None) => bail!("--verify needs the target's kernel image"),
         };
-        let target_modules: Vec<String> = objects.iter().filter(|o| o.as_str() != "vmlinux").cloned().collect();
+        let target_modules: Vec<String> = objects.iter().filter(|o| o.as_str() != kpatch_common::VMLINUX).cloned().collect();
         let v = Verification {
             module: &module.path,
             module_name: &module.module_name,

@@ -1,5 +1,6 @@
 use anyhow::Context;
-use kpatch_kernel::modinfo::{name_from_path, ModuleFile, PatchedFunction};
+use kpatch_common::names::module_name_from_arg;
+use kpatch_kernel::modinfo::{ModuleFile, PatchedFunction};
 use kpatch_kernel::patches::{check_livepatch, loaded_patches, LoadedPatch};
 use kpatch_kernel::report::{EXIT_CODES_HELP, EXIT_OK};
 use kpatch_kernel::store::{Installed, Store, DEFAULT_STATE_DIR};
@@ -56,7 +57,7 @@ pub fn gather(k: &dyn Kernel, arg: &str, state_dir: &Path) -> anyhow::Result<Inf
     let file = if path.is_file() {
         Some(ModuleFile::read(path)?)
     } else {
-        let name = name_from_path(path).unwrap_or_else(|| arg.replace('-', "_"));
+        let name = module_name_from_arg(arg);
         match store.find(&release, &name)? {
             Some(i) => Some(ModuleFile::read(&i.path)?),
             None => None,
@@ -64,7 +65,7 @@ pub fn gather(k: &dyn Kernel, arg: &str, state_dir: &Path) -> anyhow::Result<Inf
     };
     let name = match &file {
         Some(f) => f.name(),
-        None => name_from_path(path).unwrap_or_else(|| arg.replace('-', "_")),
+        None => module_name_from_arg(arg),
     };
     let loaded = if check_livepatch(k).is_ok() {
         loaded_patches(k)?.into_iter().find(|p| p.name == name)

@@ -1,5 +1,5 @@
 use anyhow::Context;
-use kpatch_kernel::modinfo::name_from_path;
+use kpatch_common::names::module_name_from_arg;
 use kpatch_kernel::report::{EXIT_CODES_HELP, EXIT_OK};
 use kpatch_kernel::store::{remove_unit, Store, DEFAULT_STATE_DIR, DEFAULT_UNIT_DIR};
 use kpatch_kernel::{Kernel, RealKernel};
@@ -38,8 +38,7 @@ pub fn run_with(k: &dyn Kernel, args: &Args, out: &mut dyn std::io::Write) -> an
             .release()
             .context("reading the running kernel's release")?,
     };
-    let name = name_from_path(std::path::Path::new(&args.name))
-        .unwrap_or_else(|| args.name.replace('-', "_"));
+    let name = module_name_from_arg(&args.name);
     let store = Store::new(&args.state_dir);
     let removed = store.uninstall(&kernel, &name)?;
     writeln!(out, "uninstalled {} ({kernel})", removed.name)?;

@@ -40,8 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// `fix-1.ko`, `/x/fix-1.ko.xz` and `fix_1` all name the patch `fix_1`.
 fn patch_name(arg: &str) -> String {
-    kpatch_kernel::modinfo::name_from_path(std::path::Path::new(arg))
-        .unwrap_or_else(|| arg.replace('-', "_"))
+    kpatch_common::names::module_name_from_arg(arg)
 }
 
 #[cfg(test)]
