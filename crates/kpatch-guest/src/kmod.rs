@@ -6,39 +6,25 @@
 pub use crate::cpio::read_module;
 use crate::{GuestError, Initramfs};
 use kpatch_common::canonical_module_name;
+use kpatch_common::modinfo::ModInfo;
 use object::{Object, ObjectSection};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// The `key=value` strings of a module's `.modinfo` section.
-pub fn modinfo(path: &Path, data: &[u8]) -> Result<Vec<(String, String)>, GuestError> {
+/// A module's `.modinfo` (empty when it has none).
+pub fn modinfo(path: &Path, data: &[u8]) -> Result<ModInfo, GuestError> {
     let file = object::File::parse(data).map_err(|e| GuestError::BadInput {
         path: path.into(),
         what: format!("not an ELF module: {e}"),
     })?;
-    let Some(section) = file.section_by_name(".modinfo") else {
-        return Ok(vec![]);
+    let Some(section) = file.section_by_name(kpatch_common::modinfo::SECTION) else {
+        return Ok(ModInfo::default());
     };
     let bytes = section.data().map_err(|e| GuestError::BadInput {
         path: path.into(),
         what: format!(".modinfo: {e}"),
     })?;
-    Ok(bytes
-        .split(|&b| b == 0)
-        .filter_map(|s| std::str::from_utf8(s).ok())
-        .filter_map(|s| s.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect())
-}
-
-/// The module names in `depends=` (empty entries dropped).
-pub fn depends(info: &[(String, String)]) -> Vec<String> {
-    info.iter()
-        .filter(|(k, _)| k == "depends")
-        .flat_map(|(_, v)| v.split(','))
-        .filter(|s| !s.is_empty())
-        .map(canonical_module_name)
-        .collect()
+    Ok(ModInfo::from_section(bytes))
 }
 
 /// Every `*.ko`, `*.ko.xz`, `*.ko.gz` under `dir`, by canonical module name.
@@ -94,7 +80,7 @@ impl Initramfs {
             what: format!("no module named {name}"),
         })?;
         let (_, data) = read_module(path)?;
-        for dep in depends(&modinfo(path, &data)?) {
+        for dep in modinfo(path, &data)?.depends() {
             self.add_with_deps(index, modules_dir, &dep, seen, order)?;
         }
         order.push(self.add_module(path)?);
@@ -127,10 +113,10 @@ mod tests {
     fn parses_modinfo_depends() {
         let ko = fake_ko(&["license=GPL", "depends=mbcache,jbd2,crc16", "name=ext4"]);
         let info = modinfo(Path::new("ext4.ko"), &ko).unwrap();
-        assert!(info.contains(&("name".into(), "ext4".into())));
-        assert_eq!(depends(&info), ["mbcache", "jbd2", "crc16"]);
+        assert_eq!(info.name(), Some("ext4"));
+        assert_eq!(info.depends(), ["mbcache", "jbd2", "crc16"]);
         let none = fake_ko(&["depends=", "name=crc16"]);
-        assert!(depends(&modinfo(Path::new("x"), &none).unwrap()).is_empty());
+        assert!(modinfo(Path::new("x"), &none).unwrap().depends().is_empty());
     }
 
     #[test]

@@ -1,165 +1,47 @@
-//! Reading a module file's `.modinfo` section (`key=value` strings separated by NULs).
+//! Reading a module file: decompressed if needed, its `.modinfo` parsed by
+//! [`kpatch_common::modinfo`] (whose types and keys this module re-exports).
 
 use crate::error::KernelError;
 use kpatch_common::names::module_name_from_path;
-use serde::Serialize;
 use std::path::Path;
 
-/// `.modinfo` key: the kernel release the patch was built for (`uname -r` of the target).
-pub const MODINFO_KERNEL: &str = "kpatch_rs_kernel";
-/// `.modinfo` key: lowercase hex SHA-256 of the source patch the module was built from.
-pub const MODINFO_PATCH_SHA256: &str = "kpatch_rs_patch_sha256";
-/// `.modinfo` key: the patched functions, comma separated, each `object:function,sympos`
-/// (`object` is `vmlinux` or a module name; sympos 0 means the symbol is unique).
-pub const MODINFO_FUNCTIONS: &str = "kpatch_rs_functions";
+pub use kpatch_common::modinfo::{
+    ModInfo, PatchedFunction, MODINFO_FUNCTIONS, MODINFO_KERNEL, MODINFO_PATCH_SHA256,
+};
 
-/// One patched function as named by livepatch sysfs (`<object>/<function>,<sympos>`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct PatchedFunction {
-    pub object: String,
-    pub function: String,
-    pub sympos: u32,
-}
-
-impl PatchedFunction {
-    /// Parse `object:function,sympos` (sympos optional, default 0).
-    pub fn parse(s: &str) -> Option<Self> {
-        let (object, rest) = s.split_once(':')?;
-        let (function, sympos) = match rest.split_once(',') {
-            Some((f, p)) => (f, p.parse().ok()?),
-            None => (rest, 0),
-        };
-        if object.is_empty() || function.is_empty() {
-            return None;
-        }
-        Some(PatchedFunction {
-            object: object.to_string(),
-            function: function.to_string(),
-            sympos,
-        })
-    }
-
-    /// The `object:function,sympos` form used in [`MODINFO_FUNCTIONS`].
-    pub fn encode(&self) -> String {
-        format!("{}:{},{}", self.object, self.function, self.sympos)
-    }
-}
-
-/// The `.modinfo` fields of a module, in file order (keys may repeat, e.g. `alias`, `depends`).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ModInfo {
-    pub fields: Vec<(String, String)>,
-}
-
-impl ModInfo {
-    /// Parse the raw bytes of a `.modinfo` section.
-    pub fn from_section(data: &[u8]) -> Self {
-        let fields = data
-            .split(|&b| b == 0)
-            .filter(|s| !s.is_empty())
-            .filter_map(|s| {
-                let s = String::from_utf8_lossy(s);
-                let (k, v) = s.split_once('=')?;
-                Some((k.to_string(), v.to_string()))
-            })
-            .collect();
-        ModInfo { fields }
-    }
-
-    /// Parse a module image (an uncompressed ELF relocatable).
-    pub fn from_elf(path: &Path, data: &[u8]) -> Result<Self, KernelError> {
-        use object::{Object, ObjectSection};
-        let file = object::File::parse(data).map_err(|e| KernelError::NotElf {
+/// The `.modinfo` of a module image (an uncompressed ELF relocatable). Without modpost's
+/// `name=` field (older kernels), the name comes from `.gnu.linkonce.this_module`.
+pub fn modinfo_of_elf(path: &Path, data: &[u8]) -> Result<ModInfo, KernelError> {
+    use object::{Object, ObjectSection};
+    let file = object::File::parse(data).map_err(|e| KernelError::NotElf {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let section = file
+        .section_by_name(kpatch_common::modinfo::SECTION)
+        .ok_or_else(|| KernelError::NoModinfo {
             path: path.to_path_buf(),
-            reason: e.to_string(),
         })?;
-        let section = file
-            .section_by_name(".modinfo")
-            .ok_or_else(|| KernelError::NoModinfo {
-                path: path.to_path_buf(),
-            })?;
-        let bytes = section.data().map_err(|e| KernelError::NotElf {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        let mut info = Self::from_section(bytes);
-        if info.get("name").is_none() {
-            // Kernels before modpost's `name=` field: read struct module's name from
-            // .gnu.linkonce.this_module (x86_64: after `state` and `list`, at offset 24).
-            if let Some(name) = file
-                .section_by_name(".gnu.linkonce.this_module")
-                .and_then(|s| s.data().ok())
-                .and_then(|d| d.get(24..))
-                .and_then(|d| d.split(|&b| b == 0).next())
-                .filter(|n| !n.is_empty())
-            {
-                let name = String::from_utf8_lossy(name).into_owned();
-                info.fields.push(("name".into(), name));
-            }
-        }
-        Ok(info)
-    }
-
-    /// The first value of `key`.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The module name (`name=`), if recorded.
-    pub fn name(&self) -> Option<&str> {
-        self.get("name")
-    }
-
-    /// The full `vermagic=` string.
-    pub fn vermagic(&self) -> Option<&str> {
-        self.get("vermagic")
-    }
-
-    /// The kernel release the module was built for: the first word of vermagic.
-    pub fn vermagic_release(&self) -> Option<&str> {
-        self.vermagic().and_then(|v| v.split_whitespace().next())
-    }
-
-    /// Whether the module declares itself a livepatch (`livepatch=Y`).
-    pub fn is_livepatch(&self) -> bool {
-        self.get("livepatch") == Some("Y")
-    }
-
-    /// [`MODINFO_KERNEL`], or the vermagic release when absent.
-    pub fn target_kernel(&self) -> Option<&str> {
-        self.get(MODINFO_KERNEL).or_else(|| self.vermagic_release())
-    }
-
-    /// [`MODINFO_PATCH_SHA256`].
-    pub fn patch_sha256(&self) -> Option<&str> {
-        self.get(MODINFO_PATCH_SHA256)
-    }
-
-    /// The functions listed in [`MODINFO_FUNCTIONS`] (unparsable items are skipped).
-    pub fn functions(&self) -> Vec<PatchedFunction> {
-        self.get(MODINFO_FUNCTIONS)
-            .map(|v| v.split([' ', ';']).flat_map(split_functions).collect())
-            .unwrap_or_default()
-    }
-}
-
-/// Split `a:f,0,b:g,1` / `a:f,b:g` into items: a comma starts a new item unless followed by digits
-/// only (the sympos of the preceding item).
-fn split_functions(s: &str) -> Vec<PatchedFunction> {
-    let mut out: Vec<PatchedFunction> = Vec::new();
-    for piece in s.split(',').filter(|p| !p.is_empty()) {
-        if piece.bytes().all(|b| b.is_ascii_digit()) {
-            if let (Some(last), Ok(pos)) = (out.last_mut(), piece.parse()) {
-                last.sympos = pos;
-            }
-        } else if let Some(f) = PatchedFunction::parse(piece) {
-            out.push(f);
+    let bytes = section.data().map_err(|e| KernelError::NotElf {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut info = ModInfo::from_section(bytes);
+    if info.get("name").is_none() {
+        // Kernels before modpost's `name=` field: read struct module's name from
+        // .gnu.linkonce.this_module (x86_64: after `state` and `list`, at offset 24).
+        if let Some(name) = file
+            .section_by_name(".gnu.linkonce.this_module")
+            .and_then(|s| s.data().ok())
+            .and_then(|d| d.get(24..))
+            .and_then(|d| d.split(|&b| b == 0).next())
+            .filter(|n| !n.is_empty())
+        {
+            let name = String::from_utf8_lossy(name).into_owned();
+            info.fields.push(("name".into(), name));
         }
     }
-    out
+    Ok(info)
 }
 
 /// A module file read from disk, decompressed if needed.
@@ -184,7 +66,7 @@ impl ModuleFile {
     pub fn from_bytes(path: &Path, raw: Vec<u8>) -> Result<Self, KernelError> {
         let compressed = is_compressed(&raw);
         let image = decompress(path, raw)?;
-        let info = ModInfo::from_elf(path, &image)?;
+        let info = modinfo_of_elf(path, &image)?;
         Ok(ModuleFile {
             path: path.to_path_buf(),
             compressed,

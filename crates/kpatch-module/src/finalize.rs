@@ -6,6 +6,7 @@ use crate::names;
 use crate::plan::Plan;
 use crate::ModuleError;
 use kpatch_common::klp::{klp_rela_name, SHF_RELA_LIVEPATCH, SHN_LIVEPATCH};
+use kpatch_common::modinfo::ModInfo;
 use kpatch_elf::consts::*;
 use kpatch_elf::{Object, Section, SectionIndex};
 use std::collections::{HashMap, HashSet};
@@ -104,17 +105,10 @@ pub fn convert_klp(ko: &mut Object, plan: &Plan, file: &str) -> Result<(), Modul
     Ok(())
 }
 
-/// The `key=value` strings of `.modinfo`.
-pub fn modinfo(ko: &Object) -> Vec<(String, String)> {
-    let Some(i) = ko.section_by_name(".modinfo") else { return Vec::new() };
-    ko.section(i)
-        .data
-        .split(|&b| b == 0)
-        .filter_map(|e| {
-            let e = String::from_utf8_lossy(e);
-            e.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect()
+/// The module's `.modinfo` (empty when it has none).
+pub fn modinfo(ko: &Object) -> ModInfo {
+    let Some(i) = ko.section_by_name(kpatch_common::modinfo::SECTION) else { return ModInfo::default() };
+    ModInfo::from_section(&ko.section(i).data)
 }
 
 /// `(symbol, crc)` of `__versions` (64-bit little-endian `struct modversion_info`).
@@ -127,12 +121,11 @@ pub fn versions(ko: &Object, file: &str) -> Result<Vec<(String, u32)>, ModuleErr
 /// Checks the converted module against the target: vermagic, CRCs, no stray undefined symbols.
 pub fn check_module(ko: &Object, plan: &Plan, target_release: &str, file: &str) -> Result<(), ModuleError> {
     let info = modinfo(ko);
-    let vermagic = info.iter().find(|(k, _)| k == "vermagic").map(|(_, v)| v.clone());
-    let Some(vermagic) = vermagic else { return Err(ModuleError::NoVermagic { file: file.into() }) };
+    let Some(vermagic) = info.vermagic().map(str::to_string) else { return Err(ModuleError::NoVermagic { file: file.into() }) };
     if vermagic.split_whitespace().next() != Some(target_release) {
         return Err(ModuleError::Vermagic { file: file.into(), found: vermagic, expected: target_release.into() });
     }
-    if !info.iter().any(|(k, v)| k == "livepatch" && v == "Y") {
+    if !info.is_livepatch() {
         return Err(ModuleError::BadModule { file: file.into(), reason: "no `livepatch=Y` in .modinfo".into() });
     }
 

@@ -3,6 +3,7 @@
 
 use crate::names::VMLINUX;
 use crate::plan::Plan;
+use kpatch_common::modinfo::function_item;
 use std::fmt::Write as _;
 
 /// Settings that end up in the glue.
@@ -23,12 +24,8 @@ impl GlueOptions {
     }
 }
 
-/// `.modinfo` keys read by the management commands; the same strings as
-/// `kpatch_kernel::modinfo::{MODINFO_KERNEL, MODINFO_PATCH_SHA256, MODINFO_FUNCTIONS}` (not a
-/// dependency: module generation does not need the kernel interface crate).
-pub const MODINFO_KERNEL: &str = "kpatch_rs_kernel";
-pub const MODINFO_PATCH_SHA256: &str = "kpatch_rs_patch_sha256";
-pub const MODINFO_FUNCTIONS: &str = "kpatch_rs_functions";
+/// `.modinfo` keys read by the management commands.
+pub use kpatch_common::modinfo::{MODINFO_FUNCTIONS, MODINFO_KERNEL, MODINFO_PATCH_SHA256};
 
 /// The file name the glue is written to in the kbuild directory.
 pub const GLUE_FILE: &str = "kpatch-rs-glue.c";
@@ -55,9 +52,9 @@ fn c_string(s: &str) -> String {
     out
 }
 
-/// `object:function,sympos` items, comma separated (the kpatch-kernel `kpatch_rs_functions` format).
+/// `object:function,sympos` items, comma separated (the [`MODINFO_FUNCTIONS`] format).
 pub fn functions_tag(plan: &Plan) -> String {
-    plan.functions.iter().map(|f| format!("{}:{},{}", f.object, f.name, f.sympos)).collect::<Vec<_>>().join(",")
+    plan.functions.iter().map(|f| function_item(&f.object, &f.name, f.sympos)).collect::<Vec<_>>().join(",")
 }
 
 /// Generates the glue's C source.

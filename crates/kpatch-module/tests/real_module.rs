@@ -86,7 +86,7 @@ fn builds_cmdline_module_with_klp_relocation() {
     let target_crc = t.resolver.symvers.get("seq_printf").unwrap().crc;
     assert_eq!(crc, target_crc);
     let info = finalize::modinfo(&ko);
-    let get = |k: &str| info.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    let get = |k: &str| info.get(k);
     assert_eq!(get("livepatch"), Some("Y"));
     assert_eq!(get("name"), Some("livepatch_cmdline"));
     assert_eq!(get("kpatch_rs_kernel"), Some(t.release.as_str()));
@@ -217,7 +217,7 @@ fn two_units_share_one_livepatch_symbol_after_linking() {
     }
     assert!(names_of(&ko, ".klp.rela.vmlinux..text.version_proc_show").iter().any(|n| n == ".klp.sym.vmlinux.linux_proc_banner,0"));
     let info = finalize::modinfo(&ko);
-    let funcs = info.iter().find(|(k, _)| k == "kpatch_rs_functions").map(|(_, v)| v.as_str());
+    let funcs = info.get("kpatch_rs_functions");
     assert_eq!(funcs, Some("vmlinux:cmdline_proc_show,0,vmlinux:version_proc_show,0"));
 }
 
