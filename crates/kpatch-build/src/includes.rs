@@ -220,13 +220,11 @@ impl IncludeIndex {
             }
         }
         let idx = Self::build(tree, arch)?;
-        let tmp = cache.with_extension("tmp");
         let bytes = serde_json::to_vec(&idx).map_err(|e| crate::error::BuildError::Io {
             path: cache.to_path_buf(),
             source: e.into(),
         })?;
-        fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-        fs::rename(&tmp, cache).map_err(io_err(cache))?;
+        kpatch_common::fs::write_atomic(cache, &bytes).map_err(io_err(cache))?;
         Ok(idx)
     }
 

@@ -400,13 +400,11 @@ fn read_marker(root: &Path) -> Option<Marker> {
 
 fn write_marker(root: &Path, m: &Marker) -> Result<()> {
     let path = root.join(MARKER);
-    let tmp = root.join(format!("{MARKER}.tmp"));
     let text = serde_json::to_vec_pretty(m).map_err(|e| BuildError::Io {
         path: path.clone(),
         source: e.into(),
     })?;
-    fs::write(&tmp, text).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, &path).map_err(io_err(&path))
+    kpatch_common::fs::write_atomic(&path, &text).map_err(io_err(&path))
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@ use crate::{ElfError, Object};
 use object::write::elf::{FileHeader, Rel, SectionHeader, Sym, Writer};
 use object::write::StringId;
 use object::Endianness;
-use std::io::Write as _;
 use std::path::Path;
 
 enum Role {
@@ -203,24 +202,11 @@ impl Object {
         Ok(buf)
     }
 
-    /// Writes the object to `path` atomically: a temporary file beside it, then a rename, so a
+    /// Writes the object to `path` atomically ([`kpatch_common::fs::write_atomic`]), so a
     /// failure never leaves a partial output.
     pub fn write_to_path(&self, path: &Path) -> Result<(), ElfError> {
         let bytes = self.write()?;
-        let io = |source| ElfError::Io { path: path.to_path_buf(), source };
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
-        let result = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.map_err(io)
+        kpatch_common::fs::write_atomic(path, &bytes).map_err(|source| ElfError::Io { path: path.to_path_buf(), source })
     }
 
     /// Checks the invariants the writer relies on: indexes in range, locals first.

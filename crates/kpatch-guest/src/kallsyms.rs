@@ -44,8 +44,6 @@ pub fn guest_kallsyms(kernel: &DebianKernel) -> Result<PathBuf, GuestError> {
         });
     }
     std::fs::create_dir_all(&dir).map_err(|e| GuestError::io(&dir, e))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| GuestError::io(&dir, e))?;
-    std::io::Write::write_all(&mut tmp, &data).map_err(|e| GuestError::io(&out, e))?;
-    tmp.persist(&out).map_err(|e| GuestError::io(&out, e.error))?;
+    kpatch_common::fs::write_atomic(&out, &data).map_err(|e| GuestError::io(&out, e))?;
     Ok(out)
 }

@@ -3,9 +3,9 @@
 
 use crate::error::KernelError;
 use crate::modinfo::ModuleFile;
+use kpatch_common::fs::{sync_dir, write_atomic_mode};
 use kpatch_common::names::{canonical_module_name, module_name_from_arg, module_name_from_path};
 use serde::Serialize;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Where patches are installed by default.
@@ -27,29 +27,6 @@ pub struct Installed {
 #[derive(Debug, Clone)]
 pub struct Store {
     pub root: PathBuf,
-}
-
-/// Write `data` to `path` through a temporary file in the same directory and a rename, so a
-/// reader sees the old or the new content, never a partial one.
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".kpatch-rs-")
-        .tempfile_in(dir)?;
-    tmp.write_all(data)?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir);
-    Ok(())
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 /// Create or replace a symlink atomically.
@@ -171,7 +148,7 @@ impl Store {
         std::fs::create_dir_all(&dir).map_err(|e| KernelError::io(&dir, e))?;
         let dest = dir.join(format!("{name}{ext}"));
         let raw = std::fs::read(&module.path).map_err(|e| KernelError::io(&module.path, e))?;
-        write_atomic(&dest, &raw, 0o644).map_err(|e| KernelError::io(&dest, e))?;
+        write_atomic_mode(&dest, &raw, 0o644).map_err(|e| KernelError::io(&dest, e))?;
         Ok(Installed {
             name,
             kernel: kernel.into(),
@@ -227,7 +204,7 @@ pub fn install_unit(unit_dir: &Path, exe: &Path, state_dir: &Path) -> Result<Pat
     let text = unit_text(exe, state_dir);
     std::fs::create_dir_all(unit_dir).map_err(|e| KernelError::io(unit_dir, e))?;
     if std::fs::read_to_string(&unit).ok().as_deref() != Some(text.as_str()) {
-        write_atomic(&unit, text.as_bytes(), 0o644).map_err(|e| KernelError::io(&unit, e))?;
+        write_atomic_mode(&unit, text.as_bytes(), 0o644).map_err(|e| KernelError::io(&unit, e))?;
     }
     let wants = unit_dir.join("multi-user.target.wants");
     std::fs::create_dir_all(&wants).map_err(|e| KernelError::io(&wants, e))?;

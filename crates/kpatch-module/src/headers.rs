@@ -21,9 +21,7 @@ pub fn install_headers(dir: &Path) -> Result<PathBuf, ModuleError> {
         if std::fs::read_to_string(&p).map(|t| t == text).unwrap_or(false) {
             continue;
         }
-        let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-        std::fs::write(&tmp, text).map_err(|e| ModuleError::io(&tmp, e))?;
-        std::fs::rename(&tmp, &p).map_err(|e| ModuleError::io(&p, e))?;
+        kpatch_common::fs::write_atomic(&p, text.as_bytes()).map_err(|e| ModuleError::io(&p, e))?;
     }
     Ok(dir.to_path_buf())
 }

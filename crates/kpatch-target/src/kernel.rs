@@ -2,7 +2,7 @@
 
 use crate::store::Store;
 use crate::{bzimage, headers, version, TargetError};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// One Debian kernel: `abi` like `6.1.0-50-amd64`, `version` the Debian package version of
 /// its packages like `6.1.176-1`. All paths returned point into the kpatch-rs cache and are
@@ -148,7 +148,7 @@ impl DebianKernel {
         let data = std::fs::read(&vmlinuz).map_err(|e| TargetError::io(&vmlinuz, e))?;
         let elf = bzimage::extract_vmlinux(&vmlinuz, &data)?;
         std::fs::create_dir_all(&dir).map_err(|e| TargetError::io(&dir, e))?;
-        write_atomically(&out, &elf)?;
+        kpatch_common::fs::write_atomic(&out, &elf).map_err(|e| TargetError::io(&out, e))?;
         Ok(out)
     }
 
@@ -231,18 +231,11 @@ impl DebianKernel {
     }
 }
 
-fn write_atomically(path: &Path, data: &[u8]) -> Result<(), TargetError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| TargetError::io(dir, e))?;
-    std::io::Write::write_all(&mut tmp, data).map_err(|e| TargetError::io(tmp.path(), e))?;
-    tmp.persist(path).map_err(|e| TargetError::io(path, e.error))?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::PackageTools;
+    use std::path::Path;
     use std::sync::{Arc, Mutex};
 
     /// apt with a fixed catalogue: package -> candidate, and `linux-image-amd64`'s Depends.

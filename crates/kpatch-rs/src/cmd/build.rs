@@ -454,12 +454,6 @@ fn sign(kbuild_dir: &Path, key: &Path, cert: &Path, module: &Path) -> anyhow::Re
 
 /// Moves the finished module to `dest` atomically: a copy beside it, then a rename.
 fn place(built: &Path, dest: &Path) -> anyhow::Result<PathBuf> {
-    let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp.{}", dest.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
-    std::fs::copy(built, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    if let Err(e) = std::fs::rename(&tmp, dest) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", dest.display()));
-    }
+    kpatch_common::fs::copy_atomic(built, dest).with_context(|| format!("writing {}", dest.display()))?;
     Ok(dest.to_path_buf())
 }
