@@ -138,7 +138,7 @@ mod tests {
 
     struct FakeCc(&'static str);
     impl Runner for FakeCc {
-        fn run(&self, cmd: &Cmd) -> Result<CmdOutput> {
+        fn run(&self, cmd: &Cmd) -> Result<CmdOutput, crate::exec::RunError> {
             assert_eq!(cmd.args, vec![std::ffi::OsString::from("--version")]);
             Ok(CmdOutput {
                 code: Some(0),

@@ -92,6 +92,16 @@ pub enum BuildError {
 
 pub type Result<T, E = BuildError> = std::result::Result<T, E>;
 
+impl From<kpatch_common::exec::RunError> for BuildError {
+    fn from(e: kpatch_common::exec::RunError) -> Self {
+        use kpatch_common::exec::RunError;
+        match e {
+            RunError::Spawn { command, source } => BuildError::Spawn { command, source },
+            RunError::Failed { command, status, output } => BuildError::ToolFailed { command, status, output },
+        }
+    }
+}
+
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> BuildError {
     let path = path.into();
     move |source| BuildError::Io { path, source }

@@ -420,7 +420,7 @@ mod tests {
     }
 
     impl Runner for Fake {
-        fn run(&self, cmd: &Cmd) -> Result<CmdOutput> {
+        fn run(&self, cmd: &Cmd) -> Result<CmdOutput, crate::exec::RunError> {
             let line = cmd.to_string();
             self.log.lock().unwrap().push(line.clone());
             let prog = cmd.program.to_string_lossy().to_string();

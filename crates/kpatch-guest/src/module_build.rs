@@ -1,38 +1,37 @@
 //! Building an external (out-of-tree) module against a Debian headers tree with kbuild.
 
 use crate::GuestError;
+use kpatch_common::exec::{Cmd, RunError, Runner, SystemRunner};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The compiler Debian 12 builds its 6.1 kernels with; kbuild checks it matches.
 pub const DEBIAN_CC: &str = "gcc-12";
 
 /// The `make` command line for `make -C <kbuild_dir> M=<module_dir> CC=gcc-12 modules`.
-pub fn make_command(kbuild_dir: &Path, module_dir: &Path) -> Command {
-    let mut c = Command::new("make");
-    c.arg("-C")
+pub fn make_command(kbuild_dir: &Path, module_dir: &Path) -> Cmd {
+    Cmd::new("make")
+        .arg("-C")
         .arg(kbuild_dir)
         .arg(format!("M={}", module_dir.display()))
         .arg(format!("CC={DEBIAN_CC}"))
-        .arg("modules");
-    c
+        .arg("modules")
 }
 
 /// Builds the module(s) whose Kbuild/Makefile is in `module_dir` and returns the `.ko` files
 /// produced there. `kbuild_dir` is `DebianKernel::kbuild_dir()`.
 pub fn build_external_module(kbuild_dir: &Path, module_dir: &Path) -> Result<Vec<PathBuf>, GuestError> {
-    let mut cmd = make_command(kbuild_dir, module_dir);
-    let shown = format!("{cmd:?}").replace('"', "");
-    let out = cmd.output().map_err(|e| GuestError::Spawn {
-        program: "make".into(),
-        source: e,
+    let cmd = make_command(kbuild_dir, module_dir);
+    let shown = cmd.to_string();
+    let out = SystemRunner.run(&cmd).map_err(|e| match e {
+        RunError::Spawn { source, .. } => GuestError::Spawn { program: "make".into(), source },
+        RunError::Failed { command, status, output } => GuestError::Build { command, dir: module_dir.into(), status, output },
     })?;
-    if !out.status.success() {
+    if !out.success() {
         return Err(GuestError::Build {
             command: shown,
             dir: module_dir.into(),
-            status: out.status.to_string(),
-            output: format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            status: out.status(),
+            output: format!("{}{}", out.stdout, out.stderr),
         });
     }
     let mut kos = Vec::new();
@@ -48,7 +47,7 @@ pub fn build_external_module(kbuild_dir: &Path, module_dir: &Path) -> Result<Vec
         return Err(GuestError::Build {
             command: shown,
             dir: module_dir.into(),
-            status: out.status.to_string(),
+            status: out.status(),
             output: "make succeeded but produced no .ko".into(),
         });
     }

@@ -1,26 +1,12 @@
 //! The kbuild step: a directory with the glue, the prepared objects (`*.o_shipped`) and a `Kbuild`
-//! file, built with `make -C <headers> M=<dir> modules`. Commands run through [`CommandRunner`].
+//! file, built with `make -C <headers> M=<dir> modules`. Commands run through kpatch-common's
+//! [`Runner`].
 
 use crate::glue::GLUE_FILE;
 use crate::plan::Plan;
 use crate::ModuleError;
+use kpatch_common::exec::{tail, Cmd, RunError, Runner};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-/// The seam for running external programs (make, and through it gcc and ld).
-pub trait CommandRunner {
-    fn run(&self, command: &mut Command) -> std::io::Result<Output>;
-}
-
-/// Runs commands for real.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemRunner;
-
-impl CommandRunner for SystemRunner {
-    fn run(&self, command: &mut Command) -> std::io::Result<Output> {
-        command.output()
-    }
-}
 
 /// Where and how to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,10 +74,10 @@ pub fn check_headers_release(kbuild_dir: &Path, release: &str) -> Result<(), Mod
     Ok(())
 }
 
-/// The make command line.
-pub fn make_command(opts: &KbuildOptions, dir: &Path) -> Command {
-    let mut cmd = Command::new("make");
-    cmd.arg("-C")
+/// The make command line (the environment of an enclosing make removed).
+pub fn make_command(opts: &KbuildOptions, dir: &Path) -> Cmd {
+    Cmd::new("make")
+        .arg("-C")
         .arg(&opts.kbuild_dir)
         .arg(format!("M={}", dir.display()))
         .arg(format!("CC={}", opts.cc))
@@ -99,34 +85,24 @@ pub fn make_command(opts: &KbuildOptions, dir: &Path) -> Command {
         .arg("modules")
         .env_remove("MAKEFLAGS")
         .env_remove("MFLAGS")
-        .env_remove("MAKELEVEL");
-    cmd
-}
-
-fn describe(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
-    }
-    s
+        .env_remove("MAKELEVEL")
 }
 
 /// Runs kbuild in `dir` and returns the path of `<stem>.ko`.
-pub fn run_kbuild(runner: &dyn CommandRunner, opts: &KbuildOptions, dir: &Path, stem: &str) -> Result<PathBuf, ModuleError> {
-    let mut cmd = make_command(opts, dir);
-    let command = describe(&cmd);
-    let out = runner.run(&mut cmd).map_err(|source| ModuleError::Spawn { command: command.clone(), source })?;
-    if !out.status.success() {
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-        return Err(ModuleError::Kbuild { command, status: out.status.to_string(), output: tail });
+pub fn run_kbuild(runner: &dyn Runner, opts: &KbuildOptions, dir: &Path, stem: &str) -> Result<PathBuf, ModuleError> {
+    let cmd = make_command(opts, dir);
+    let out = runner.run(&cmd).map_err(|e| match e {
+        RunError::Spawn { command, source } => ModuleError::Spawn { command, source },
+        RunError::Failed { command, status, output } => ModuleError::Kbuild { command, status, output },
+    })?;
+    let command = cmd.to_string();
+    if !out.success() {
+        let text = format!("{}{}", out.stdout, out.stderr);
+        return Err(ModuleError::Kbuild { command, status: out.status(), output: tail(&text, 40) });
     }
     let ko = dir.join(format!("{stem}.ko"));
     if !ko.is_file() {
-        return Err(ModuleError::Kbuild { command, status: out.status.to_string(), output: format!("{} was not produced", ko.display()) });
+        return Err(ModuleError::Kbuild { command, status: out.status(), output: format!("{} was not produced", ko.display()) });
     }
     Ok(ko)
 }

@@ -21,7 +21,8 @@ pub mod resolver;
 
 pub use error::ModuleError;
 pub use glue::GlueOptions;
-pub use kbuild::{CommandRunner, KbuildOptions, SystemRunner};
+pub use kbuild::KbuildOptions;
+pub use kpatch_common::exec::{Runner, SystemRunner};
 pub use plan::{CallbackKind, Plan, TuInput};
 pub use resolver::{KernelResolver, Resolution, ResolveError, SymbolResolver, TuContext};
 
@@ -55,7 +56,7 @@ pub fn build_module(
     opts: &ModuleOptions,
     tus: Vec<TuInput>,
     resolver: &dyn SymbolResolver,
-    runner: &dyn CommandRunner,
+    runner: &dyn Runner,
 ) -> Result<BuiltModule, ModuleError> {
     names::check_patch_name(&opts.patch_name)?;
     kbuild::check_headers_release(&opts.kbuild.kbuild_dir, &opts.glue.target_release)?;

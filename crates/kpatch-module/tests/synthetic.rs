@@ -8,7 +8,7 @@ use kpatch_module::plan::{plan, CallbackKind};
 use kpatch_module::*;
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Command, Output};
+use kpatch_common::exec::{Cmd, CmdOutput, RunError};
 
 const R_X86_64_64: u32 = 1;
 const R_X86_64_PC32: u32 = 2;
@@ -447,11 +447,11 @@ struct FakeKbuild {
     vermagic: String,
 }
 
-impl CommandRunner for FakeKbuild {
-    fn run(&self, command: &mut Command) -> std::io::Result<Output> {
-        use std::os::unix::process::ExitStatusExt;
-        let args: Vec<String> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
-        assert_eq!(command.get_program(), "make");
+impl Runner for FakeKbuild {
+    fn run(&self, command: &Cmd) -> Result<CmdOutput, RunError> {
+        let args = command.arg_strings();
+        assert_eq!(command.program, "make");
+        assert_eq!(command.env_remove, ["MAKEFLAGS", "MFLAGS", "MAKELEVEL"]);
         assert!(args.iter().any(|a| a == "CC=gcc-12") && args.last().map(String::as_str) == Some("modules"), "{args:?}");
         let dir = args.iter().find_map(|a| a.strip_prefix("M=")).unwrap();
         let dir = Path::new(dir);
@@ -460,12 +460,12 @@ impl CommandRunner for FakeKbuild {
         assert!(kbuild.contains("livepatch-fix-cmdline-y := kpatch-rs-glue.o kpatch-rs-tu0.o"), "{kbuild}");
         assert!(dir.join("kpatch-rs-glue.c").is_file() && dir.join("kpatch-macros.h").is_file());
         if self.fail {
-            return Ok(Output { status: std::process::ExitStatus::from_raw(2 << 8), stdout: b"CC [M] glue\n".to_vec(), stderr: b"error: it broke\n".to_vec() });
+            return Ok(CmdOutput { code: Some(2), stdout: "CC [M] glue\n".into(), stderr: "error: it broke\n".into() });
         }
         let prepared = Object::read(&dir.join("kpatch-rs-tu0.o_shipped")).unwrap();
         let ko = fake_link(&prepared, &self.vermagic, &[("seq_printf", 0xf0949581)]);
         ko.write_to_path(&dir.join("livepatch-fix-cmdline.ko")).unwrap();
-        Ok(Output { status: std::process::ExitStatus::from_raw(0), stdout: vec![], stderr: vec![] })
+        Ok(CmdOutput::ok())
     }
 }
 
