@@ -36,7 +36,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     let path = |k: &str| opt.get(k).map(PathBuf::from);
     let need = |k: &str| path(k).ok_or(format!("--{k} is required"));
-    interrupt::install_handlers()?;
+    interrupt::install()?;
     let opts = TreeOptions {
         cc: opt.get("cc").cloned(),
         jobs: opt.get("jobs").map(|j| j.parse()).transpose()?,

@@ -25,8 +25,8 @@ pub struct WatchPolicy {
     pub report_every: Duration,
     /// Read the kernel stacks of the blockers.
     pub stacks: bool,
-    /// Set (e.g. by a SIGINT handler) to stop waiting: the watch then ends as
-    /// [`WatchOutcome::Stalled`] with `interrupted`, so the caller reverts.
+    /// Set (e.g. by a SIGINT handler: `kpatch_common::interrupt::flag()`) to stop waiting: the
+    /// watch then ends as [`WatchOutcome::Stalled`] with `interrupted`, so the caller reverts.
     pub cancel: Option<&'static AtomicBool>,
 }
 
@@ -146,44 +146,6 @@ pub enum WatchOutcome {
         blockers: Vec<Blocker>,
         interrupted: bool,
     },
-}
-
-/// Set by SIGINT/SIGTERM/SIGHUP once [`catch_interrupts`] is installed.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_interrupt(_sig: nix::libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// The flag [`catch_interrupts`] sets; use it as [`WatchPolicy::cancel`].
-pub fn interrupted() -> &'static AtomicBool {
-    &INTERRUPTED
-}
-
-/// Make SIGINT, SIGTERM and SIGHUP set [`interrupted`] instead of killing the process, so a
-/// watched transition is reverted rather than left behind.
-pub fn catch_interrupts() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(
-        SigHandler::Handler(on_interrupt),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        let _ = unsafe { sigaction(sig, &action) };
-    }
-}
-
-/// Ignore SIGINT, SIGTERM, SIGHUP and SIGPIPE: for the freeze watchdog, which must outlive
-/// whatever ends its parent.
-pub fn ignore_interrupts() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
-    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGPIPE] {
-        // SAFETY: ignoring a signal installs no handler.
-        let _ = unsafe { sigaction(sig, &action) };
-    }
 }
 
 /// Signal the tasks blocking `patch`'s transition the way the kernel allows.

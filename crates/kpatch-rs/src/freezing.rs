@@ -184,7 +184,7 @@ impl Observer for Journaled<'_> {
 /// `kpatch-rs freeze-watchdog`: reads records until `done`; on the end of its input without
 /// it (the parent died), or past the deadline without `thawed`, undoes the parent's work.
 pub fn run_watchdog() -> anyhow::Result<std::process::ExitCode> {
-    kpatch_kernel::watch::ignore_interrupts();
+    kpatch_common::interrupt::ignore();
     let k = kpatch_kernel::RealKernel::new();
     let (tx, rx) = std::sync::mpsc::channel::<Record>();
     std::thread::spawn(move || {

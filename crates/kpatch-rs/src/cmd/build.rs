@@ -218,7 +218,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--oot-module: out-of-tree modules are not supported yet");
     }
     let name = patch_name(&args);
-    kpatch_build::interrupt::install_handlers()?;
+    kpatch_build::interrupt::install().context("installing the signal handlers")?;
     let runner = SystemRunner;
     let work_tmp = tempfile::Builder::new().prefix("kpatch-rs-build.").tempdir()?;
     let work = work_tmp.path().to_path_buf();

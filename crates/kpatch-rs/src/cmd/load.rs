@@ -53,7 +53,7 @@ impl WatchArgs {
             signal_wait: d("signal-wait", self.signal_wait)?,
             signal: !self.no_signal,
             stop_cont: self.stop_cont,
-            cancel: Some(kpatch_kernel::watch::interrupted()),
+            cancel: Some(kpatch_common::interrupt::flag()),
             ..WatchPolicy::default()
         };
         let revert = WatchPolicy {
@@ -149,8 +149,15 @@ pub struct Args {
     pub json: bool,
 }
 
+/// Makes SIGINT, SIGTERM and SIGHUP set the interrupt flag (the watch's cancel) instead of
+/// ending the process, so that a watched transition is reverted rather than left behind. Best
+/// effort: without the handlers a signal ends the process as it would anyway.
+pub(crate) fn catch_interrupts() {
+    let _ = kpatch_common::interrupt::install();
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    kpatch_kernel::watch::catch_interrupts();
+    catch_interrupts();
     let k = RealKernel::new();
     let tty = std::io::stderr().is_terminal();
     let mut obs = TextObserver::new(std::io::stderr(), tty);

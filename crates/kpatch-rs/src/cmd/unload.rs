@@ -25,7 +25,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    kpatch_kernel::watch::catch_interrupts();
+    super::load::catch_interrupts();
     let k = RealKernel::new();
     let tty = std::io::stderr().is_terminal();
     let mut obs = TextObserver::new(std::io::stderr(), tty);
