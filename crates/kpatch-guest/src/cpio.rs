@@ -10,7 +10,6 @@
 
 use crate::GuestError;
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 const S_IFDIR: u32 = 0o040000;
@@ -96,7 +95,7 @@ impl Initramfs {
     /// Adds a kernel module as `/lib/modules/<name>.ko`, decompressing `.ko.xz` and
     /// `.ko.gz`. Returns the guest path.
     pub fn add_module(&mut self, host: &Path) -> Result<String, GuestError> {
-        let (stem, data) = read_module(host)?;
+        let (stem, data) = kpatch_target::modules::read_module(host)?;
         let guest = format!("/lib/modules/{stem}.ko");
         self.file(&guest, 0o644, data);
         Ok(guest)
@@ -149,40 +148,6 @@ impl Initramfs {
     pub fn write_to(&self, path: &Path) -> Result<(), GuestError> {
         std::fs::write(path, self.to_bytes()).map_err(|e| GuestError::io(path, e))
     }
-}
-
-/// A module file's name without its `.ko[.xz|.gz]` suffix, and its ELF content
-/// (decompressed).
-pub fn read_module(host: &Path) -> Result<(String, Vec<u8>), GuestError> {
-    let name = host.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let raw = std::fs::read(host).map_err(|e| GuestError::io(host, e))?;
-    let decompress = |format: &'static str, r: &mut dyn Read| {
-        let mut out = Vec::new();
-        r.read_to_end(&mut out).map(|_| out).map_err(|e| GuestError::Decompress {
-            path: host.into(),
-            format,
-            message: e.to_string(),
-        })
-    };
-    let (stem, data) = if let Some(stem) = name.strip_suffix(".ko.xz") {
-        (stem, decompress("xz", &mut xz2::read::XzDecoder::new(&raw[..]))?)
-    } else if let Some(stem) = name.strip_suffix(".ko.gz") {
-        (stem, decompress("gzip", &mut flate2::read::GzDecoder::new(&raw[..]))?)
-    } else if let Some(stem) = name.strip_suffix(".ko") {
-        (stem, raw)
-    } else {
-        return Err(GuestError::BadInput {
-            path: host.into(),
-            what: "a kernel module must be named *.ko, *.ko.xz or *.ko.gz".into(),
-        });
-    };
-    if !data.starts_with(b"\x7fELF") {
-        return Err(GuestError::BadInput {
-            path: host.into(),
-            what: "not an ELF kernel module".into(),
-        });
-    }
-    Ok((stem.to_string(), data))
 }
 
 fn pad4(out: &mut Vec<u8>) {

@@ -28,12 +28,6 @@ pub enum GuestError {
     Transfer { name: String, what: String },
     #[error("{path}: {what}")]
     BadInput { path: PathBuf, what: String },
-    #[error("{path}: cannot decompress {format} module: {message}")]
-    Decompress {
-        path: PathBuf,
-        format: &'static str,
-        message: String,
-    },
     #[error("`{command}` in {dir} failed ({status}):\n{output}")]
     Build {
         command: String,

@@ -1,10 +1,11 @@
-//! Kernel modules from the kernel's own `lib/modules/<abi>` tree, with their dependencies.
+//! Kernel modules from the kernel's own `lib/modules/<abi>` tree (found and read by
+//! [`kpatch_target::modules`]) into the initramfs, with their dependencies.
 //!
 //! Debian's image package ships no `modules.dep` (depmod runs at install time), so the
 //! dependencies come from each module's `.modinfo` `depends=` entry.
 
-pub use crate::cpio::read_module;
 use crate::{GuestError, Initramfs};
+use kpatch_target::modules::{index_modules, read_module};
 use kpatch_common::canonical_module_name;
 use kpatch_common::modinfo::ModInfo;
 use object::{Object, ObjectSection};
@@ -25,30 +26,6 @@ pub fn modinfo(path: &Path, data: &[u8]) -> Result<ModInfo, GuestError> {
         what: format!(".modinfo: {e}"),
     })?;
     Ok(ModInfo::from_section(bytes))
-}
-
-/// Every `*.ko`, `*.ko.xz`, `*.ko.gz` under `dir`, by canonical module name.
-pub fn index_modules(dir: &Path) -> Result<HashMap<String, PathBuf>, GuestError> {
-    let mut out = HashMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|e| GuestError::io(&d, e))?;
-        for e in entries {
-            let e = e.map_err(|e| GuestError::io(&d, e))?;
-            let p = e.path();
-            let ft = e.file_type().map_err(|err| GuestError::io(&p, err))?;
-            if ft.is_dir() {
-                stack.push(p);
-            } else if ft.is_file() {
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                let stem = [".ko", ".ko.xz", ".ko.gz"].iter().find_map(|s| name.strip_suffix(s));
-                if let Some(stem) = stem {
-                    out.insert(canonical_module_name(stem), p);
-                }
-            }
-        }
-    }
-    Ok(out)
 }
 
 impl Initramfs {

@@ -38,6 +38,8 @@ pub enum TargetError {
     },
     #[error("{path}: Debian ships a stub System.map (the real one is in the -dbg package); use the guest's /proc/kallsyms")]
     StubSystemMap { path: PathBuf },
+    #[error("{path}: {what}")]
+    BadModule { path: PathBuf, what: String },
     #[error("{path}: expected {what} is missing from the unpacked package")]
     Missing { path: PathBuf, what: String },
 }

@@ -16,6 +16,7 @@ mod cache;
 mod error;
 pub mod headers;
 mod kernel;
+pub mod modules;
 pub mod store;
 pub mod targets;
 pub mod version;

@@ -198,13 +198,13 @@ fn symbols_for(target: &Target, objects: &[String]) -> anyhow::Result<(kpatch_sy
         return Ok((vmlinux, vmlinux_sealed, Vec::new()));
     }
     let dir = target.modules_dir.as_ref().context("the patch changes a loadable module, but the target's modules are unknown")?;
-    let index = kpatch_guest::kmod::index_modules(dir)?;
+    let index = kpatch_target::modules::index_modules(dir)?;
     let mut all: Vec<kpatch_symbols::KernelSymbol> = vmlinux.symbols().to_vec();
     let mut sealed = Vec::new();
     for m in modules {
         let canon = kpatch_common::canonical_module_name(m);
         let ko = index.get(&canon).with_context(|| format!("module {m} is not in {}", dir.display()))?;
-        let (_, data) = kpatch_guest::kmod::read_module(ko)?;
+        let (_, data) = kpatch_target::modules::read_module(ko)?;
         let file = ko.display().to_string();
         all.extend(kpatch_symbols::parse_module(&data, &file, &canon)?.symbols().iter().cloned());
         sealed.extend(kpatch_symbols::sealed_module_functions(&data, &file)?.into_iter().map(|f| (canon.clone(), f)));
