@@ -6,22 +6,19 @@ use super::diff::{run_diff, Diffed};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// kpatch's environment variables for special-section entry sizes.
-const STRUCT_SIZE_VARS: &[(&str, &str)] = &[
-    ("BUG_STRUCT_SIZE", "__bug_table"),
-    ("EX_STRUCT_SIZE", "__ex_table"),
-    ("JUMP_STRUCT_SIZE", "__jump_table"),
-    ("PRINTK_INDEX_STRUCT_SIZE", ".printk_index"),
-    ("PARA_STRUCT_SIZE", ".parainstructions"),
-    ("ALT_STRUCT_SIZE", ".altinstructions"),
-    ("STATIC_CALL_STRUCT_SIZE", ".static_call_sites"),
-    ("ORC_STRUCT_SIZE", ".orc_unwind"),
-];
+/// kpatch's environment variables for special-section entry sizes, each with the section it
+/// sizes: those of the arch's special-section table (kpatch builds x86_64).
+fn struct_size_variables() -> Vec<(&'static str, &'static str)> {
+    kpatch_arch::special::size_variables(kpatch_arch::x86_64::SPECIAL_SECTIONS)
+}
+
+/// The `after_help` text; it names every variable of [`struct_size_variables`] (a test checks).
+const AFTER_HELP: &str = "Exit status: 0 success, 1 error, 2 the change cannot be live-patched, 3 no function changed.\n\
+Entry sizes come from BUG_STRUCT_SIZE, EX_STRUCT_SIZE, JUMP_STRUCT_SIZE, PRINTK_INDEX_STRUCT_SIZE, PARA_STRUCT_SIZE, \
+ALT_STRUCT_SIZE, STATIC_CALL_STRUCT_SIZE and ORC_STRUCT_SIZE when set, else from the relocations.";
 
 #[derive(clap::Args)]
-#[command(after_help = "Exit status: 0 success, 1 error, 2 the change cannot be live-patched, 3 no function changed.\n\
-Entry sizes come from BUG_STRUCT_SIZE, EX_STRUCT_SIZE, JUMP_STRUCT_SIZE, PRINTK_INDEX_STRUCT_SIZE, PARA_STRUCT_SIZE, \
-ALT_STRUCT_SIZE, STATIC_CALL_STRUCT_SIZE and ORC_STRUCT_SIZE when set, else from the relocations.")]
+#[command(after_help = AFTER_HELP)]
 pub struct Args {
     pub orig: PathBuf,
     pub patched: PathBuf,
@@ -48,7 +45,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     readable(&args.parent_symtab, "parent symbol table")?;
     readable(&args.module_symvers, "Module.symvers")?;
     let mut entry_sizes = Vec::new();
-    for (var, section) in STRUCT_SIZE_VARS {
+    for (var, section) in struct_size_variables() {
         if let Ok(v) = std::env::var(var) {
             let size: u64 = v.trim().parse().map_err(|_| anyhow::anyhow!("{var}={v} is not a number"))?;
             entry_sizes.push((section.to_string(), size));
@@ -70,6 +67,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Diffed::Refused(e) => {
             eprintln!("ERROR: {obj}: {e}");
             Ok(ExitCode::from(2))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_names_every_struct_size_variable() {
+        let vars = struct_size_variables();
+        assert!(!vars.is_empty());
+        for (var, _) in vars {
+            assert!(AFTER_HELP.contains(var), "--help does not name {var}");
         }
     }
 }
