@@ -207,7 +207,13 @@ pub fn is_noinstr_text(name: &str) -> bool {
     name.starts_with(".noinstr") || name.starts_with(".entry")
 }
 
-/// The symbol an `EXPORT_SYMBOL` record section exports (`___ksymtab+foo`,
+/// The section of the `EXPORT_SYMBOL` records of 6.5 and later kernels (Debian's 6.12): one
+/// section per object, each record the license and namespace strings, then the symbol's address
+/// (its one relocation); modpost makes the ksymtab from it. Before 6.5, each export has a section
+/// of its own (see [`exported_by`]).
+pub const EXPORT_SYMBOL_RECORDS: &str = ".export_symbol";
+
+/// The symbol an `EXPORT_SYMBOL` record section of kernels before 6.5 exports (`___ksymtab+foo`,
 /// `___ksymtab_gpl+foo`).
 pub fn exported_by(name: &str) -> Option<&str> {
     name.strip_prefix("___ksymtab_gpl+")

@@ -23,10 +23,17 @@ pub fn verify(
 ) -> Result<(), DiffError> {
     let status_of = |i: PatchedSec| trimmed.section_status(st, i);
     // A new EXPORT_SYMBOL: its records are tables of the kernel image the patch cannot extend.
-    let exports: Vec<String> = p
+    // Before 6.5 a section of its own (`___ksymtab+foo`); from 6.5 on a record in the object's
+    // one `.export_symbol` section, which the original may have too.
+    let mut new_exports: Vec<&str> = p
         .sections()
         .filter(|&(i, s)| status_of(i) == Status::New && !s.is_rela())
         .filter_map(|(_, s)| sections::exported_by(&s.name))
+        .collect();
+    let exported_before = export_records(o);
+    new_exports.extend(export_records(p).into_iter().filter(|name| !exported_before.contains(name)));
+    let exports: Vec<String> = new_exports
+        .into_iter()
         .map(|name| format!("new exported symbol {name}: a livepatch cannot add exports to the kernel it patches (drop the EXPORT_SYMBOL)"))
         .collect();
     if !exports.is_empty() {
@@ -136,6 +143,15 @@ pub fn verify(
             reasons,
         })
     }
+}
+
+/// The symbols the `.export_symbol` records of an object export (6.5 and later), in record
+/// order: the targets of the section's relocations, one per record.
+fn export_records<S>(k: &Kelf<S>) -> Vec<&str> {
+    let Some(rela) = k.section_named(sections::EXPORT_SYMBOL_RECORDS).and_then(|sec| k.rela_of[sec]) else {
+        return Vec::new();
+    };
+    k.relas(rela).iter().map(|r| k.sym_name(k.target(r))).collect()
 }
 
 /// The functions of a shared text section (`.sched.text`, `.noinstr.text`) whose bytes or

@@ -2293,6 +2293,52 @@ fn new_exported_function_is_carried_with_its_export_or_refused_naming_it() {
     }
 }
 
+/// A new export is refused naming it, in both record layouts (6.1's `___ksymtab+added` section,
+/// 6.5+'s record in `.export_symbol`), whether the object exported something before or not (the
+/// `.export_symbol` section is then changed, or new): a livepatch module cannot add to the
+/// kernel's symbol table, and dropping the record would leave callers of the export unresolved.
+#[test]
+fn new_export_is_refused_naming_it_in_both_layouts() {
+    for layout in [&[][..], &["EXPORT_6_12"][..]] {
+        for old_exports in [true, false] {
+            let mut orig = layout.to_vec();
+            if !old_exports {
+                orig.push("NO_OLD_EXPORTS");
+            }
+            let mut patched = orig.clone();
+            patched.push("NEW_EXPORT");
+            let p = fixture!("exported", &orig, &patched);
+            let case = format!("{layout:?}, exports before: {old_exports}");
+            // Shape: where each layout puts the new export's record.
+            if layout.is_empty() {
+                assert!(section(&p.patched, "___ksymtab+added").is_some(), "{case}");
+            } else {
+                assert!(has_symbol(&p.patched, "__export_symbol_added"), "{case}");
+                let records = relas_of(&p.patched, ".export_symbol").expect(".rela.export_symbol");
+                assert!(records.relas.iter().any(|r| target_name(&p.patched, r) == "added"), "{case}");
+                assert_eq!(section(&p.orig, ".export_symbol").is_some(), old_exports, "{case}");
+            }
+            let e = p.unpatchable();
+            assert!(e.contains("new exported symbol added"), "{case}: {e}");
+            assert!(!e.contains("foo") && !e.contains("bar"), "only the new export is named ({case}): {e}");
+        }
+    }
+}
+
+/// A changed exported function is patched under 6.5+'s `.export_symbol` records too: the
+/// records do not change, and none goes into the output.
+#[test]
+fn changed_exported_function_is_patched_with_export_symbol_records() {
+    let p = fixture!("exported", &["EXPORT_6_12"], &["EXPORT_6_12"]);
+    assert!(section(&p.orig, ".export_symbol").is_some(), "shape: the 6.12 export records");
+    assert!(section(&p.orig, "___ksymtab+foo").is_none(), "shape: no 6.1 export records");
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert!(report.new_globals.is_empty(), "{report:?}");
+    assert!(section(&out, ".export_symbol").is_none(), "export records in the output");
+    assert!(symbol(&out, "foo").is_local());
+}
+
 #[test]
 fn resized_bss_object_is_refused_naming_it() {
     let p = fixture!("bss_resized");
