@@ -175,10 +175,21 @@ fn dropped_section(name: &str) -> bool {
 
 /// Resolves every unit's symbols and rewrites the diff objects for linking (see the module docs).
 pub fn plan(inputs: Vec<TuInput>, resolver: &dyn SymbolResolver) -> Result<Plan, ModuleError> {
-    // Globals the patch itself defines (new functions and data), except the changed functions,
-    // whose callers in other units keep reaching the kernel's (patched) copy.
-    let mut provided: HashSet<String> = HashSet::new();
-    for tu in &inputs {
+    let mut planner = Planner::new(resolver, provided_globals(&inputs));
+    for (tu_index, input) in inputs.into_iter().enumerate() {
+        planner.add_tu(tu_index, input)?;
+    }
+    if planner.plan.functions.is_empty() && planner.plan.callbacks.is_empty() {
+        return Err(ModuleError::NothingToPatch);
+    }
+    Ok(planner.plan)
+}
+
+/// Globals the patch itself defines (new functions and data), except the changed functions,
+/// whose callers in other units keep reaching the kernel's (patched) copy.
+fn provided_globals(inputs: &[TuInput]) -> HashSet<String> {
+    let mut provided = HashSet::new();
+    for tu in inputs {
         let changed: HashSet<&str> = tu.changed.iter().map(String::as_str).collect();
         for (_, s) in tu.diff.symbols_iter() {
             if s.section.is_some() && !s.is_local() && !s.name.is_empty() && !changed.contains(s.name.as_str()) {
@@ -186,14 +197,42 @@ pub fn plan(inputs: Vec<TuInput>, resolver: &dyn SymbolResolver) -> Result<Plan,
             }
         }
     }
+    provided
+}
 
-    let mut plan = Plan { tus: Vec::new(), functions: Vec::new(), klp_symbols: Vec::new(), callbacks: Vec::new(), imports: Vec::new(), notes: Vec::new() };
-    let mut klp_index: HashMap<(String, String, String, u64), usize> = HashMap::new();
-    let mut func_seen: HashMap<(String, String, u64), String> = HashMap::new();
-    let mut cb_seen: HashMap<(String, CallbackKind), String> = HashMap::new();
-    let mut import_seen: HashSet<String> = HashSet::new();
+/// A relocation to redirect to a placeholder: relocation section, entry, placeholder, and the
+/// type of the symbol it referred to.
+type Redirect = (usize, usize, String, u8);
 
-    for (tu_index, input) in inputs.into_iter().enumerate() {
+/// The plan as the units are added, with what must be unique across units.
+struct Planner<'r> {
+    resolver: &'r dyn SymbolResolver,
+    provided: HashSet<String>,
+    plan: Plan,
+    /// `(rela object, object, name, sympos)` -> index in `plan.klp_symbols`.
+    klp_index: HashMap<(String, String, String, u64), usize>,
+    /// `(object, function, sympos)` -> the unit that patches it.
+    func_seen: HashMap<(String, String, u64), String>,
+    /// `(object, kind)` -> the unit that has the callback.
+    cb_seen: HashMap<(String, CallbackKind), String>,
+    import_seen: HashSet<String>,
+}
+
+impl<'r> Planner<'r> {
+    fn new(resolver: &'r dyn SymbolResolver, provided: HashSet<String>) -> Self {
+        Planner {
+            resolver,
+            provided,
+            plan: Plan { tus: Vec::new(), functions: Vec::new(), klp_symbols: Vec::new(), callbacks: Vec::new(), imports: Vec::new(), notes: Vec::new() },
+            klp_index: HashMap::new(),
+            func_seen: HashMap::new(),
+            cb_seen: HashMap::new(),
+            import_seen: HashSet::new(),
+        }
+    }
+
+    /// One unit, in the steps of the module docs.
+    fn add_tu(&mut self, tu_index: usize, input: TuInput) -> Result<(), ModuleError> {
         let tu_name = input.name.clone();
         let object = names::normalize_object(&tu_name, &input.object)?;
         let source = input.source.clone().or_else(|| source_file_name(&input.original)).unwrap_or_else(|| tu_name.clone());
@@ -201,26 +240,37 @@ pub fn plan(inputs: Vec<TuInput>, resolver: &dyn SymbolResolver) -> Result<Plan,
         diff.remove_sections(|_, s| dropped_section(&s.name)).map_err(|e| ModuleError::elf(&tu_name, e))?;
         let ctx = TuContext { name: &tu_name, source: &source, object: &object, original: &input.original };
 
-        // Changed functions: alias for the glue, own symbol made local.
-        for func in &input.changed {
-            names::check_symbol_name(&tu_name, func)?;
-            let Some(index) = diff
-                .symbols
-                .iter()
-                .position(|s| s.name == *func && s.section.is_some() && s.is_func())
-            else {
-                return Err(ModuleError::ChangedFunctionMissing { tu: tu_name.clone(), function: func.clone() });
+        self.alias_changed_functions(&ctx, &mut diff, &input.changed)?;
+        self.add_callbacks(&ctx, tu_index, &mut diff)?;
+        if object != VMLINUX {
+            self.drop_module_keyed_entries(&ctx, &mut diff);
+        }
+        let redirects = self.resolve_undefined(&ctx, &diff)?;
+        redirect_to_placeholders(&mut diff, redirects);
+        remove_unreferenced_undefined(&mut diff, &tu_name)?;
+        diff.sort_symbols_locals_first();
+        self.plan.tus.push(PreparedTu { name: tu_name, object, diff });
+        Ok(())
+    }
+
+    /// Changed functions: an alias for the glue, their own symbol made local.
+    fn alias_changed_functions(&mut self, ctx: &TuContext, diff: &mut Object, changed: &[String]) -> Result<(), ModuleError> {
+        let (tu_name, object) = (ctx.name, ctx.object);
+        for func in changed {
+            names::check_symbol_name(tu_name, func)?;
+            let Some(index) = diff.symbols.iter().position(|s| s.name == *func && s.section.is_some() && s.is_func()) else {
+                return Err(ModuleError::ChangedFunctionMissing { tu: tu_name.into(), function: func.clone() });
             };
-            let sympos = resolver.function_sympos(&ctx, func).map_err(|e| ModuleError::FunctionNotInTarget {
-                tu: tu_name.clone(),
+            let sympos = self.resolver.function_sympos(ctx, func).map_err(|e| ModuleError::FunctionNotInTarget {
+                tu: tu_name.into(),
                 function: func.clone(),
                 object: e.object,
                 reason: e.reason,
             })?;
-            if let Some(first) = func_seen.insert((object.clone(), func.clone(), sympos), tu_name.clone()) {
-                return Err(ModuleError::DuplicateFunction { function: func.clone(), object, first, second: tu_name });
+            if let Some(first) = self.func_seen.insert((object.into(), func.clone(), sympos), tu_name.into()) {
+                return Err(ModuleError::DuplicateFunction { function: func.clone(), object: object.into(), first, second: tu_name.into() });
             }
-            let alias = format!("{}{}", names::FUNC_ALIAS_PREFIX, plan.functions.len());
+            let alias = format!("{}{}", names::FUNC_ALIAS_PREFIX, self.plan.functions.len());
             let orig = diff.symbols[index].clone();
             let mut a = Symbol::new(alias.clone(), STB_GLOBAL, STT_FUNC);
             a.section = orig.section;
@@ -229,10 +279,15 @@ pub fn plan(inputs: Vec<TuInput>, resolver: &dyn SymbolResolver) -> Result<Plan,
             diff.symbols[index].set_bind(STB_LOCAL);
             diff.symbols[index].st_other = STV_DEFAULT;
             diff.add_symbol(a);
-            plan.functions.push(PatchedFunction { object: object.clone(), name: func.clone(), sympos, alias, tu: tu_name.clone() });
+            self.plan.functions.push(PatchedFunction { object: object.into(), name: func.clone(), sympos, alias, tu: tu_name.into() });
         }
+        Ok(())
+    }
 
-        // Callback records.
+    /// Callback records: at most one of each kind per unit and per object, each given a
+    /// global for the glue.
+    fn add_callbacks(&mut self, ctx: &TuContext, tu_index: usize, diff: &mut Object) -> Result<(), ModuleError> {
+        let (tu_name, object) = (ctx.name, ctx.object);
         for kind in CallbackKind::ALL {
             let Some(sec) = diff.section_by_name(&kind.section()) else { continue };
             let size = diff.section(sec).sh_size.max(diff.section(sec).data.len() as u64);
@@ -240,57 +295,64 @@ pub fn plan(inputs: Vec<TuInput>, resolver: &dyn SymbolResolver) -> Result<Plan,
                 continue;
             }
             if size % CALLBACK_RECORD_SIZE != 0 {
-                return Err(ModuleError::BadCallbackSection { tu: tu_name.clone(), section: kind.section(), size, entry: CALLBACK_RECORD_SIZE });
+                return Err(ModuleError::BadCallbackSection { tu: tu_name.into(), section: kind.section(), size, entry: CALLBACK_RECORD_SIZE });
             }
             let count = (size / CALLBACK_RECORD_SIZE) as usize;
             if count > 1 {
-                return Err(ModuleError::MultipleCallbacksInTu { tu: tu_name.clone(), kind: kind.field().into(), count });
+                return Err(ModuleError::MultipleCallbacksInTu { tu: tu_name.into(), kind: kind.field().into(), count });
             }
-            if let Some(first) = cb_seen.insert((object.clone(), kind), tu_name.clone()) {
-                return Err(ModuleError::DuplicateCallback { kind: kind.field().into(), object, first, second: tu_name });
+            if let Some(first) = self.cb_seen.insert((object.into(), kind), tu_name.into()) {
+                return Err(ModuleError::DuplicateCallback { kind: kind.field().into(), object: object.into(), first, second: tu_name.into() });
             }
             let symbol = format!("{}{}_{}", names::CALLBACK_PREFIX, kind.field(), tu_index);
             let mut s = Symbol::new(symbol.clone(), STB_GLOBAL, STT_OBJECT);
             s.section = Some(sec);
             s.st_size = CALLBACK_RECORD_SIZE;
             diff.add_symbol(s);
-            plan.callbacks.push(Callback { object: object.clone(), kind, symbol, tu: tu_name.clone() });
+            self.plan.callbacks.push(Callback { object: object.into(), kind, symbol, tu: tu_name.into() });
         }
+        Ok(())
+    }
 
-        // Jump labels keyed by a tracepoint of the module being patched: livepatch resolves the
-        // key only after the module loader has set up __jump_table, so the entry cannot stay.
-        // Dropped, the tracepoint in the patched code stays off (inert), as kpatch does.
-        // Static call sites keyed in the module are dropped likewise: the call then goes
-        // through the static call's trampoline, which stays correct.
-        if object != VMLINUX {
-            let in_module = |name: &str| !matches!(resolver.resolve(&ctx, name, false), Ok(Resolution::Export { .. }));
-            for key in drop_module_keyed_entries(&mut diff, "__jump_table", |n| n.starts_with("__tracepoint_") && in_module(n)) {
-                plan.notes.push(format!("{tu_name}: tracepoint {key} of module {object} stays off in the patched code (its jump label cannot be kept)"));
-            }
-            for key in drop_module_keyed_entries(&mut diff, ".static_call_sites", in_module) {
-                plan.notes.push(format!("{tu_name}: static call {key} of module {object} is called through its trampoline in the patched code"));
-            }
+    /// Jump labels keyed by a tracepoint of the module being patched: livepatch resolves the
+    /// key only after the module loader has set up __jump_table, so the entry cannot stay.
+    /// Dropped, the tracepoint in the patched code stays off (inert), as kpatch does.
+    /// Static call sites keyed in the module are dropped likewise: the call then goes
+    /// through the static call's trampoline, which stays correct.
+    fn drop_module_keyed_entries(&mut self, ctx: &TuContext, diff: &mut Object) {
+        let (tu_name, object) = (ctx.name, ctx.object);
+        let resolver = self.resolver;
+        let in_module = |name: &str| !matches!(resolver.resolve(ctx, name, false), Ok(Resolution::Export { .. }));
+        for key in drop_module_keyed_entries(diff, "__jump_table", |n| n.starts_with("__tracepoint_") && in_module(n)) {
+            self.plan.notes.push(format!("{tu_name}: tracepoint {key} of module {object} stays off in the patched code (its jump label cannot be kept)"));
         }
+        for key in drop_module_keyed_entries(diff, ".static_call_sites", in_module) {
+            self.plan.notes.push(format!("{tu_name}: static call {key} of module {object} is called through its trampoline in the patched code"));
+        }
+    }
 
-        // Undefined symbols.
+    /// Every undefined symbol the unit's relocations use: an export becomes an import, anything
+    /// else a livepatch symbol, whose relocations are returned to be redirected to its
+    /// placeholder.
+    fn resolve_undefined(&mut self, ctx: &TuContext, diff: &Object) -> Result<Vec<Redirect>, ModuleError> {
+        let tu_name = ctx.name;
         let mut cache: HashMap<(String, bool), Result<Resolution, ResolveError>> = HashMap::new();
-        let mut redirect: Vec<(usize, usize, String, u8)> = Vec::new();
+        let mut redirects = Vec::new();
         for (si, sec) in diff.sections_iter() {
             let Some(target) = sec.rela_target() else { continue };
-            let target_sec = diff.section(target);
             for (ri, r) in sec.relas.iter().enumerate() {
                 let sym = diff.symbol(r.r_sym);
                 if !sym.is_undefined() || r.r_sym.0 == 0 {
                     continue;
                 }
                 if sym.name.is_empty() {
-                    return Err(ModuleError::UnnamedUndefined { tu: tu_name.clone(), index: r.r_sym.0 });
+                    return Err(ModuleError::UnnamedUndefined { tu: tu_name.into(), index: r.r_sym.0 });
                 }
                 let local = sym.is_local();
-                if !local && provided.contains(&sym.name) {
+                if !local && self.provided.contains(&sym.name) {
                     continue;
                 }
-                let res = cache.entry((sym.name.clone(), local)).or_insert_with(|| resolver.resolve(&ctx, &sym.name, local)).clone();
+                let res = cache.entry((sym.name.clone(), local)).or_insert_with(|| self.resolver.resolve(ctx, &sym.name, local)).clone();
                 let res = match res {
                     Ok(r) => r,
                     // A weak reference to something the target lacks stays weak: the module
@@ -298,7 +360,7 @@ pub fn plan(inputs: Vec<TuInput>, resolver: &dyn SymbolResolver) -> Result<Plan,
                     Err(_) if sym.st_bind() == STB_WEAK => continue,
                     Err(e) => {
                         return Err(ModuleError::SymbolNotInTarget {
-                            tu: tu_name.clone(),
+                            tu: tu_name.into(),
                             symbol: sym.name.clone(),
                             object: e.object,
                             reason: e.reason,
@@ -308,79 +370,97 @@ pub fn plan(inputs: Vec<TuInput>, resolver: &dyn SymbolResolver) -> Result<Plan,
                 let defined_in = match &res {
                     Resolution::Export { object, .. } | Resolution::Klp { object, .. } => object.as_str(),
                 };
-                if resolver.is_sealed(defined_in, &sym.name) && takes_address(&diff, target, r.r_offset) {
+                if self.resolver.is_sealed(defined_in, &sym.name) && takes_address(diff, target, r.r_offset) {
                     return Err(ModuleError::SealedFunctionAddress {
-                        tu: tu_name.clone(),
-                        site: site_name(&diff, target, r.r_offset),
+                        tu: tu_name.into(),
+                        site: site_name(diff, target, r.r_offset),
                         symbol: sym.name.clone(),
                         object: defined_in.to_string(),
                     });
                 }
                 match res {
                     Resolution::Export { object: exporter, crc, namespace } => {
-                        if import_seen.insert(sym.name.clone()) {
-                            plan.imports.push(Import { name: sym.name.clone(), object: exporter, crc, namespace, tu: tu_name.clone() });
+                        if self.import_seen.insert(sym.name.clone()) {
+                            self.plan.imports.push(Import { name: sym.name.clone(), object: exporter, crc, namespace, tu: tu_name.into() });
                         }
                     }
                     Resolution::Klp { object: sym_object, sympos } => {
-                        let sym_object = names::normalize_object(&tu_name, &sym_object)?;
-                        if object == VMLINUX && sym_object != VMLINUX {
-                            return Err(ModuleError::VmlinuxUsesModuleSymbol { tu: tu_name.clone(), symbol: sym.name.clone(), object: sym_object });
-                        }
-                        let rela_object = if sym_object == VMLINUX { VMLINUX.to_string() } else { object.clone() };
-                        if !target_sec.is_alloc() {
-                            return Err(ModuleError::KlpInNonAllocSection { tu: tu_name.clone(), section: target_sec.name.clone(), symbol: sym.name.clone() });
-                        }
-                        if sections::is_read_at_load(&target_sec.name) && rela_object != VMLINUX {
-                            return Err(ModuleError::SpecialSectionKlp {
-                                tu: tu_name.clone(),
-                                section: target_sec.name.clone(),
-                                symbol: sym.name.clone(),
-                                object: sym_object,
-                            });
-                        }
-                        names::check_symbol_name(&tu_name, &sym.name)?;
-                        let key = (rela_object.clone(), sym_object.clone(), sym.name.clone(), sympos);
-                        let n = *klp_index.entry(key).or_insert_with(|| {
-                            plan.klp_symbols.push(KlpSymbol {
-                                placeholder: format!("{}{}", names::KLP_PLACEHOLDER_PREFIX, plan.klp_symbols.len()),
-                                rela_object,
-                                object: sym_object,
-                                name: sym.name.clone(),
-                                sympos,
-                                tu: tu_name.clone(),
-                            });
-                            plan.klp_symbols.len() - 1
-                        });
-                        redirect.push((si.0, ri, plan.klp_symbols[n].placeholder.clone(), sym.st_type()));
+                        let placeholder = self.klp_symbol(ctx, diff.section(target), &sym.name, &sym_object, sympos)?;
+                        redirects.push((si.0, ri, placeholder, sym.st_type()));
                     }
                 }
             }
         }
-        let mut placeholder_syms: HashMap<String, SymbolIndex> = HashMap::new();
-        for (si, ri, placeholder, st_type) in redirect {
-            let idx = *placeholder_syms.entry(placeholder.clone()).or_insert_with(|| {
-                let st_type = if matches!(st_type, STT_FUNC | STT_OBJECT) { st_type } else { STT_NOTYPE };
-                diff.add_symbol(Symbol::new(placeholder, STB_WEAK, st_type))
-            });
-            diff.sections[si].relas[ri].r_sym = idx;
-        }
+        Ok(redirects)
+    }
 
-        // Undefined symbols nothing refers to any more (the originals of the placeholders).
-        let mut referenced = vec![false; diff.symbols.len()];
-        for s in &diff.sections {
-            for r in &s.relas {
-                referenced[r.r_sym.0] = true;
-            }
+    /// The placeholder of livepatch symbol `name` of `sym_object`, used from section `target_sec`
+    /// of the unit, after the checks that it can be one.
+    fn klp_symbol(
+        &mut self,
+        ctx: &TuContext,
+        target_sec: &kpatch_elf::Section,
+        name: &str,
+        sym_object: &str,
+        sympos: u64,
+    ) -> Result<String, ModuleError> {
+        let (tu_name, object) = (ctx.name, ctx.object);
+        let sym_object = names::normalize_object(tu_name, sym_object)?;
+        if object == VMLINUX && sym_object != VMLINUX {
+            return Err(ModuleError::VmlinuxUsesModuleSymbol { tu: tu_name.into(), symbol: name.into(), object: sym_object });
         }
-        diff.remove_symbols(|i, s| s.is_undefined() && !referenced[i.0]).map_err(|e| ModuleError::elf(&tu_name, e))?;
-        diff.sort_symbols_locals_first();
-        plan.tus.push(PreparedTu { name: tu_name, object, diff });
+        let rela_object = if sym_object == VMLINUX { VMLINUX.to_string() } else { object.to_string() };
+        if !target_sec.is_alloc() {
+            return Err(ModuleError::KlpInNonAllocSection { tu: tu_name.into(), section: target_sec.name.clone(), symbol: name.into() });
+        }
+        if sections::is_read_at_load(&target_sec.name) && rela_object != VMLINUX {
+            return Err(ModuleError::SpecialSectionKlp {
+                tu: tu_name.into(),
+                section: target_sec.name.clone(),
+                symbol: name.into(),
+                object: sym_object,
+            });
+        }
+        names::check_symbol_name(tu_name, name)?;
+        let key = (rela_object.clone(), sym_object.clone(), name.to_string(), sympos);
+        let klp_symbols = &mut self.plan.klp_symbols;
+        let n = *self.klp_index.entry(key).or_insert_with(|| {
+            klp_symbols.push(KlpSymbol {
+                placeholder: format!("{}{}", names::KLP_PLACEHOLDER_PREFIX, klp_symbols.len()),
+                rela_object,
+                object: sym_object,
+                name: name.to_string(),
+                sympos,
+                tu: tu_name.into(),
+            });
+            klp_symbols.len() - 1
+        });
+        Ok(klp_symbols[n].placeholder.clone())
     }
-    if plan.functions.is_empty() && plan.callbacks.is_empty() {
-        return Err(ModuleError::NothingToPatch);
+}
+
+/// Points each redirected relocation at its placeholder: an undefined weak symbol, one per
+/// placeholder in the unit, typed as the symbol it stands for when that is a function or object.
+fn redirect_to_placeholders(diff: &mut Object, redirects: Vec<Redirect>) {
+    let mut placeholder_syms: HashMap<String, SymbolIndex> = HashMap::new();
+    for (si, ri, placeholder, st_type) in redirects {
+        let idx = *placeholder_syms.entry(placeholder.clone()).or_insert_with(|| {
+            let st_type = if matches!(st_type, STT_FUNC | STT_OBJECT) { st_type } else { STT_NOTYPE };
+            diff.add_symbol(Symbol::new(placeholder, STB_WEAK, st_type))
+        });
+        diff.sections[si].relas[ri].r_sym = idx;
     }
-    Ok(plan)
+}
+
+/// Removes the undefined symbols nothing refers to any more (the originals of the placeholders).
+fn remove_unreferenced_undefined(diff: &mut Object, tu_name: &str) -> Result<(), ModuleError> {
+    let mut referenced = vec![false; diff.symbols.len()];
+    for s in &diff.sections {
+        for r in &s.relas {
+            referenced[r.r_sym.0] = true;
+        }
+    }
+    diff.remove_symbols(|i, s| s.is_undefined() && !referenced[i.0]).map_err(|e| ModuleError::elf(tu_name, e))
 }
 
 /// Whether the relocation at `r_offset` of section `target` takes the address of its symbol:
