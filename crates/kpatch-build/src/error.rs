@@ -88,6 +88,38 @@ pub enum BuildError {
     Target(#[from] kpatch_target::TargetError),
     #[error("interrupted")]
     Interrupted,
+    /// An I/O error, named by what was being done to which file (`reading patch fix.patch`).
+    #[error("{what} {}", path.display())]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--sourcedir {}: no vmlinux there; give --vmlinux (symbol positions come from it)", tree.display())]
+    TreeWithoutVmlinux { tree: PathBuf },
+    #[error("{}: not a prepared kernel tree (no include/config/kernel.release)", tree.display())]
+    NotPreparedTree {
+        tree: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the patch changes no compiled source file for this kernel configuration")]
+    NothingCompiled,
+    #[error("the patch changes a loadable module, but the target's modules are unknown")]
+    ModulesUnknown,
+    #[error("module {module} is not in {}", dir.display())]
+    ModuleNotInTree { module: String, dir: PathBuf },
+    #[error("{}: no sign-file in the target's build tree", tool.display())]
+    NoSignFile { tool: PathBuf },
+    #[error(transparent)]
+    Elf(#[from] kpatch_elf::ElfError),
+    #[error(transparent)]
+    Diff(#[from] kpatch_diff::DiffError),
+    #[error(transparent)]
+    Symbols(#[from] kpatch_symbols::Error),
+    #[error(transparent)]
+    Module(#[from] kpatch_module::ModuleError),
 }
 
 pub type Result<T, E = BuildError> = std::result::Result<T, E>;

@@ -1,5 +1,7 @@
-//! Build pipeline, front half: a prepared target kernel tree, patch application, and the
-//! selective compilation of the translation units a patch affects, original and patched.
+//! Build pipeline. The front half: a prepared target kernel tree, patch application, and the
+//! selective compilation of the translation units a patch affects, original and patched
+//! ([`build_object_pairs`]). The whole build, from patches to a livepatch module through the
+//! differ and the module generator: [`livepatch::build_livepatch`].
 //!
 //! ```text
 //! let tree = PreparedTree::debian(&SystemRunner, &cache, &debian_source, &TreeOptions::default())?;
@@ -19,6 +21,7 @@ pub mod interrupt;
 pub mod journal;
 pub mod kbuild;
 pub mod lines;
+pub mod livepatch;
 pub mod lock;
 pub mod patchfile;
 pub mod pipeline;
