@@ -208,12 +208,7 @@ fn reads_a_module_of_the_image() {
     };
     let data = std::fs::read(&path).expect("read the module");
     let file = path.display().to_string();
-    let name = path
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .trim_end_matches(".ko")
-        .replace('-', "_");
+    let name = kpatch_common::names::module_name_from_path(&path).expect("a .ko file name");
     let k = kpatch_symbols::parse_module(&data, &file, &name).unwrap_or_else(|e| panic!("{e}"));
     assert!(k.len() > 10, "{} symbols", k.len());
     assert!(k.symbols().iter().all(|s| s.object == name));
