@@ -116,13 +116,20 @@ pub enum BuildError {
     Elf(#[from] kpatch_elf::ElfError),
     #[error(transparent)]
     Diff(#[from] kpatch_diff::DiffError),
+    /// Boxed: the largest of the errors by far.
     #[error(transparent)]
-    Symbols(#[from] kpatch_symbols::Error),
+    Symbols(Box<kpatch_symbols::Error>),
     #[error(transparent)]
     Module(#[from] kpatch_module::ModuleError),
 }
 
 pub type Result<T, E = BuildError> = std::result::Result<T, E>;
+
+impl From<kpatch_symbols::Error> for BuildError {
+    fn from(e: kpatch_symbols::Error) -> Self {
+        BuildError::Symbols(Box::new(e))
+    }
+}
 
 impl From<kpatch_common::exec::RunError> for BuildError {
     fn from(e: kpatch_common::exec::RunError) -> Self {

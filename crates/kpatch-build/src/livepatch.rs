@@ -401,19 +401,27 @@ fn diff_pairs(pairs: &[ObjectPair], debug: bool, obs: &dyn Observer) -> Result<D
 /// The resolver of the target's symbols for the patched objects, with the functions each seals
 /// at boot under IBT.
 fn resolver(target: &Target, objects: &[String]) -> Result<KernelResolver> {
-    let (symbols, vmlinux_sealed, module_sealed) = symbols_for(target, objects)?;
+    let t = symbols_for(target, objects)?;
     let symvers = Symvers::from_path(&target.symvers)?;
-    let mut resolver = KernelResolver::new(symbols, symvers).with_sealed(kpatch_common::VMLINUX, &vmlinux_sealed);
-    resolver.sealed.extend(module_sealed);
+    let mut resolver = KernelResolver::new(t.symbols, symvers).with_sealed(kpatch_common::VMLINUX, &t.vmlinux_sealed);
+    resolver.sealed.extend(t.module_sealed);
     if target.tree.config.get("CONFIG_MODVERSIONS") != Some("y") {
         resolver = resolver.without_modversions();
     }
     Ok(resolver)
 }
 
-/// The target's symbols for the objects a patch changes (vmlinux, and each module's own
-/// symtab), and the functions each seals at boot under IBT (`(object, name)`).
-fn symbols_for(target: &Target, objects: &[String]) -> Result<(KernelSymbols, Vec<u64>, Vec<(String, String)>)> {
+/// The target's symbols for the objects a patch changes, and what each seals at boot under IBT.
+struct TargetSymbols {
+    /// vmlinux's, and each patched module's own symtab.
+    symbols: KernelSymbols,
+    /// The addresses of the functions vmlinux seals.
+    vmlinux_sealed: Vec<u64>,
+    /// `(module, function)` of the functions the patched modules seal.
+    module_sealed: Vec<(String, String)>,
+}
+
+fn symbols_for(target: &Target, objects: &[String]) -> Result<TargetSymbols> {
     let image = std::fs::read(&target.symbols_image)
         .map_err(|source| BuildError::File { what: "reading", path: target.symbols_image.clone(), source })?;
     let file = target.symbols_image.display().to_string();
@@ -421,7 +429,7 @@ fn symbols_for(target: &Target, objects: &[String]) -> Result<(KernelSymbols, Ve
     let vmlinux_sealed = kpatch_symbols::sealed_endbr_addresses(&image, &file)?;
     let modules: Vec<&String> = objects.iter().filter(|o| o.as_str() != kpatch_common::VMLINUX).collect();
     if modules.is_empty() {
-        return Ok((vmlinux, vmlinux_sealed, Vec::new()));
+        return Ok(TargetSymbols { symbols: vmlinux, vmlinux_sealed, module_sealed: Vec::new() });
     }
     let dir = target.modules_dir.as_ref().ok_or(BuildError::ModulesUnknown)?;
     let index = kpatch_target::modules::index_modules(dir)?;
@@ -435,7 +443,7 @@ fn symbols_for(target: &Target, objects: &[String]) -> Result<(KernelSymbols, Ve
         all.extend(kpatch_symbols::parse_module(&data, &file, &canon)?.symbols().iter().cloned());
         sealed.extend(kpatch_symbols::sealed_module_functions(&data, &file)?.into_iter().map(|f| (canon.clone(), f)));
     }
-    Ok((KernelSymbols::new(vmlinux.source.clone(), all), vmlinux_sealed, sealed))
+    Ok(TargetSymbols { symbols: KernelSymbols::new(vmlinux.source.clone(), all), vmlinux_sealed, module_sealed: sealed })
 }
 
 /// Builds the module in the work directory (signed there, then moved into place in one

@@ -294,7 +294,7 @@ impl<'r> Planner<'r> {
             if size == 0 {
                 continue;
             }
-            if size % CALLBACK_RECORD_SIZE != 0 {
+            if !size.is_multiple_of(CALLBACK_RECORD_SIZE) {
                 return Err(ModuleError::BadCallbackSection { tu: tu_name.into(), section: kind.section(), size, entry: CALLBACK_RECORD_SIZE });
             }
             let count = (size / CALLBACK_RECORD_SIZE) as usize;

@@ -103,11 +103,7 @@ pub fn journaled(
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<(u8, Option<String>)> {
     let mut j = Journaled::new(obs, watchdog, mode);
-    let result = op(&mut j);
-    let outcome = match result {
-        Ok(o) => o,
-        Err(e) => return Err(e.into()),
-    };
+    let outcome = op(&mut j)?;
     j.figures.outcome(&outcome);
     let patch = j.figures.patch.clone();
     if let Some(w) = j.watchdog.as_deref_mut() {

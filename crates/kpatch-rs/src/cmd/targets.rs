@@ -62,7 +62,7 @@ fn render(rows: &[Row], running_is_debian: bool) -> String {
         if r.running {
             notes.push("running");
         }
-        s.push_str(&format!("{:<30} {:<22} {:<15} {}\n", r.offered.abi, r.offered.version, source, notes.join(", ")).trim_end());
+        s.push_str(format!("{:<30} {:<22} {:<15} {}\n", r.offered.abi, r.offered.version, source, notes.join(", ")).trim_end());
         s.push('\n');
     }
     let buildable = rows.iter().filter(|r| r.offered.source).count();
