@@ -251,7 +251,11 @@ mod tests {
         assert!(is_data(".data..read_mostly") && is_data(".rela.rodata.tbl") && is_data(".bss.x"));
         assert!(!is_data(".text.data"));
         assert!(is_carryable_data(".data.once") && is_carryable_data(".rela.data..Lubsan_data1"));
-        assert!(is_warn_once_data(".data..once") && is_carryable_data(".data..once") && !is_warn_once_data(".data"));
+        assert!(
+            is_warn_once_data(".data..once")
+                && is_carryable_data(".data..once")
+                && !is_warn_once_data(".data")
+        );
         assert!(is_metadata(".modinfo") && is_metadata(".note.GNU-stack"));
     }
 

@@ -141,7 +141,9 @@ pub fn deps_mention(cmd_text: &str, header: &Path) -> bool {
 /// (`-DMODULE`, with the module from `-DKBUILD_MODNAME`), `None` for a built-in object. The
 /// line is `cmd_<object> := ...` up to 6.1, `savedcmd_<object> := ...` from 6.2 on.
 pub fn compiled_for_module(cmd_text: &str) -> Option<String> {
-    let line = cmd_text.lines().find(|l| l.starts_with("cmd_") || l.starts_with("savedcmd_"))?;
+    let line = cmd_text
+        .lines()
+        .find(|l| l.starts_with("cmd_") || l.starts_with("savedcmd_"))?;
     let words: Vec<&str> = line.split_whitespace().collect();
     if !words.contains(&"-DMODULE") {
         return None;

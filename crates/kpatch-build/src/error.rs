@@ -136,7 +136,15 @@ impl From<kpatch_common::exec::RunError> for BuildError {
         use kpatch_common::exec::RunError;
         match e {
             RunError::Spawn { command, source } => BuildError::Spawn { command, source },
-            RunError::Failed { command, status, output } => BuildError::ToolFailed { command, status, output },
+            RunError::Failed {
+                command,
+                status,
+                output,
+            } => BuildError::ToolFailed {
+                command,
+                status,
+                output,
+            },
         }
     }
 }

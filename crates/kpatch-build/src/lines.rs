@@ -21,7 +21,14 @@ pub fn keep_line_numbers(original: &str, patched: &str) -> (String, usize) {
     let mut directives: Vec<(usize, usize)> = Vec::new();
     let mut offset: isize = 0; // new index - old index along equal runs
     for op in diff.ops() {
-        let DiffOp::Equal { old_index, new_index, len } = *op else { continue };
+        let DiffOp::Equal {
+            old_index,
+            new_index,
+            len,
+        } = *op
+        else {
+            continue;
+        };
         let here = new_index as isize - old_index as isize;
         if here == offset {
             continue;
@@ -121,10 +128,15 @@ mod tests {
     }
 
     fn number_of(text: &str, line: &str) -> usize {
-        numbered(text).into_iter().find(|(_, l)| l == line).unwrap_or_else(|| panic!("no {line:?}")).0
+        numbered(text)
+            .into_iter()
+            .find(|(_, l)| l == line)
+            .unwrap_or_else(|| panic!("no {line:?}"))
+            .0
     }
 
-    const ORIG: &str = "int a;\nint f(void)\n{\n\treturn 1;\n}\nint g(void)\n{\n\tWARN_ON(1);\n\treturn 2;\n}\n";
+    const ORIG: &str =
+        "int a;\nint f(void)\n{\n\treturn 1;\n}\nint g(void)\n{\n\tWARN_ON(1);\n\treturn 2;\n}\n";
 
     #[test]
     fn unchanged_lines_keep_their_numbers_after_an_insertion() {
@@ -142,7 +154,11 @@ mod tests {
         let patched = format!("\n{ORIG}");
         let (out, _) = keep_line_numbers(ORIG, &patched);
         let got = numbered(&out);
-        let want: Vec<(usize, String)> = ORIG.lines().enumerate().map(|(i, l)| (i + 1, l.to_string())).collect();
+        let want: Vec<(usize, String)> = ORIG
+            .lines()
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.to_string()))
+            .collect();
         assert_eq!(got[1..], want[..], "{out}");
     }
 
@@ -167,7 +183,10 @@ mod tests {
         let inside = "int q;\n/* a\n b */\nint z;\n";
         let patched = "int q;\n/* a\n new\n b */\nint z;\n";
         let (out, _) = keep_line_numbers(inside, patched);
-        assert!(!out.contains("new\n#line") && out.contains(" b */\n#line 4\nint z;"), "{out}");
+        assert!(
+            !out.contains("new\n#line") && out.contains(" b */\n#line 4\nint z;"),
+            "{out}"
+        );
         assert_eq!(number_of(&out, "int z;"), 4);
         let mac = "#define A \\\n\t1\nint z;\n";
         let patched = "#define A \\\n\t2 + \\\n\t1\nint z;\n";

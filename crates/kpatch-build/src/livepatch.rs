@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use kpatch_diff::{DiffError, Outcome as DiffOutcome, Report};
 use kpatch_elf::Object;
-use kpatch_module::{BuiltModule, GlueOptions, KbuildOptions, KernelResolver, ModuleOptions, TuInput};
+use kpatch_module::{
+    BuiltModule, GlueOptions, KbuildOptions, KernelResolver, ModuleOptions, TuInput,
+};
 use kpatch_symbols::{KernelSymbol, KernelSymbols, Symvers};
 use kpatch_target::DebianKernel;
 use rayon::prelude::*;
@@ -28,7 +30,11 @@ pub enum TargetSpec {
     Debian(Option<String>),
     /// A prepared kernel tree the user built, with its vmlinux (default: `<dir>/vmlinux`) and,
     /// when the tree has none, its `.config`.
-    Tree { dir: PathBuf, config: Option<PathBuf>, vmlinux: Option<PathBuf> },
+    Tree {
+        dir: PathBuf,
+        config: Option<PathBuf>,
+        vmlinux: Option<PathBuf>,
+    },
 }
 
 /// What to build.
@@ -112,12 +118,21 @@ pub struct Livepatch {
 impl Livepatch {
     /// `(object, function, sympos)` of every patched function.
     pub fn functions(&self) -> Vec<(String, String, u64)> {
-        self.module.plan.functions.iter().map(|f| (f.object.clone(), f.name.clone(), f.sympos)).collect()
+        self.module
+            .plan
+            .functions
+            .iter()
+            .map(|f| (f.object.clone(), f.name.clone(), f.sympos))
+            .collect()
     }
 
     /// The loadable modules the patch patches.
     pub fn target_modules(&self) -> Vec<String> {
-        self.objects.iter().filter(|o| o.as_str() != kpatch_common::VMLINUX).cloned().collect()
+        self.objects
+            .iter()
+            .filter(|o| o.as_str() != kpatch_common::VMLINUX)
+            .cloned()
+            .collect()
     }
 }
 
@@ -135,19 +150,39 @@ pub enum Outcome {
 /// character but ASCII letters, digits, `-` and `_` becomes `-`.
 pub fn patch_name(name: Option<&str>, first_patch: &Path) -> String {
     let raw = name.map(str::to_string).unwrap_or_else(|| {
-        let f = first_patch.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        f.trim_end_matches(".patch").trim_end_matches(".diff").to_string()
+        let f = first_patch
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        f.trim_end_matches(".patch")
+            .trim_end_matches(".diff")
+            .to_string()
     });
-    raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect()
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 /// Builds the livepatch module of `opts` (see the module docs). The kernel tree is never left
 /// patched; on error or refusal no module is written.
-pub fn build_livepatch(opts: &LivepatchOptions, runner: &dyn Runner, obs: &dyn Observer) -> Result<Outcome> {
+pub fn build_livepatch(
+    opts: &LivepatchOptions,
+    runner: &dyn Runner,
+    obs: &dyn Observer,
+) -> Result<Outcome> {
     let work_tmp = tempfile::Builder::new()
         .prefix("kpatch-rs-build.")
         .tempdir()
-        .map_err(|e| BuildError::Io { path: std::env::temp_dir(), source: e })?;
+        .map_err(|e| BuildError::Io {
+            path: std::env::temp_dir(),
+            source: e,
+        })?;
     let work = work_tmp.path().to_path_buf();
     let (patch_path, sha) = combined_patch(&opts.patches, &work)?;
     let patch = PatchFile::read(&patch_path, 1)?;
@@ -157,14 +192,23 @@ pub fn build_livepatch(opts: &LivepatchOptions, runner: &dyn Runner, obs: &dyn O
     let mut timings = vec![("target".to_string(), started.elapsed().as_secs_f64())];
     report_tree(&target.tree, obs);
 
-    obs.stage(&format!("compiling the units {} touches, original and patched", opts.patches[0].display()));
+    obs.stage(&format!(
+        "compiling the units {} touches, original and patched",
+        opts.patches[0].display()
+    ));
     let built = build_object_pairs(runner, &target.tree, &patch, &work.join("objects"))?;
     report_objects(&built, obs);
     if built.pairs.is_empty() {
         return Err(BuildError::NothingCompiled);
     }
     timings.extend(
-        target.tree.timings.0.iter().chain(built.timings.0.iter()).map(|(s, d)| (s.clone(), d.as_secs_f64())),
+        target
+            .tree
+            .timings
+            .0
+            .iter()
+            .chain(built.timings.0.iter())
+            .map(|(s, d)| (s.clone(), d.as_secs_f64())),
     );
 
     let started = Instant::now();
@@ -182,8 +226,11 @@ pub fn build_livepatch(opts: &LivepatchOptions, runner: &dyn Runner, obs: &dyn O
     objects.sort();
     objects.dedup();
     let resolver = resolver(&target, &objects)?;
-    std::fs::create_dir_all(&opts.output_dir)
-        .map_err(|source| BuildError::File { what: "creating", path: opts.output_dir.clone(), source })?;
+    std::fs::create_dir_all(&opts.output_dir).map_err(|source| BuildError::File {
+        what: "creating",
+        path: opts.output_dir.clone(),
+        source,
+    })?;
     obs.stage(&format!("building livepatch-{}.ko", opts.name));
     let mut module = match build_module(opts, &target, &sha, &work, tus, &resolver, runner)? {
         Ok(m) => m,
@@ -196,20 +243,34 @@ pub fn build_livepatch(opts: &LivepatchOptions, runner: &dyn Runner, obs: &dyn O
         obs.stage("signing the module with the kernel's sign-file");
         sign(runner, &target.kbuild_dir, key, cert, &module.path)?;
     }
-    module.path = place(&module.path, &opts.output_dir.join(format!("livepatch-{}.ko", opts.name)))?;
+    module.path = place(
+        &module.path,
+        &opts.output_dir.join(format!("livepatch-{}.ko", opts.name)),
+    )?;
     timings.push(("module".into(), started.elapsed().as_secs_f64()));
     obs.stage(&format!("wrote {}", module.path.display()));
 
     let work_dir = opts.debug.then(|| work_tmp.keep());
-    Ok(Outcome::Built(Box::new(Livepatch { module, target, patch_sha256: sha, units, objects, timings, work_dir })))
+    Ok(Outcome::Built(Box::new(Livepatch {
+        module,
+        target,
+        patch_sha256: sha,
+        units,
+        objects,
+        timings,
+        work_dir,
+    })))
 }
 
 /// The patches as one file (applied in order) and the SHA-256 of their text.
 fn combined_patch(patches: &[PathBuf], work: &Path) -> Result<(PathBuf, String)> {
     let mut text = String::new();
     for p in patches {
-        let t = std::fs::read_to_string(p)
-            .map_err(|source| BuildError::File { what: "reading patch", path: p.clone(), source })?;
+        let t = std::fs::read_to_string(p).map_err(|source| BuildError::File {
+            what: "reading patch",
+            path: p.clone(),
+            source,
+        })?;
         text.push_str(&t);
         if !t.ends_with('\n') {
             text.push('\n');
@@ -217,7 +278,11 @@ fn combined_patch(patches: &[PathBuf], work: &Path) -> Result<(PathBuf, String)>
     }
     let sha = format!("{:x}", Sha256::digest(text.as_bytes()));
     let path = work.join("combined.patch");
-    std::fs::write(&path, &text).map_err(|source| BuildError::File { what: "writing", path: path.clone(), source })?;
+    std::fs::write(&path, &text).map_err(|source| BuildError::File {
+        what: "writing",
+        path: path.clone(),
+        source,
+    })?;
     Ok((path, sha))
 }
 
@@ -233,7 +298,10 @@ fn patch_author_headers() -> Result<PathBuf> {
         let tmp = tempfile::Builder::new()
             .prefix(".include.")
             .tempdir_in(&cache)
-            .map_err(|source| BuildError::Io { path: cache.clone(), source })?;
+            .map_err(|source| BuildError::Io {
+                path: cache.clone(),
+                source,
+            })?;
         kpatch_module::headers::install_headers(tmp.path())?;
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(tmp.keep(), &dir).map_err(|source| BuildError::File {
@@ -248,7 +316,10 @@ fn patch_author_headers() -> Result<PathBuf> {
 /// The target of `opts`, its tree prepared.
 fn target(opts: &LivepatchOptions, runner: &dyn Runner, obs: &dyn Observer) -> Result<Target> {
     let cache = kpatch_target::cache_dir();
-    std::fs::create_dir_all(&cache).map_err(|source| BuildError::Io { path: cache.clone(), source })?;
+    std::fs::create_dir_all(&cache).map_err(|source| BuildError::Io {
+        path: cache.clone(),
+        source,
+    })?;
     let include = patch_author_headers()?;
     let tree_opts = TreeOptions {
         jobs: opts.jobs,
@@ -257,7 +328,18 @@ fn target(opts: &LivepatchOptions, runner: &dyn Runner, obs: &dyn Observer) -> R
         ..Default::default()
     };
     match &opts.target {
-        TargetSpec::Tree { dir, config, vmlinux } => user_tree(runner, dir, config.as_deref(), vmlinux.as_deref(), &tree_opts, obs),
+        TargetSpec::Tree {
+            dir,
+            config,
+            vmlinux,
+        } => user_tree(
+            runner,
+            dir,
+            config.as_deref(),
+            vmlinux.as_deref(),
+            &tree_opts,
+            obs,
+        ),
         TargetSpec::Debian(abi) => debian_kernel(runner, abi.as_deref(), &tree_opts, obs),
     }
 }
@@ -271,13 +353,20 @@ fn user_tree(
     obs: &dyn Observer,
 ) -> Result<Target> {
     obs.stage(&format!("target: the kernel tree at {}", dir.display()));
-    let vmlinux = vmlinux.map(Path::to_path_buf).or_else(|| Some(dir.join("vmlinux")).filter(|v| v.exists()));
+    let vmlinux = vmlinux
+        .map(Path::to_path_buf)
+        .or_else(|| Some(dir.join("vmlinux")).filter(|v| v.exists()));
     let Some(vmlinux) = vmlinux else {
-        return Err(BuildError::TreeWithoutVmlinux { tree: dir.to_path_buf() });
+        return Err(BuildError::TreeWithoutVmlinux {
+            tree: dir.to_path_buf(),
+        });
     };
     let tree = PreparedTree::user(runner, dir, config, Some(&vmlinux), tree_opts)?;
     let release = std::fs::read_to_string(dir.join("include/config/kernel.release"))
-        .map_err(|source| BuildError::NotPreparedTree { tree: dir.to_path_buf(), source })?
+        .map_err(|source| BuildError::NotPreparedTree {
+            tree: dir.to_path_buf(),
+            source,
+        })?
         .trim()
         .to_string();
     Ok(Target {
@@ -292,7 +381,12 @@ fn user_tree(
     })
 }
 
-fn debian_kernel(runner: &dyn Runner, abi: Option<&str>, tree_opts: &TreeOptions, obs: &dyn Observer) -> Result<Target> {
+fn debian_kernel(
+    runner: &dyn Runner,
+    abi: Option<&str>,
+    tree_opts: &TreeOptions,
+    obs: &dyn Observer,
+) -> Result<Target> {
     let k = match abi {
         Some(abi) => DebianKernel::named(abi)?,
         None => DebianKernel::default_target()?,
@@ -319,10 +413,14 @@ fn debian_kernel(runner: &dyn Runner, abi: Option<&str>, tree_opts: &TreeOptions
 /// The warnings opening the tree may leave.
 fn report_tree(tree: &PreparedTree, obs: &dyn Observer) {
     if let Some(m) = &tree.compiler_mismatch {
-        obs.warn(&format!("compiler mismatch accepted (--skip-compiler-check): {m}"));
+        obs.warn(&format!(
+            "compiler mismatch accepted (--skip-compiler-check): {m}"
+        ));
     }
     for e in &tree.recovered {
-        obs.warn(&format!("restored a file an interrupted build had left patched: {e:?}"));
+        obs.warn(&format!(
+            "restored a file an interrupted build had left patched: {e:?}"
+        ));
     }
 }
 
@@ -338,7 +436,10 @@ fn report_objects(built: &BuildOutput, obs: &dyn Observer) {
         obs.stage(&format!("not compiled: {}: {}", s.unit.display(), s.reason));
     }
     for f in &built.ignored {
-        obs.warn(&format!("ignored: {} is neither a source file nor a header", f.display()));
+        obs.warn(&format!(
+            "ignored: {} is neither a source file nor a header",
+            f.display()
+        ));
     }
 }
 
@@ -351,7 +452,10 @@ enum Diffed {
 
 /// Diffs every pair (in parallel). Any refusal refuses the whole patch.
 fn diff_pairs(pairs: &[ObjectPair], debug: bool, obs: &dyn Observer) -> Result<Diffed> {
-    let options = kpatch_diff::Options { debug, ..Default::default() };
+    let options = kpatch_diff::Options {
+        debug,
+        ..Default::default()
+    };
     let diffs: Vec<_> = pairs
         .par_iter()
         .map(|pair| -> Result<_> {
@@ -382,9 +486,15 @@ fn diff_pairs(pairs: &[ObjectPair], debug: bool, obs: &dyn Observer) -> Result<D
                     changed: report.changed_functions.clone(),
                     new: report.new_functions.clone(),
                 });
-                units.push(UnitReport { unit: pair.unit.clone(), object: pair.klp_object.clone(), report });
+                units.push(UnitReport {
+                    unit: pair.unit.clone(),
+                    object: pair.klp_object.clone(),
+                    report,
+                });
             }
-            Ok(DiffOutcome::NoChange { .. }) => obs.stage(&format!("{}: no function changed", pair.object)),
+            Ok(DiffOutcome::NoChange { .. }) => {
+                obs.stage(&format!("{}: no function changed", pair.object))
+            }
             Err(e @ DiffError::Unpatchable { .. }) => refused.push(e.to_string()),
             Err(e) => return Err(e.into()),
         }
@@ -403,7 +513,8 @@ fn diff_pairs(pairs: &[ObjectPair], debug: bool, obs: &dyn Observer) -> Result<D
 fn resolver(target: &Target, objects: &[String]) -> Result<KernelResolver> {
     let t = symbols_for(target, objects)?;
     let symvers = Symvers::from_path(&target.symvers)?;
-    let mut resolver = KernelResolver::new(t.symbols, symvers).with_sealed(kpatch_common::VMLINUX, &t.vmlinux_sealed);
+    let mut resolver = KernelResolver::new(t.symbols, symvers)
+        .with_sealed(kpatch_common::VMLINUX, &t.vmlinux_sealed);
     resolver.sealed.extend(t.module_sealed);
     if target.tree.config.get("CONFIG_MODVERSIONS") != Some("y") {
         resolver = resolver.without_modversions();
@@ -422,28 +533,59 @@ struct TargetSymbols {
 }
 
 fn symbols_for(target: &Target, objects: &[String]) -> Result<TargetSymbols> {
-    let image = std::fs::read(&target.symbols_image)
-        .map_err(|source| BuildError::File { what: "reading", path: target.symbols_image.clone(), source })?;
+    let image = std::fs::read(&target.symbols_image).map_err(|source| BuildError::File {
+        what: "reading",
+        path: target.symbols_image.clone(),
+        source,
+    })?;
     let file = target.symbols_image.display().to_string();
     let vmlinux = kpatch_symbols::parse_kernel_image(&image, &file)?;
     let vmlinux_sealed = kpatch_symbols::sealed_endbr_addresses(&image, &file)?;
-    let modules: Vec<&String> = objects.iter().filter(|o| o.as_str() != kpatch_common::VMLINUX).collect();
+    let modules: Vec<&String> = objects
+        .iter()
+        .filter(|o| o.as_str() != kpatch_common::VMLINUX)
+        .collect();
     if modules.is_empty() {
-        return Ok(TargetSymbols { symbols: vmlinux, vmlinux_sealed, module_sealed: Vec::new() });
+        return Ok(TargetSymbols {
+            symbols: vmlinux,
+            vmlinux_sealed,
+            module_sealed: Vec::new(),
+        });
     }
-    let dir = target.modules_dir.as_ref().ok_or(BuildError::ModulesUnknown)?;
+    let dir = target
+        .modules_dir
+        .as_ref()
+        .ok_or(BuildError::ModulesUnknown)?;
     let index = kpatch_target::modules::index_modules(dir)?;
     let mut all: Vec<KernelSymbol> = vmlinux.symbols().to_vec();
     let mut sealed = Vec::new();
     for m in modules {
         let canon = kpatch_common::canonical_module_name(m);
-        let ko = index.get(&canon).ok_or_else(|| BuildError::ModuleNotInTree { module: m.clone(), dir: dir.clone() })?;
+        let ko = index
+            .get(&canon)
+            .ok_or_else(|| BuildError::ModuleNotInTree {
+                module: m.clone(),
+                dir: dir.clone(),
+            })?;
         let (_, data) = kpatch_target::modules::read_module(ko)?;
         let file = ko.display().to_string();
-        all.extend(kpatch_symbols::parse_module(&data, &file, &canon)?.symbols().iter().cloned());
-        sealed.extend(kpatch_symbols::sealed_module_functions(&data, &file)?.into_iter().map(|f| (canon.clone(), f)));
+        all.extend(
+            kpatch_symbols::parse_module(&data, &file, &canon)?
+                .symbols()
+                .iter()
+                .cloned(),
+        );
+        sealed.extend(
+            kpatch_symbols::sealed_module_functions(&data, &file)?
+                .into_iter()
+                .map(|f| (canon.clone(), f)),
+        );
     }
-    Ok(TargetSymbols { symbols: KernelSymbols::new(vmlinux.source.clone(), all), vmlinux_sealed, module_sealed: sealed })
+    Ok(TargetSymbols {
+        symbols: KernelSymbols::new(vmlinux.source.clone(), all),
+        vmlinux_sealed,
+        module_sealed: sealed,
+    })
 }
 
 /// Builds the module in the work directory (signed there, then moved into place in one
@@ -478,7 +620,13 @@ fn build_module(
 }
 
 /// Signs `module` in place with the target's `scripts/sign-file` (SHA-256).
-fn sign(runner: &dyn Runner, kbuild_dir: &Path, key: &Path, cert: &Path, module: &Path) -> Result<()> {
+fn sign(
+    runner: &dyn Runner,
+    kbuild_dir: &Path,
+    key: &Path,
+    cert: &Path,
+    module: &Path,
+) -> Result<()> {
     let tool = kbuild_dir.join("scripts/sign-file");
     if !tool.is_file() {
         return Err(BuildError::NoSignFile { tool });
@@ -489,8 +637,11 @@ fn sign(runner: &dyn Runner, kbuild_dir: &Path, key: &Path, cert: &Path, module:
 
 /// Moves the finished module to `dest` atomically: a copy beside it, then a rename.
 fn place(built: &Path, dest: &Path) -> Result<PathBuf> {
-    kpatch_common::fs::copy_atomic(built, dest)
-        .map_err(|source| BuildError::File { what: "writing", path: dest.to_path_buf(), source })?;
+    kpatch_common::fs::copy_atomic(built, dest).map_err(|source| BuildError::File {
+        what: "writing",
+        path: dest.to_path_buf(),
+        source,
+    })?;
     Ok(dest.to_path_buf())
 }
 
@@ -500,9 +651,15 @@ mod tests {
 
     #[test]
     fn patch_names_come_from_the_option_or_the_first_patch() {
-        assert_eq!(patch_name(None, Path::new("/x/fix-cmdline.patch")), "fix-cmdline");
+        assert_eq!(
+            patch_name(None, Path::new("/x/fix-cmdline.patch")),
+            "fix-cmdline"
+        );
         assert_eq!(patch_name(None, Path::new("a b.diff")), "a-b");
-        assert_eq!(patch_name(Some("my_fix.1"), Path::new("x.patch")), "my_fix-1");
+        assert_eq!(
+            patch_name(Some("my_fix.1"), Path::new("x.patch")),
+            "my_fix-1"
+        );
     }
 
     #[test]
@@ -520,12 +677,24 @@ mod tests {
         };
         struct NoRunner;
         impl Runner for NoRunner {
-            fn run(&self, cmd: &Cmd) -> std::result::Result<crate::exec::CmdOutput, crate::exec::RunError> {
+            fn run(
+                &self,
+                cmd: &Cmd,
+            ) -> std::result::Result<crate::exec::CmdOutput, crate::exec::RunError> {
                 panic!("nothing runs before the patches are read: {cmd}");
             }
         }
         let e = build_livepatch(&opts, &NoRunner, &()).unwrap_err();
-        assert!(matches!(e, BuildError::File { what: "reading patch", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                BuildError::File {
+                    what: "reading patch",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert!(e.to_string().contains("/nonexistent/fix.patch"), "{e}");
     }
 }

@@ -124,7 +124,8 @@ pub fn build_object_pairs_with_progress(
         // kbuild's own command line confirms the vmlinux/module placement.
         let cmd = compile::cmd_file(root, &u.object);
         let text = fs::read_to_string(&cmd).map_err(io_err(&cmd))?;
-        let compiled = compile::compiled_for_module(&text).unwrap_or_else(|| kpatch_common::VMLINUX.into());
+        let compiled =
+            compile::compiled_for_module(&text).unwrap_or_else(|| kpatch_common::VMLINUX.into());
         if compiled != u.placement.klp_object() {
             return Err(BuildError::PlacementMismatch {
                 object: u.object.clone(),

@@ -541,7 +541,10 @@ mod tests {
         };
         let third = Fake::new(GCC);
         let tree = PreparedTree::debian(&third, &cache, &src, &flags).unwrap();
-        assert_eq!((third.count("tar"), third.count(" modules_prepare")), (0, 1));
+        assert_eq!(
+            (third.count("tar"), third.count(" modules_prepare")),
+            (0, 1)
+        );
         assert!(tree.kbuild.kcflags.ends_with(" -I/stable/include"));
     }
 

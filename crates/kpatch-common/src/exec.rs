@@ -20,7 +20,10 @@ pub struct Cmd {
 
 impl Cmd {
     pub fn new(program: impl Into<OsString>) -> Self {
-        Cmd { program: program.into(), ..Default::default() }
+        Cmd {
+            program: program.into(),
+            ..Default::default()
+        }
     }
     pub fn arg(mut self, a: impl Into<OsString>) -> Self {
         self.args.push(a.into());
@@ -44,7 +47,10 @@ impl Cmd {
     }
     /// The arguments as strings (lossy), for tests and messages.
     pub fn arg_strings(&self) -> Vec<String> {
-        self.args.iter().map(|a| a.to_string_lossy().into_owned()).collect()
+        self.args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
     }
 }
 
@@ -78,7 +84,10 @@ pub struct CmdOutput {
 impl CmdOutput {
     /// Exit code 0.
     pub fn ok() -> Self {
-        CmdOutput { code: Some(0), ..Default::default() }
+        CmdOutput {
+            code: Some(0),
+            ..Default::default()
+        }
     }
     pub fn success(&self) -> bool {
         self.code == Some(0)
@@ -105,16 +114,27 @@ impl CmdOutput {
 #[derive(Debug)]
 pub enum RunError {
     /// The program could not be started.
-    Spawn { command: String, source: std::io::Error },
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
     /// It ran and did not exit 0 ([`Runner::run_ok`]).
-    Failed { command: String, status: String, output: String },
+    Failed {
+        command: String,
+        status: String,
+        output: String,
+    },
 }
 
 impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RunError::Spawn { command, source } => write!(f, "cannot run `{command}`: {source}"),
-            RunError::Failed { command, status, output } => write!(f, "`{command}` failed ({status}):\n{output}"),
+            RunError::Failed {
+                command,
+                status,
+                output,
+            } => write!(f, "`{command}` failed ({status}):\n{output}"),
         }
     }
 }
@@ -168,7 +188,10 @@ impl Runner for SystemRunner {
         for (k, v) in &cmd.env {
             c.env(k, v);
         }
-        let out = c.output().map_err(|source| RunError::Spawn { command: cmd.to_string(), source })?;
+        let out = c.output().map_err(|source| RunError::Spawn {
+            command: cmd.to_string(),
+            source,
+        })?;
         Ok(CmdOutput {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -190,15 +213,29 @@ mod tests {
 
     #[test]
     fn shows_and_runs_commands() {
-        let cmd = Cmd::new("sh").arg("-c").arg("echo out; echo err >&2; [ -z \"$HOME\" ] && exit 3").env_remove("HOME");
-        assert_eq!(cmd.to_string(), "sh -c 'echo out; echo err >&2; [ -z \"$HOME\" ] && exit 3'");
+        let cmd = Cmd::new("sh")
+            .arg("-c")
+            .arg("echo out; echo err >&2; [ -z \"$HOME\" ] && exit 3")
+            .env_remove("HOME");
+        assert_eq!(
+            cmd.to_string(),
+            "sh -c 'echo out; echo err >&2; [ -z \"$HOME\" ] && exit 3'"
+        );
         let out = SystemRunner.run(&cmd).unwrap();
         assert_eq!((out.code, out.combined().as_str()), (Some(3), "out\nerr"));
         let e = SystemRunner.run_ok(&cmd).unwrap_err().to_string();
-        assert!(e.starts_with("`sh -c") && e.contains("failed (exit status 3):\nout\nerr"), "{e}");
-        let e = SystemRunner.run(&Cmd::new("/nonexistent/tool")).unwrap_err();
+        assert!(
+            e.starts_with("`sh -c") && e.contains("failed (exit status 3):\nout\nerr"),
+            "{e}"
+        );
+        let e = SystemRunner
+            .run(&Cmd::new("/nonexistent/tool"))
+            .unwrap_err();
         assert!(matches!(e, RunError::Spawn { .. }), "{e}");
-        assert_eq!(SystemRunner.run_ok(&Cmd::new("true").dir("/")).unwrap(), CmdOutput::ok());
+        assert_eq!(
+            SystemRunner.run_ok(&Cmd::new("true").dir("/")).unwrap(),
+            CmdOutput::ok()
+        );
     }
 
     #[test]

@@ -25,13 +25,18 @@ pub fn copy_atomic(from: &Path, to: &Path) -> std::io::Result<()> {
 
 /// The directory `path` is in (`.` for a bare file name).
 fn parent_dir(path: &Path) -> &Path {
-    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// A name for a temporary file beside `path`, unique in this process.
 fn temp_path(path: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     parent_dir(path).join(format!(".{name}.tmp.{}.{n}", std::process::id()))
 }
@@ -86,11 +91,17 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         write_atomic_mode(&p, b"three", 0o600).unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let q = d.path().join("b.txt");
         copy_atomic(&p, &q).unwrap();
         assert_eq!(std::fs::read(&q).unwrap(), b"three");
-        let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 2, "{names:?}");
     }
 
@@ -106,7 +117,10 @@ mod tests {
         std::fs::write(d.path().join("dir/x"), b"").unwrap();
         assert!(write_atomic(&d.path().join("dir"), b"new").is_err());
         assert_eq!(std::fs::read(&p).unwrap(), b"old");
-        let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 2, "{names:?}");
     }
 }

@@ -14,7 +14,11 @@ extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-fn set_action(sig: libc::c_int, handler: libc::sighandler_t, flags: libc::c_int) -> std::io::Result<()> {
+fn set_action(
+    sig: libc::c_int,
+    handler: libc::sighandler_t,
+    flags: libc::c_int,
+) -> std::io::Result<()> {
     // SAFETY: `action` is fully initialised (zeroed, then its mask emptied); the handler
     // installed is SIG_IGN or `on_signal`, which only stores to an atomic
     // (async-signal-safe).

@@ -33,8 +33,17 @@ mod tests {
 
     #[test]
     fn klp_names_follow_the_livepatch_format() {
-        assert_eq!(klp_sym_name("vmlinux", "saved_command_line", 0), ".klp.sym.vmlinux.saved_command_line,0");
-        assert_eq!(klp_sym_name("ext4", "foo.isra.0", 2), ".klp.sym.ext4.foo.isra.0,2");
-        assert_eq!(klp_rela_name("vmlinux", ".text.cmdline_proc_show"), ".klp.rela.vmlinux..text.cmdline_proc_show");
+        assert_eq!(
+            klp_sym_name("vmlinux", "saved_command_line", 0),
+            ".klp.sym.vmlinux.saved_command_line,0"
+        );
+        assert_eq!(
+            klp_sym_name("ext4", "foo.isra.0", 2),
+            ".klp.sym.ext4.foo.isra.0,2"
+        );
+        assert_eq!(
+            klp_rela_name("vmlinux", ".text.cmdline_proc_show"),
+            ".klp.rela.vmlinux..text.cmdline_proc_show"
+        );
     }
 }

@@ -33,7 +33,11 @@ impl PatchedFunction {
         if object.is_empty() || function.is_empty() {
             return None;
         }
-        Some(PatchedFunction { object: object.to_string(), function: function.to_string(), sympos })
+        Some(PatchedFunction {
+            object: object.to_string(),
+            function: function.to_string(),
+            sympos,
+        })
     }
 
     /// The `object:function,sympos` form used in [`MODINFO_FUNCTIONS`].
@@ -72,7 +76,10 @@ impl ModInfo {
 
     /// The first value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The module name (`name=`), if recorded.
@@ -156,7 +163,8 @@ mod tests {
 
     #[test]
     fn parses_fields_and_functions() {
-        let functions = format!("{MODINFO_FUNCTIONS}=vmlinux:cmdline_proc_show,0,ext4:ext4_sync_fs,2");
+        let functions =
+            format!("{MODINFO_FUNCTIONS}=vmlinux:cmdline_proc_show,0,ext4:ext4_sync_fs,2");
         let info = ModInfo::from_section(&section(&[
             "license=GPL",
             "livepatch=Y",
@@ -174,8 +182,13 @@ mod tests {
         assert_eq!(f[0].encode(), "vmlinux:cmdline_proc_show,0");
         assert_eq!((f[1].object.as_str(), f[1].sympos), ("ext4", 2));
         // Items without sympos, and separated by spaces or semicolons.
-        let info = ModInfo::from_section(&section(&[&format!("{MODINFO_FUNCTIONS}=a:f,b:g,3;c:h")]));
-        let f: Vec<String> = info.functions().iter().map(PatchedFunction::encode).collect();
+        let info =
+            ModInfo::from_section(&section(&[&format!("{MODINFO_FUNCTIONS}=a:f,b:g,3;c:h")]));
+        let f: Vec<String> = info
+            .functions()
+            .iter()
+            .map(PatchedFunction::encode)
+            .collect();
         assert_eq!(f, ["a:f,0", "b:g,3", "c:h,0"]);
     }
 
@@ -184,6 +197,8 @@ mod tests {
         let info = ModInfo::from_section(&section(&["depends=mbcache,jbd2,crc-16", "name=ext4"]));
         assert_eq!(info.name(), Some("ext4"));
         assert_eq!(info.depends(), ["mbcache", "jbd2", "crc_16"]);
-        assert!(ModInfo::from_section(&section(&["depends="])).depends().is_empty());
+        assert!(ModInfo::from_section(&section(&["depends="]))
+            .depends()
+            .is_empty());
     }
 }

@@ -43,9 +43,18 @@ mod tests {
     #[test]
     fn module_names_are_canonical() {
         assert_eq!(canonical_module_name("nf-conntrack"), "nf_conntrack");
-        assert_eq!(module_name_from_path(Path::new("/a/kpatch-fix.ko")).as_deref(), Some("kpatch_fix"));
-        assert_eq!(module_name_from_path(Path::new("b.ko.zst")).as_deref(), Some("b"));
-        assert_eq!(module_name_from_path(Path::new("c-d.ko.xz")).as_deref(), Some("c_d"));
+        assert_eq!(
+            module_name_from_path(Path::new("/a/kpatch-fix.ko")).as_deref(),
+            Some("kpatch_fix")
+        );
+        assert_eq!(
+            module_name_from_path(Path::new("b.ko.zst")).as_deref(),
+            Some("b")
+        );
+        assert_eq!(
+            module_name_from_path(Path::new("c-d.ko.xz")).as_deref(),
+            Some("c_d")
+        );
         assert_eq!(module_name_from_path(Path::new("b.txt")), None);
         assert_eq!(module_name_from_path(Path::new(".ko")), None);
         assert_eq!(module_name_from_arg("fix-a"), "fix_a");

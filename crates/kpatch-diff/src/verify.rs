@@ -31,7 +31,11 @@ pub fn verify(
         .filter_map(|(_, s)| sections::exported_by(&s.name))
         .collect();
     let exported_before = export_records(o);
-    new_exports.extend(export_records(p).into_iter().filter(|name| !exported_before.contains(name)));
+    new_exports.extend(
+        export_records(p)
+            .into_iter()
+            .filter(|name| !exported_before.contains(name)),
+    );
     let exports: Vec<String> = new_exports
         .into_iter()
         .map(|name| format!("new exported symbol {name}: a livepatch cannot add exports to the kernel it patches (drop the EXPORT_SYMBOL)"))
@@ -148,10 +152,16 @@ pub fn verify(
 /// The symbols the `.export_symbol` records of an object export (6.5 and later), in record
 /// order: the targets of the section's relocations, one per record.
 fn export_records<S>(k: &Kelf<S>) -> Vec<&str> {
-    let Some(rela) = k.section_named(sections::EXPORT_SYMBOL_RECORDS).and_then(|sec| k.rela_of[sec]) else {
+    let Some(rela) = k
+        .section_named(sections::EXPORT_SYMBOL_RECORDS)
+        .and_then(|sec| k.rela_of[sec])
+    else {
         return Vec::new();
     };
-    k.relas(rela).iter().map(|r| k.sym_name(k.target(r))).collect()
+    k.relas(rela)
+        .iter()
+        .map(|r| k.sym_name(k.target(r)))
+        .collect()
 }
 
 /// The functions of a shared text section (`.sched.text`, `.noinstr.text`) whose bytes or

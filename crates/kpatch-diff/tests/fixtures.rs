@@ -2315,12 +2315,25 @@ fn new_export_is_refused_naming_it_in_both_layouts() {
             } else {
                 assert!(has_symbol(&p.patched, "__export_symbol_added"), "{case}");
                 let records = relas_of(&p.patched, ".export_symbol").expect(".rela.export_symbol");
-                assert!(records.relas.iter().any(|r| target_name(&p.patched, r) == "added"), "{case}");
-                assert_eq!(section(&p.orig, ".export_symbol").is_some(), old_exports, "{case}");
+                assert!(
+                    records
+                        .relas
+                        .iter()
+                        .any(|r| target_name(&p.patched, r) == "added"),
+                    "{case}"
+                );
+                assert_eq!(
+                    section(&p.orig, ".export_symbol").is_some(),
+                    old_exports,
+                    "{case}"
+                );
             }
             let e = p.unpatchable();
             assert!(e.contains("new exported symbol added"), "{case}: {e}");
-            assert!(!e.contains("foo") && !e.contains("bar"), "only the new export is named ({case}): {e}");
+            assert!(
+                !e.contains("foo") && !e.contains("bar"),
+                "only the new export is named ({case}): {e}"
+            );
         }
     }
 }
@@ -2330,12 +2343,21 @@ fn new_export_is_refused_naming_it_in_both_layouts() {
 #[test]
 fn changed_exported_function_is_patched_with_export_symbol_records() {
     let p = fixture!("exported", &["EXPORT_6_12"], &["EXPORT_6_12"]);
-    assert!(section(&p.orig, ".export_symbol").is_some(), "shape: the 6.12 export records");
-    assert!(section(&p.orig, "___ksymtab+foo").is_none(), "shape: no 6.1 export records");
+    assert!(
+        section(&p.orig, ".export_symbol").is_some(),
+        "shape: the 6.12 export records"
+    );
+    assert!(
+        section(&p.orig, "___ksymtab+foo").is_none(),
+        "shape: no 6.1 export records"
+    );
     let (out, report) = p.changed();
     assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
     assert!(report.new_globals.is_empty(), "{report:?}");
-    assert!(section(&out, ".export_symbol").is_none(), "export records in the output");
+    assert!(
+        section(&out, ".export_symbol").is_none(),
+        "export records in the output"
+    );
     assert!(symbol(&out, "foo").is_local());
 }
 

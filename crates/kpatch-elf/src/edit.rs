@@ -104,7 +104,12 @@ impl Object {
             .collect();
         // Refuse before changing anything if a section that stays relocates against a symbol
         // that goes with its section.
-        for (si, s) in self.sections.iter().enumerate().filter(|(si, _)| !gone[*si]) {
+        for (si, s) in self
+            .sections
+            .iter()
+            .enumerate()
+            .filter(|(si, _)| !gone[*si])
+        {
             if let Some(r) = s.relas.iter().find(|r| symbols_in_gone[r.r_sym.0]) {
                 return Err(ElfError::BadSymbol {
                     file: "(object being edited)".into(),
@@ -125,7 +130,11 @@ impl Object {
             .map(|(s, _)| s)
             .collect();
         let remap = |i: u32| -> u32 {
-            map.get(i as usize).copied().flatten().map(|n| n as u32).unwrap_or(0)
+            map.get(i as usize)
+                .copied()
+                .flatten()
+                .map(|n| n as u32)
+                .unwrap_or(0)
         };
         let big_endian = self.header.big_endian;
         for s in self.sections.iter_mut() {
@@ -191,7 +200,12 @@ impl Object {
             }
         }
         let old = std::mem::take(&mut self.symbols);
-        self.symbols = old.into_iter().zip(gone.iter()).filter(|(_, &g)| !g).map(|(s, _)| s).collect();
+        self.symbols = old
+            .into_iter()
+            .zip(gone.iter())
+            .filter(|(_, &g)| !g)
+            .map(|(s, _)| s)
+            .collect();
         self.renumber_relocations(&map);
         Ok(())
     }
@@ -210,8 +224,14 @@ impl Object {
         for (new, &old) in order.iter().enumerate() {
             map[old] = Some(SymbolIndex(new));
         }
-        let mut old: Vec<Option<Symbol>> = std::mem::take(&mut self.symbols).into_iter().map(Some).collect();
-        self.symbols = order.iter().map(|&i| old[i].take().expect("each index once")).collect();
+        let mut old: Vec<Option<Symbol>> = std::mem::take(&mut self.symbols)
+            .into_iter()
+            .map(Some)
+            .collect();
+        self.symbols = order
+            .iter()
+            .map(|&i| old[i].take().expect("each index once"))
+            .collect();
         self.renumber_relocations(&map);
     }
 
@@ -233,7 +253,13 @@ mod tests {
     use crate::{Header, Rela};
 
     fn obj() -> Object {
-        let mut o = Object::new(Header { e_machine: EM_X86_64, e_flags: 0, ei_osabi: 0, ei_abiversion: 0, big_endian: false });
+        let mut o = Object::new(Header {
+            e_machine: EM_X86_64,
+            e_flags: 0,
+            ei_osabi: 0,
+            ei_abiversion: 0,
+            big_endian: false,
+        });
         let mut text = Section::new(".text.a", SHT_PROGBITS, SHF_ALLOC | SHF_EXECINSTR);
         text.data = vec![0; 16];
         let a = o.add_section(text);
@@ -253,9 +279,24 @@ mod tests {
         let mut rela = Section::new(".rela.text.a", SHT_RELA, SHF_INFO_LINK);
         rela.sh_info = a.0 as u32;
         rela.relas = vec![
-            Rela { r_offset: 1, r_sym: vx, r_type: 2, r_addend: -4 },
-            Rela { r_offset: 6, r_sym: ext, r_type: 4, r_addend: -4 },
-            Rela { r_offset: 11, r_sym: fa, r_type: 4, r_addend: -4 },
+            Rela {
+                r_offset: 1,
+                r_sym: vx,
+                r_type: 2,
+                r_addend: -4,
+            },
+            Rela {
+                r_offset: 6,
+                r_sym: ext,
+                r_type: 4,
+                r_addend: -4,
+            },
+            Rela {
+                r_offset: 11,
+                r_sym: fa,
+                r_type: 4,
+                r_addend: -4,
+            },
         ];
         o.add_section(rela);
         o
@@ -263,7 +304,11 @@ mod tests {
 
     fn reloc_names(o: &Object) -> Vec<String> {
         let rs = o.section_by_name(".rela.text.a").unwrap();
-        o.section(rs).relas.iter().map(|r| o.symbol_name(r.r_sym).to_string()).collect()
+        o.section(rs)
+            .relas
+            .iter()
+            .map(|r| o.symbol_name(r.r_sym).to_string())
+            .collect()
     }
 
     #[test]
@@ -283,7 +328,10 @@ mod tests {
         let mut o = obj();
         let e = o.symbols.iter().position(|s| s.name == "ext").unwrap();
         o.symbols[e].set_bind(STB_LOCAL);
-        assert!(o.write().is_err(), "a local after a global is refused on write");
+        assert!(
+            o.write().is_err(),
+            "a local after a global is refused on write"
+        );
         o.sort_symbols_locals_first();
         let names: Vec<&str> = o.symbols.iter().skip(1).map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["x", "ext", "a"]);
@@ -297,8 +345,14 @@ mod tests {
     fn removing_a_section_drops_its_relocations_symbols_and_renumbers() {
         let mut o = obj();
         // Removing .data.x while .rela.text.a references x is refused.
-        let err = o.clone().remove_sections(|_, s| s.name == ".data.x").unwrap_err();
-        assert!(err.to_string().contains("x") && err.to_string().contains(".rela.text.a"), "{err}");
+        let err = o
+            .clone()
+            .remove_sections(|_, s| s.name == ".data.x")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("x") && err.to_string().contains(".rela.text.a"),
+            "{err}"
+        );
         // Removing .text.a takes its relocation section and the symbol a with it.
         o.remove_sections(|_, s| s.name == ".text.a").unwrap();
         assert!(o.section_by_name(".rela.text.a").is_none());

@@ -147,7 +147,13 @@ impl Section {
     }
     /// Builds a group section's words from its flag and members.
     pub fn set_group_members(&mut self, big_endian: bool, flags: u32, members: &[SectionIndex]) {
-        let enc = |w: u32| if big_endian { w.to_be_bytes() } else { w.to_le_bytes() };
+        let enc = |w: u32| {
+            if big_endian {
+                w.to_be_bytes()
+            } else {
+                w.to_le_bytes()
+            }
+        };
         self.data.clear();
         self.data.extend_from_slice(&enc(flags));
         for m in members {
@@ -205,11 +211,19 @@ impl Object {
 
     /// Iterates sections with their indexes, skipping the null section.
     pub fn sections_iter(&self) -> impl Iterator<Item = (SectionIndex, &Section)> {
-        self.sections.iter().enumerate().skip(1).map(|(i, s)| (SectionIndex(i), s))
+        self.sections
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, s)| (SectionIndex(i), s))
     }
     /// Iterates symbols with their indexes, skipping the null symbol.
     pub fn symbols_iter(&self) -> impl Iterator<Item = (SymbolIndex, &Symbol)> {
-        self.symbols.iter().enumerate().skip(1).map(|(i, s)| (SymbolIndex(i), s))
+        self.symbols
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, s)| (SymbolIndex(i), s))
     }
 
     /// A symbol's display name: its own, or its section's for a section symbol.
@@ -223,7 +237,9 @@ impl Object {
 
     /// Index of the first section named `name`.
     pub fn section_by_name(&self, name: &str) -> Option<SectionIndex> {
-        self.sections_iter().find(|(_, s)| s.name == name).map(|(i, _)| i)
+        self.sections_iter()
+            .find(|(_, s)| s.name == name)
+            .map(|(i, _)| i)
     }
 
     /// A map from name to section indexes (names may repeat, e.g. `__patchable_function_entries`).

@@ -38,7 +38,11 @@ impl Object {
         // 6. Relocations inside their sections, symbols inside theirs.
         check_offsets(file, &sections, &symbols)?;
         // 7. Locals first.
-        let object = Object { header, sections, symbols };
+        let object = Object {
+            header,
+            sections,
+            symbols,
+        };
         check_locals_first(file, &object)?;
         Ok(object)
     }
@@ -61,7 +65,12 @@ impl<'d> Reader<'d> {
     }
 
     fn bad_section(&self, index: usize, section: &str, reason: String) -> ElfError {
-        ElfError::BadSection { file: self.file.into(), index, section: section.to_string(), reason }
+        ElfError::BadSection {
+            file: self.file.into(),
+            index,
+            section: section.to_string(),
+            reason,
+        }
     }
 
     fn new(data: &'d [u8], file: &'d str) -> Result<Self, ElfError> {
@@ -91,7 +100,13 @@ impl<'d> Reader<'d> {
         if table.is_empty() {
             return Err(malformed(file, "no section headers".into()));
         }
-        Ok(Reader { data, file, hdr, endian, table })
+        Ok(Reader {
+            data,
+            file,
+            hdr,
+            endian,
+            table,
+        })
     }
 
     fn header(&self) -> Header {
@@ -149,8 +164,13 @@ impl<'d> Reader<'d> {
             relas: Vec::new(),
         };
         // Alignment pads the written file: an absurd one would make writing it absurd too.
-        if sec.sh_addralign > 1 && (!sec.sh_addralign.is_power_of_two() || sec.sh_addralign > MAX_ALIGN) {
-            return Err(bad(format!("sh_addralign {:#x} is not a power of two up to {MAX_ALIGN:#x}", sec.sh_addralign)));
+        if sec.sh_addralign > 1
+            && (!sec.sh_addralign.is_power_of_two() || sec.sh_addralign > MAX_ALIGN)
+        {
+            return Err(bad(format!(
+                "sh_addralign {:#x} is not a power of two up to {MAX_ALIGN:#x}",
+                sec.sh_addralign
+            )));
         }
         if sec.sh_flags & object::elf::SHF_COMPRESSED.0 != 0 {
             return Err(bad("compressed sections are not supported".into()));
@@ -176,7 +196,11 @@ impl<'d> Reader<'d> {
             }
             for w in sec.data.chunks_exact(4).skip(1) {
                 let b = [w[0], w[1], w[2], w[3]];
-                let m = if header.big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) };
+                let m = if header.big_endian {
+                    u32::from_be_bytes(b)
+                } else {
+                    u32::from_le_bytes(b)
+                };
                 if m == 0 || m as usize >= nsec {
                     return Err(bad(format!("group member {m} is not a section")));
                 }
@@ -194,15 +218,29 @@ impl<'d> Reader<'d> {
             return Err(self.malformed("no symbol table (.symtab)".into()));
         };
         let strtab_index = sections[symtab_index].sh_link as usize;
-        let shstrndx =
-            self.hdr.shstrndx(self.endian, self.data).map_err(|e| self.malformed(e.to_string()))? as usize;
-        for (index, want) in [(symtab_index, ".symtab"), (strtab_index, ".strtab"), (shstrndx, ".shstrtab")] {
+        let shstrndx = self
+            .hdr
+            .shstrndx(self.endian, self.data)
+            .map_err(|e| self.malformed(e.to_string()))? as usize;
+        for (index, want) in [
+            (symtab_index, ".symtab"),
+            (strtab_index, ".strtab"),
+            (shstrndx, ".shstrtab"),
+        ] {
             match sections.get(index) {
                 Some(s) if s.name == want && (want == ".symtab" || s.sh_type == SHT_STRTAB) => {}
                 Some(s) => {
-                    return Err(self.bad_section(index, &s.name, format!("expected the string or symbol table {want} here")))
+                    return Err(self.bad_section(
+                        index,
+                        &s.name,
+                        format!("expected the string or symbol table {want} here"),
+                    ))
                 }
-                None => return Err(self.malformed(format!("{want}: section index {index} does not exist"))),
+                None => {
+                    return Err(
+                        self.malformed(format!("{want}: section index {index} does not exist"))
+                    )
+                }
             }
         }
         if let Some((i, s)) = sections
@@ -210,15 +248,30 @@ impl<'d> Reader<'d> {
             .enumerate()
             .find(|(_, s)| s.sh_type == SHT_SYMTAB_SHNDX && s.sh_link as usize != symtab_index)
         {
-            return Err(self.bad_section(i, &s.name, format!("SHT_SYMTAB_SHNDX not linked to the symbol table [{symtab_index}]")));
+            return Err(self.bad_section(
+                i,
+                &s.name,
+                format!("SHT_SYMTAB_SHNDX not linked to the symbol table [{symtab_index}]"),
+            ));
         }
-        if sections.iter().filter(|s| s.sh_type == SHT_SYMTAB_SHNDX).count() > 1 {
+        if sections
+            .iter()
+            .filter(|s| s.sh_type == SHT_SYMTAB_SHNDX)
+            .count()
+            > 1
+        {
             return Err(self.malformed("more than one SHT_SYMTAB_SHNDX section".into()));
         }
         if let Some((i, s)) = sections.iter().enumerate().find(|(i, s)| {
-            s.is_generated_table() && ![symtab_index, strtab_index, shstrndx].contains(i) && s.sh_type != SHT_SYMTAB_SHNDX
+            s.is_generated_table()
+                && ![symtab_index, strtab_index, shstrndx].contains(i)
+                && s.sh_type != SHT_SYMTAB_SHNDX
         }) {
-            return Err(self.bad_section(i, &s.name, "a second copy of a string or symbol table".into()));
+            return Err(self.bad_section(
+                i,
+                &s.name,
+                "a second copy of a string or symbol table".into(),
+            ));
         }
         Ok(symtab_index)
     }
@@ -236,7 +289,12 @@ impl<'d> Reader<'d> {
                 .symbol_name(e, sym)
                 .map_err(|err| self.malformed(format!("symbol [{i}] name: {err}")))?;
             let name = String::from_utf8_lossy(name).into_owned();
-            let bad = |symbol: String, reason: String| ElfError::BadSymbol { file: self.file.into(), index: i, symbol, reason };
+            let bad = |symbol: String, reason: String| ElfError::BadSymbol {
+                file: self.file.into(),
+                index: i,
+                symbol,
+                reason,
+            };
             let section = symtab
                 .symbol_section(e, sym, object::SymbolIndex(i))
                 .map_err(|err| bad(name.clone(), err.to_string()))?
@@ -272,7 +330,12 @@ impl<'d> Reader<'d> {
 
     /// The entries of every relocation section, which must use the symbol table and name
     /// symbols that exist.
-    fn relocations(&self, sections: &mut [Section], symtab_index: usize, nsym: usize) -> Result<(), ElfError> {
+    fn relocations(
+        &self,
+        sections: &mut [Section],
+        symtab_index: usize,
+        nsym: usize,
+    ) -> Result<(), ElfError> {
         let e = self.endian;
         for (i, sh) in self.table.iter().enumerate() {
             if sh.sh_type(e).0 != SHT_RELA {
@@ -280,7 +343,10 @@ impl<'d> Reader<'d> {
             }
             let bad = |reason: String| self.bad_section(i, &sections[i].name, reason);
             if sh.sh_link(e) as usize != symtab_index {
-                return Err(bad(format!("sh_link {} is not the symbol table [{symtab_index}]", sh.sh_link(e))));
+                return Err(bad(format!(
+                    "sh_link {} is not the symbol table [{symtab_index}]",
+                    sh.sh_link(e)
+                )));
             }
             let relas = sh
                 .data_as_array::<object::elf::Rela64<Endianness>, _>(e, self.data)
@@ -289,7 +355,9 @@ impl<'d> Reader<'d> {
             for (n, r) in relas.iter().enumerate() {
                 let r_sym = r.r_sym(e, false) as usize;
                 if r_sym >= nsym {
-                    return Err(bad(format!("entry {n} names symbol {r_sym}, past the symbol table")));
+                    return Err(bad(format!(
+                        "entry {n} names symbol {r_sym}, past the symbol table"
+                    )));
                 }
                 out.push(Rela {
                     r_offset: r.r_offset(e),
@@ -305,20 +373,30 @@ impl<'d> Reader<'d> {
 }
 
 fn malformed(file: &str, reason: String) -> ElfError {
-    ElfError::Malformed { file: file.to_string(), reason }
+    ElfError::Malformed {
+        file: file.to_string(),
+        reason,
+    }
 }
 
 /// Relocations inside their sections, symbols inside theirs: what every later offset
 /// computation relies on.
 fn check_offsets(file: &str, sections: &[Section], symbols: &[Symbol]) -> Result<(), ElfError> {
     for (i, sec) in sections.iter().enumerate() {
-        let Some(target) = (sec.sh_type == SHT_RELA && sec.sh_info != 0).then(|| &sections[sec.sh_info as usize]) else { continue };
+        let Some(target) =
+            (sec.sh_type == SHT_RELA && sec.sh_info != 0).then(|| &sections[sec.sh_info as usize])
+        else {
+            continue;
+        };
         if target.is_nobits() && !sec.relas.is_empty() {
             return Err(ElfError::BadSection {
                 file: file.into(),
                 index: i,
                 section: sec.name.clone(),
-                reason: format!("relocations for {}, which has no contents (SHT_NOBITS)", target.name),
+                reason: format!(
+                    "relocations for {}, which has no contents (SHT_NOBITS)",
+                    target.name
+                ),
             });
         }
         if let Some(r) = sec.relas.iter().find(|r| r.r_offset >= target.sh_size) {
@@ -326,7 +404,10 @@ fn check_offsets(file: &str, sections: &[Section], symbols: &[Symbol]) -> Result
                 file: file.into(),
                 index: i,
                 section: sec.name.clone(),
-                reason: format!("relocation at 0x{:x} is past the end of {} (0x{:x} bytes)", r.r_offset, target.name, target.sh_size),
+                reason: format!(
+                    "relocation at 0x{:x} is past the end of {} (0x{:x} bytes)",
+                    r.r_offset, target.name, target.sh_size
+                ),
             });
         }
     }
@@ -338,7 +419,10 @@ fn check_offsets(file: &str, sections: &[Section], symbols: &[Symbol]) -> Result
                 file: file.into(),
                 index: i,
                 symbol: sym.name.clone(),
-                reason: format!("value 0x{:x} size 0x{:x} lie outside {} (0x{:x} bytes)", sym.st_value, sym.st_size, sections[s.0].name, size),
+                reason: format!(
+                    "value 0x{:x} size 0x{:x} lie outside {} (0x{:x} bytes)",
+                    sym.st_value, sym.st_size, sections[s.0].name, size
+                ),
             });
         }
     }
@@ -348,7 +432,11 @@ fn check_offsets(file: &str, sections: &[Section], symbols: &[Symbol]) -> Result
 /// No local symbol after the first global (the ELF rule the writer keeps).
 fn check_locals_first(file: &str, object: &Object) -> Result<(), ElfError> {
     let locals = object.num_locals();
-    if let Some((i, s)) = object.symbols_iter().skip(locals.saturating_sub(1)).find(|(_, s)| s.is_local()) {
+    if let Some((i, s)) = object
+        .symbols_iter()
+        .skip(locals.saturating_sub(1))
+        .find(|(_, s)| s.is_local())
+    {
         return Err(ElfError::BadSymbol {
             file: file.into(),
             index: i.0,

@@ -23,7 +23,11 @@ impl Object {
     pub fn write(&self) -> Result<Vec<u8>, ElfError> {
         let err = |reason: String| ElfError::Write { reason };
         self.check_for_write().map_err(err)?;
-        let endian = if self.header.big_endian { Endianness::Big } else { Endianness::Little };
+        let endian = if self.header.big_endian {
+            Endianness::Big
+        } else {
+            Endianness::Little
+        };
         let mut buf = Vec::new();
         let mut w = Writer::new(endian, true, &mut buf);
         w.reserve_file_header();
@@ -66,7 +70,10 @@ impl Object {
         for sym in self.symbols.iter().skip(1) {
             let name = (!sym.name.is_empty()).then(|| w.add_string(sym.name.as_bytes()));
             sym_names.push(name);
-            w.reserve_symbol_index(sym.section.map(|s| object::write::elf::SectionIndex(s.0 as u32)));
+            w.reserve_symbol_index(
+                sym.section
+                    .map(|s| object::write::elf::SectionIndex(s.0 as u32)),
+            );
         }
 
         // File layout: section data in model order, then the tables.
@@ -183,14 +190,22 @@ impl Object {
                     });
                 }
                 Role::Data { name, offset } => {
-                    let sh_link = if sec.sh_type == SHT_GROUP { symtab_index } else { sec.sh_link };
+                    let sh_link = if sec.sh_type == SHT_GROUP {
+                        symtab_index
+                    } else {
+                        sec.sh_link
+                    };
                     w.write_section_header(&SectionHeader {
                         sh_name: w.section_name_offset(Some(*name)),
                         sh_type: object::elf::SectionType(sec.sh_type),
                         sh_flags: object::elf::SectionFlags(sec.sh_flags),
                         sh_addr: sec.sh_addr,
                         sh_offset: *offset,
-                        sh_size: if sec.is_nobits() { sec.sh_size } else { sec.data.len() as u64 },
+                        sh_size: if sec.is_nobits() {
+                            sec.sh_size
+                        } else {
+                            sec.data.len() as u64
+                        },
                         sh_link,
                         sh_info: sec.sh_info,
                         sh_addralign: sec.sh_addralign,
@@ -206,43 +221,74 @@ impl Object {
     /// failure never leaves a partial output.
     pub fn write_to_path(&self, path: &Path) -> Result<(), ElfError> {
         let bytes = self.write()?;
-        kpatch_common::fs::write_atomic(path, &bytes).map_err(|source| ElfError::Io { path: path.to_path_buf(), source })
+        kpatch_common::fs::write_atomic(path, &bytes).map_err(|source| ElfError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Checks the invariants the writer relies on: indexes in range, locals first.
     fn check_for_write(&self) -> Result<(), String> {
         let nsec = self.sections.len();
         let nsym = self.symbols.len();
-        if self.sections.iter().filter(|s| s.sh_type == SHT_SYMTAB).count() != 1 {
+        if self
+            .sections
+            .iter()
+            .filter(|s| s.sh_type == SHT_SYMTAB)
+            .count()
+            != 1
+        {
             return Err("an object needs exactly one .symtab section".into());
         }
         for table in [".strtab", ".shstrtab"] {
-            if self.sections.iter().filter(|s| s.sh_type == SHT_STRTAB && s.name == table).count() != 1 {
+            if self
+                .sections
+                .iter()
+                .filter(|s| s.sh_type == SHT_STRTAB && s.name == table)
+                .count()
+                != 1
+            {
                 return Err(format!("an object needs exactly one {table} section"));
             }
         }
         for (i, sym) in self.symbols.iter().enumerate() {
             if let Some(s) = sym.section {
                 if s.0 == 0 || s.0 >= nsec {
-                    return Err(format!("symbol [{i}] '{}' is in section {}, which does not exist", sym.name, s.0));
+                    return Err(format!(
+                        "symbol [{i}] '{}' is in section {}, which does not exist",
+                        sym.name, s.0
+                    ));
                 }
             }
         }
         let locals = self.num_locals();
         if let Some(i) = self.symbols.iter().skip(locals).position(|s| s.is_local()) {
-            return Err(format!("local symbol [{}] '{}' after the first global", i + locals, self.symbols[i + locals].name));
+            return Err(format!(
+                "local symbol [{}] '{}' after the first global",
+                i + locals,
+                self.symbols[i + locals].name
+            ));
         }
         for sec in &self.sections {
             for r in &sec.relas {
                 if r.r_sym.0 >= nsym {
-                    return Err(format!("section '{}': relocation at 0x{:x} names symbol {}, past the symbol table", sec.name, r.r_offset, r.r_sym.0));
+                    return Err(format!(
+                        "section '{}': relocation at 0x{:x} names symbol {}, past the symbol table",
+                        sec.name, r.r_offset, r.r_sym.0
+                    ));
                 }
             }
             if sec.is_rela() && sec.sh_info as usize >= nsec {
-                return Err(format!("section '{}': sh_info {} is not a section", sec.name, sec.sh_info));
+                return Err(format!(
+                    "section '{}': sh_info {} is not a section",
+                    sec.name, sec.sh_info
+                ));
             }
             if sec.sh_flags & SHF_LINK_ORDER != 0 && sec.sh_link as usize >= nsec {
-                return Err(format!("section '{}': sh_link {} is not a section", sec.name, sec.sh_link));
+                return Err(format!(
+                    "section '{}': sh_link {} is not a section",
+                    sec.name, sec.sh_link
+                ));
             }
         }
         Ok(())

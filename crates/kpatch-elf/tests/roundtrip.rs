@@ -5,19 +5,27 @@ use kpatch_elf::{consts::*, Object};
 use std::path::PathBuf;
 
 fn corpus_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("KPATCH_RS_UNIT_OBJS").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/kpatch-unit-objs/x86_64")
-    });
+    let dir = std::env::var_os("KPATCH_RS_UNIT_OBJS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/kpatch-unit-objs/x86_64")
+        });
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("SKIP: the shared object corpus is not at {} (set KPATCH_RS_UNIT_OBJS)", dir.display());
+        eprintln!(
+            "SKIP: the shared object corpus is not at {} (set KPATCH_RS_UNIT_OBJS)",
+            dir.display()
+        );
         None
     }
 }
 
 fn corpus_objects() -> Vec<PathBuf> {
-    let Some(dir) = corpus_dir() else { return Vec::new() };
+    let Some(dir) = corpus_dir() else {
+        return Vec::new();
+    };
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -60,9 +68,16 @@ fn corpus_objects_round_trip_unchanged() {
         // A second write is byte-identical to the first: the writer is deterministic.
         assert_eq!(bytes, b.write().unwrap(), "{}", path.display());
     }
-    assert!(objs.len() >= 70, "expected the whole corpus, read {}", objs.len());
+    assert!(
+        objs.len() >= 70,
+        "expected the whole corpus, read {}",
+        objs.len()
+    );
     assert!(relas > 10_000, "only {relas} relocations read");
-    eprintln!("{} objects, {relas} relocations, {groups} groups round-tripped", objs.len());
+    eprintln!(
+        "{} objects, {relas} relocations, {groups} groups round-tripped",
+        objs.len()
+    );
 }
 
 #[test]
@@ -71,7 +86,11 @@ fn readelf_accepts_written_objects() {
     if objs.is_empty() {
         return;
     }
-    if std::process::Command::new("readelf").arg("--version").output().is_err() {
+    if std::process::Command::new("readelf")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIP: readelf is not installed");
         return;
     }
@@ -79,20 +98,49 @@ fn readelf_accepts_written_objects() {
     for path in objs.iter().step_by(7) {
         let out = dir.path().join(path.file_name().unwrap());
         Object::read(path).unwrap().write_to_path(&out).unwrap();
-        let r = std::process::Command::new("readelf").args(["-W", "-S", "-s", "-r", "-g"]).arg(&out).output().unwrap();
+        let r = std::process::Command::new("readelf")
+            .args(["-W", "-S", "-s", "-r", "-g"])
+            .arg(&out)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&r.stderr);
-        assert!(r.status.success() && stderr.trim().is_empty(), "{}: readelf: {stderr}", path.display());
-        let orig = std::process::Command::new("readelf").args(["-W", "-s", "-r"]).arg(path).output().unwrap();
-        let new = std::process::Command::new("readelf").args(["-W", "-s", "-r"]).arg(&out).output().unwrap();
+        assert!(
+            r.status.success() && stderr.trim().is_empty(),
+            "{}: readelf: {stderr}",
+            path.display()
+        );
+        let orig = std::process::Command::new("readelf")
+            .args(["-W", "-s", "-r"])
+            .arg(path)
+            .output()
+            .unwrap();
+        let new = std::process::Command::new("readelf")
+            .args(["-W", "-s", "-r"])
+            .arg(&out)
+            .output()
+            .unwrap();
         // Symbol and relocation listings are identical except for the file-offset lines.
-        let strip = |o: &[u8]| String::from_utf8_lossy(o).lines().filter(|l| !l.contains("at offset")).map(str::to_owned).collect::<Vec<_>>();
-        assert_eq!(strip(&orig.stdout), strip(&new.stdout), "{}", path.display());
+        let strip = |o: &[u8]| {
+            String::from_utf8_lossy(o)
+                .lines()
+                .filter(|l| !l.contains("at offset"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            strip(&orig.stdout),
+            strip(&new.stdout),
+            "{}",
+            path.display()
+        );
     }
 }
 
 #[test]
 fn bad_input_is_refused_with_the_file_named() {
-    let e = Object::parse(b"not an elf file at all", "junk.o").unwrap_err().to_string();
+    let e = Object::parse(b"not an elf file at all", "junk.o")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("junk.o") && e.contains("no ELF magic"), "{e}");
     let objs = corpus_objects();
     let Some(first) = objs.first() else { return };
@@ -101,7 +149,9 @@ fn bad_input_is_refused_with_the_file_named() {
     for cut in (0..data.len()).step_by(data.len() / 97 + 1) {
         let _ = Object::parse(&data[..cut], "cut.o");
     }
-    let e = Object::parse(&data[..data.len() / 2], "half.o").unwrap_err().to_string();
+    let e = Object::parse(&data[..data.len() / 2], "half.o")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("half.o"), "{e}");
     // Another architecture's class: 32-bit.
     let mut d32 = data.clone();
@@ -117,7 +167,13 @@ fn bad_input_is_refused_with_the_file_named() {
 
 #[test]
 fn writing_an_object_without_string_tables_is_an_error_not_a_panic() {
-    let mut o = Object::new(kpatch_elf::Header { e_machine: EM_X86_64, e_flags: 0, ei_osabi: 0, ei_abiversion: 0, big_endian: false });
+    let mut o = Object::new(kpatch_elf::Header {
+        e_machine: EM_X86_64,
+        e_flags: 0,
+        ei_osabi: 0,
+        ei_abiversion: 0,
+        big_endian: false,
+    });
     let e = o.write().unwrap_err().to_string();
     assert!(e.contains(".symtab"), "{e}");
     let mut symtab = o.sections[0].clone();
@@ -135,17 +191,28 @@ fn fuzz_crash_renamed_string_table_is_refused_when_read() {
     let objs = corpus_objects();
     let Some(first) = objs.first() else { return };
     let mut data = std::fs::read(first).unwrap();
-    let at = data.windows(9).position(|w| w == b"\0.strtab\0").expect("a .strtab name") + 1;
+    let at = data
+        .windows(9)
+        .position(|w| w == b"\0.strtab\0")
+        .expect("a .strtab name")
+        + 1;
     data[at] = b'x';
     let e = Object::parse(&data, "renamed.o").unwrap_err().to_string();
-    assert!(e.contains("renamed.o") && e.contains("xstrtab") && e.contains(".strtab"), "{e}");
+    assert!(
+        e.contains("renamed.o") && e.contains("xstrtab") && e.contains(".strtab"),
+        "{e}"
+    );
 }
 
 /// Fuzzing (object_reader) found a section with an alignment of 2^40: reading accepted it and
 /// writing padded the file towards a terabyte. Such alignments are refused on reading.
 #[test]
 fn fuzz_crash_absurd_alignment_is_refused_when_read() {
-    let data = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/reader-huge-alignment.crash")).unwrap();
+    let data = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/regressions/reader-huge-alignment.crash"),
+    )
+    .unwrap();
     let e = Object::parse(&data, "align.o").unwrap_err().to_string();
     assert!(e.contains("align.o") && e.contains("sh_addralign"), "{e}");
 }
@@ -158,7 +225,12 @@ fn fuzz_roundtrip_non_null_symbol_0_is_refused_when_read() {
     let objs = corpus_objects();
     let Some(first) = objs.first() else { return };
     let mut data = std::fs::read(first).unwrap();
-    let symtab = Object::read(first).unwrap().sections.iter().position(|s| s.sh_type == SHT_SYMTAB).unwrap();
+    let symtab = Object::read(first)
+        .unwrap()
+        .sections
+        .iter()
+        .position(|s| s.sh_type == SHT_SYMTAB)
+        .unwrap();
     let shoff = u64::from_le_bytes(data[0x28..0x30].try_into().unwrap()) as usize;
     let hdr = shoff + symtab * 64;
     let sym_off = u64::from_le_bytes(data[hdr + 24..hdr + 32].try_into().unwrap()) as usize;
@@ -175,7 +247,11 @@ fn fuzz_roundtrip_inactive_section_header_is_refused_when_read() {
     let Some(first) = objs.first() else { return };
     let mut data = std::fs::read(first).unwrap();
     let obj = Object::read(first).unwrap();
-    let text = obj.sections.iter().position(|s| s.is_text() && !s.data.is_empty()).unwrap();
+    let text = obj
+        .sections
+        .iter()
+        .position(|s| s.is_text() && !s.data.is_empty())
+        .unwrap();
     let shoff = u64::from_le_bytes(data[0x28..0x30].try_into().unwrap()) as usize;
     let hdr = shoff + text * 64;
     data[hdr + 4..hdr + 8].copy_from_slice(&0u32.to_le_bytes()); // sh_type = SHT_NULL
@@ -188,7 +264,14 @@ fn fuzz_roundtrip_inactive_section_header_is_refused_when_read() {
 /// reading, and a real one is written after the symbols wherever its header stands.
 #[test]
 fn fuzz_crash_stray_symtab_shndx_is_refused_when_read() {
-    let data = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/reader-stray-symtab-shndx.crash")).unwrap();
+    let data = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/regressions/reader-stray-symtab-shndx.crash"),
+    )
+    .unwrap();
     let e = Object::parse(&data, "shndx.o").unwrap_err().to_string();
-    assert!(e.contains("shndx.o") && e.contains("SHT_SYMTAB_SHNDX"), "{e}");
+    assert!(
+        e.contains("shndx.o") && e.contains("SHT_SYMTAB_SHNDX"),
+        "{e}"
+    );
 }

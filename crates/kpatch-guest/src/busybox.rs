@@ -26,7 +26,9 @@ pub fn static_busybox() -> Result<PathBuf, GuestError> {
     let pkg = "busybox-static";
     let version = store
         .candidate(pkg)?
-        .ok_or_else(|| kpatch_target::TargetError::NoCandidate { package: pkg.into() })?;
+        .ok_or_else(|| kpatch_target::TargetError::NoCandidate {
+            package: pkg.into(),
+        })?;
     let path = store.package(pkg, &version)?.join("bin/busybox");
     let data = std::fs::read(&path).map_err(|e| GuestError::io(&path, e))?;
     if !is_static_elf(&data) {

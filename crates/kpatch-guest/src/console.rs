@@ -117,7 +117,10 @@ mod tests {
 
     #[test]
     fn cleans_escapes_and_carriage_returns() {
-        assert_eq!(clean_line(b"\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16)\r"), "SeaBIOS (version 1.16)");
+        assert_eq!(
+            clean_line(b"\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16)\r"),
+            "SeaBIOS (version 1.16)"
+        );
         assert_eq!(clean_line(b"a\xffb"), "a\u{fffd}b");
     }
 
@@ -125,11 +128,19 @@ mod tests {
     fn parses_results() {
         assert_eq!(
             parse_result("KPATCH-RS-RESULT cmdline ok patched by kpatch-rs"),
-            Some(CheckResult { name: "cmdline".into(), ok: true, detail: "patched by kpatch-rs".into() })
+            Some(CheckResult {
+                name: "cmdline".into(),
+                ok: true,
+                detail: "patched by kpatch-rs".into()
+            })
         );
         assert_eq!(
             parse_result("[    2.1] foo KPATCH-RS-RESULT enabled fail rc=1"),
-            Some(CheckResult { name: "enabled".into(), ok: false, detail: "rc=1".into() })
+            Some(CheckResult {
+                name: "enabled".into(),
+                ok: false,
+                detail: "rc=1".into()
+            })
         );
         assert_eq!(parse_result("KPATCH-RS-RESULT x ok").unwrap().detail, "");
         assert_eq!(parse_result("KPATCH-RS-RESULT x maybe"), None);
@@ -140,13 +151,31 @@ mod tests {
     #[test]
     fn detects_kernel_problems() {
         let cases = [
-            ("[    5.1] Kernel panic - not syncing: Attempted to kill init!", Some(ProblemKind::Panic)),
-            ("[    3.0] Oops: 0002 [#1] PREEMPT SMP NOPTI", Some(ProblemKind::Oops)),
-            ("[    3.0] general protection fault, probably for non-canonical address", Some(ProblemKind::Oops)),
-            ("[    2.9] WARNING: CPU: 0 PID: 1 at kernel/livepatch/core.c:1 klp_x+0x1/0x2", Some(ProblemKind::Warning)),
-            ("[    2.9] BUG: kernel NULL pointer dereference, address: 0000000000000000", Some(ProblemKind::Bug)),
+            (
+                "[    5.1] Kernel panic - not syncing: Attempted to kill init!",
+                Some(ProblemKind::Panic),
+            ),
+            (
+                "[    3.0] Oops: 0002 [#1] PREEMPT SMP NOPTI",
+                Some(ProblemKind::Oops),
+            ),
+            (
+                "[    3.0] general protection fault, probably for non-canonical address",
+                Some(ProblemKind::Oops),
+            ),
+            (
+                "[    2.9] WARNING: CPU: 0 PID: 1 at kernel/livepatch/core.c:1 klp_x+0x1/0x2",
+                Some(ProblemKind::Warning),
+            ),
+            (
+                "[    2.9] BUG: kernel NULL pointer dereference, address: 0000000000000000",
+                Some(ProblemKind::Bug),
+            ),
             ("[    2.9] Call Trace:", Some(ProblemKind::CallTrace)),
-            ("[    2.9] livepatch: enabling patch 'livepatch_sample'", None),
+            (
+                "[    2.9] livepatch: enabling patch 'livepatch_sample'",
+                None,
+            ),
             ("KPATCH-RS-RESULT dmesg fail WARNING: seen", None),
         ];
         for (line, want) in cases {

@@ -33,14 +33,28 @@ pub struct Initramfs {
 }
 
 fn norm(path: &str) -> String {
-    path.split('/').filter(|c| !c.is_empty() && *c != ".").collect::<Vec<_>>().join("/")
+    path.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 impl Initramfs {
     /// An empty image with the directories and `/dev/console` a minimal init needs.
     pub fn new() -> Self {
         let mut i = Initramfs::default();
-        for d in ["/bin", "/sbin", "/usr/bin", "/usr/sbin", "/dev", "/proc", "/sys", "/tmp", "/lib/modules", "/root"] {
+        for d in [
+            "/bin",
+            "/sbin",
+            "/usr/bin",
+            "/usr/sbin",
+            "/dev",
+            "/proc",
+            "/sys",
+            "/tmp",
+            "/lib/modules",
+            "/root",
+        ] {
             i.dir(d, 0o755);
         }
         i.char_dev("/dev/console", 0o600, 5, 1);
@@ -49,7 +63,12 @@ impl Initramfs {
     }
 
     pub fn dir(&mut self, path: &str, mode: u32) -> &mut Self {
-        self.entries.insert(norm(path), Entry::Dir { mode: mode & 0o7777 });
+        self.entries.insert(
+            norm(path),
+            Entry::Dir {
+                mode: mode & 0o7777,
+            },
+        );
         self
     }
 
@@ -65,13 +84,23 @@ impl Initramfs {
     }
 
     /// A file copied from the host (its content, with the given mode).
-    pub fn host_file(&mut self, path: &str, mode: u32, host: &Path) -> Result<&mut Self, GuestError> {
+    pub fn host_file(
+        &mut self,
+        path: &str,
+        mode: u32,
+        host: &Path,
+    ) -> Result<&mut Self, GuestError> {
         let data = std::fs::read(host).map_err(|e| GuestError::io(host, e))?;
         Ok(self.file(path, mode, data))
     }
 
     pub fn symlink(&mut self, path: &str, target: &str) -> &mut Self {
-        self.entries.insert(norm(path), Entry::Symlink { target: target.to_string() });
+        self.entries.insert(
+            norm(path),
+            Entry::Symlink {
+                target: target.to_string(),
+            },
+        );
         self
     }
 
@@ -121,7 +150,8 @@ impl Initramfs {
         for path in self.entries.keys() {
             let mut p = path.as_str();
             while let Some((parent, _)) = p.rsplit_once('/') {
-                all.entry(parent.to_string()).or_insert(Entry::Dir { mode: 0o755 });
+                all.entry(parent.to_string())
+                    .or_insert(Entry::Dir { mode: 0o755 });
                 p = parent;
             }
         }
@@ -137,7 +167,11 @@ impl Initramfs {
                 Entry::Symlink { target } => (S_IFLNK | 0o777, target.as_bytes(), (0, 0)),
                 Entry::CharDev { mode, major, minor } => (S_IFCHR | mode, &[], (*major, *minor)),
             };
-            let nlink = if matches!(entry, Entry::Dir { .. }) { 2 } else { 1 };
+            let nlink = if matches!(entry, Entry::Dir { .. }) {
+                2
+            } else {
+                1
+            };
             write_entry(&mut out, ino, mode, nlink, rdev, path, data);
             ino += 1;
         }
@@ -156,7 +190,15 @@ fn pad4(out: &mut Vec<u8>) {
     }
 }
 
-fn write_entry(out: &mut Vec<u8>, ino: u32, mode: u32, nlink: u32, rdev: (u32, u32), name: &str, data: &[u8]) {
+fn write_entry(
+    out: &mut Vec<u8>,
+    ino: u32,
+    mode: u32,
+    nlink: u32,
+    rdev: (u32, u32),
+    name: &str,
+    data: &[u8],
+) {
     let fields = [
         ino,
         mode,
@@ -195,9 +237,15 @@ mod tests {
         let mut out = vec![];
         loop {
             assert_eq!(&b[..6], b"070701");
-            let f = |i: usize| u32::from_str_radix(std::str::from_utf8(&b[6 + i * 8..14 + i * 8]).unwrap(), 16).unwrap();
-            let (mode, size, rmaj, rmin, namesize) = (f(1), f(6) as usize, f(9), f(10), f(11) as usize);
-            let name = std::str::from_utf8(&b[110..110 + namesize - 1]).unwrap().to_string();
+            let f = |i: usize| {
+                u32::from_str_radix(std::str::from_utf8(&b[6 + i * 8..14 + i * 8]).unwrap(), 16)
+                    .unwrap()
+            };
+            let (mode, size, rmaj, rmin, namesize) =
+                (f(1), f(6) as usize, f(9), f(10), f(11) as usize);
+            let name = std::str::from_utf8(&b[110..110 + namesize - 1])
+                .unwrap()
+                .to_string();
             assert_eq!(b[110 + namesize - 1], 0);
             let data_start = (110 + namesize).div_ceil(4) * 4;
             let data = b[data_start..data_start + size].to_vec();
@@ -220,10 +268,27 @@ mod tests {
         i.char_dev("/dev/console", 0o600, 5, 1);
         let e = parse(&i.to_bytes());
         let names: Vec<_> = e.iter().map(|x| x.0.as_str()).collect();
-        assert_eq!(names, ["a", "a/b", "a/b/c.txt", "bin", "bin/sh", "dev", "dev/console"]);
+        assert_eq!(
+            names,
+            [
+                "a",
+                "a/b",
+                "a/b/c.txt",
+                "bin",
+                "bin/sh",
+                "dev",
+                "dev/console"
+            ]
+        );
         assert_eq!(e[0].1, S_IFDIR | 0o755);
-        assert_eq!((e[2].1, e[2].3.as_slice()), (S_IFREG | 0o644, &b"hello"[..]));
-        assert_eq!((e[4].1, e[4].3.as_slice()), (S_IFLNK | 0o777, &b"busybox"[..]));
+        assert_eq!(
+            (e[2].1, e[2].3.as_slice()),
+            (S_IFREG | 0o644, &b"hello"[..])
+        );
+        assert_eq!(
+            (e[4].1, e[4].3.as_slice()),
+            (S_IFLNK | 0o777, &b"busybox"[..])
+        );
         assert_eq!((e[6].1, e[6].2), (S_IFCHR | 0o600, (5, 1)));
     }
 
@@ -246,11 +311,27 @@ mod tests {
             .arg(&img)
             .output()
             .unwrap();
-        assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+        assert!(
+            list.status.success(),
+            "{}",
+            String::from_utf8_lossy(&list.stderr)
+        );
         let text = String::from_utf8_lossy(&list.stdout);
-        assert!(text.lines().any(|l| l.starts_with("-rwxr-xr-x") && l.ends_with(" init")), "{text}");
-        assert!(text.lines().any(|l| l.starts_with("lrwxrwxrwx") && l.ends_with("bin/sh -> busybox")), "{text}");
-        assert!(text.lines().any(|l| l.starts_with("crw-------") && l.ends_with("dev/console")), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("-rwxr-xr-x") && l.ends_with(" init")),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("lrwxrwxrwx") && l.ends_with("bin/sh -> busybox")),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("crw-------") && l.ends_with("dev/console")),
+            "{text}"
+        );
     }
 
     #[test]
@@ -280,9 +361,17 @@ mod tests {
 
         let bad = dir.path().join("notes.txt");
         std::fs::write(&bad, "x").unwrap();
-        assert!(i.add_module(&bad).unwrap_err().to_string().contains("notes.txt"));
+        assert!(i
+            .add_module(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("notes.txt"));
         let fake = dir.path().join("fake.ko");
         std::fs::write(&fake, "not elf").unwrap();
-        assert!(i.add_module(&fake).unwrap_err().to_string().contains("not an ELF"));
+        assert!(i
+            .add_module(&fake)
+            .unwrap_err()
+            .to_string()
+            .contains("not an ELF"));
     }
 }

@@ -5,9 +5,9 @@
 //! dependencies come from each module's `.modinfo` `depends=` entry.
 
 use crate::{GuestError, Initramfs};
-use kpatch_target::modules::{index_modules, read_module};
 use kpatch_common::canonical_module_name;
 use kpatch_common::modinfo::ModInfo;
+use kpatch_target::modules::{index_modules, read_module};
 use object::{Object, ObjectSection};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,11 +32,21 @@ impl Initramfs {
     /// Adds the module `name` from a kernel's modules tree (`DebianKernel::modules_dir()`)
     /// and, first, every module it depends on. Returns the guest paths in load order, ready
     /// for `insmod` one after the other.
-    pub fn add_kernel_module(&mut self, modules_dir: &Path, name: &str) -> Result<Vec<String>, GuestError> {
+    pub fn add_kernel_module(
+        &mut self,
+        modules_dir: &Path,
+        name: &str,
+    ) -> Result<Vec<String>, GuestError> {
         let index = index_modules(modules_dir)?;
         let mut order = Vec::new();
         let mut seen = Vec::new();
-        self.add_with_deps(&index, modules_dir, &canonical_module_name(name), &mut seen, &mut order)?;
+        self.add_with_deps(
+            &index,
+            modules_dir,
+            &canonical_module_name(name),
+            &mut seen,
+            &mut order,
+        )?;
         Ok(order)
     }
 
@@ -74,7 +84,11 @@ mod tests {
     /// A relocatable ELF with a .modinfo section holding `entries`.
     fn fake_ko(entries: &[&str]) -> Vec<u8> {
         let mut o = WObject::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
-        let id = o.add_section(vec![], b".modinfo".to_vec(), object::SectionKind::ReadOnlyString);
+        let id = o.add_section(
+            vec![],
+            b".modinfo".to_vec(),
+            object::SectionKind::ReadOnlyString,
+        );
         let mut data = Vec::new();
         for e in entries {
             data.extend_from_slice(e.as_bytes());
@@ -102,18 +116,34 @@ mod tests {
         let k = d.path().join("kernel/fs");
         std::fs::create_dir_all(k.join("ext4")).unwrap();
         std::fs::create_dir_all(k.join("jbd2")).unwrap();
-        std::fs::write(k.join("ext4/ext4.ko"), fake_ko(&["depends=mbcache,jbd2", "name=ext4"])).unwrap();
-        std::fs::write(k.join("jbd2/jbd2.ko"), fake_ko(&["depends=crc-16", "name=jbd2"])).unwrap();
+        std::fs::write(
+            k.join("ext4/ext4.ko"),
+            fake_ko(&["depends=mbcache,jbd2", "name=ext4"]),
+        )
+        .unwrap();
+        std::fs::write(
+            k.join("jbd2/jbd2.ko"),
+            fake_ko(&["depends=crc-16", "name=jbd2"]),
+        )
+        .unwrap();
         std::fs::write(k.join("mbcache.ko"), fake_ko(&["depends=", "name=mbcache"])).unwrap();
         std::fs::write(k.join("crc_16.ko"), fake_ko(&["depends=", "name=crc_16"])).unwrap();
         let mut i = Initramfs::new();
         let order = i.add_kernel_module(d.path(), "ext4").unwrap();
         assert_eq!(
             order,
-            ["/lib/modules/mbcache.ko", "/lib/modules/crc_16.ko", "/lib/modules/jbd2.ko", "/lib/modules/ext4.ko"]
+            [
+                "/lib/modules/mbcache.ko",
+                "/lib/modules/crc_16.ko",
+                "/lib/modules/jbd2.ko",
+                "/lib/modules/ext4.ko"
+            ]
         );
         assert!(i.contains("/lib/modules/ext4.ko"));
-        let err = i.add_kernel_module(d.path(), "btrfs").unwrap_err().to_string();
+        let err = i
+            .add_kernel_module(d.path(), "btrfs")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no module named btrfs"), "{err}");
     }
 }

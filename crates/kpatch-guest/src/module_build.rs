@@ -19,12 +19,27 @@ pub fn make_command(kbuild_dir: &Path, module_dir: &Path) -> Cmd {
 
 /// Builds the module(s) whose Kbuild/Makefile is in `module_dir` and returns the `.ko` files
 /// produced there. `kbuild_dir` is `DebianKernel::kbuild_dir()`.
-pub fn build_external_module(kbuild_dir: &Path, module_dir: &Path) -> Result<Vec<PathBuf>, GuestError> {
+pub fn build_external_module(
+    kbuild_dir: &Path,
+    module_dir: &Path,
+) -> Result<Vec<PathBuf>, GuestError> {
     let cmd = make_command(kbuild_dir, module_dir);
     let shown = cmd.to_string();
     let out = SystemRunner.run(&cmd).map_err(|e| match e {
-        RunError::Spawn { source, .. } => GuestError::Spawn { program: "make".into(), source },
-        RunError::Failed { command, status, output } => GuestError::Build { command, dir: module_dir.into(), status, output },
+        RunError::Spawn { source, .. } => GuestError::Spawn {
+            program: "make".into(),
+            source,
+        },
+        RunError::Failed {
+            command,
+            status,
+            output,
+        } => GuestError::Build {
+            command,
+            dir: module_dir.into(),
+            status,
+            output,
+        },
     })?;
     if !out.success() {
         return Err(GuestError::Build {

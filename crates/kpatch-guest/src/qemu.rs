@@ -57,7 +57,15 @@ impl GuestConfig {
     /// load); the only device used is the serial port, on stdio; the monitor is off.
     pub fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = [
-            "-accel", "tcg", "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio", "-monitor", "none",
+            "-accel",
+            "tcg",
+            "-nographic",
+            "-no-reboot",
+            "-nodefaults",
+            "-serial",
+            "stdio",
+            "-monitor",
+            "none",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -112,12 +120,12 @@ impl GuestRun {
 
     /// A file the script sent with [`TestScript::send_file`](crate::TestScript::send_file).
     pub fn file(&self, name: &str) -> Result<Vec<u8>, GuestError> {
-        crate::transfer::extract_file(&self.lines, &crate::script::sanitize_name(name)).map_err(|what| {
-            GuestError::Transfer {
+        crate::transfer::extract_file(&self.lines, &crate::script::sanitize_name(name)).map_err(
+            |what| GuestError::Transfer {
                 name: name.to_string(),
                 what,
-            }
-        })
+            },
+        )
     }
 
     /// The whole console log.
@@ -244,7 +252,9 @@ pub fn boot(cfg: &GuestConfig) -> Result<GuestRun, GuestError> {
                     run.exit_status = Some(st);
                     break;
                 }
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 _ => {
                     timed_out = true;
                     break;
@@ -354,7 +364,10 @@ exit 0"#,
         // a grandchild that would outlive a plain kill of the direct child
         let q = fake_qemu(
             dir.path(),
-            &format!("sleep 300 &\necho $! > {}\necho started\nwait", pidfile.display()),
+            &format!(
+                "sleep 300 &\necho $! > {}\necho started\nwait",
+                pidfile.display()
+            ),
         );
         let t0 = Instant::now();
         let err = boot(&cfg(q, 700)).unwrap_err();
@@ -367,11 +380,18 @@ exit 0"#,
             }
             e => panic!("{e}"),
         }
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         // killed, and reaped by init or turned zombie: /proc/<pid>/stat is gone or says Z
         std::thread::sleep(Duration::from_millis(200));
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        assert!(stat.is_empty() || stat.contains(") Z "), "grandchild still alive: {stat}");
+        assert!(
+            stat.is_empty() || stat.contains(") Z "),
+            "grandchild still alive: {stat}"
+        );
     }
 
     #[test]

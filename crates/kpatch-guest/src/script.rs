@@ -28,7 +28,13 @@ pub struct TestScript {
 pub fn sanitize_name(name: &str) -> String {
     let s: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "_.-:/".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-:/".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if s.is_empty() {
         "_".into()
@@ -72,7 +78,10 @@ impl TestScript {
     /// [`GuestRun::file`](crate::GuestRun::file). Fine for a few MB (gzip + base64 over the
     /// serial console).
     pub fn send_file(&mut self, name: &str, guest_path: &str) -> &mut Self {
-        self.shell(&crate::transfer::emit_command(&sanitize_name(name), guest_path))
+        self.shell(&crate::transfer::emit_command(
+            &sanitize_name(name),
+            guest_path,
+        ))
     }
 
     /// The names of the checks, in order.
@@ -110,7 +119,9 @@ impl TestScript {
                     s.push('\n');
                 }
                 Step::Check { name, body } => {
-                    s.push_str(&format!("krs_check_{i}() {{\n{body}\n}}\nkrs_run {name} krs_check_{i}\n"));
+                    s.push_str(&format!(
+                        "krs_check_{i}() {{\n{body}\n}}\nkrs_run {name} krs_check_{i}\n"
+                    ));
                 }
             }
         }
@@ -146,8 +157,15 @@ mod tests {
             "export PATH=/bin:/sbin:/usr/bin:/usr/sbin",
             &format!("export PATH={}:$PATH", dir.path().display()),
         );
-        let out = std::process::Command::new("sh").arg("-c").arg(text).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(text)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect()
     }
 
     #[test]
@@ -161,12 +179,33 @@ mod tests {
         let lines = run_on_host(&t);
         let results: Vec<_> = lines.iter().filter_map(|l| parse_result(l)).collect();
         assert_eq!(results.len(), 4, "{lines:?}");
-        assert_eq!((results[0].name.as_str(), results[0].ok, results[0].detail.as_str()), ("passes", true, "one two"));
-        assert_eq!((results[1].name.as_str(), results[1].ok, results[1].detail.as_str()), ("fails_with_space", false, "rc=3 bad"));
+        assert_eq!(
+            (
+                results[0].name.as_str(),
+                results[0].ok,
+                results[0].detail.as_str()
+            ),
+            ("passes", true, "one two")
+        );
+        assert_eq!(
+            (
+                results[1].name.as_str(),
+                results[1].ok,
+                results[1].detail.as_str()
+            ),
+            ("fails_with_space", false, "rc=3 bad")
+        );
         assert!(results[2].ok);
-        assert!(!results[3].ok && results[3].detail.contains("still false after 1s"), "{:?}", results[3]);
+        assert!(
+            !results[3].ok && results[3].detail.contains("still false after 1s"),
+            "{:?}",
+            results[3]
+        );
         assert!(is_done(lines.last().unwrap()), "{lines:?}");
-        assert_eq!(t.check_names(), ["passes", "fails_with_space", "eventually", "never"]);
+        assert_eq!(
+            t.check_names(),
+            ["passes", "fails_with_space", "eventually", "never"]
+        );
     }
 
     #[test]

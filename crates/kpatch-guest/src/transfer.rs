@@ -78,7 +78,14 @@ mod tests {
 
     #[test]
     fn base64_known_vectors() {
-        for (enc, dec) in [("", ""), ("Zg==", "f"), ("Zm8=", "fo"), ("Zm9v", "foo"), ("Zm9vYg==", "foob"), ("Zm9v\nYmFy", "foobar")] {
+        for (enc, dec) in [
+            ("", ""),
+            ("Zg==", "f"),
+            ("Zm8=", "fo"),
+            ("Zm9v", "foo"),
+            ("Zm9vYg==", "foob"),
+            ("Zm9v\nYmFy", "foobar"),
+        ] {
             assert_eq!(base64_decode(enc).unwrap(), dec.as_bytes(), "{enc}");
         }
         assert!(base64_decode("Zm9v[").is_err());
@@ -89,7 +96,9 @@ mod tests {
         // the same pipeline as in the guest, run on the host's gzip and base64
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("data");
-        let data: Vec<u8> = (0..50_000u32).flat_map(|i| (i * 7919).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..50_000u32)
+            .flat_map(|i| (i * 7919).to_le_bytes())
+            .collect();
         std::fs::write(&f, &data).unwrap();
         let out = std::process::Command::new("sh")
             .arg("-c")
@@ -97,9 +106,15 @@ mod tests {
             .output()
             .unwrap();
         let mut lines: Vec<String> = vec!["[ 1.0] noise".into()];
-        lines.extend(String::from_utf8_lossy(&out.stdout).lines().map(String::from));
+        lines.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(String::from),
+        );
         assert_eq!(extract_file(&lines, "blob").unwrap(), data);
-        assert!(extract_file(&lines, "other").unwrap_err().contains("no KPATCH-RS-FILE-BEGIN other"));
+        assert!(extract_file(&lines, "other")
+            .unwrap_err()
+            .contains("no KPATCH-RS-FILE-BEGIN other"));
     }
 
     #[test]
@@ -111,12 +126,21 @@ mod tests {
         let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let mut b64 = String::new();
         for chunk in gz.chunks(3) {
-            let n = chunk.iter().enumerate().fold(0u32, |a, (i, &b)| a | (b as u32) << (16 - 8 * i));
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |a, (i, &b)| a | (b as u32) << (16 - 8 * i));
             for i in 0..=chunk.len() {
                 b64.push(table[(n >> (18 - 6 * i) & 63) as usize] as char);
             }
         }
-        let lines = |body: &str| vec![format!("{FILE_BEGIN} x"), body.to_string(), format!("{FILE_END} x")];
+        let lines = |body: &str| {
+            vec![
+                format!("{FILE_BEGIN} x"),
+                body.to_string(),
+                format!("{FILE_END} x"),
+            ]
+        };
         assert_eq!(extract_file(&lines(&b64), "x").unwrap(), vec![7u8; 3000]);
         let broken = format!("{}{}", &b64[..8], &b64[12..]);
         assert!(extract_file(&lines(&broken), "x").is_err());

@@ -6,7 +6,9 @@ use kpatch_target::DebianKernel;
 #[test]
 fn kallsyms_from_guest_has_link_time_addresses() {
     if std::env::var("KPATCH_RS_GUEST_TESTS").as_deref() != Ok("1") {
-        eprintln!("skipped: set KPATCH_RS_GUEST_TESTS=1 to download Debian packages and boot QEMU guests");
+        eprintln!(
+            "skipped: set KPATCH_RS_GUEST_TESTS=1 to download Debian packages and boot QEMU guests"
+        );
         return;
     }
     let kernel = DebianKernel::default_target().expect("default target");

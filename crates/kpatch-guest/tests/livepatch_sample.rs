@@ -12,7 +12,9 @@ fn enabled() -> bool {
     if std::env::var("KPATCH_RS_GUEST_TESTS").as_deref() == Ok("1") {
         return true;
     }
-    eprintln!("skipped: set KPATCH_RS_GUEST_TESTS=1 to download Debian packages and boot QEMU guests");
+    eprintln!(
+        "skipped: set KPATCH_RS_GUEST_TESTS=1 to download Debian packages and boot QEMU guests"
+    );
     false
 }
 
@@ -21,21 +23,40 @@ const SYSFS: &str = "/sys/kernel/livepatch/livepatch_sample";
 
 fn script() -> TestScript {
     let mut t = TestScript::new();
-    t.check("cmdline-original", "cat /proc/cmdline; grep -q console=ttyS0 /proc/cmdline");
+    t.check(
+        "cmdline-original",
+        "cat /proc/cmdline; grep -q console=ttyS0 /proc/cmdline",
+    );
     t.check("insmod", "insmod /lib/modules/livepatch-sample.ko");
-    t.check_eventually("transition-done", &format!("[ \"$(cat {SYSFS}/transition)\" = 0 ]"), 60);
-    t.check("enabled", &format!("cat {SYSFS}/enabled; [ \"$(cat {SYSFS}/enabled)\" = 1 ]"));
-    t.check("cmdline-patched", &format!("cat /proc/cmdline; grep -qx '{MARKER}' /proc/cmdline"));
+    t.check_eventually(
+        "transition-done",
+        &format!("[ \"$(cat {SYSFS}/transition)\" = 0 ]"),
+        60,
+    );
+    t.check(
+        "enabled",
+        &format!("cat {SYSFS}/enabled; [ \"$(cat {SYSFS}/enabled)\" = 1 ]"),
+    );
+    t.check(
+        "cmdline-patched",
+        &format!("cat /proc/cmdline; grep -qx '{MARKER}' /proc/cmdline"),
+    );
     t.check("disable", &format!("echo 0 > {SYSFS}/enabled"));
     // once the unpatch transition has finished the patch leaves sysfs
     t.check_eventually("unpatched", &format!("[ ! -e {SYSFS} ]"), 60);
     t.check("rmmod", "rmmod livepatch_sample");
-    t.check("module-gone", "! grep -q '^livepatch_sample ' /proc/modules");
+    t.check(
+        "module-gone",
+        "! grep -q '^livepatch_sample ' /proc/modules",
+    );
     t.check("cmdline-restored", &format!("cat /proc/cmdline; grep -q console=ttyS0 /proc/cmdline && ! grep -q '{MARKER}' /proc/cmdline"));
     // the kernel's own record (pr_notice, below the console log level) of the patch coming and going
     t.check("dmesg-livepatch", "dmesg | grep -q \"enabling patch 'livepatch_sample'\" && dmesg | grep \"'livepatch_sample': unpatching complete\"");
     // whatever the console log level, nothing went wrong in the kernel
-    t.check("dmesg-clean", "! dmesg | grep -E 'WARNING:|Call Trace|BUG:|Oops|general protection'");
+    t.check(
+        "dmesg-clean",
+        "! dmesg | grep -E 'WARNING:|Call Trace|BUG:|Oops|general protection'",
+    );
     t
 }
 
@@ -60,7 +81,10 @@ fn livepatch_sample_loads_patches_and_unloads_in_one_boot() {
     let t = script();
     let mut initramfs = Initramfs::new();
     initramfs.add_busybox().expect("busybox");
-    assert_eq!(initramfs.add_module(&kos[0]).unwrap(), "/lib/modules/livepatch-sample.ko");
+    assert_eq!(
+        initramfs.add_module(&kos[0]).unwrap(),
+        "/lib/modules/livepatch-sample.ko"
+    );
     initramfs.add_init(&t.render());
     let img = work.path().join("initramfs.cpio");
     initramfs.write_to(&img).unwrap();
@@ -79,9 +103,20 @@ fn livepatch_sample_loads_patches_and_unloads_in_one_boot() {
 
     assert!(run.done, "script did not finish:\n{}", run.tail(40));
     for name in t.check_names() {
-        let r = run.result(name).unwrap_or_else(|| panic!("no result for {name}:\n{}", run.log()));
+        let r = run
+            .result(name)
+            .unwrap_or_else(|| panic!("no result for {name}:\n{}", run.log()));
         assert!(r.ok, "check {name} failed: {}\n{}", r.detail, run.log());
     }
-    assert!(run.result("cmdline-patched").unwrap().detail.contains(MARKER));
-    assert!(run.problems.is_empty(), "kernel problems: {:#?}\n{}", run.problems, run.log());
+    assert!(run
+        .result("cmdline-patched")
+        .unwrap()
+        .detail
+        .contains(MARKER));
+    assert!(
+        run.problems.is_empty(),
+        "kernel problems: {:#?}\n{}",
+        run.problems,
+        run.log()
+    );
 }

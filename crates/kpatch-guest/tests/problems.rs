@@ -7,7 +7,9 @@ use std::time::Duration;
 #[test]
 fn sysrq_crash_is_reported_as_panic_and_guest_exits() {
     if std::env::var("KPATCH_RS_GUEST_TESTS").as_deref() != Ok("1") {
-        eprintln!("skipped: set KPATCH_RS_GUEST_TESTS=1 to download Debian packages and boot QEMU guests");
+        eprintln!(
+            "skipped: set KPATCH_RS_GUEST_TESTS=1 to download Debian packages and boot QEMU guests"
+        );
         return;
     }
     let kernel = DebianKernel::default_target().expect("default target");
@@ -23,7 +25,19 @@ fn sysrq_crash_is_reported_as_panic_and_guest_exits() {
     assert!(run.result("after").is_none(), "{}", run.log());
     assert!(!run.done);
     let kinds: Vec<ProblemKind> = run.problems.iter().map(|p| p.kind).collect();
-    assert!(kinds.contains(&ProblemKind::Panic), "{kinds:?}\n{}", run.log());
-    let panic = run.problems.iter().find(|p| p.kind == ProblemKind::Panic).unwrap();
-    assert!(panic.line.contains("sysrq triggered crash"), "{}", panic.line);
+    assert!(
+        kinds.contains(&ProblemKind::Panic),
+        "{kinds:?}\n{}",
+        run.log()
+    );
+    let panic = run
+        .problems
+        .iter()
+        .find(|p| p.kind == ProblemKind::Panic)
+        .unwrap();
+    assert!(
+        panic.line.contains("sysrq triggered crash"),
+        "{}",
+        panic.line
+    );
 }

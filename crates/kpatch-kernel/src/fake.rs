@@ -246,7 +246,6 @@ impl FakeKernel {
         tids
     }
 
-
     /// A write to `cgroup.freeze` or `cgroup.procs` of the cgroup at `rel` (under the root).
     fn cgroup_write(&self, rel: &Path, data: &str) -> io::Result<()> {
         let file = rel.file_name().and_then(|f| f.to_str()).unwrap_or("");
@@ -257,7 +256,10 @@ impl FakeKernel {
         match file {
             "cgroup.freeze" if cg != "/" => std::fs::write(self.cgroup_dir(&cg).join(file), data)?,
             "cgroup.procs" => {
-                let pid: i32 = data.trim().parse().map_err(|_| io::Error::from_raw_os_error(Errno::EINVAL as i32))?;
+                let pid: i32 = data
+                    .trim()
+                    .parse()
+                    .map_err(|_| io::Error::from_raw_os_error(Errno::EINVAL as i32))?;
                 let mut st = self.st.borrow_mut();
                 let mut found = false;
                 for t in st.tasks.values_mut().filter(|t| t.pid == pid) {
@@ -267,7 +269,12 @@ impl FakeKernel {
                 if !found {
                     return Err(io::Error::from_raw_os_error(Errno::ESRCH as i32));
                 }
-                let tids: Vec<i32> = st.tasks.values().filter(|t| t.pid == pid).map(|t| t.tid).collect();
+                let tids: Vec<i32> = st
+                    .tasks
+                    .values()
+                    .filter(|t| t.pid == pid)
+                    .map(|t| t.tid)
+                    .collect();
                 drop(st);
                 for tid in tids {
                     self.sync_task(tid)?;
@@ -300,7 +307,13 @@ impl FakeKernel {
         }
         let root = self.cgroup_dir("/");
         std::fs::create_dir_all(&root)?;
-        let cgroups: Vec<String> = self.st.borrow().tasks.values().map(|t| t.cgroup.clone()).collect();
+        let cgroups: Vec<String> = self
+            .st
+            .borrow()
+            .tasks
+            .values()
+            .map(|t| t.cgroup.clone())
+            .collect();
         for cg in &cgroups {
             let d = self.cgroup_dir(cg);
             std::fs::create_dir_all(&d)?;
@@ -319,7 +332,12 @@ impl FakeKernel {
             }
             i += 1;
         }
-        let rel = |d: &Path| format!("/{}", d.strip_prefix(&root).unwrap_or(Path::new("")).display());
+        let rel = |d: &Path| {
+            format!(
+                "/{}",
+                d.strip_prefix(&root).unwrap_or(Path::new("")).display()
+            )
+        };
         let freezing = |cg: &str| {
             let mut p = self.cgroup_dir(cg);
             loop {
@@ -340,13 +358,29 @@ impl FakeKernel {
         for d in &dirs {
             let me = rel(d);
             let st = self.st.borrow();
-            let procs: String = st.tasks.values().filter(|t| t.cgroup == me && t.pid == t.tid).map(|t| format!("{}\n", t.pid)).collect();
+            let procs: String = st
+                .tasks
+                .values()
+                .filter(|t| t.cgroup == me && t.pid == t.tid)
+                .map(|t| format!("{}\n", t.pid))
+                .collect();
             std::fs::write(d.join("cgroup.procs"), procs)?;
             if *d != root {
-                let below: Vec<&FakeTask> = st.tasks.values().filter(|t| Path::new(&t.cgroup).starts_with(&me)).collect();
+                let below: Vec<&FakeTask> = st
+                    .tasks
+                    .values()
+                    .filter(|t| Path::new(&t.cgroup).starts_with(&me))
+                    .collect();
                 let populated = !below.is_empty();
                 let frozen = freezing(&me) && below.iter().all(|t| t.frozen);
-                std::fs::write(d.join("cgroup.events"), format!("populated {}\nfrozen {}\n", u8::from(populated), u8::from(frozen)))?;
+                std::fs::write(
+                    d.join("cgroup.events"),
+                    format!(
+                        "populated {}\nfrozen {}\n",
+                        u8::from(populated),
+                        u8::from(frozen)
+                    ),
+                )?;
             }
         }
         Ok(())
@@ -416,7 +450,10 @@ impl FakeKernel {
         };
         std::fs::write(
             dir.join("stat"),
-            format!("{} ({}) {letter} {ppid} 0 0 0 -1 {flags} 0 0 0 0\n", t.tid, t.comm),
+            format!(
+                "{} ({}) {letter} {ppid} 0 0 0 -1 {flags} 0 0 0 0\n",
+                t.tid, t.comm
+            ),
         )?;
         std::fs::write(dir.join("cgroup"), format!("0::{}\n", t.cgroup))?;
         let stack = dir.join("stack");
@@ -496,7 +533,9 @@ impl FakeKernel {
                     continue;
                 }
                 let interruptible = matches!(t.stuck, Stuck::UntilSignal | Stuck::UntilStopCont);
-                let blocked = t.blocks_target == target && t.stuck != Stuck::No && !(interruptible && t.parked());
+                let blocked = t.blocks_target == target
+                    && t.stuck != Stuck::No
+                    && !(interruptible && t.parked());
                 if blocked {
                     if let Stuck::Ticks(n) = t.stuck {
                         t.stuck = if n <= 1 {
@@ -753,7 +792,10 @@ impl Kernel for FakeKernel {
     }
 
     fn mkdir(&self, path: &Path) -> io::Result<()> {
-        self.st.borrow_mut().calls.push(format!("mkdir {}", path.display()));
+        self.st
+            .borrow_mut()
+            .calls
+            .push(format!("mkdir {}", path.display()));
         std::fs::create_dir(self.path(path))?;
         if path.starts_with(crate::freeze::CGROUP_ROOT) {
             std::fs::write(self.path(path).join("cgroup.freeze"), "0\n")?;
@@ -763,10 +805,18 @@ impl Kernel for FakeKernel {
     }
 
     fn rmdir(&self, path: &Path) -> io::Result<()> {
-        self.st.borrow_mut().calls.push(format!("rmdir {}", path.display()));
+        self.st
+            .borrow_mut()
+            .calls
+            .push(format!("rmdir {}", path.display()));
         let d = self.path(path);
         if path.starts_with(crate::freeze::CGROUP_ROOT) {
-            let me = format!("/{}", path.strip_prefix(crate::freeze::CGROUP_ROOT).unwrap_or(path).display());
+            let me = format!(
+                "/{}",
+                path.strip_prefix(crate::freeze::CGROUP_ROOT)
+                    .unwrap_or(path)
+                    .display()
+            );
             if self.st.borrow().tasks.values().any(|t| t.cgroup == me) {
                 return Err(io::Error::from_raw_os_error(Errno::EBUSY as i32));
             }

@@ -107,7 +107,10 @@ pub struct Unfrozen {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FreezeError {
     /// Not every task froze within the timeout.
-    Timeout { after: Duration, unfrozen: Vec<Unfrozen> },
+    Timeout {
+        after: Duration,
+        unfrozen: Vec<Unfrozen>,
+    },
     /// A cgroup or signal operation failed.
     Failed { what: String, reason: String },
 }
@@ -116,7 +119,11 @@ impl std::fmt::Display for FreezeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FreezeError::Timeout { after, unfrozen } => {
-                write!(f, "user space did not freeze within {:.1}s; not frozen:", after.as_secs_f64())?;
+                write!(
+                    f,
+                    "user space did not freeze within {:.1}s; not frozen:",
+                    after.as_secs_f64()
+                )?;
                 for u in unfrozen {
                     write!(f, " {} ({}, state {})", u.pid, u.comm, u.state)?;
                 }
@@ -163,36 +170,61 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     let rest: Vec<&str> = text[close + 1..].split_whitespace().collect();
     let state = rest.first()?.chars().next()?;
     let flags: u64 = rest.get(6)?.parse().ok()?;
-    Some(ProcStat { pid, comm, state, kthread: flags & PF_KTHREAD != 0 })
+    Some(ProcStat {
+        pid,
+        comm,
+        state,
+        kthread: flags & PF_KTHREAD != 0,
+    })
 }
 
 fn stat(k: &dyn Kernel, pid: i32) -> Option<ProcStat> {
-    parse_stat(&k.read(&Path::new("/proc").join(pid.to_string()).join("stat")).ok()?)
+    parse_stat(
+        &k.read(&Path::new("/proc").join(pid.to_string()).join("stat"))
+            .ok()?,
+    )
 }
 
 fn pids(k: &dyn Kernel) -> Vec<i32> {
-    k.list_dir(Path::new("/proc")).unwrap_or_default().into_iter().filter_map(|n| n.parse().ok()).collect()
+    k.list_dir(Path::new("/proc"))
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|n| n.parse().ok())
+        .collect()
 }
 
 /// The cgroup (v2) of `pid`, as a path under [`CGROUP_ROOT`].
 fn cgroup_of(k: &dyn Kernel, pid: i32) -> Option<PathBuf> {
-    let text = k.read(&Path::new("/proc").join(pid.to_string()).join("cgroup")).ok()?;
+    let text = k
+        .read(&Path::new("/proc").join(pid.to_string()).join("cgroup"))
+        .ok()?;
     let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
     Some(Path::new(CGROUP_ROOT).join(rel.trim_start_matches('/')))
 }
 
 /// Whether cgroup v2 is mounted at [`CGROUP_ROOT`].
 pub fn cgroup2_available(k: &dyn Kernel) -> bool {
-    k.exists(&Path::new(CGROUP_ROOT).join("cgroup.procs")) && !k.exists(&Path::new(CGROUP_ROOT).join("tasks"))
+    k.exists(&Path::new(CGROUP_ROOT).join("cgroup.procs"))
+        && !k.exists(&Path::new(CGROUP_ROOT).join("tasks"))
 }
 
 fn failed(what: impl Into<String>, e: impl std::fmt::Display) -> FreezeError {
-    FreezeError::Failed { what: what.into(), reason: e.to_string() }
+    FreezeError::Failed {
+        what: what.into(),
+        reason: e.to_string(),
+    }
 }
 
 /// Freezes every user task but PID 1 and `opts.exempt` (see the module documentation).
-pub fn freeze(k: &dyn Kernel, opts: &FreezeOptions, log: &mut dyn FreezeLog) -> Result<Frozen, FreezeError> {
-    let mut frozen = Frozen { started: k.now(), ..Frozen::default() };
+pub fn freeze(
+    k: &dyn Kernel,
+    opts: &FreezeOptions,
+    log: &mut dyn FreezeLog,
+) -> Result<Frozen, FreezeError> {
+    let mut frozen = Frozen {
+        started: k.now(),
+        ..Frozen::default()
+    };
     match freeze_into(k, opts, log, &mut frozen) {
         Ok(()) => {
             frozen.frozen_at = k.now();
@@ -205,7 +237,12 @@ pub fn freeze(k: &dyn Kernel, opts: &FreezeOptions, log: &mut dyn FreezeLog) -> 
     }
 }
 
-fn freeze_into(k: &dyn Kernel, opts: &FreezeOptions, log: &mut dyn FreezeLog, frozen: &mut Frozen) -> Result<(), FreezeError> {
+fn freeze_into(
+    k: &dyn Kernel,
+    opts: &FreezeOptions,
+    log: &mut dyn FreezeLog,
+    frozen: &mut Frozen,
+) -> Result<(), FreezeError> {
     let all: Vec<ProcStat> = pids(k).into_iter().filter_map(|p| stat(k, p)).collect();
     let spared = |p: &ProcStat| p.kthread || p.pid == 1 || opts.exempt.contains(&p.pid);
     let mut by_signal: Vec<i32> = Vec::new();
@@ -214,15 +251,21 @@ fn freeze_into(k: &dyn Kernel, opts: &FreezeOptions, log: &mut dyn FreezeLog, fr
         let exempt = root.join(EXEMPT_CGROUP);
         if !k.exists(&exempt) {
             log.record(&FreezeAction::ExemptCgroup(exempt.clone()));
-            k.mkdir(&exempt).map_err(|e| failed(format!("creating {}", exempt.display()), e))?;
+            k.mkdir(&exempt)
+                .map_err(|e| failed(format!("creating {}", exempt.display()), e))?;
             frozen.exempt_cgroup = Some(exempt.clone());
         }
         for &pid in &opts.exempt {
-            let Some(from) = cgroup_of(k, pid) else { continue };
+            let Some(from) = cgroup_of(k, pid) else {
+                continue;
+            };
             if from == exempt {
                 continue;
             }
-            log.record(&FreezeAction::Moved { pid, from: from.clone() });
+            log.record(&FreezeAction::Moved {
+                pid,
+                from: from.clone(),
+            });
             k.write(&exempt.join("cgroup.procs"), &pid.to_string())
                 .map_err(|e| failed(format!("moving {pid} into {}", exempt.display()), e))?;
             frozen.moved.push((pid, from));
@@ -265,13 +308,18 @@ fn freeze_into(k: &dyn Kernel, opts: &FreezeOptions, log: &mut dyn FreezeLog, fr
             if frozen.cgroups.is_empty() {
                 frozen.started = k.now();
             }
-            k.write(&cg.join("cgroup.freeze"), "1").map_err(|e| failed(format!("freezing {}", cg.display()), e))?;
+            k.write(&cg.join("cgroup.freeze"), "1")
+                .map_err(|e| failed(format!("freezing {}", cg.display()), e))?;
             frozen.cgroups.push(cg);
         }
     } else {
         by_signal = all.iter().filter(|p| !spared(p)).map(|p| p.pid).collect();
     }
-    let in_cgroups: Vec<i32> = all.iter().filter(|p| !spared(p) && !by_signal.contains(&p.pid)).map(|p| p.pid).collect();
+    let in_cgroups: Vec<i32> = all
+        .iter()
+        .filter(|p| !spared(p) && !by_signal.contains(&p.pid))
+        .map(|p| p.pid)
+        .collect();
     frozen.tasks = in_cgroups.len();
     frozen.pids = in_cgroups;
     stop_tasks(k, &by_signal, log, frozen)?;
@@ -279,7 +327,12 @@ fn freeze_into(k: &dyn Kernel, opts: &FreezeOptions, log: &mut dyn FreezeLog, fr
 }
 
 /// Stops `pids` by signal (those not already stopped), recording them in `frozen`.
-fn stop_tasks(k: &dyn Kernel, pids: &[i32], log: &mut dyn FreezeLog, frozen: &mut Frozen) -> Result<(), FreezeError> {
+fn stop_tasks(
+    k: &dyn Kernel,
+    pids: &[i32],
+    log: &mut dyn FreezeLog,
+    frozen: &mut Frozen,
+) -> Result<(), FreezeError> {
     for &pid in pids {
         match stat(k, pid) {
             Some(s) if matches!(s.state, 'T' | 't') => continue,
@@ -304,8 +357,16 @@ fn stop_tasks(k: &dyn Kernel, pids: &[i32], log: &mut dyn FreezeLog, frozen: &mu
 }
 
 /// Freezes just `pids` (user tasks that block a transition), by signal.
-pub fn freeze_tasks(k: &dyn Kernel, pids: &[i32], opts: &FreezeOptions, log: &mut dyn FreezeLog) -> Result<Frozen, FreezeError> {
-    let mut frozen = Frozen { started: k.now(), ..Frozen::default() };
+pub fn freeze_tasks(
+    k: &dyn Kernel,
+    pids: &[i32],
+    opts: &FreezeOptions,
+    log: &mut dyn FreezeLog,
+) -> Result<Frozen, FreezeError> {
+    let mut frozen = Frozen {
+        started: k.now(),
+        ..Frozen::default()
+    };
     let r = stop_tasks(k, pids, log, &mut frozen).and_then(|()| wait_frozen(k, opts, &mut frozen));
     match r {
         Ok(()) => {
@@ -319,19 +380,30 @@ pub fn freeze_tasks(k: &dyn Kernel, pids: &[i32], opts: &FreezeOptions, log: &mu
     }
 }
 
-fn wait_frozen(k: &dyn Kernel, opts: &FreezeOptions, frozen: &mut Frozen) -> Result<(), FreezeError> {
+fn wait_frozen(
+    k: &dyn Kernel,
+    opts: &FreezeOptions,
+    frozen: &mut Frozen,
+) -> Result<(), FreezeError> {
     let start = k.now();
     loop {
         let cgroups_done = frozen.cgroups.iter().all(|cg| {
-            read_trim(k, &cg.join("cgroup.events")).is_ok_and(|t| t.lines().any(|l| l.trim() == "frozen 1"))
+            read_trim(k, &cg.join("cgroup.events"))
+                .is_ok_and(|t| t.lines().any(|l| l.trim() == "frozen 1"))
         });
-        let stopped_done = frozen.stopped.iter().all(|&p| stat(k, p).is_none_or(|s| matches!(s.state, 'T' | 't' | 'Z' | 'X')));
+        let stopped_done = frozen
+            .stopped
+            .iter()
+            .all(|&p| stat(k, p).is_none_or(|s| matches!(s.state, 'T' | 't' | 'Z' | 'X')));
         if cgroups_done && stopped_done {
             return Ok(());
         }
         let after = k.now().saturating_sub(start);
         if after >= opts.timeout {
-            return Err(FreezeError::Timeout { after, unfrozen: unfrozen(k, frozen) });
+            return Err(FreezeError::Timeout {
+                after,
+                unfrozen: unfrozen(k, frozen),
+            });
         }
         k.sleep(opts.poll);
     }
@@ -340,8 +412,12 @@ fn wait_frozen(k: &dyn Kernel, opts: &FreezeOptions, frozen: &mut Frozen) -> Res
 /// The tasks that hold a freeze back: stopped ones not in `T`, and in the frozen cgroups every
 /// task that is running or in uninterruptible sleep.
 fn unfrozen(k: &dyn Kernel, frozen: &Frozen) -> Vec<Unfrozen> {
-    let mut pids: Vec<i32> =
-        frozen.stopped.iter().copied().filter(|&p| stat(k, p).is_some_and(|s| !matches!(s.state, 'T' | 't'))).collect();
+    let mut pids: Vec<i32> = frozen
+        .stopped
+        .iter()
+        .copied()
+        .filter(|&p| stat(k, p).is_some_and(|s| !matches!(s.state, 'T' | 't')))
+        .collect();
     for cg in &frozen.cgroups {
         let mut stack = vec![cg.clone()];
         while let Some(c) = stack.pop() {
@@ -365,10 +441,26 @@ fn unfrozen(k: &dyn Kernel, frozen: &Frozen) -> Vec<Unfrozen> {
         .filter_map(|p| {
             let s = stat(k, p)?;
             let stack = k
-                .read(&Path::new("/proc").join(p.to_string()).join("task").join(p.to_string()).join("stack"))
+                .read(
+                    &Path::new("/proc")
+                        .join(p.to_string())
+                        .join("task")
+                        .join(p.to_string())
+                        .join("stack"),
+                )
                 .ok()
-                .map(|t| t.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect());
-            Some(Unfrozen { pid: p, comm: s.comm, state: s.state, stack })
+                .map(|t| {
+                    t.lines()
+                        .map(|l| l.trim().to_string())
+                        .filter(|l| !l.is_empty())
+                        .collect()
+                });
+            Some(Unfrozen {
+                pid: p,
+                comm: s.comm,
+                state: s.state,
+                stack,
+            })
         })
         .collect()
 }
@@ -425,7 +517,10 @@ mod tests {
     #[test]
     fn parses_stat_with_odd_comm() {
         let s = parse_stat("42 (my (odd) name) T 2 0 0 0 -1 2129984 0 0 0 0 0 0").unwrap();
-        assert_eq!((s.pid, s.comm.as_str(), s.state, s.kthread), (42, "my (odd) name", 'T', true));
+        assert_eq!(
+            (s.pid, s.comm.as_str(), s.state, s.kthread),
+            (42, "my (odd) name", 'T', true)
+        );
         let u = parse_stat("7 (sh) S 1 7 7 0 -1 4194560 0").unwrap();
         assert!(!u.kthread && u.state == 'S');
         assert_eq!(parse_stat("garbage"), None);

@@ -16,8 +16,8 @@ pub mod report;
 pub mod store;
 mod sys;
 pub mod tasks;
-pub mod watchdog;
 pub mod watch;
+pub mod watchdog;
 
 pub use error::KernelError;
 pub use fake::FakeKernel;

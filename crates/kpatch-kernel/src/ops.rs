@@ -1,7 +1,9 @@
 //! Load and unload procedures that always end in a known kernel state.
 
 use crate::error::KernelError;
-use crate::freeze::{self, FreezeAction, FreezeError, FreezeLog, FreezeMode, FreezeOptions, Frozen, Unfrozen};
+use crate::freeze::{
+    self, FreezeAction, FreezeError, FreezeLog, FreezeMode, FreezeOptions, Frozen, Unfrozen,
+};
 use crate::modinfo::ModuleFile;
 use crate::patches::{
     check_livepatch, is_enabled, is_livepatch_module, module_loaded, patch_dir, transition_patch,
@@ -61,7 +63,12 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// Freezes user space (or, with `only`, just those tasks), announcing it.
-fn freeze_now(k: &dyn Kernel, opts: &Options, only: Option<&[i32]>, obs: &mut dyn Observer) -> Result<Frozen, FreezeError> {
+fn freeze_now(
+    k: &dyn Kernel,
+    opts: &Options,
+    only: Option<&[i32]>,
+    obs: &mut dyn Observer,
+) -> Result<Frozen, FreezeError> {
     let f = match only {
         None => freeze::freeze(k, &opts.freeze_opts, &mut ObserverLog(obs))?,
         Some(pids) => freeze::freeze_tasks(k, pids, &opts.freeze_opts, &mut ObserverLog(obs))?,
@@ -77,12 +84,21 @@ fn freeze_now(k: &dyn Kernel, opts: &Options, only: Option<&[i32]>, obs: &mut dy
 
 /// The user tasks still on the other side of a transition towards `target`.
 fn user_blockers(k: &dyn Kernel, target: i32) -> Vec<Blocker> {
-    crate::tasks::find_blockers(k, target, true).into_iter().filter(|b| !b.kthread).collect()
+    crate::tasks::find_blockers(k, target, true)
+        .into_iter()
+        .filter(|b| !b.kthread)
+        .collect()
 }
 
 /// With user space frozen, waits until every user task has switched towards `target` (or the
 /// freeze's time is up), then thaws. Returns the user tasks that had not switched.
-fn switch_and_thaw(k: &dyn Kernel, frozen: &Frozen, target: i32, opts: &Options, obs: &mut dyn Observer) -> Vec<Blocker> {
+fn switch_and_thaw(
+    k: &dyn Kernel,
+    frozen: &Frozen,
+    target: i32,
+    opts: &Options,
+    obs: &mut dyn Observer,
+) -> Vec<Blocker> {
     let deadline = frozen.started + opts.freeze_opts.timeout;
     let left = loop {
         // Only the frozen tasks are waited for (and read: scanning every task of the system
@@ -96,7 +112,11 @@ fn switch_and_thaw(k: &dyn Kernel, frozen: &Frozen, target: i32, opts: &Options,
     let mut errors = freeze::thaw_tasks(k, frozen);
     let paused = k.now().saturating_sub(frozen.started);
     errors.extend(freeze::release_exempt(k, frozen));
-    obs.event(&Event::Thawed { paused_ms: ms(paused), switched: left.is_empty(), errors });
+    obs.event(&Event::Thawed {
+        paused_ms: ms(paused),
+        switched: left.is_empty(),
+        errors,
+    });
     if left.is_empty() {
         left
     } else {
@@ -256,14 +276,22 @@ pub fn load(
     if let Err(e) = k.finit_module(&file, &opts.params) {
         if let Some(f) = &frozen {
             let errors = freeze::thaw(k, f);
-            obs.event(&Event::Thawed { paused_ms: ms(k.now().saturating_sub(f.started)), switched: false, errors });
+            obs.event(&Event::Thawed {
+                paused_ms: ms(k.now().saturating_sub(f.started)),
+                switched: false,
+                errors,
+            });
         }
         return Err(finit_error(k, &name, e, log_after));
     }
     if let Some(f) = &frozen {
         let left = switch_and_thaw(k, f, 1, opts, obs);
         if !left.is_empty() {
-            obs.event(&Event::Reverting { patch: name.clone(), blockers: left.clone(), interrupted: false });
+            obs.event(&Event::Reverting {
+                patch: name.clone(),
+                blockers: left.clone(),
+                interrupted: false,
+            });
             return revert(k, &name, "0", left, false, opts, obs, true);
         }
     }
@@ -338,14 +366,22 @@ pub fn unload(
         if let Err(e) = write_enabled(k, name, "0") {
             if let Some(f) = &frozen {
                 let errors = freeze::thaw(k, f);
-                obs.event(&Event::Thawed { paused_ms: ms(k.now().saturating_sub(f.started)), switched: false, errors });
+                obs.event(&Event::Thawed {
+                    paused_ms: ms(k.now().saturating_sub(f.started)),
+                    switched: false,
+                    errors,
+                });
             }
             return Err(e);
         }
         if let Some(f) = &frozen {
             let left = switch_and_thaw(k, f, 0, opts, obs);
             if !left.is_empty() {
-                obs.event(&Event::Reverting { patch: name.into(), blockers: left.clone(), interrupted: false });
+                obs.event(&Event::Reverting {
+                    patch: name.into(),
+                    blockers: left.clone(),
+                    interrupted: false,
+                });
                 return revert(k, name, "1", left, false, opts, obs, false);
             }
         }
@@ -378,20 +414,35 @@ fn not_frozen(patch: String, e: FreezeError) -> Outcome {
         FreezeError::Timeout { unfrozen, .. } => unfrozen.clone(),
         FreezeError::Failed { .. } => Vec::new(),
     };
-    Outcome::NotFrozen { patch, reason: e.to_string(), unfrozen }
+    Outcome::NotFrozen {
+        patch,
+        reason: e.to_string(),
+        unfrozen,
+    }
 }
 
 /// Watches the transition of `name` towards `target` as `opts.watch` says; with
 /// [`FreezeMode::Blockers`], once `watch.wait` has passed, freezes the user tasks that still
 /// block, lets them switch, thaws them, and watches on (signalling what is left, kernel
 /// threads, as the policy says).
-fn watch_lazily_or_freeze_blockers(k: &dyn Kernel, name: &str, target: i32, opts: &Options, obs: &mut dyn Observer) -> Result<WatchOutcome, KernelError> {
+fn watch_lazily_or_freeze_blockers(
+    k: &dyn Kernel,
+    name: &str,
+    target: i32,
+    opts: &Options,
+    obs: &mut dyn Observer,
+) -> Result<WatchOutcome, KernelError> {
     if opts.freeze != FreezeMode::Blockers {
         return watch_transition(k, name, &opts.watch, obs);
     }
-    let first = WatchPolicy { signal: false, ..opts.watch.clone() };
+    let first = WatchPolicy {
+        signal: false,
+        ..opts.watch.clone()
+    };
     match watch_transition(k, name, &first, obs)? {
-        WatchOutcome::Stalled { interrupted: false, .. } => {}
+        WatchOutcome::Stalled {
+            interrupted: false, ..
+        } => {}
         other => return Ok(other),
     }
     let pids: Vec<i32> = {
@@ -406,7 +457,11 @@ fn watch_lazily_or_freeze_blockers(k: &dyn Kernel, name: &str, target: i32, opts
                 switch_and_thaw(k, &f, target, opts, obs);
             }
             // A blocker that cannot be stopped (uninterruptible sleep) is left to the signals.
-            Err(e) => obs.event(&Event::Thawed { paused_ms: 0, switched: false, errors: vec![e.to_string()] }),
+            Err(e) => obs.event(&Event::Thawed {
+                paused_ms: 0,
+                switched: false,
+                errors: vec![e.to_string()],
+            }),
         }
     }
     // The rest (kernel threads, idle tasks) switch lazily: the kernel retries about once a

@@ -228,17 +228,30 @@ impl<W: Write> Observer for TextObserver<W> {
                     self.line(&format!("removed module {patch}"));
                 }
             }
-            Event::Frozen { tasks, cgroups, stopped, elapsed_ms } => {
+            Event::Frozen {
+                tasks,
+                cgroups,
+                stopped,
+                elapsed_ms,
+            } => {
                 self.end_progress();
                 self.held = Some(vec![format!(
                     "froze {tasks} user task(s) in {elapsed_ms} ms ({cgroups} cgroup(s) frozen, {stopped} task(s) stopped)"
                 )]);
             }
-            Event::Thawed { paused_ms, switched, errors } => {
+            Event::Thawed {
+                paused_ms,
+                switched,
+                errors,
+            } => {
                 for l in self.held.take().unwrap_or_default() {
                     self.line(&l);
                 }
-                let how = if *switched { "every frozen task switched" } else { "not every frozen task switched" };
+                let how = if *switched {
+                    "every frozen task switched"
+                } else {
+                    "not every frozen task switched"
+                };
                 self.line(&format!("thawed: user space paused {paused_ms} ms; {how}"));
                 for e in errors {
                     self.line(&format!("thaw: {e}"));

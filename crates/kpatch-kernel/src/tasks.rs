@@ -41,7 +41,12 @@ pub fn find_blockers(k: &dyn Kernel, target: i32, with_stacks: bool) -> Vec<Bloc
 }
 
 /// [`find_blockers`] among the tasks of processes `pids` only.
-pub fn find_blockers_among(k: &dyn Kernel, pids: &[i32], target: i32, with_stacks: bool) -> Vec<Blocker> {
+pub fn find_blockers_among(
+    k: &dyn Kernel,
+    pids: &[i32],
+    target: i32,
+    with_stacks: bool,
+) -> Vec<Blocker> {
     let mut out = Vec::new();
     for &pid in pids {
         let tdir = Path::new("/proc").join(pid.to_string()).join("task");

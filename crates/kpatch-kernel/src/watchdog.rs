@@ -34,8 +34,12 @@ impl Record {
     /// The line for this record (no newline).
     pub fn line(&self) -> String {
         match self {
-            Record::Action(FreezeAction::ExemptCgroup(p)) => format!("exempt-cgroup {}", p.display()),
-            Record::Action(FreezeAction::Moved { pid, from }) => format!("moved {pid} {}", from.display()),
+            Record::Action(FreezeAction::ExemptCgroup(p)) => {
+                format!("exempt-cgroup {}", p.display())
+            }
+            Record::Action(FreezeAction::Moved { pid, from }) => {
+                format!("moved {pid} {}", from.display())
+            }
             Record::Action(FreezeAction::FrozeCgroup(p)) => format!("cgroup {}", p.display()),
             Record::Action(FreezeAction::Stopped(pid)) => format!("stopped {pid}"),
             Record::Deadline(ms) => format!("deadline {ms}"),
@@ -56,7 +60,10 @@ impl Record {
             "exempt-cgroup" => Record::Action(FreezeAction::ExemptCgroup(PathBuf::from(rest))),
             "moved" => {
                 let (p, from) = rest.split_once(' ')?;
-                Record::Action(FreezeAction::Moved { pid: p.parse().ok()?, from: PathBuf::from(from) })
+                Record::Action(FreezeAction::Moved {
+                    pid: p.parse().ok()?,
+                    from: PathBuf::from(from),
+                })
             }
             "cgroup" => Record::Action(FreezeAction::FrozeCgroup(PathBuf::from(rest))),
             "stopped" => Record::Action(FreezeAction::Stopped(pid()?)),
@@ -107,7 +114,9 @@ pub fn recover(k: &dyn Kernel, records: &[Record], wait: Duration) -> Vec<String
         return said;
     }
     let (frozen, thawed) = frozen_from(records);
-    if !thawed && (!frozen.cgroups.is_empty() || !frozen.stopped.is_empty() || !frozen.moved.is_empty()) {
+    if !thawed
+        && (!frozen.cgroups.is_empty() || !frozen.stopped.is_empty() || !frozen.moved.is_empty())
+    {
         let errors = freeze::thaw(k, &frozen);
         said.push(format!(
             "thawed {} cgroup(s) and {} stopped task(s) left by kpatch-rs",
@@ -122,10 +131,14 @@ pub fn recover(k: &dyn Kernel, records: &[Record], wait: Duration) -> Vec<String
         Record::Completed(_) => Some(None),
         _ => None,
     });
-    let Some(Some((name, loading))) = last else { return said };
+    let Some(Some((name, loading))) = last else {
+        return said;
+    };
     if loading {
         if k.exists(&patch_dir(&name)) && is_enabled(k, &name).unwrap_or(false) {
-            said.push(format!("{name}: kpatch-rs died during the load; disabling the patch"));
+            said.push(format!(
+                "{name}: kpatch-rs died during the load; disabling the patch"
+            ));
             if let Err(e) = k.write(&patch_dir(&name).join("enabled"), "0") {
                 said.push(format!("{name}: disabling: {e}"));
                 return said;
@@ -141,16 +154,26 @@ pub fn recover(k: &dyn Kernel, records: &[Record], wait: Duration) -> Vec<String
                 Err(e) => said.push(format!("{name}: delete_module: {e}")),
             }
         } else if k.exists(&patch_dir(&name)) {
-            said.push(format!("{name}: still registered after {}s; see `kpatch-rs list`", wait.as_secs()));
+            said.push(format!(
+                "{name}: still registered after {}s; see `kpatch-rs list`",
+                wait.as_secs()
+            ));
         }
-    } else if k.exists(&patch_dir(&name)) && !is_enabled(k, &name).unwrap_or(true) && in_transition(k, &name).unwrap_or(false) {
-        said.push(format!("{name}: kpatch-rs died during the unload; enabling the patch again"));
+    } else if k.exists(&patch_dir(&name))
+        && !is_enabled(k, &name).unwrap_or(true)
+        && in_transition(k, &name).unwrap_or(false)
+    {
+        said.push(format!(
+            "{name}: kpatch-rs died during the unload; enabling the patch again"
+        ));
         if let Err(e) = k.write(&patch_dir(&name).join("enabled"), "1") {
             said.push(format!("{name}: enabling: {e}"));
         }
     } else if !k.exists(&patch_dir(&name)) && module_loaded(k, &name) {
         let _ = k.delete_module(&name);
-        said.push(format!("{name}: the unpatch had finished; removed the module"));
+        said.push(format!(
+            "{name}: the unpatch had finished; removed the module"
+        ));
     }
     said
 }
@@ -162,9 +185,16 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let all = [
-            Record::Action(FreezeAction::ExemptCgroup("/sys/fs/cgroup/kpatch-rs.exempt".into())),
-            Record::Action(FreezeAction::Moved { pid: 7, from: "/sys/fs/cgroup/user.slice/a b".into() }),
-            Record::Action(FreezeAction::FrozeCgroup("/sys/fs/cgroup/system.slice".into())),
+            Record::Action(FreezeAction::ExemptCgroup(
+                "/sys/fs/cgroup/kpatch-rs.exempt".into(),
+            )),
+            Record::Action(FreezeAction::Moved {
+                pid: 7,
+                from: "/sys/fs/cgroup/user.slice/a b".into(),
+            }),
+            Record::Action(FreezeAction::FrozeCgroup(
+                "/sys/fs/cgroup/system.slice".into(),
+            )),
             Record::Action(FreezeAction::Stopped(42)),
             Record::Deadline(3000),
             Record::Loading("livepatch_fix".into()),
@@ -183,7 +213,11 @@ mod tests {
 
     #[test]
     fn a_thaw_forgets_what_it_thawed() {
-        let r = [Record::Action(FreezeAction::Stopped(5)), Record::Thawed, Record::Action(FreezeAction::Stopped(9))];
+        let r = [
+            Record::Action(FreezeAction::Stopped(5)),
+            Record::Thawed,
+            Record::Action(FreezeAction::Stopped(9)),
+        ];
         let (f, thawed) = frozen_from(&r);
         assert_eq!((f.stopped, thawed), (vec![9], false));
     }

@@ -18,8 +18,12 @@ pub const KLP_RELA_FLAGS: u64 = SHF_ALLOC | SHF_INFO_LINK | SHF_RELA_LIVEPATCH;
 
 /// Rewrites the linked module `ko` (named `file` in errors) as described in the module docs.
 pub fn convert_klp(ko: &mut Object, plan: &Plan, file: &str) -> Result<(), ModuleError> {
-    let by_placeholder: HashMap<&str, usize> =
-        plan.klp_symbols.iter().enumerate().map(|(i, k)| (k.placeholder.as_str(), i)).collect();
+    let by_placeholder: HashMap<&str, usize> = plan
+        .klp_symbols
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.placeholder.as_str(), i))
+        .collect();
     // Symbol index -> klp symbol.
     let mut klp_of: HashMap<usize, usize> = HashMap::new();
     for (i, s) in ko.symbols_iter() {
@@ -27,7 +31,10 @@ pub fn convert_klp(ko: &mut Object, plan: &Plan, file: &str) -> Result<(), Modul
             if !s.is_undefined() {
                 return Err(ModuleError::BadModule {
                     file: file.into(),
-                    reason: format!("placeholder `{}` (for `{}`) is defined in the linked module", s.name, plan.klp_symbols[k].name),
+                    reason: format!(
+                        "placeholder `{}` (for `{}`) is defined in the linked module",
+                        s.name, plan.klp_symbols[k].name
+                    ),
                 });
             }
             klp_of.insert(i.0, k);
@@ -41,14 +48,24 @@ pub fn convert_klp(ko: &mut Object, plan: &Plan, file: &str) -> Result<(), Modul
         if !ko.sections[si].is_rela() || ko.sections[si].sh_flags & SHF_RELA_LIVEPATCH != 0 {
             continue;
         }
-        if !ko.sections[si].relas.iter().any(|r| klp_of.contains_key(&r.r_sym.0)) {
+        if !ko.sections[si]
+            .relas
+            .iter()
+            .any(|r| klp_of.contains_key(&r.r_sym.0))
+        {
             continue;
         }
         let target = ko.sections[si].sh_info as usize;
-        let target_sec = ko.sections.get(target).ok_or_else(|| ModuleError::BadModule {
-            file: file.into(),
-            reason: format!("relocation section `{}` applies to section {target}, which does not exist", ko.sections[si].name),
-        })?;
+        let target_sec = ko
+            .sections
+            .get(target)
+            .ok_or_else(|| ModuleError::BadModule {
+                file: file.into(),
+                reason: format!(
+                    "relocation section `{}` applies to section {target}, which does not exist",
+                    ko.sections[si].name
+                ),
+            })?;
         let target_name = target_sec.name.clone();
         let target_alloc = target_sec.is_alloc();
         let relas = std::mem::take(&mut ko.sections[si].relas);
@@ -60,7 +77,11 @@ pub fn convert_klp(ko: &mut Object, plan: &Plan, file: &str) -> Result<(), Modul
                 Some(&k) => {
                     let ks = &plan.klp_symbols[k];
                     if !target_alloc {
-                        return Err(ModuleError::KlpInNonAllocSection { tu: file.into(), section: target_name.clone(), symbol: ks.name.clone() });
+                        return Err(ModuleError::KlpInNonAllocSection {
+                            tu: file.into(),
+                            section: target_name.clone(),
+                            symbol: ks.name.clone(),
+                        });
                     }
                     match per_object.iter_mut().find(|(o, _)| *o == ks.rela_object) {
                         Some((_, v)) => v.push(r),
@@ -78,7 +99,11 @@ pub fn convert_klp(ko: &mut Object, plan: &Plan, file: &str) -> Result<(), Modul
         let idx = match klp_sections.get(&(object.clone(), target)) {
             Some(&i) => i,
             None => {
-                let mut s = Section::new(klp_rela_name(&object, &ko.sections[target].name), SHT_RELA, KLP_RELA_FLAGS);
+                let mut s = Section::new(
+                    klp_rela_name(&object, &ko.sections[target].name),
+                    SHT_RELA,
+                    KLP_RELA_FLAGS,
+                );
                 s.sh_info = target as u32;
                 s.sh_addralign = 8;
                 s.sh_entsize = 24;
@@ -107,36 +132,71 @@ pub fn convert_klp(ko: &mut Object, plan: &Plan, file: &str) -> Result<(), Modul
 
 /// The module's `.modinfo` (empty when it has none).
 pub fn modinfo(ko: &Object) -> ModInfo {
-    let Some(i) = ko.section_by_name(kpatch_common::modinfo::SECTION) else { return ModInfo::default() };
+    let Some(i) = ko.section_by_name(kpatch_common::modinfo::SECTION) else {
+        return ModInfo::default();
+    };
     ModInfo::from_section(&ko.section(i).data)
 }
 
 /// `(symbol, crc)` of `__versions` (64-bit little-endian `struct modversion_info`).
 pub fn versions(ko: &Object, file: &str) -> Result<Vec<(String, u32)>, ModuleError> {
-    let Some(i) = ko.section_by_name("__versions") else { return Ok(Vec::new()) };
-    kpatch_symbols::parse_modversions(&ko.section(i).data, file)
-        .map_err(|e| ModuleError::BadModule { file: file.into(), reason: e.to_string() })
+    let Some(i) = ko.section_by_name("__versions") else {
+        return Ok(Vec::new());
+    };
+    kpatch_symbols::parse_modversions(&ko.section(i).data, file).map_err(|e| {
+        ModuleError::BadModule {
+            file: file.into(),
+            reason: e.to_string(),
+        }
+    })
 }
 
 /// Checks the converted module against the target: vermagic, CRCs, no stray undefined symbols.
-pub fn check_module(ko: &Object, plan: &Plan, target_release: &str, file: &str) -> Result<(), ModuleError> {
+pub fn check_module(
+    ko: &Object,
+    plan: &Plan,
+    target_release: &str,
+    file: &str,
+) -> Result<(), ModuleError> {
     let info = modinfo(ko);
-    let Some(vermagic) = info.vermagic().map(str::to_string) else { return Err(ModuleError::NoVermagic { file: file.into() }) };
+    let Some(vermagic) = info.vermagic().map(str::to_string) else {
+        return Err(ModuleError::NoVermagic { file: file.into() });
+    };
     if vermagic.split_whitespace().next() != Some(target_release) {
-        return Err(ModuleError::Vermagic { file: file.into(), found: vermagic, expected: target_release.into() });
+        return Err(ModuleError::Vermagic {
+            file: file.into(),
+            found: vermagic,
+            expected: target_release.into(),
+        });
     }
     if !info.is_livepatch() {
-        return Err(ModuleError::BadModule { file: file.into(), reason: "no `livepatch=Y` in .modinfo".into() });
+        return Err(ModuleError::BadModule {
+            file: file.into(),
+            reason: "no `livepatch=Y` in .modinfo".into(),
+        });
     }
 
     let versions = versions(ko, file)?;
     let by_name: HashMap<&str, u32> = versions.iter().map(|(n, c)| (n.as_str(), *c)).collect();
     for import in &plan.imports {
-        let Some(target_crc) = import.crc else { continue };
+        let Some(target_crc) = import.crc else {
+            continue;
+        };
         match by_name.get(import.name.as_str()) {
-            None => return Err(ModuleError::CrcMissing { file: file.into(), symbol: import.name.clone(), target_crc }),
+            None => {
+                return Err(ModuleError::CrcMissing {
+                    file: file.into(),
+                    symbol: import.name.clone(),
+                    target_crc,
+                })
+            }
             Some(&module_crc) if module_crc != target_crc => {
-                return Err(ModuleError::CrcMismatch { file: file.into(), symbol: import.name.clone(), module_crc, target_crc })
+                return Err(ModuleError::CrcMismatch {
+                    file: file.into(),
+                    symbol: import.name.clone(),
+                    module_crc,
+                    target_crc,
+                })
             }
             Some(_) => {}
         }
@@ -149,12 +209,26 @@ pub fn check_module(ko: &Object, plan: &Plan, target_release: &str, file: &str) 
     }
     let exports: HashSet<&str> = plan.imports.iter().map(|i| i.name.as_str()).collect();
     for (_, s) in ko.symbols_iter() {
-        if s.is_undefined() && s.st_bind() != STB_WEAK && !s.name.is_empty() && !exports.contains(s.name.as_str()) && !by_name.contains_key(s.name.as_str()) {
-            return Err(ModuleError::UnresolvedInModule { file: file.into(), symbol: s.name.clone() });
+        if s.is_undefined()
+            && s.st_bind() != STB_WEAK
+            && !s.name.is_empty()
+            && !exports.contains(s.name.as_str())
+            && !by_name.contains_key(s.name.as_str())
+        {
+            return Err(ModuleError::UnresolvedInModule {
+                file: file.into(),
+                symbol: s.name.clone(),
+            });
         }
     }
-    if let Some((_, s)) = ko.symbols_iter().find(|(_, s)| s.name.starts_with(names::KLP_PLACEHOLDER_PREFIX)) {
-        return Err(ModuleError::UnresolvedInModule { file: file.into(), symbol: s.name.clone() });
+    if let Some((_, s)) = ko
+        .symbols_iter()
+        .find(|(_, s)| s.name.starts_with(names::KLP_PLACEHOLDER_PREFIX))
+    {
+        return Err(ModuleError::UnresolvedInModule {
+            file: file.into(),
+            symbol: s.name.clone(),
+        });
     }
     Ok(())
 }

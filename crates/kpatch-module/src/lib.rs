@@ -71,7 +71,10 @@ pub fn build_module(
             d
         }
         None => {
-            tmp = tempfile::Builder::new().prefix("kpatch-rs-module.").tempdir().map_err(|e| ModuleError::io(std::env::temp_dir(), e))?;
+            tmp = tempfile::Builder::new()
+                .prefix("kpatch-rs-module.")
+                .tempdir()
+                .map_err(|e| ModuleError::io(std::env::temp_dir(), e))?;
             tmp.path()
         }
     };
@@ -81,6 +84,11 @@ pub fn build_module(
     let mut ko = kpatch_elf::Object::read(&ko_path).map_err(|e| ModuleError::elf(&file, e))?;
     finalize::convert_klp(&mut ko, &plan, &file)?;
     finalize::check_module(&ko, &plan, &opts.glue.target_release, &file)?;
-    ko.write_to_path(&opts.output).map_err(|e| ModuleError::elf(&opts.output.display().to_string(), e))?;
-    Ok(BuiltModule { path: opts.output.clone(), module_name: kpatch_common::canonical_module_name(&stem), plan })
+    ko.write_to_path(&opts.output)
+        .map_err(|e| ModuleError::elf(&opts.output.display().to_string(), e))?;
+    Ok(BuiltModule {
+        path: opts.output.clone(),
+        module_name: kpatch_common::canonical_module_name(&stem),
+        plan,
+    })
 }

@@ -28,16 +28,24 @@ pub fn module_file_stem(patch: &str) -> String {
 
 /// Checks a patch name: it becomes part of a module name and a C identifier-free string.
 pub fn check_patch_name(name: &str) -> Result<(), ModuleError> {
-    let bad = |reason: &str| ModuleError::BadPatchName { name: name.to_string(), reason: reason.to_string() };
+    let bad = |reason: &str| ModuleError::BadPatchName {
+        name: name.to_string(),
+        reason: reason.to_string(),
+    };
     if name.is_empty() {
         return Err(bad("empty"));
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return Err(bad("only ASCII letters, digits, `-` and `_` are allowed"));
     }
     let full = module_file_stem(name);
     if full.len() > MAX_OBJECT_NAME {
-        return Err(bad(&format!("the module name `{full}` is longer than {MAX_OBJECT_NAME} characters")));
+        return Err(bad(&format!(
+            "the module name `{full}` is longer than {MAX_OBJECT_NAME} characters"
+        )));
     }
     Ok(())
 }
@@ -58,7 +66,9 @@ pub fn normalize_object(tu: &str, object: &str) -> Result<String, ModuleError> {
         return Err(bad(&format!("longer than {MAX_OBJECT_NAME} characters")));
     }
     if o.contains(['.', ',', '/', '"', '\\']) || o.bytes().any(|b| !b.is_ascii_graphic()) {
-        return Err(bad("contains `.`, `,`, `/`, a quote, a backslash or a non-printable character"));
+        return Err(bad(
+            "contains `.`, `,`, `/`, a quote, a backslash or a non-printable character",
+        ));
     }
     Ok(o)
 }
@@ -78,7 +88,9 @@ pub fn check_symbol_name(tu: &str, symbol: &str) -> Result<(), ModuleError> {
         return Err(bad(&format!("longer than {MAX_SYMBOL_NAME} characters")));
     }
     if symbol.contains([',', '"', '\\']) || symbol.bytes().any(|b| !b.is_ascii_graphic()) {
-        return Err(bad("contains `,`, a quote, a backslash or a non-printable character"));
+        return Err(bad(
+            "contains `,`, a quote, a backslash or a non-printable character",
+        ));
     }
     Ok(())
 }
@@ -98,7 +110,10 @@ mod tests {
 
     #[test]
     fn object_and_symbol_checks() {
-        assert_eq!(normalize_object("t.o", "nf-conntrack").unwrap(), "nf_conntrack");
+        assert_eq!(
+            normalize_object("t.o", "nf-conntrack").unwrap(),
+            "nf_conntrack"
+        );
         let e = normalize_object("t.o", "ext4.ko").unwrap_err().to_string();
         assert!(e.contains("t.o") && e.contains("ext4.ko"), "{e}");
         assert!(check_symbol_name("t.o", "foo.cold").is_ok());

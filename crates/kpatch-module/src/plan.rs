@@ -57,8 +57,12 @@ pub enum CallbackKind {
 }
 
 impl CallbackKind {
-    pub const ALL: [CallbackKind; 4] =
-        [CallbackKind::PrePatch, CallbackKind::PostPatch, CallbackKind::PreUnpatch, CallbackKind::PostUnpatch];
+    pub const ALL: [CallbackKind; 4] = [
+        CallbackKind::PrePatch,
+        CallbackKind::PostPatch,
+        CallbackKind::PreUnpatch,
+        CallbackKind::PostUnpatch,
+    ];
 
     /// The `klp_callbacks` field name, also the suffix of the section name.
     pub fn field(self) -> &'static str {
@@ -154,10 +158,17 @@ impl Plan {
     /// The patched objects, vmlinux first, then modules in order of first appearance.
     pub fn objects(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
-        if self.functions.iter().any(|f| f.object == VMLINUX) || self.callbacks.iter().any(|c| c.object == VMLINUX) {
+        if self.functions.iter().any(|f| f.object == VMLINUX)
+            || self.callbacks.iter().any(|c| c.object == VMLINUX)
+        {
             out.push(VMLINUX);
         }
-        for o in self.functions.iter().map(|f| f.object.as_str()).chain(self.callbacks.iter().map(|c| c.object.as_str())) {
+        for o in self
+            .functions
+            .iter()
+            .map(|f| f.object.as_str())
+            .chain(self.callbacks.iter().map(|c| c.object.as_str()))
+        {
             if !out.contains(&o) {
                 out.push(o);
             }
@@ -192,7 +203,11 @@ fn provided_globals(inputs: &[TuInput]) -> HashSet<String> {
     for tu in inputs {
         let changed: HashSet<&str> = tu.changed.iter().map(String::as_str).collect();
         for (_, s) in tu.diff.symbols_iter() {
-            if s.section.is_some() && !s.is_local() && !s.name.is_empty() && !changed.contains(s.name.as_str()) {
+            if s.section.is_some()
+                && !s.is_local()
+                && !s.name.is_empty()
+                && !changed.contains(s.name.as_str())
+            {
                 provided.insert(s.name.clone());
             }
         }
@@ -223,7 +238,14 @@ impl<'r> Planner<'r> {
         Planner {
             resolver,
             provided,
-            plan: Plan { tus: Vec::new(), functions: Vec::new(), klp_symbols: Vec::new(), callbacks: Vec::new(), imports: Vec::new(), notes: Vec::new() },
+            plan: Plan {
+                tus: Vec::new(),
+                functions: Vec::new(),
+                klp_symbols: Vec::new(),
+                callbacks: Vec::new(),
+                imports: Vec::new(),
+                notes: Vec::new(),
+            },
             klp_index: HashMap::new(),
             func_seen: HashMap::new(),
             cb_seen: HashMap::new(),
@@ -235,10 +257,20 @@ impl<'r> Planner<'r> {
     fn add_tu(&mut self, tu_index: usize, input: TuInput) -> Result<(), ModuleError> {
         let tu_name = input.name.clone();
         let object = names::normalize_object(&tu_name, &input.object)?;
-        let source = input.source.clone().or_else(|| source_file_name(&input.original)).unwrap_or_else(|| tu_name.clone());
+        let source = input
+            .source
+            .clone()
+            .or_else(|| source_file_name(&input.original))
+            .unwrap_or_else(|| tu_name.clone());
         let mut diff = input.diff;
-        diff.remove_sections(|_, s| dropped_section(&s.name)).map_err(|e| ModuleError::elf(&tu_name, e))?;
-        let ctx = TuContext { name: &tu_name, source: &source, object: &object, original: &input.original };
+        diff.remove_sections(|_, s| dropped_section(&s.name))
+            .map_err(|e| ModuleError::elf(&tu_name, e))?;
+        let ctx = TuContext {
+            name: &tu_name,
+            source: &source,
+            object: &object,
+            original: &input.original,
+        };
 
         self.alias_changed_functions(&ctx, &mut diff, &input.changed)?;
         self.add_callbacks(&ctx, tu_index, &mut diff)?;
@@ -249,26 +281,52 @@ impl<'r> Planner<'r> {
         redirect_to_placeholders(&mut diff, redirects);
         remove_unreferenced_undefined(&mut diff, &tu_name)?;
         diff.sort_symbols_locals_first();
-        self.plan.tus.push(PreparedTu { name: tu_name, object, diff });
+        self.plan.tus.push(PreparedTu {
+            name: tu_name,
+            object,
+            diff,
+        });
         Ok(())
     }
 
     /// Changed functions: an alias for the glue, their own symbol made local.
-    fn alias_changed_functions(&mut self, ctx: &TuContext, diff: &mut Object, changed: &[String]) -> Result<(), ModuleError> {
+    fn alias_changed_functions(
+        &mut self,
+        ctx: &TuContext,
+        diff: &mut Object,
+        changed: &[String],
+    ) -> Result<(), ModuleError> {
         let (tu_name, object) = (ctx.name, ctx.object);
         for func in changed {
             names::check_symbol_name(tu_name, func)?;
-            let Some(index) = diff.symbols.iter().position(|s| s.name == *func && s.section.is_some() && s.is_func()) else {
-                return Err(ModuleError::ChangedFunctionMissing { tu: tu_name.into(), function: func.clone() });
+            let Some(index) = diff
+                .symbols
+                .iter()
+                .position(|s| s.name == *func && s.section.is_some() && s.is_func())
+            else {
+                return Err(ModuleError::ChangedFunctionMissing {
+                    tu: tu_name.into(),
+                    function: func.clone(),
+                });
             };
-            let sympos = self.resolver.function_sympos(ctx, func).map_err(|e| ModuleError::FunctionNotInTarget {
-                tu: tu_name.into(),
-                function: func.clone(),
-                object: e.object,
-                reason: e.reason,
+            let sympos = self.resolver.function_sympos(ctx, func).map_err(|e| {
+                ModuleError::FunctionNotInTarget {
+                    tu: tu_name.into(),
+                    function: func.clone(),
+                    object: e.object,
+                    reason: e.reason,
+                }
             })?;
-            if let Some(first) = self.func_seen.insert((object.into(), func.clone(), sympos), tu_name.into()) {
-                return Err(ModuleError::DuplicateFunction { function: func.clone(), object: object.into(), first, second: tu_name.into() });
+            if let Some(first) = self
+                .func_seen
+                .insert((object.into(), func.clone(), sympos), tu_name.into())
+            {
+                return Err(ModuleError::DuplicateFunction {
+                    function: func.clone(),
+                    object: object.into(),
+                    first,
+                    second: tu_name.into(),
+                });
             }
             let alias = format!("{}{}", names::FUNC_ALIAS_PREFIX, self.plan.functions.len());
             let orig = diff.symbols[index].clone();
@@ -279,37 +337,72 @@ impl<'r> Planner<'r> {
             diff.symbols[index].set_bind(STB_LOCAL);
             diff.symbols[index].st_other = STV_DEFAULT;
             diff.add_symbol(a);
-            self.plan.functions.push(PatchedFunction { object: object.into(), name: func.clone(), sympos, alias, tu: tu_name.into() });
+            self.plan.functions.push(PatchedFunction {
+                object: object.into(),
+                name: func.clone(),
+                sympos,
+                alias,
+                tu: tu_name.into(),
+            });
         }
         Ok(())
     }
 
     /// Callback records: at most one of each kind per unit and per object, each given a
     /// global for the glue.
-    fn add_callbacks(&mut self, ctx: &TuContext, tu_index: usize, diff: &mut Object) -> Result<(), ModuleError> {
+    fn add_callbacks(
+        &mut self,
+        ctx: &TuContext,
+        tu_index: usize,
+        diff: &mut Object,
+    ) -> Result<(), ModuleError> {
         let (tu_name, object) = (ctx.name, ctx.object);
         for kind in CallbackKind::ALL {
-            let Some(sec) = diff.section_by_name(&kind.section()) else { continue };
-            let size = diff.section(sec).sh_size.max(diff.section(sec).data.len() as u64);
+            let Some(sec) = diff.section_by_name(&kind.section()) else {
+                continue;
+            };
+            let size = diff
+                .section(sec)
+                .sh_size
+                .max(diff.section(sec).data.len() as u64);
             if size == 0 {
                 continue;
             }
             if !size.is_multiple_of(CALLBACK_RECORD_SIZE) {
-                return Err(ModuleError::BadCallbackSection { tu: tu_name.into(), section: kind.section(), size, entry: CALLBACK_RECORD_SIZE });
+                return Err(ModuleError::BadCallbackSection {
+                    tu: tu_name.into(),
+                    section: kind.section(),
+                    size,
+                    entry: CALLBACK_RECORD_SIZE,
+                });
             }
             let count = (size / CALLBACK_RECORD_SIZE) as usize;
             if count > 1 {
-                return Err(ModuleError::MultipleCallbacksInTu { tu: tu_name.into(), kind: kind.field().into(), count });
+                return Err(ModuleError::MultipleCallbacksInTu {
+                    tu: tu_name.into(),
+                    kind: kind.field().into(),
+                    count,
+                });
             }
             if let Some(first) = self.cb_seen.insert((object.into(), kind), tu_name.into()) {
-                return Err(ModuleError::DuplicateCallback { kind: kind.field().into(), object: object.into(), first, second: tu_name.into() });
+                return Err(ModuleError::DuplicateCallback {
+                    kind: kind.field().into(),
+                    object: object.into(),
+                    first,
+                    second: tu_name.into(),
+                });
             }
             let symbol = format!("{}{}_{}", names::CALLBACK_PREFIX, kind.field(), tu_index);
             let mut s = Symbol::new(symbol.clone(), STB_GLOBAL, STT_OBJECT);
             s.section = Some(sec);
             s.st_size = CALLBACK_RECORD_SIZE;
             diff.add_symbol(s);
-            self.plan.callbacks.push(Callback { object: object.into(), kind, symbol, tu: tu_name.into() });
+            self.plan.callbacks.push(Callback {
+                object: object.into(),
+                kind,
+                symbol,
+                tu: tu_name.into(),
+            });
         }
         Ok(())
     }
@@ -322,8 +415,15 @@ impl<'r> Planner<'r> {
     fn drop_module_keyed_entries(&mut self, ctx: &TuContext, diff: &mut Object) {
         let (tu_name, object) = (ctx.name, ctx.object);
         let resolver = self.resolver;
-        let in_module = |name: &str| !matches!(resolver.resolve(ctx, name, false), Ok(Resolution::Export { .. }));
-        for key in drop_module_keyed_entries(diff, "__jump_table", |n| n.starts_with("__tracepoint_") && in_module(n)) {
+        let in_module = |name: &str| {
+            !matches!(
+                resolver.resolve(ctx, name, false),
+                Ok(Resolution::Export { .. })
+            )
+        };
+        for key in drop_module_keyed_entries(diff, "__jump_table", |n| {
+            n.starts_with("__tracepoint_") && in_module(n)
+        }) {
             self.plan.notes.push(format!("{tu_name}: tracepoint {key} of module {object} stays off in the patched code (its jump label cannot be kept)"));
         }
         for key in drop_module_keyed_entries(diff, ".static_call_sites", in_module) {
@@ -334,25 +434,37 @@ impl<'r> Planner<'r> {
     /// Every undefined symbol the unit's relocations use: an export becomes an import, anything
     /// else a livepatch symbol, whose relocations are returned to be redirected to its
     /// placeholder.
-    fn resolve_undefined(&mut self, ctx: &TuContext, diff: &Object) -> Result<Vec<Redirect>, ModuleError> {
+    fn resolve_undefined(
+        &mut self,
+        ctx: &TuContext,
+        diff: &Object,
+    ) -> Result<Vec<Redirect>, ModuleError> {
         let tu_name = ctx.name;
         let mut cache: HashMap<(String, bool), Result<Resolution, ResolveError>> = HashMap::new();
         let mut redirects = Vec::new();
         for (si, sec) in diff.sections_iter() {
-            let Some(target) = sec.rela_target() else { continue };
+            let Some(target) = sec.rela_target() else {
+                continue;
+            };
             for (ri, r) in sec.relas.iter().enumerate() {
                 let sym = diff.symbol(r.r_sym);
                 if !sym.is_undefined() || r.r_sym.0 == 0 {
                     continue;
                 }
                 if sym.name.is_empty() {
-                    return Err(ModuleError::UnnamedUndefined { tu: tu_name.into(), index: r.r_sym.0 });
+                    return Err(ModuleError::UnnamedUndefined {
+                        tu: tu_name.into(),
+                        index: r.r_sym.0,
+                    });
                 }
                 let local = sym.is_local();
                 if !local && self.provided.contains(&sym.name) {
                     continue;
                 }
-                let res = cache.entry((sym.name.clone(), local)).or_insert_with(|| self.resolver.resolve(ctx, &sym.name, local)).clone();
+                let res = cache
+                    .entry((sym.name.clone(), local))
+                    .or_insert_with(|| self.resolver.resolve(ctx, &sym.name, local))
+                    .clone();
                 let res = match res {
                     Ok(r) => r,
                     // A weak reference to something the target lacks stays weak: the module
@@ -368,9 +480,13 @@ impl<'r> Planner<'r> {
                     }
                 };
                 let defined_in = match &res {
-                    Resolution::Export { object, .. } | Resolution::Klp { object, .. } => object.as_str(),
+                    Resolution::Export { object, .. } | Resolution::Klp { object, .. } => {
+                        object.as_str()
+                    }
                 };
-                if self.resolver.is_sealed(defined_in, &sym.name) && takes_address(diff, target, r.r_offset) {
+                if self.resolver.is_sealed(defined_in, &sym.name)
+                    && takes_address(diff, target, r.r_offset)
+                {
                     return Err(ModuleError::SealedFunctionAddress {
                         tu: tu_name.into(),
                         site: site_name(diff, target, r.r_offset),
@@ -379,13 +495,32 @@ impl<'r> Planner<'r> {
                     });
                 }
                 match res {
-                    Resolution::Export { object: exporter, crc, namespace } => {
+                    Resolution::Export {
+                        object: exporter,
+                        crc,
+                        namespace,
+                    } => {
                         if self.import_seen.insert(sym.name.clone()) {
-                            self.plan.imports.push(Import { name: sym.name.clone(), object: exporter, crc, namespace, tu: tu_name.into() });
+                            self.plan.imports.push(Import {
+                                name: sym.name.clone(),
+                                object: exporter,
+                                crc,
+                                namespace,
+                                tu: tu_name.into(),
+                            });
                         }
                     }
-                    Resolution::Klp { object: sym_object, sympos } => {
-                        let placeholder = self.klp_symbol(ctx, diff.section(target), &sym.name, &sym_object, sympos)?;
+                    Resolution::Klp {
+                        object: sym_object,
+                        sympos,
+                    } => {
+                        let placeholder = self.klp_symbol(
+                            ctx,
+                            diff.section(target),
+                            &sym.name,
+                            &sym_object,
+                            sympos,
+                        )?;
                         redirects.push((si.0, ri, placeholder, sym.st_type()));
                     }
                 }
@@ -407,11 +542,23 @@ impl<'r> Planner<'r> {
         let (tu_name, object) = (ctx.name, ctx.object);
         let sym_object = names::normalize_object(tu_name, sym_object)?;
         if object == VMLINUX && sym_object != VMLINUX {
-            return Err(ModuleError::VmlinuxUsesModuleSymbol { tu: tu_name.into(), symbol: name.into(), object: sym_object });
+            return Err(ModuleError::VmlinuxUsesModuleSymbol {
+                tu: tu_name.into(),
+                symbol: name.into(),
+                object: sym_object,
+            });
         }
-        let rela_object = if sym_object == VMLINUX { VMLINUX.to_string() } else { object.to_string() };
+        let rela_object = if sym_object == VMLINUX {
+            VMLINUX.to_string()
+        } else {
+            object.to_string()
+        };
         if !target_sec.is_alloc() {
-            return Err(ModuleError::KlpInNonAllocSection { tu: tu_name.into(), section: target_sec.name.clone(), symbol: name.into() });
+            return Err(ModuleError::KlpInNonAllocSection {
+                tu: tu_name.into(),
+                section: target_sec.name.clone(),
+                symbol: name.into(),
+            });
         }
         if sections::is_read_at_load(&target_sec.name) && rela_object != VMLINUX {
             return Err(ModuleError::SpecialSectionKlp {
@@ -422,7 +569,12 @@ impl<'r> Planner<'r> {
             });
         }
         names::check_symbol_name(tu_name, name)?;
-        let key = (rela_object.clone(), sym_object.clone(), name.to_string(), sympos);
+        let key = (
+            rela_object.clone(),
+            sym_object.clone(),
+            name.to_string(),
+            sympos,
+        );
         let klp_symbols = &mut self.plan.klp_symbols;
         let n = *self.klp_index.entry(key).or_insert_with(|| {
             klp_symbols.push(KlpSymbol {
@@ -444,10 +596,16 @@ impl<'r> Planner<'r> {
 fn redirect_to_placeholders(diff: &mut Object, redirects: Vec<Redirect>) {
     let mut placeholder_syms: HashMap<String, SymbolIndex> = HashMap::new();
     for (si, ri, placeholder, st_type) in redirects {
-        let idx = *placeholder_syms.entry(placeholder.clone()).or_insert_with(|| {
-            let st_type = if matches!(st_type, STT_FUNC | STT_OBJECT) { st_type } else { STT_NOTYPE };
-            diff.add_symbol(Symbol::new(placeholder, STB_WEAK, st_type))
-        });
+        let idx = *placeholder_syms
+            .entry(placeholder.clone())
+            .or_insert_with(|| {
+                let st_type = if matches!(st_type, STT_FUNC | STT_OBJECT) {
+                    st_type
+                } else {
+                    STT_NOTYPE
+                };
+                diff.add_symbol(Symbol::new(placeholder, STB_WEAK, st_type))
+            });
         diff.sections[si].relas[ri].r_sym = idx;
     }
 }
@@ -460,7 +618,8 @@ fn remove_unreferenced_undefined(diff: &mut Object, tu_name: &str) -> Result<(),
             referenced[r.r_sym.0] = true;
         }
     }
-    diff.remove_symbols(|i, s| s.is_undefined() && !referenced[i.0]).map_err(|e| ModuleError::elf(tu_name, e))
+    diff.remove_symbols(|i, s| s.is_undefined() && !referenced[i.0])
+        .map_err(|e| ModuleError::elf(tu_name, e))
 }
 
 /// Whether the relocation at `r_offset` of section `target` takes the address of its symbol:
@@ -470,7 +629,9 @@ fn remove_unreferenced_undefined(diff: &mut Object, tu_name: &str) -> Result<(),
 fn takes_address(diff: &Object, target: kpatch_elf::SectionIndex, r_offset: u64) -> bool {
     let sec = diff.section(target);
     if sec.sh_flags & SHF_EXECINSTR != 0 {
-        let Some(arch) = kpatch_arch::for_machine(diff.header.e_machine) else { return true };
+        let Some(arch) = kpatch_arch::for_machine(diff.header.e_machine) else {
+            return true;
+        };
         return !arch.is_direct_branch(&sec.data, r_offset);
     }
     !sections::is_read_at_load(&sec.name)
@@ -479,7 +640,11 @@ fn takes_address(diff: &Object, target: kpatch_elf::SectionIndex, r_offset: u64)
 /// `func+0x1a` for an offset inside a function (or object) of `target`, else `section+0x1a`.
 fn site_name(diff: &Object, target: kpatch_elf::SectionIndex, offset: u64) -> String {
     diff.symbols_iter()
-        .filter(|(_, s)| s.section == Some(target) && !s.name.is_empty() && matches!(s.st_type(), STT_FUNC | STT_OBJECT))
+        .filter(|(_, s)| {
+            s.section == Some(target)
+                && !s.name.is_empty()
+                && matches!(s.st_type(), STT_FUNC | STT_OBJECT)
+        })
         .find(|(_, s)| s.st_value <= offset && offset < s.st_value + s.st_size.max(1))
         .map(|(_, s)| format!("{}+{:#x}", s.name, offset - s.st_value))
         .unwrap_or_else(|| format!("{}+{offset:#x}", diff.section(target).name))
@@ -489,21 +654,39 @@ fn site_name(diff: &Object, target: kpatch_elf::SectionIndex, offset: u64) -> St
 /// of the architecture's layout) points to an undefined symbol that `drop` selects. The entries
 /// are split as the differ split them (the size found from their relocations). Returns the
 /// dropped keys.
-fn drop_module_keyed_entries(diff: &mut Object, section: &str, drop: impl Fn(&str) -> bool) -> Vec<String> {
-    let Some(spec) = kpatch_arch::for_machine(diff.header.e_machine).and_then(|a| a.special_section(section)) else {
+fn drop_module_keyed_entries(
+    diff: &mut Object,
+    section: &str,
+    drop: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let Some(spec) =
+        kpatch_arch::for_machine(diff.header.e_machine).and_then(|a| a.special_section(section))
+    else {
         return Vec::new();
     };
-    let Some(sec) = diff.section_by_name(section) else { return Vec::new() };
-    let Some(rs) = diff.sections_iter().find(|(_, s)| s.rela_target() == Some(sec)).map(|(i, _)| i) else {
+    let Some(sec) = diff.section_by_name(section) else {
+        return Vec::new();
+    };
+    let Some(rs) = diff
+        .sections_iter()
+        .find(|(_, s)| s.rela_target() == Some(sec))
+        .map(|(i, _)| i)
+    else {
         return Vec::new();
     };
     let relas = diff.sections[rs.0].relas.as_slice();
-    let Some(size) = spec.entry_size.find(None, diff, sec, Some(relas)) else { return Vec::new() };
-    let Some(key) = spec.layout(size).and_then(|l| l.key) else { return Vec::new() };
+    let Some(size) = spec.entry_size.find(None, diff, sec, Some(relas)) else {
+        return Vec::new();
+    };
+    let Some(key) = spec.layout(size).and_then(|l| l.key) else {
+        return Vec::new();
+    };
     let entries = Entries::new(&diff.sections[sec.0], relas, size);
     let mut dropped = Vec::new();
     let kept = entries.keep(|e| {
-        let Some(k) = e.field_rela(Some(key)).map(|r| diff.symbol(r.r_sym)) else { return true };
+        let Some(k) = e.field_rela(Some(key)).map(|r| diff.symbol(r.r_sym)) else {
+            return true;
+        };
         let gone = k.is_undefined() && drop(&k.name);
         if gone {
             dropped.push(k.name.clone());
@@ -530,12 +713,25 @@ mod tests {
     /// A diff object with function `f` and special section `name`: one entry of `size` bytes per
     /// key, each with relocations `(offset in the entry, type, to the key?)`.
     fn diff_with(name: &str, size: u64, layout: &[(u64, u32, bool)], keys: &[&str]) -> Object {
-        let mut o = Object::new(Header { e_machine: EM_X86_64, e_flags: 0, ei_osabi: 0, ei_abiversion: 0, big_endian: false });
-        let text = o.add_section(Section::new(".text.f", SHT_PROGBITS, SHF_ALLOC | SHF_EXECINSTR));
+        let mut o = Object::new(Header {
+            e_machine: EM_X86_64,
+            e_flags: 0,
+            ei_osabi: 0,
+            ei_abiversion: 0,
+            big_endian: false,
+        });
+        let text = o.add_section(Section::new(
+            ".text.f",
+            SHT_PROGBITS,
+            SHF_ALLOC | SHF_EXECINSTR,
+        ));
         let mut f = Symbol::new("f", STB_LOCAL, STT_FUNC);
         f.section = Some(text);
         let f = o.add_symbol(f);
-        let keys: Vec<SymbolIndex> = keys.iter().map(|k| o.add_symbol(Symbol::new(*k, STB_GLOBAL, STT_OBJECT))).collect();
+        let keys: Vec<SymbolIndex> = keys
+            .iter()
+            .map(|k| o.add_symbol(Symbol::new(*k, STB_GLOBAL, STT_OBJECT)))
+            .collect();
         let mut table = Section::new(name, SHT_PROGBITS, SHF_ALLOC | SHF_WRITE);
         table.sh_size = size * keys.len() as u64;
         table.data = (0..table.sh_size).map(|b| b as u8).collect();
@@ -545,7 +741,12 @@ mod tests {
         for (k, &key) in keys.iter().enumerate() {
             for &(at, r_type, to_key) in layout {
                 let r_sym = if to_key { key } else { f };
-                rela.relas.push(Rela { r_offset: k as u64 * size + at, r_sym, r_type, r_addend: k as i64 });
+                rela.relas.push(Rela {
+                    r_offset: k as u64 * size + at,
+                    r_sym,
+                    r_type,
+                    r_addend: k as i64,
+                });
             }
         }
         o.add_section(rela);
@@ -554,28 +755,64 @@ mod tests {
 
     fn relas_of(o: &Object, name: &str) -> Vec<(u64, String, i64)> {
         let sec = o.section_by_name(name).unwrap();
-        let rela = o.sections.iter().find(|s| s.rela_target() == Some(sec)).unwrap();
-        rela.relas.iter().map(|r| (r.r_offset, o.symbol(r.r_sym).name.clone(), r.r_addend)).collect()
+        let rela = o
+            .sections
+            .iter()
+            .find(|s| s.rela_target() == Some(sec))
+            .unwrap();
+        rela.relas
+            .iter()
+            .map(|r| (r.r_offset, o.symbol(r.r_sym).name.clone(), r.r_addend))
+            .collect()
     }
 
     #[test]
     fn module_keyed_jump_entries_are_dropped_by_their_key_field() {
         // struct jump_entry { s32 code; s32 target; long key; }
-        let jump = [(0, R_X86_64_PC32, false), (4, R_X86_64_PC32, false), (8, R_X86_64_PC64, true)];
-        let mut o = diff_with("__jump_table", 16, &jump, &["__tracepoint_a", "vm_key", "__tracepoint_b"]);
-        let dropped = drop_module_keyed_entries(&mut o, "__jump_table", |n| n.starts_with("__tracepoint_"));
+        let jump = [
+            (0, R_X86_64_PC32, false),
+            (4, R_X86_64_PC32, false),
+            (8, R_X86_64_PC64, true),
+        ];
+        let mut o = diff_with(
+            "__jump_table",
+            16,
+            &jump,
+            &["__tracepoint_a", "vm_key", "__tracepoint_b"],
+        );
+        let dropped =
+            drop_module_keyed_entries(&mut o, "__jump_table", |n| n.starts_with("__tracepoint_"));
         assert_eq!(dropped, ["__tracepoint_a", "__tracepoint_b"]);
         let sec = o.section_by_name("__jump_table").unwrap();
         assert_eq!(o.section(sec).sh_size, 16);
         assert_eq!(o.section(sec).data, (16..32).collect::<Vec<u8>>());
-        assert_eq!(relas_of(&o, "__jump_table"), [(0, "f".into(), 1), (4, "f".into(), 1), (8, "vm_key".into(), 1)]);
+        assert_eq!(
+            relas_of(&o, "__jump_table"),
+            [
+                (0, "f".into(), 1),
+                (4, "f".into(), 1),
+                (8, "vm_key".into(), 1)
+            ]
+        );
 
         // The absolute layout of older kernels: three pointers, the key at 16.
-        let jump = [(0, R_X86_64_64, false), (8, R_X86_64_64, false), (16, R_X86_64_64, true)];
+        let jump = [
+            (0, R_X86_64_64, false),
+            (8, R_X86_64_64, false),
+            (16, R_X86_64_64, true),
+        ];
         let mut o = diff_with("__jump_table", 24, &jump, &["vm_key", "__tracepoint_a"]);
-        let dropped = drop_module_keyed_entries(&mut o, "__jump_table", |n| n.starts_with("__tracepoint_"));
+        let dropped =
+            drop_module_keyed_entries(&mut o, "__jump_table", |n| n.starts_with("__tracepoint_"));
         assert_eq!(dropped, ["__tracepoint_a"]);
-        assert_eq!(relas_of(&o, "__jump_table"), [(0, "f".into(), 0), (8, "f".into(), 0), (16, "vm_key".into(), 0)]);
+        assert_eq!(
+            relas_of(&o, "__jump_table"),
+            [
+                (0, "f".into(), 0),
+                (8, "f".into(), 0),
+                (16, "vm_key".into(), 0)
+            ]
+        );
     }
 
     #[test]
@@ -583,9 +820,13 @@ mod tests {
         // struct static_call_site { s32 addr; s32 key; }
         let site = [(0, R_X86_64_PC32, false), (4, R_X86_64_PC32, true)];
         let mut o = diff_with(".static_call_sites", 8, &site, &["__SCK__vm", "__SCK__mod"]);
-        let dropped = drop_module_keyed_entries(&mut o, ".static_call_sites", |n| n == "__SCK__mod");
+        let dropped =
+            drop_module_keyed_entries(&mut o, ".static_call_sites", |n| n == "__SCK__mod");
         assert_eq!(dropped, ["__SCK__mod"]);
-        assert_eq!(relas_of(&o, ".static_call_sites"), [(0, "f".into(), 0), (4, "__SCK__vm".into(), 0)]);
+        assert_eq!(
+            relas_of(&o, ".static_call_sites"),
+            [(0, "f".into(), 0), (4, "__SCK__vm".into(), 0)]
+        );
         // Nothing to drop: nothing changes.
         let before = o.clone();
         assert!(drop_module_keyed_entries(&mut o, ".static_call_sites", |_| false).is_empty());

@@ -35,7 +35,11 @@ pub enum Resolution {
     /// `object` is the exporter (kernel spelling); `crc` the target's CRC (`None` when the kernel
     /// has no modversions); `namespace` the export's symbol namespace (`EXPORT_SYMBOL_NS`),
     /// which the glue imports.
-    Export { object: String, crc: Option<u32>, namespace: Option<String> },
+    Export {
+        object: String,
+        crc: Option<u32>,
+        namespace: Option<String>,
+    },
     /// Resolved by the livepatch core: the symbol is defined in `object` (vmlinux or a module) at
     /// livepatch position `sympos` (0 when its name is unique there).
     Klp { object: String, sympos: u64 },
@@ -52,7 +56,12 @@ pub struct ResolveError {
 pub trait SymbolResolver {
     /// A symbol `tu` uses but its diff object does not define. `local` is true for a symbol that
     /// is file-local (`STB_LOCAL`) in the unit: it is defined by the unit itself in `tu.object`.
-    fn resolve(&self, tu: &TuContext<'_>, name: &str, local: bool) -> Result<Resolution, ResolveError>;
+    fn resolve(
+        &self,
+        tu: &TuContext<'_>,
+        name: &str,
+        local: bool,
+    ) -> Result<Resolution, ResolveError>;
 
     /// The `old_sympos` of function `name`, which `tu` defines and the patch replaces.
     fn function_sympos(&self, tu: &TuContext<'_>, name: &str) -> Result<u64, ResolveError>;
@@ -68,14 +77,21 @@ pub trait SymbolResolver {
 pub fn defined_names(object: &Object) -> Vec<String> {
     object
         .symbols_iter()
-        .filter(|(_, s)| s.section.is_some() && matches!(s.st_type(), STT_FUNC | STT_OBJECT) && !s.name.is_empty())
+        .filter(|(_, s)| {
+            s.section.is_some()
+                && matches!(s.st_type(), STT_FUNC | STT_OBJECT)
+                && !s.name.is_empty()
+        })
         .map(|(_, s)| s.name.clone())
         .collect()
 }
 
 /// The name of the first `STT_FILE` symbol of an object (gcc writes the source basename).
 pub fn source_file_name(object: &Object) -> Option<String> {
-    object.symbols_iter().find(|(_, s)| s.st_type() == STT_FILE && !s.name.is_empty()).map(|(_, s)| s.name.clone())
+    object
+        .symbols_iter()
+        .find(|(_, s)| s.st_type() == STT_FILE && !s.name.is_empty())
+        .map(|(_, s)| s.name.clone())
 }
 
 /// A resolver over the target's symbols (vmlinux and, for module patches, the modules concerned,
@@ -94,7 +110,12 @@ pub struct KernelResolver {
 
 impl KernelResolver {
     pub fn new(symbols: KernelSymbols, symvers: Symvers) -> Self {
-        KernelResolver { symbols, symvers, modversions: true, sealed: HashSet::new() }
+        KernelResolver {
+            symbols,
+            symvers,
+            modversions: true,
+            sealed: HashSet::new(),
+        }
     }
 
     /// Marks the functions of `object` that start at one of `addresses` (the sealed ENDBRs of
@@ -116,11 +137,18 @@ impl KernelResolver {
     }
 
     fn unit(tu: &TuContext<'_>) -> TranslationUnit {
-        TranslationUnit { source: tu.source.to_string(), object: tu.object.to_string(), symbols: defined_names(tu.original) }
+        TranslationUnit {
+            source: tu.source.to_string(),
+            object: tu.object.to_string(),
+            symbols: defined_names(tu.original),
+        }
     }
 
     fn err(object: &str, e: impl std::fmt::Display) -> ResolveError {
-        ResolveError { object: object.to_string(), reason: e.to_string() }
+        ResolveError {
+            object: object.to_string(),
+            reason: e.to_string(),
+        }
     }
 
     /// The sympos of a global `name` in `object`: unique, or the single global among
@@ -146,10 +174,21 @@ impl KernelResolver {
 }
 
 impl SymbolResolver for KernelResolver {
-    fn resolve(&self, tu: &TuContext<'_>, name: &str, local: bool) -> Result<Resolution, ResolveError> {
+    fn resolve(
+        &self,
+        tu: &TuContext<'_>,
+        name: &str,
+        local: bool,
+    ) -> Result<Resolution, ResolveError> {
         if local {
-            let r = self.symbols.resolve_in_unit(&Self::unit(tu), name).map_err(|e| Self::err(tu.object, e))?;
-            return Ok(Resolution::Klp { object: tu.object.to_string(), sympos: r.sympos as u64 });
+            let r = self
+                .symbols
+                .resolve_in_unit(&Self::unit(tu), name)
+                .map_err(|e| Self::err(tu.object, e))?;
+            return Ok(Resolution::Klp {
+                object: tu.object.to_string(),
+                sympos: r.sympos as u64,
+            });
         }
         if let Some(entry) = self.symvers.get(name) {
             let object = entry.object();
@@ -157,7 +196,11 @@ impl SymbolResolver for KernelResolver {
             // may load after the patch, and a normal relocation would make the patch need it.
             if object == VMLINUX || object != tu.object {
                 let namespace = (!entry.namespace.is_empty()).then(|| entry.namespace.clone());
-                return Ok(Resolution::Export { object, crc: self.modversions.then_some(entry.crc), namespace });
+                return Ok(Resolution::Export {
+                    object,
+                    crc: self.modversions.then_some(entry.crc),
+                    namespace,
+                });
             }
             let sympos = self.global_sympos(&object, name)?;
             return Ok(Resolution::Klp { object, sympos });
@@ -170,23 +213,36 @@ impl SymbolResolver for KernelResolver {
         } else {
             let others = self.symbols.objects_defining(name);
             let reason = if others.is_empty() {
-                format!("no symbol of this name in {} or vmlinux (symbols from {})", tu.object, self.symbols.source)
+                format!(
+                    "no symbol of this name in {} or vmlinux (symbols from {})",
+                    tu.object, self.symbols.source
+                )
             } else {
-                format!("only {} define(s) it, and it is not exported", others.join(", "))
+                format!(
+                    "only {} define(s) it, and it is not exported",
+                    others.join(", ")
+                )
             };
-            return Err(ResolveError { object: tu.object.to_string(), reason });
+            return Err(ResolveError {
+                object: tu.object.to_string(),
+                reason,
+            });
         };
         let sympos = self.global_sympos(&object, name)?;
         Ok(Resolution::Klp { object, sympos })
     }
 
     fn function_sympos(&self, tu: &TuContext<'_>, name: &str) -> Result<u64, ResolveError> {
-        let r = self.symbols.resolve_in_unit(&Self::unit(tu), name).map_err(|e| Self::err(tu.object, e))?;
+        let r = self
+            .symbols
+            .resolve_in_unit(&Self::unit(tu), name)
+            .map_err(|e| Self::err(tu.object, e))?;
         Ok(r.sympos as u64)
     }
 
     fn is_sealed(&self, object: &str, name: &str) -> bool {
-        self.sealed.contains(&(object.to_string(), name.to_string()))
+        self.sealed
+            .contains(&(object.to_string(), name.to_string()))
     }
 }
 
@@ -197,8 +253,18 @@ mod tests {
     use kpatch_symbols::KernelSymbol;
 
     fn original() -> Object {
-        let mut o = Object::new(Header { e_machine: EM_X86_64, e_flags: 0, ei_osabi: 0, ei_abiversion: 0, big_endian: false });
-        let t = o.add_section(Section::new(".text", SHT_PROGBITS, SHF_ALLOC | SHF_EXECINSTR));
+        let mut o = Object::new(Header {
+            e_machine: EM_X86_64,
+            e_flags: 0,
+            ei_osabi: 0,
+            ei_abiversion: 0,
+            big_endian: false,
+        });
+        let t = o.add_section(Section::new(
+            ".text",
+            SHT_PROGBITS,
+            SHF_ALLOC | SHF_EXECINSTR,
+        ));
         let mut f = Symbol::new("cmdline.c", STB_LOCAL, STT_FILE);
         f.st_shndx = SHN_ABS;
         o.add_symbol(f);
@@ -213,7 +279,9 @@ mod tests {
     fn resolver() -> KernelResolver {
         let mut syms = vec![KernelSymbol::new(0x10, 't', "helper", VMLINUX)];
         // Far enough apart that only the second `helper` has the unit's other symbol nearby.
-        syms.extend((0..40).map(|i| KernelSymbol::new(0x11 + i, 't', format!("filler{i}"), VMLINUX)));
+        syms.extend(
+            (0..40).map(|i| KernelSymbol::new(0x11 + i, 't', format!("filler{i}"), VMLINUX)),
+        );
         syms.extend([
             KernelSymbol::new(0x20, 't', "helper", VMLINUX),
             KernelSymbol::new(0x28, 't', "neighbour", VMLINUX),
@@ -232,21 +300,53 @@ mod tests {
     #[test]
     fn resolves_exports_locals_and_unexported_globals() {
         let orig = original();
-        let tu = TuContext { name: "fs/proc/cmdline.o", source: "fs/proc/cmdline.c", object: VMLINUX, original: &orig };
+        let tu = TuContext {
+            name: "fs/proc/cmdline.o",
+            source: "fs/proc/cmdline.c",
+            object: VMLINUX,
+            original: &orig,
+        };
         let r = resolver();
-        assert_eq!(r.resolve(&tu, "printk", false).unwrap(), Resolution::Export { object: VMLINUX.into(), crc: Some(0x12345678), namespace: None });
+        assert_eq!(
+            r.resolve(&tu, "printk", false).unwrap(),
+            Resolution::Export {
+                object: VMLINUX.into(),
+                crc: Some(0x12345678),
+                namespace: None
+            }
+        );
         assert_eq!(
             r.resolve(&tu, "nsfunc", false).unwrap(),
-            Resolution::Export { object: VMLINUX.into(), crc: Some(7), namespace: Some("CRYPTO_INTERNAL".into()) }
+            Resolution::Export {
+                object: VMLINUX.into(),
+                crc: Some(7),
+                namespace: Some("CRYPTO_INTERNAL".into())
+            }
         );
-        assert_eq!(r.resolve(&tu, "secret", false).unwrap(), Resolution::Klp { object: VMLINUX.into(), sympos: 0 });
+        assert_eq!(
+            r.resolve(&tu, "secret", false).unwrap(),
+            Resolution::Klp {
+                object: VMLINUX.into(),
+                sympos: 0
+            }
+        );
         // The second `helper` sits next to `neighbour`, the unit's other symbol.
-        assert_eq!(r.resolve(&tu, "helper", true).unwrap(), Resolution::Klp { object: VMLINUX.into(), sympos: 2 });
+        assert_eq!(
+            r.resolve(&tu, "helper", true).unwrap(),
+            Resolution::Klp {
+                object: VMLINUX.into(),
+                sympos: 2
+            }
+        );
         assert_eq!(r.function_sympos(&tu, "helper").unwrap(), 2);
         // Exported by a module: a normal relocation from vmlinux code...
         assert_eq!(
             r.resolve(&tu, "ext4_thing", false).unwrap(),
-            Resolution::Export { object: "ext4".into(), crc: Some(0x0badf00d), namespace: None }
+            Resolution::Export {
+                object: "ext4".into(),
+                crc: Some(0x0badf00d),
+                namespace: None
+            }
         );
         let e = r.resolve(&tu, "nowhere", false).unwrap_err();
         assert!(e.reason.contains("no symbol"), "{e:?}");
@@ -257,7 +357,12 @@ mod tests {
         // ext4 calling jbd2's export was "not in the target kernel (jbd2)": jbd2's symbols are
         // not loaded, and need not be: the export is a normal, versioned relocation.
         let o = original();
-        let tu = TuContext { name: "fs/ext4/inode.o", source: "fs/ext4/inode.c", object: "ext4", original: &o };
+        let tu = TuContext {
+            name: "fs/ext4/inode.o",
+            source: "fs/ext4/inode.c",
+            object: "ext4",
+            original: &o,
+        };
         let mut r = resolver();
         r.symvers = Symvers::parse(
             "0x0000abcd\tjbd2_journal_inode_ranged_wait\tfs/jbd2/jbd2\tEXPORT_SYMBOL\t\n0x0badf00d\text4_thing\tfs/ext4/ext4\tEXPORT_SYMBOL_GPL\t\n",
@@ -265,20 +370,44 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            r.resolve(&tu, "jbd2_journal_inode_ranged_wait", false).unwrap(),
-            Resolution::Export { object: "jbd2".into(), crc: Some(0xabcd), namespace: None }
+            r.resolve(&tu, "jbd2_journal_inode_ranged_wait", false)
+                .unwrap(),
+            Resolution::Export {
+                object: "jbd2".into(),
+                crc: Some(0xabcd),
+                namespace: None
+            }
         );
         // ...but the patched module's own export is resolved by the livepatch core.
-        assert_eq!(r.resolve(&tu, "ext4_thing", false).unwrap(), Resolution::Klp { object: "ext4".into(), sympos: 0 });
+        assert_eq!(
+            r.resolve(&tu, "ext4_thing", false).unwrap(),
+            Resolution::Klp {
+                object: "ext4".into(),
+                sympos: 0
+            }
+        );
     }
 
     #[test]
     fn a_target_without_modversions_gives_exports_no_crc() {
         let o = original();
-        let tu = TuContext { name: "fs/proc/cmdline.o", source: "fs/proc/cmdline.c", object: VMLINUX, original: &o };
-        assert!(matches!(resolver().resolve(&tu, "printk", false), Ok(Resolution::Export { crc: Some(0x12345678), .. })));
+        let tu = TuContext {
+            name: "fs/proc/cmdline.o",
+            source: "fs/proc/cmdline.c",
+            object: VMLINUX,
+            original: &o,
+        };
         assert!(matches!(
-            resolver().without_modversions().resolve(&tu, "printk", false),
+            resolver().resolve(&tu, "printk", false),
+            Ok(Resolution::Export {
+                crc: Some(0x12345678),
+                ..
+            })
+        ));
+        assert!(matches!(
+            resolver()
+                .without_modversions()
+                .resolve(&tu, "printk", false),
             Ok(Resolution::Export { crc: None, .. })
         ));
     }

@@ -52,7 +52,8 @@ impl Watchdog {
     /// Starts the watchdog in a process group of its own (a Ctrl-C on the terminal does not
     /// reach it). `deadline_ms`: the longest a freeze may last before it thaws by itself.
     pub fn spawn(deadline_ms: u64) -> anyhow::Result<Watchdog> {
-        let exe = std::env::current_exe().context("finding the kpatch-rs executable for the freeze watchdog")?;
+        let exe = std::env::current_exe()
+            .context("finding the kpatch-rs executable for the freeze watchdog")?;
         let mut child = Command::new(exe)
             .arg("freeze-watchdog")
             .stdin(Stdio::piped())
@@ -108,15 +109,21 @@ impl Figures {
     pub fn outcome(&mut self, o: &Outcome) {
         let (patch, outcome) = match o {
             Outcome::Done { patch, .. } => (patch, "done"),
-            Outcome::Reverted { patch, blockers, .. } => {
+            Outcome::Reverted {
+                patch, blockers, ..
+            } => {
                 self.blockers = blockers.clone();
                 (patch, "reverted")
             }
-            Outcome::Stuck { patch, blockers, .. } => {
+            Outcome::Stuck {
+                patch, blockers, ..
+            } => {
                 self.blockers = blockers.clone();
                 (patch, "stuck")
             }
-            Outcome::NotFrozen { patch, unfrozen, .. } => {
+            Outcome::NotFrozen {
+                patch, unfrozen, ..
+            } => {
                 self.unfrozen = unfrozen.clone();
                 (patch, "not_frozen")
             }
@@ -135,8 +142,20 @@ pub struct Journaled<'a> {
 }
 
 impl<'a> Journaled<'a> {
-    pub fn new(inner: &'a mut dyn Observer, watchdog: Option<&'a mut Watchdog>, mode: FreezeMode) -> Self {
-        Journaled { inner, watchdog, figures: Figures { mode, ..Figures::default() }, started: None }
+    pub fn new(
+        inner: &'a mut dyn Observer,
+        watchdog: Option<&'a mut Watchdog>,
+        mode: FreezeMode,
+    ) -> Self {
+        Journaled {
+            inner,
+            watchdog,
+            figures: Figures {
+                mode,
+                ..Figures::default()
+            },
+            started: None,
+        }
     }
 
     fn send(&mut self, r: Record) {
@@ -157,7 +176,9 @@ impl Observer for Journaled<'_> {
                 self.send(Record::Disabling(patch.clone()));
                 self.started = Some(Instant::now());
             }
-            Event::Frozen { tasks, elapsed_ms, .. } => {
+            Event::Frozen {
+                tasks, elapsed_ms, ..
+            } => {
                 self.figures.tasks_frozen += tasks;
                 self.figures.freeze_wait_ms += elapsed_ms;
             }
@@ -203,7 +224,9 @@ pub fn run_watchdog() -> anyhow::Result<std::process::ExitCode> {
     let mut records: Vec<Record> = Vec::new();
     let mut deadline: Option<std::time::Duration> = None;
     loop {
-        let wait = deadline.map(|d| d.saturating_sub(start.elapsed())).unwrap_or(std::time::Duration::from_secs(3600));
+        let wait = deadline
+            .map(|d| d.saturating_sub(start.elapsed()))
+            .unwrap_or(std::time::Duration::from_secs(3600));
         match rx.recv_timeout(wait.max(std::time::Duration::from_millis(1))) {
             Ok(Record::Done) => return Ok(std::process::ExitCode::SUCCESS),
             Ok(Record::Deadline(ms)) => deadline = Some(std::time::Duration::from_millis(ms)),
@@ -212,7 +235,9 @@ pub fn run_watchdog() -> anyhow::Result<std::process::ExitCode> {
                 let (frozen, thawed) = kpatch_kernel::watchdog::frozen_from(&records);
                 if !thawed && (!frozen.cgroups.is_empty() || !frozen.stopped.is_empty()) {
                     let errors = kpatch_kernel::freeze::thaw(&k, &frozen);
-                    eprintln!("kpatch-rs watchdog: the freeze outlasted its deadline; thawed user space");
+                    eprintln!(
+                        "kpatch-rs watchdog: the freeze outlasted its deadline; thawed user space"
+                    );
                     for e in errors {
                         eprintln!("kpatch-rs watchdog: {e}");
                     }
@@ -221,7 +246,11 @@ pub fn run_watchdog() -> anyhow::Result<std::process::ExitCode> {
                 deadline = None;
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                for l in kpatch_kernel::watchdog::recover(&k, &records, std::time::Duration::from_secs(30)) {
+                for l in kpatch_kernel::watchdog::recover(
+                    &k,
+                    &records,
+                    std::time::Duration::from_secs(30),
+                ) {
                     eprintln!("kpatch-rs watchdog: {l}");
                 }
                 return Ok(std::process::ExitCode::SUCCESS);

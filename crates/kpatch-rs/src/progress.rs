@@ -10,13 +10,20 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(quiet: bool) -> Progress {
-        Progress { start: Instant::now(), tty: !quiet && std::io::stderr().is_terminal() }
+        Progress {
+            start: Instant::now(),
+            tty: !quiet && std::io::stderr().is_terminal(),
+        }
     }
 
     /// Prints one stage line with the elapsed time, on a terminal only.
     pub fn stage(&self, what: impl AsRef<str>) {
         if self.tty {
-            eprintln!("[{:>6.1}s] {}", self.start.elapsed().as_secs_f64(), what.as_ref());
+            eprintln!(
+                "[{:>6.1}s] {}",
+                self.start.elapsed().as_secs_f64(),
+                what.as_ref()
+            );
         }
     }
 

@@ -40,13 +40,20 @@ pub fn script(t: &mut TestScript, v: &Verification, module_path: &str) {
     };
     run_cmds(t, PHASES[0]);
     t.check("load", &format!("insmod {module_path}"));
-    t.check_eventually("transition-complete", &format!("[ \"$(cat {sys}/transition 2>/dev/null)\" = 0 ]"), 120);
+    t.check_eventually(
+        "transition-complete",
+        &format!("[ \"$(cat {sys}/transition 2>/dev/null)\" = 0 ]"),
+        120,
+    );
     t.check("enabled", &format!("[ \"$(cat {sys}/enabled)\" = 1 ]"));
     for (obj, func, pos) in v.functions {
         let obj = kpatch_common::canonical_module_name(obj);
         // sysfs names a unique symbol's position 1 (the core's old_sympos 0 means "the only one").
         let pos = (*pos).max(1);
-        t.check(&format!("patched-{obj}-{func}"), &format!("[ -d '{sys}/{obj}/{func},{pos}' ]"));
+        t.check(
+            &format!("patched-{obj}-{func}"),
+            &format!("[ -d '{sys}/{obj}/{func},{pos}' ]"),
+        );
     }
     run_cmds(t, PHASES[1]);
     t.check("disable", &format!("echo 0 > {sys}/enabled"));
@@ -54,18 +61,30 @@ pub fn script(t: &mut TestScript, v: &Verification, module_path: &str) {
     t.check("unload", &format!("rmmod {name}"));
     t.check("gone", &format!("! grep -q '^{name} ' /proc/modules"));
     run_cmds(t, PHASES[2]);
-    t.check("dmesg-clean", "! dmesg | grep -E 'WARNING:|Call Trace|BUG:|Oops'");
+    t.check(
+        "dmesg-clean",
+        "! dmesg | grep -E 'WARNING:|Call Trace|BUG:|Oops'",
+    );
 }
 
 /// Boots `guest` with the module and runs the proof.
-pub fn verify(mut guest: Guest, modules_dir: Option<&Path>, v: &Verification) -> anyhow::Result<Verified> {
+pub fn verify(
+    mut guest: Guest,
+    modules_dir: Option<&Path>,
+    v: &Verification,
+) -> anyhow::Result<Verified> {
     guest.config.timeout = Duration::from_secs(600);
     let mut t = TestScript::new();
     for m in v.target_modules {
-        let dir = modules_dir.ok_or_else(|| anyhow::anyhow!("module {m} is patched but the target's modules are unknown"))?;
+        let dir = modules_dir.ok_or_else(|| {
+            anyhow::anyhow!("module {m} is patched but the target's modules are unknown")
+        })?;
         // Dependencies first, then the module itself.
         for path in guest.initramfs.add_kernel_module(dir, m)? {
-            t.check(&format!("insmod-{}", path.rsplit('/').next().unwrap_or(&path)), &format!("insmod {path}"));
+            t.check(
+                &format!("insmod-{}", path.rsplit('/').next().unwrap_or(&path)),
+                &format!("insmod {path}"),
+            );
         }
     }
     let path = guest.initramfs.add_module(v.module)?;
@@ -73,10 +92,16 @@ pub fn verify(mut guest: Guest, modules_dir: Option<&Path>, v: &Verification) ->
     let run = guest.run(&t)?;
     let mut outputs = vec![[String::new(), String::new(), String::new()]; v.commands.len()];
     for line in &run.lines {
-        let Some(rest) = line.strip_prefix("KPATCH-RS-OUT ") else { continue };
+        let Some(rest) = line.strip_prefix("KPATCH-RS-OUT ") else {
+            continue;
+        };
         let mut f = rest.splitn(3, ' ');
-        let (Some(phase), Some(i), text) = (f.next(), f.next(), f.next().unwrap_or("")) else { continue };
-        let (Some(p), Ok(i)) = (PHASES.iter().position(|x| *x == phase), i.parse::<usize>()) else { continue };
+        let (Some(phase), Some(i), text) = (f.next(), f.next(), f.next().unwrap_or("")) else {
+            continue;
+        };
+        let (Some(p), Ok(i)) = (PHASES.iter().position(|x| *x == phase), i.parse::<usize>()) else {
+            continue;
+        };
         if let Some(o) = outputs.get_mut(i) {
             if !o[p].is_empty() {
                 o[p].push('\n');

@@ -31,25 +31,60 @@ fn cmdline_and_meminfo_patches_load_change_output_and_unload_cleanly() {
         .arg(examples().join("meminfo-string.patch"))
         .args(["--name", "proc-strings", "--verify", "--json", "-o"])
         .arg(out.path())
-        .args(["--verify-cmd", "cat /proc/cmdline", "--verify-cmd", "grep -c kpatch-rs /proc/meminfo"])
+        .args([
+            "--verify-cmd",
+            "cat /proc/cmdline",
+            "--verify-cmd",
+            "grep -c kpatch-rs /proc/meminfo",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&r.stderr);
-    assert!(r.status.success(), "build failed ({:?}):\n{stderr}", r.status);
-    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&r.stdout)));
+    assert!(
+        r.status.success(),
+        "build failed ({:?}):\n{stderr}",
+        r.status
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&r.stdout)));
     assert_eq!(v["verified"], true, "{stderr}");
     assert_eq!(v["module_name"], "livepatch_proc_strings");
-    let functions: Vec<String> = v["functions"].as_array().unwrap().iter().map(|f| f[1].as_str().unwrap().to_string()).collect();
-    assert!(functions.contains(&"cmdline_proc_show".to_string()), "{functions:?}");
-    assert!(functions.contains(&"meminfo_proc_show".to_string()), "{functions:?}");
+    let functions: Vec<String> = v["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f[1].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        functions.contains(&"cmdline_proc_show".to_string()),
+        "{functions:?}"
+    );
+    assert!(
+        functions.contains(&"meminfo_proc_show".to_string()),
+        "{functions:?}"
+    );
     assert!(out.path().join("livepatch-proc-strings.ko").is_file());
     // The commands' outputs: unpatched, patched, unpatched again.
     let outputs = v["verification"]["outputs"].as_array().unwrap();
-    let grab = |key: &str| -> Vec<String> { outputs.iter().map(|o| o[key].as_str().unwrap().trim().to_string()).collect() };
+    let grab = |key: &str| -> Vec<String> {
+        outputs
+            .iter()
+            .map(|o| o[key].as_str().unwrap().trim().to_string())
+            .collect()
+    };
     let (before, patched, after) = (grab("unpatched"), grab("patched"), grab("after_unload"));
     assert_eq!(before.len(), 2, "{stderr}");
-    assert!(!before[0].contains("kpatch-rs=live") && patched[0].ends_with("kpatch-rs=live") && after[0] == before[0], "{stderr}");
-    assert_eq!((before[1].as_str(), patched[1].as_str(), after[1].as_str()), ("0", "1", "0"), "{stderr}");
+    assert!(
+        !before[0].contains("kpatch-rs=live")
+            && patched[0].ends_with("kpatch-rs=live")
+            && after[0] == before[0],
+        "{stderr}"
+    );
+    assert_eq!(
+        (before[1].as_str(), patched[1].as_str(), after[1].as_str()),
+        ("0", "1", "0"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -65,10 +100,19 @@ fn a_patch_that_does_not_apply_is_refused_with_patchs_message() {
         "--- a/fs/proc/cmdline.c\n+++ b/fs/proc/cmdline.c\n@@ -8,3 +8,3 @@\n {\n-\tseq_puts(m, no_such_line_in_this_file);\n+\tseq_puts(m, \"x\");\n \tseq_putc(m, '\\n');\n",
     )
     .unwrap();
-    let r = Command::new(env!("CARGO_BIN_EXE_kpatch-rs")).arg("build").arg(&bad).arg("-o").arg(dir.path()).output().unwrap();
+    let r = Command::new(env!("CARGO_BIN_EXE_kpatch-rs"))
+        .arg("build")
+        .arg(&bad)
+        .arg("-o")
+        .arg(dir.path())
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&r.stderr);
     assert_eq!(r.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("FAILED") || stderr.contains("does not apply"), "{stderr}");
+    assert!(
+        stderr.contains("FAILED") || stderr.contains("does not apply"),
+        "{stderr}"
+    );
     assert!(!dir.path().join("livepatch-bad.ko").exists());
 }
 
@@ -78,15 +122,37 @@ fn a_module_built_with_sign_key_carries_a_signature() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (key, cert) = (dir.path().join("signing.key"), dir.path().join("signing.pem"));
+    let (key, cert) = (
+        dir.path().join("signing.key"),
+        dir.path().join("signing.pem"),
+    );
     let ok = Command::new("openssl")
-        .args(["req", "-new", "-nodes", "-utf8", "-sha256", "-days", "3650", "-batch", "-x509", "-subj", "/CN=kpatch-rs test/", "-outform", "PEM", "-out"])
+        .args([
+            "req",
+            "-new",
+            "-nodes",
+            "-utf8",
+            "-sha256",
+            "-days",
+            "3650",
+            "-batch",
+            "-x509",
+            "-subj",
+            "/CN=kpatch-rs test/",
+            "-outform",
+            "PEM",
+            "-out",
+        ])
         .arg(&cert)
         .arg("-keyout")
         .arg(&key)
         .output()
         .unwrap();
-    assert!(ok.status.success(), "openssl: {}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let r = Command::new(env!("CARGO_BIN_EXE_kpatch-rs"))
         .arg("build")
         .arg(examples().join("cmdline-string.patch"))
@@ -100,9 +166,15 @@ fn a_module_built_with_sign_key_carries_a_signature() {
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let ko = std::fs::read(dir.path().join("livepatch-signed.ko")).unwrap();
-    assert!(ko.ends_with(b"~Module signature appended~\n"), "no module signature at the end");
+    assert!(
+        ko.ends_with(b"~Module signature appended~\n"),
+        "no module signature at the end"
+    );
     // Nothing but the module is left in the output directory.
-    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert!(names.iter().all(|n| !n.contains(".tmp.")), "{names:?}");
 }
 
@@ -116,7 +188,8 @@ fn module_header_patch_builds_one_klp_object_and_verifies() {
         return;
     }
     let out = tempfile::tempdir().unwrap();
-    let patch = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/ext4-truncate-header.patch");
+    let patch =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/ext4-truncate-header.patch");
     let r = Command::new(env!("CARGO_BIN_EXE_kpatch-rs"))
         .arg("build")
         .arg(&patch)
@@ -129,11 +202,19 @@ fn module_header_patch_builds_one_klp_object_and_verifies() {
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(v["verified"], true, "{stderr}");
     let units = v["units"].as_array().unwrap();
-    assert!(units.len() >= 2, "several ext4 units call the changed inline: {units:?}");
+    assert!(
+        units.len() >= 2,
+        "several ext4 units call the changed inline: {units:?}"
+    );
     assert!(units.iter().all(|u| u["object"] == "ext4"), "{units:?}");
     let functions = v["functions"].as_array().unwrap();
     assert!(functions.iter().all(|f| f[0] == "ext4"), "{functions:?}");
     assert!(stderr.contains("stays off in the patched code"), "{stderr}");
     let checks = v["verification"]["checks"].as_array().unwrap();
-    assert!(checks.iter().any(|c| c["name"].as_str().is_some_and(|n| n.contains("ext4")) && c["ok"] == true), "ext4 was loaded first: {checks:?}");
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["name"].as_str().is_some_and(|n| n.contains("ext4")) && c["ok"] == true),
+        "ext4 was loaded first: {checks:?}"
+    );
 }

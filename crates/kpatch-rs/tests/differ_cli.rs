@@ -9,11 +9,17 @@ use std::process::Command;
 fn corpus() -> Option<PathBuf> {
     let dir = std::env::var_os("KPATCH_RS_UNIT_OBJS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/kpatch-unit-objs/x86_64"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/kpatch-unit-objs/x86_64")
+        });
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("SKIP: the shared object corpus is not at {} (set KPATCH_RS_UNIT_OBJS)", dir.display());
+        eprintln!(
+            "SKIP: the shared object corpus is not at {} (set KPATCH_RS_UNIT_OBJS)",
+            dir.display()
+        );
         None
     }
 }
@@ -22,7 +28,13 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kpatch-rs"))
 }
 
-fn cdo(dir: &std::path::Path, name: &str, patched: &str, out: &std::path::Path, env: &[(&str, &str)]) -> std::process::Output {
+fn cdo(
+    dir: &std::path::Path,
+    name: &str,
+    patched: &str,
+    out: &std::path::Path,
+    env: &[(&str, &str)],
+) -> std::process::Output {
     let mut c = bin();
     c.arg("create-diff-object")
         .arg(dir.join(format!("{name}.ORIG.o")))
@@ -41,27 +53,81 @@ fn create_diff_object_prints_kpatch_lines_and_exit_codes() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out.o");
     let r = cdo(&dir, "new-function", "new-function.PATCHED.o", &out, &[]);
-    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     let stdout = String::from_utf8_lossy(&r.stdout);
-    assert!(stdout.lines().any(|l| l == "new-function.ORIG.o: changed function: n_tty_write"), "{stdout}");
-    assert!(stdout.lines().any(|l| l == "new-function.ORIG.o: new function: kpatch_n_tty_write"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "new-function.ORIG.o: changed function: n_tty_write"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "new-function.ORIG.o: new function: kpatch_n_tty_write"),
+        "{stdout}"
+    );
     assert!(out.is_file());
     let n = Command::new("nm").arg(&out).output().unwrap();
-    assert!(String::from_utf8_lossy(&n.stdout).contains(" t n_tty_write"), "changed functions are local in the output");
+    assert!(
+        String::from_utf8_lossy(&n.stdout).contains(" t n_tty_write"),
+        "changed functions are local in the output"
+    );
 
-    let r = cdo(&dir, "meminfo-init", "meminfo-init.PATCHED.FAIL.o", &tmp.path().join("init.o"), &[]);
+    let r = cdo(
+        &dir,
+        "meminfo-init",
+        "meminfo-init.PATCHED.FAIL.o",
+        &tmp.path().join("init.o"),
+        &[],
+    );
     assert_eq!(r.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&r.stderr).contains("__init"));
-    assert!(!tmp.path().join("init.o").exists(), "no output for a refused change");
+    assert!(
+        !tmp.path().join("init.o").exists(),
+        "no output for a refused change"
+    );
 
-    let r = cdo(&dir, "warn-detect", "warn-detect.PATCHED.FAIL.o", &tmp.path().join("warn.o"), &[]);
-    assert_eq!(r.status.code(), Some(3), "a __LINE__-only change is no change");
+    let r = cdo(
+        &dir,
+        "warn-detect",
+        "warn-detect.PATCHED.FAIL.o",
+        &tmp.path().join("warn.o"),
+        &[],
+    );
+    assert_eq!(
+        r.status.code(),
+        Some(3),
+        "a __LINE__-only change is no change"
+    );
     assert!(!tmp.path().join("warn.o").exists());
 
     // The *_STRUCT_SIZE variables are honoured (a wrong one makes the entries meaningless).
-    let r = cdo(&dir, "static-call-issue-1165", "static-call-issue-1165.PATCHED.o", &tmp.path().join("sc.o"), &[("JUMP_STRUCT_SIZE", "16")]);
-    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
-    let r = cdo(&dir, "static-call-issue-1165", "static-call-issue-1165.PATCHED.o", &tmp.path().join("sc2.o"), &[("JUMP_STRUCT_SIZE", "many")]);
+    let r = cdo(
+        &dir,
+        "static-call-issue-1165",
+        "static-call-issue-1165.PATCHED.o",
+        &tmp.path().join("sc.o"),
+        &[("JUMP_STRUCT_SIZE", "16")],
+    );
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let r = cdo(
+        &dir,
+        "static-call-issue-1165",
+        "static-call-issue-1165.PATCHED.o",
+        &tmp.path().join("sc2.o"),
+        &[("JUMP_STRUCT_SIZE", "many")],
+    );
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("JUMP_STRUCT_SIZE"));
 }
@@ -78,8 +144,14 @@ fn diff_reports_as_json() {
     assert_eq!(r.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(v["outcome"], "changed");
-    assert_eq!(v["report"]["changed_functions"], serde_json::json!(["meminfo_proc_open"]));
-    assert_eq!(v["report"]["new_functions"], serde_json::json!(["patch_print_something"]));
+    assert_eq!(
+        v["report"]["changed_functions"],
+        serde_json::json!(["meminfo_proc_open"])
+    );
+    assert_eq!(
+        v["report"]["new_functions"],
+        serde_json::json!(["patch_print_something"])
+    );
 }
 
 #[test]
@@ -93,16 +165,32 @@ fn bad_input_exits_1_naming_the_file_and_writes_nothing() {
     let text = tmp.path().join("notelf.o");
     std::fs::write(&text, "this is not an object\n").unwrap();
     let other = dir.join("cmdline-ubsan.PATCHED.o");
-    for (patched, what) in [(&cut, "truncated.o"), (&text, "notelf.o"), (&other, "not the same source")] {
+    for (patched, what) in [
+        (&cut, "truncated.o"),
+        (&text, "notelf.o"),
+        (&other, "not the same source"),
+    ] {
         let out = tmp.path().join("out.o");
-        let r = bin().arg("diff").arg(&orig).arg(patched).arg("-o").arg(&out).output().unwrap();
+        let r = bin()
+            .arg("diff")
+            .arg(&orig)
+            .arg(patched)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&r.stderr);
         assert_eq!(r.status.code(), Some(1), "{what}: {stderr}");
         assert!(stderr.contains(what), "{what}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert!(!out.exists(), "{what}: an output file was written");
     }
-    let r = bin().arg("diff").arg(tmp.path().join("missing.o")).arg(&orig).output().unwrap();
+    let r = bin()
+        .arg("diff")
+        .arg(tmp.path().join("missing.o"))
+        .arg(&orig)
+        .output()
+        .unwrap();
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("missing.o"));
 }

@@ -32,34 +32,62 @@ const CLEAN: &str = "! grep -l '^State:.*(stopped)' /proc/[0-9]*/status 2>/dev/n
 /// Starts a reader asleep in klp_sleeper_read_wait() (interruptibly), its pid in /tmp/dd.pid.
 fn start_reader(t: &mut TestScript, name: &str) {
     t.shell("rm -f /tmp/read.out; dd if=/proc/klp_test_read of=/tmp/read.out bs=64 count=1 2>/dev/null & echo $! >/tmp/dd.pid");
-    t.check_eventually(name, "grep -q klp_sleeper_read_wait /proc/$(cat /tmp/dd.pid)/stack", 20);
+    t.check_eventually(
+        name,
+        "grep -q klp_sleeper_read_wait /proc/$(cat /tmp/dd.pid)/stack",
+        20,
+    );
 }
 
 /// Starts a task in uninterruptible sleep (klp_sleeper_dwait, up to 15 s), its pid in /tmp/d.pid.
 fn start_d_task(t: &mut TestScript, name: &str) {
     t.shell("cat /proc/klp_test_dwait >/dev/null & echo $! >/tmp/d.pid");
-    t.check_eventually(name, "grep -q '^State:.*D' /proc/$(cat /tmp/d.pid)/status", 20);
+    t.check_eventually(
+        name,
+        "grep -q '^State:.*D' /proc/$(cat /tmp/d.pid)/status",
+        20,
+    );
 }
 
 fn release_d_task(t: &mut TestScript, name: &str) {
     t.shell("echo 1 > /proc/klp_test_dwait");
     // Gone, or a zombie the script's shell has not reaped.
-    t.check_eventually(name, "! grep -qE '^State:.*(D|S|R|T)' /proc/$(cat /tmp/d.pid)/status 2>/dev/null", 20);
+    t.check_eventually(
+        name,
+        "! grep -qE '^State:.*(D|S|R|T)' /proc/$(cat /tmp/d.pid)/status 2>/dev/null",
+        20,
+    );
 }
 
 fn script(bench: bool) -> TestScript {
     let mut t = TestScript::new();
-    t.check("insmod-sleeper", &format!("insmod {M}/klp_test_sleeper.ko && sleep 1 && pidof klp_sleeper"));
+    t.check(
+        "insmod-sleeper",
+        &format!("insmod {M}/klp_test_sleeper.ko && sleep 1 && pidof klp_sleeper"),
+    );
     // A workload: a busy loop, a sleeper, and the pause probe.
     t.shell("(while :; do :; done) & echo $! >/tmp/busy.pid; sleep 100000 & /bin/pause-probe /tmp/probe.us & echo $! >/tmp/probe.pid");
 
     // Each mode loads and unloads a real patch.
-    for (mode, flag) in [("lazy", ""), ("all", " --freeze"), ("blockers", " --freeze=blockers")] {
+    for (mode, flag) in [
+        ("lazy", ""),
+        ("all", " --freeze"),
+        ("blockers", " --freeze=blockers"),
+    ] {
         t.check(
             &format!("{mode}-load"),
-            &format!("{} && grep -qx 'kpatch-rs klp_test_cmdline active' /proc/cmdline", kp(&format!("load {M}/klp_test_cmdline.ko{flag}"), 0)),
+            &format!(
+                "{} && grep -qx 'kpatch-rs klp_test_cmdline active' /proc/cmdline",
+                kp(&format!("load {M}/klp_test_cmdline.ko{flag}"), 0)
+            ),
         );
-        t.check(&format!("{mode}-unload"), &format!("{} && ! grep -q klp_test_cmdline /proc/cmdline && {CLEAN}", kp(&format!("unload klp_test_cmdline{flag}"), 0)));
+        t.check(
+            &format!("{mode}-unload"),
+            &format!(
+                "{} && ! grep -q klp_test_cmdline /proc/cmdline && {CLEAN}",
+                kp(&format!("unload klp_test_cmdline{flag}"), 0)
+            ),
+        );
     }
 
     // The sleeper in the patched function: lazy mode gives up (no signalling), --freeze does not.
@@ -68,7 +96,10 @@ fn script(bench: bool) -> TestScript {
         "lazy-held-back",
         &format!(
             "{} && grep -q 'dd' /tmp/o && grep -q 'klp_sleeper_read_wait' /tmp/o && {CLEAN}",
-            kp(&format!("load {M}/klp_test_readwait.ko --wait 1 --no-signal"), 2)
+            kp(
+                &format!("load {M}/klp_test_readwait.ko --wait 1 --no-signal"),
+                2
+            )
         ),
     );
     t.check(
@@ -78,8 +109,15 @@ fn script(bench: bool) -> TestScript {
             kp(&format!("load {M}/klp_test_readwait.ko --freeze --json"), 0)
         ),
     );
-    t.check_eventually("reader-patched", "[ \"$(cat /tmp/read.out)\" = patched ]", 20);
-    t.check("freeze-unload", &format!("{} && {CLEAN}", kp("unload klp_test_readwait --freeze", 0)));
+    t.check_eventually(
+        "reader-patched",
+        "[ \"$(cat /tmp/read.out)\" = patched ]",
+        20,
+    );
+    t.check(
+        "freeze-unload",
+        &format!("{} && {CLEAN}", kp("unload klp_test_readwait --freeze", 0)),
+    );
 
     // --freeze=blockers: after the wait, only the reader is frozen.
     start_reader(&mut t, "reader-asleep-again");
@@ -87,11 +125,21 @@ fn script(bench: bool) -> TestScript {
         "blockers-freezes-one",
         &format!(
             "{} && grep -q '\"outcome\":\"done\"' /tmp/o && grep -q '\"tasks_frozen\":1,' /tmp/o",
-            kp(&format!("load {M}/klp_test_readwait.ko --freeze=blockers --json --wait 3"), 0)
+            kp(
+                &format!("load {M}/klp_test_readwait.ko --freeze=blockers --json --wait 3"),
+                0
+            )
         ),
     );
-    t.check_eventually("reader-patched-again", "[ \"$(cat /tmp/read.out)\" = patched ]", 20);
-    t.check("blockers-unload", &format!("{} && {CLEAN}", kp("unload klp_test_readwait", 0)));
+    t.check_eventually(
+        "reader-patched-again",
+        "[ \"$(cat /tmp/read.out)\" = patched ]",
+        20,
+    );
+    t.check(
+        "blockers-unload",
+        &format!("{} && {CLEAN}", kp("unload klp_test_readwait", 0)),
+    );
 
     // A task that cannot freeze: timeout, thaw, nothing loaded, the task named with its stack.
     start_d_task(&mut t, "d-task");
@@ -113,15 +161,26 @@ fn script(bench: bool) -> TestScript {
          while read -r krs_a krs_b krs_c; do if [ \"$krs_a\" = State: ]; then krs_s=$krs_b; break; fi; done < /proc/$krs_busy/status; \
          krs_i=$((krs_i+1)); done; echo \"$krs_s\" > /tmp/seen.state; kill -9 $krs_kp"
     ));
-    t.check("frozen-then-killed", "[ \"$(cat /tmp/seen.state)\" = T ] || { cat /tmp/k.out; false; }");
+    t.check(
+        "frozen-then-killed",
+        "[ \"$(cat /tmp/seen.state)\" = T ] || { cat /tmp/k.out; false; }",
+    );
     t.check_eventually("watchdog-thawed", CLEAN, 10);
     release_d_task(&mut t, "d-task-2-gone");
 
     // SIGKILL during the transition after the thaw (klp_sleeper holds it open): reverted.
     t.shell(&format!("kpatch-rs load {M}/klp_test_stall.ko --freeze --wait 60 >/tmp/k.out 2>&1 & echo $! >/tmp/k.pid"));
-    t.check_eventually("stall-in-transition", &format!("[ \"$(cat {LP}/klp_test_stall/transition 2>/dev/null)\" = 1 ]"), 20);
+    t.check_eventually(
+        "stall-in-transition",
+        &format!("[ \"$(cat {LP}/klp_test_stall/transition 2>/dev/null)\" = 1 ]"),
+        20,
+    );
     t.check("sigkill-during-transition", "kill -9 $(cat /tmp/k.pid)");
-    t.check_eventually("watchdog-reverted", &format!("{CLEAN} && ! grep -q '^klp_test_stall ' /proc/modules"), 40);
+    t.check_eventually(
+        "watchdog-reverted",
+        &format!("{CLEAN} && ! grep -q '^klp_test_stall ' /proc/modules"),
+        40,
+    );
 
     // cgroup v2: the cgroup freezer for the tasks in a cgroup, signals for the rest.
     t.check(
@@ -135,12 +194,18 @@ fn script(bench: bool) -> TestScript {
             kp(&format!("load {M}/klp_test_cmdline.ko --freeze --json"), 0)
         ),
     );
-    t.check("cgroup-unload", &format!("{} && {CLEAN}", kp("unload klp_test_cmdline --freeze", 0)));
+    t.check(
+        "cgroup-unload",
+        &format!("{} && {CLEAN}", kp("unload klp_test_cmdline --freeze", 0)),
+    );
 
     if bench {
         bench_rounds(&mut t);
     }
-    t.check("dmesg-clean", "! dmesg | grep -E 'WARNING:|Call Trace|BUG:|Oops|general protection'");
+    t.check(
+        "dmesg-clean",
+        "! dmesg | grep -E 'WARNING:|Call Trace|BUG:|Oops|general protection'",
+    );
     t
 }
 
@@ -148,14 +213,22 @@ fn script(bench: bool) -> TestScript {
 fn bench_rounds(t: &mut TestScript) {
     t.shell("kill -USR1 $(cat /tmp/probe.pid); sleep 3; kill -USR1 $(cat /tmp/probe.pid); sleep 0.2; echo \"BENCH baseline probe_us=$(cat /tmp/probe.us)\" >/dev/console");
     for round in 1..=3 {
-        for (mode, flag) in [("lazy", "--wait 2 --signal-wait 30"), ("all", "--freeze"), ("blockers", "--freeze=blockers --wait 2")] {
+        for (mode, flag) in [
+            ("lazy", "--wait 2 --signal-wait 30"),
+            ("all", "--freeze"),
+            ("blockers", "--freeze=blockers --wait 2"),
+        ] {
             start_reader(t, &format!("bench-{mode}-{round}-reader"));
             t.shell(&format!(
                 "kill -USR1 $(cat /tmp/probe.pid); sleep 0.2; kpatch-rs load {M}/klp_test_readwait.ko {flag} --json >/tmp/j 2>/dev/null; \
                  kill -USR1 $(cat /tmp/probe.pid); sleep 0.2; echo \"BENCH {mode} probe_us=$(cat /tmp/probe.us) $(cat /tmp/j)\" >/dev/console; \
                  kpatch-rs unload klp_test_readwait >/dev/null 2>&1"
             ));
-            t.check_eventually(&format!("bench-{mode}-{round}-done"), "[ \"$(cat /tmp/read.out)\" = patched ] && [ -z \"$(ls /sys/kernel/livepatch)\" ]", 30);
+            t.check_eventually(
+                &format!("bench-{mode}-{round}-done"),
+                "[ \"$(cat /tmp/read.out)\" = patched ] && [ -z \"$(ls /sys/kernel/livepatch)\" ]",
+                30,
+            );
         }
     }
 }
@@ -164,20 +237,53 @@ fn bench_rounds(t: &mut TestScript) {
 fn probe(work: &Path) -> std::path::PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pause-probe.c");
     let out = work.join("pause-probe");
-    let r = Command::new("gcc").args(["-O2", "-static", "-o"]).arg(&out).arg(&src).output().expect("running gcc");
-    assert!(r.status.success(), "gcc pause-probe.c: {}", String::from_utf8_lossy(&r.stderr));
+    let r = Command::new("gcc")
+        .args(["-O2", "-static", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .expect("running gcc");
+    assert!(
+        r.status.success(),
+        "gcc pause-probe.c: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     out
 }
 
 /// The benchmark table from the console's BENCH lines.
 fn table(log: &str) -> String {
-    let mut s = format!("{:<10} {:>14} {:>12} {:>12} {:>10}\n", "mode", "transition_ms", "probe_max_ms", "tool_ms", "frozen");
-    for line in log.lines().filter_map(|l| l.split_once("BENCH ").map(|(_, r)| r)) {
+    let mut s = format!(
+        "{:<10} {:>14} {:>12} {:>12} {:>10}\n",
+        "mode", "transition_ms", "probe_max_ms", "tool_ms", "frozen"
+    );
+    for line in log
+        .lines()
+        .filter_map(|l| l.split_once("BENCH ").map(|(_, r)| r))
+    {
         let mode = line.split_whitespace().next().unwrap_or("?");
-        let probe: f64 = line.split("probe_us=").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN) / 1000.0;
-        let json = line.find('{').and_then(|i| serde_json::from_str::<serde_json::Value>(&line[i..]).ok());
-        let get = |k: &str| json.as_ref().and_then(|j| j[k].as_u64()).map(|v| v.to_string()).unwrap_or_else(|| "-".into());
-        s.push_str(&format!("{mode:<10} {:>14} {probe:>12.1} {:>12} {:>10}\n", get("transition_ms"), get("freeze_ms"), get("tasks_frozen")));
+        let probe: f64 = line
+            .split("probe_us=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+            / 1000.0;
+        let json = line
+            .find('{')
+            .and_then(|i| serde_json::from_str::<serde_json::Value>(&line[i..]).ok());
+        let get = |k: &str| {
+            json.as_ref()
+                .and_then(|j| j[k].as_u64())
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into())
+        };
+        s.push_str(&format!(
+            "{mode:<10} {:>14} {probe:>12.1} {:>12} {:>10}\n",
+            get("transition_ms"),
+            get("freeze_ms"),
+            get("tasks_frozen")
+        ));
     }
     s
 }
@@ -199,7 +305,8 @@ fn freeze_modes_on_a_debian_guest() {
     for ko in &kos {
         img.add_module(ko).unwrap();
     }
-    img.host_file("/bin/pause-probe", 0o755, &probe(work.path())).unwrap();
+    img.host_file("/bin/pause-probe", 0o755, &probe(work.path()))
+        .unwrap();
     add_kpatch_rs(&mut img);
     img.add_init(&t.render());
     let cpio = work.path().join("initramfs.cpio");
@@ -210,14 +317,29 @@ fn freeze_modes_on_a_debian_guest() {
     let log = std::env::temp_dir().join("kpatch-rs-guest-freeze.log");
     cfg.log_file = Some(log.clone());
     let run = boot(&cfg).unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("boot: script after {:?}, QEMU exited after {:?} (log: {})", run.booted_after.unwrap_or_default(), run.elapsed, log.display());
+    eprintln!(
+        "boot: script after {:?}, QEMU exited after {:?} (log: {})",
+        run.booted_after.unwrap_or_default(),
+        run.elapsed,
+        log.display()
+    );
     if bench {
-        println!("freeze benchmark (TCG, 2 vCPUs; a reader asleep in the patched function):\n{}", table(&run.log()));
+        println!(
+            "freeze benchmark (TCG, 2 vCPUs; a reader asleep in the patched function):\n{}",
+            table(&run.log())
+        );
     }
     assert!(run.done, "script did not finish:\n{}", run.tail(60));
     for name in t.check_names() {
-        let r = run.result(name).unwrap_or_else(|| panic!("no result for {name}:\n{}", run.log()));
+        let r = run
+            .result(name)
+            .unwrap_or_else(|| panic!("no result for {name}:\n{}", run.log()));
         assert!(r.ok, "check {name} failed: {}\n{}", r.detail, run.log());
     }
-    assert!(run.problems.is_empty(), "kernel problems: {:#?}\n{}", run.problems, run.log());
+    assert!(
+        run.problems.is_empty(),
+        "kernel problems: {:#?}\n{}",
+        run.problems,
+        run.log()
+    );
 }

@@ -48,7 +48,13 @@ struct Case {
 
 fn read_lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
-        .map(|t| t.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect())
+        .map(|t| {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -70,7 +76,13 @@ fn corpus(selected: bool) -> Vec<Case> {
     let dir = corpus_dir();
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".patch").map(String::from))
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_suffix(".patch")
+                .map(String::from)
+        })
         .collect();
     names.sort();
     // KPATCH_RS_CORPUS=a,b runs only those patches (to work on one patch).
@@ -112,17 +124,33 @@ struct Build {
 impl Build {
     fn module(&self) -> Option<(PathBuf, String)> {
         let j = self.json.as_ref()?;
-        Some((PathBuf::from(j["module"].as_str()?), j["module_name"].as_str()?.to_string()))
+        Some((
+            PathBuf::from(j["module"].as_str()?),
+            j["module_name"].as_str()?.to_string(),
+        ))
     }
 
     fn functions(&self) -> Vec<String> {
-        let Some(j) = &self.json else { return Vec::new() };
-        j["functions"].as_array().map(|a| a.iter().filter_map(|f| f[1].as_str().map(String::from)).collect()).unwrap_or_default()
+        let Some(j) = &self.json else {
+            return Vec::new();
+        };
+        j["functions"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f[1].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The last lines of stderr, on one line, for the table.
     fn reason(&self) -> String {
-        let lines: Vec<&str> = self.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
         lines[lines.len().saturating_sub(2)..].join(" / ")
     }
 }
@@ -151,13 +179,18 @@ fn judge_build(case: &Case, b: &Build) -> Result<String, String> {
         return match b.code {
             Some(2) if b.stderr.contains(reason.as_str()) => Ok(format!("refused: {reason}")),
             Some(2) => Err(format!("refused without '{reason}': {}", b.reason())),
-            c => Err(format!("exit {c:?}, expected a refusal (2) with '{reason}': {}", b.reason())),
+            c => Err(format!(
+                "exit {c:?}, expected a refusal (2) with '{reason}': {}",
+                b.reason()
+            )),
         };
     }
     if b.code != Some(0) {
         return Err(format!("exit {:?}: {}", b.code, b.reason()));
     }
-    let Some((path, _)) = b.module() else { return Err("no module in the JSON summary".into()) };
+    let Some((path, _)) = b.module() else {
+        return Err("no module in the JSON summary".into());
+    };
     if !path.is_file() {
         return Err(format!("{} was not written", path.display()));
     }
@@ -183,7 +216,8 @@ const PROBLEMS: &str = "WARNING:|Call Trace|BUG:|Oops|general protection";
 impl Steps<'_> {
     fn check_passes(&mut self, label: &str, case: &str) {
         // Traced, so that a failure shows which command of the check failed.
-        self.t.check(label, &format!("sh -x /integration/{case}.check"));
+        self.t
+            .check(label, &format!("sh -x /integration/{case}.check"));
     }
 
     fn check_fails(&mut self, label: &str, case: &str) {
@@ -195,41 +229,86 @@ impl Steps<'_> {
 
     fn load(&mut self, prefix: &str, path: &str, module: &str) {
         let sys = format!("/sys/kernel/livepatch/{module}");
-        self.t.check(&format!("{prefix}:load"), &format!("insmod {path}"));
-        self.t.check_eventually(&format!("{prefix}:transition"), &format!("[ \"$(cat {sys}/transition 2>/dev/null)\" = 0 ]"), 120);
-        self.t.check(&format!("{prefix}:enabled"), &format!("[ \"$(cat {sys}/enabled)\" = 1 ]"));
+        self.t
+            .check(&format!("{prefix}:load"), &format!("insmod {path}"));
+        self.t.check_eventually(
+            &format!("{prefix}:transition"),
+            &format!("[ \"$(cat {sys}/transition 2>/dev/null)\" = 0 ]"),
+            120,
+        );
+        self.t.check(
+            &format!("{prefix}:enabled"),
+            &format!("[ \"$(cat {sys}/enabled)\" = 1 ]"),
+        );
     }
 
     fn unload(&mut self, prefix: &str, module: &str) {
         let sys = format!("/sys/kernel/livepatch/{module}");
-        self.t.check(&format!("{prefix}:disable"), &format!("echo 0 > {sys}/enabled"));
-        self.t.check_eventually(&format!("{prefix}:disabled"), &format!("[ ! -d {sys} ]"), 120);
-        self.t.check(&format!("{prefix}:unload"), &format!("rmmod {module} && ! grep -q '^{module} ' /proc/modules"));
+        self.t.check(
+            &format!("{prefix}:disable"),
+            &format!("echo 0 > {sys}/enabled"),
+        );
+        self.t.check_eventually(
+            &format!("{prefix}:disabled"),
+            &format!("[ ! -d {sys} ]"),
+            120,
+        );
+        self.t.check(
+            &format!("{prefix}:unload"),
+            &format!("rmmod {module} && ! grep -q '^{module} ' /proc/modules"),
+        );
     }
 
     fn ensure_loaded(&mut self, label: &str, name: &str, paths: &[String]) {
         let mut body = String::new();
         for p in paths {
-            let m = p.rsplit('/').next().unwrap_or(p).trim_end_matches(".ko").replace('-', "_");
-            body.push_str(&format!("grep -q '^{m} ' /proc/modules || insmod {p} || return 1\n"));
+            let m = p
+                .rsplit('/')
+                .next()
+                .unwrap_or(p)
+                .trim_end_matches(".ko")
+                .replace('-', "_");
+            body.push_str(&format!(
+                "grep -q '^{m} ' /proc/modules || insmod {p} || return 1\n"
+            ));
         }
-        body.push_str(&format!("grep -q '^{} ' /proc/modules", name.replace('-', "_")));
+        body.push_str(&format!(
+            "grep -q '^{} ' /proc/modules",
+            name.replace('-', "_")
+        ));
         self.t.check(label, &body);
     }
 
     fn kernel_log(&mut self, prefix: &str, lines: &[String]) {
         for (i, l) in lines.iter().enumerate() {
-            self.t.check(&format!("{prefix}:dmesg-{i}"), &format!("dmesg | grep -qF '{}'", l.replace('\'', "'\\''")));
+            self.t.check(
+                &format!("{prefix}:dmesg-{i}"),
+                &format!("dmesg | grep -qF '{}'", l.replace('\'', "'\\''")),
+            );
         }
-        self.t.check(&format!("{prefix}:dmesg-clean"), &format!("! dmesg | grep -E '{PROBLEMS}'"));
+        self.t.check(
+            &format!("{prefix}:dmesg-clean"),
+            &format!("! dmesg | grep -E '{PROBLEMS}'"),
+        );
     }
 }
 
 /// The guest result of the checks whose names start with `prefix:`.
 fn judge_guest(run: &GuestRun, prefix: &str, expected: &[String]) -> Result<String, String> {
-    let mine: Vec<_> = run.results.iter().filter(|r| r.name.starts_with(&format!("{prefix}:"))).collect();
-    let failed: Vec<String> = mine.iter().filter(|r| !r.ok).map(|r| format!("{} ({})", r.name, r.detail)).collect();
-    let missing: Vec<&String> = expected.iter().filter(|e| !mine.iter().any(|r| &r.name == *e)).collect();
+    let mine: Vec<_> = run
+        .results
+        .iter()
+        .filter(|r| r.name.starts_with(&format!("{prefix}:")))
+        .collect();
+    let failed: Vec<String> = mine
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| format!("{} ({})", r.name, r.detail))
+        .collect();
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|e| !mine.iter().any(|r| &r.name == *e))
+        .collect();
     if !failed.is_empty() {
         return Err(failed.join("; "));
     }
@@ -258,7 +337,13 @@ fn table(rows: &[Row]) -> String {
             Some(Ok(m)) => format!("pass ({m})"),
             Some(Err(e)) => format!("FAIL ({e})"),
         };
-        s.push_str(&format!("| {} | {} | {:.1} | {} |\n", r.patch, b.replace('|', "/"), r.seconds, g.replace('|', "/")));
+        s.push_str(&format!(
+            "| {} | {} | {:.1} | {} |\n",
+            r.patch,
+            b.replace('|', "/"),
+            r.seconds,
+            g.replace('|', "/")
+        ));
     }
     s
 }
@@ -290,10 +375,16 @@ fn the_corpus_on_the_newest_6_12_kernel_in_one_guest_boot() {
 /// Builds every patch of the corpus for `kernel`, and proves them in one boot of it. With
 /// `other_line`, a patch that does not apply to this kernel's source is skipped, not failed.
 fn run_corpus(kernel: &DebianKernel, other_line: bool) {
-    let line = kpatch_target::version::parse_abi(&kernel.abi).expect("a Debian ABI").major_minor;
+    let line = kpatch_target::version::parse_abi(&kernel.abi)
+        .expect("a Debian ABI")
+        .major_minor;
     let mut cases = corpus_for(true, &line);
     if std::env::var("KPATCH_RS_CORPUS").is_err() {
-        assert!(cases.len() >= 12, "the corpus has only {} patches", cases.len());
+        assert!(
+            cases.len() >= 12,
+            "the corpus has only {} patches",
+            cases.len()
+        );
     }
     let out = tempfile::tempdir().unwrap();
 
@@ -302,7 +393,12 @@ fn run_corpus(kernel: &DebianKernel, other_line: bool) {
     let mut skipped = Vec::new();
     for case in &cases {
         eprintln!("building {} for {} ...", case.name, kernel.abi);
-        let b = build(&kernel.abi, &[case.patch.as_path()], &case.name, &out.path().join(&case.name));
+        let b = build(
+            &kernel.abi,
+            &[case.patch.as_path()],
+            &case.name,
+            &out.path().join(&case.name),
+        );
         if other_line && b.code == Some(1) && b.stderr.contains("does not apply to") {
             eprintln!("  does not apply to {}: skipped", kernel.abi);
             skipped.push(case.name.clone());
@@ -315,14 +411,28 @@ fn run_corpus(kernel: &DebianKernel, other_line: bool) {
     cases.retain(|c| !skipped.contains(&c.name));
 
     // Every patch that built, as one cumulative module.
-    let working: Vec<&Case> =
-        cases.iter().filter(|c| c.check.is_some() && builds[&c.name].1.is_ok()).collect();
+    let working: Vec<&Case> = cases
+        .iter()
+        .filter(|c| c.check.is_some() && builds[&c.name].1.is_ok())
+        .collect();
     let cumulative = (!working.is_empty()).then(|| {
         let patches: Vec<&Path> = working.iter().map(|c| c.patch.as_path()).collect();
-        eprintln!("building the cumulative module from {} patches ...", patches.len());
-        let b = build(&kernel.abi, &patches, "cumulative", &out.path().join("cumulative"));
+        eprintln!(
+            "building the cumulative module from {} patches ...",
+            patches.len()
+        );
+        let b = build(
+            &kernel.abi,
+            &patches,
+            "cumulative",
+            &out.path().join("cumulative"),
+        );
         let verdict = if b.code == Some(0) && b.module().is_some() {
-            Ok(format!("{} patches, {} functions", patches.len(), b.functions().len()))
+            Ok(format!(
+                "{} patches, {} functions",
+                patches.len(),
+                b.functions().len()
+            ))
         } else {
             Err(format!("exit {:?}: {}", b.code, b.reason()))
         };
@@ -338,10 +448,17 @@ fn run_corpus(kernel: &DebianKernel, other_line: bool) {
     let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut target_paths: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for case in &working {
-        guest.initramfs.file(&format!("/integration/{}.check", case.name), 0o755, case.check.clone().unwrap().into_bytes());
+        guest.initramfs.file(
+            &format!("/integration/{}.check", case.name),
+            0o755,
+            case.check.clone().unwrap().into_bytes(),
+        );
         if let Some(m) = &case.module {
             if !target_paths.contains_key(m) {
-                let paths = guest.initramfs.add_kernel_module(&modules_dir, m).unwrap_or_else(|e| panic!("{e}"));
+                let paths = guest
+                    .initramfs
+                    .add_kernel_module(&modules_dir, m)
+                    .unwrap_or_else(|e| panic!("{e}"));
                 target_paths.insert(m.clone(), paths);
             }
         }
@@ -350,7 +467,10 @@ fn run_corpus(kernel: &DebianKernel, other_line: bool) {
     for case in &working {
         let (b, _) = &builds[&case.name];
         let (path, module) = b.module().unwrap();
-        let guest_path = guest.initramfs.add_module(&path).unwrap_or_else(|e| panic!("{e}"));
+        let guest_path = guest
+            .initramfs
+            .add_module(&path)
+            .unwrap_or_else(|e| panic!("{e}"));
         let n = case.name.as_str();
         let first = t.check_names().len();
         t.shell("dmesg -c >/dev/null");
@@ -367,24 +487,39 @@ fn run_corpus(kernel: &DebianKernel, other_line: bool) {
             // The target module loaded after the livepatch module: the livepatch core patches it
             // as it loads; disabling the patch unpatches the still-loaded module.
             let target = m.replace('-', "_");
-            s.t.check(&format!("{n}:target-unload"), &format!("rmmod {target} && ! grep -q '^{target} ' /proc/modules"));
+            s.t.check(
+                &format!("{n}:target-unload"),
+                &format!("rmmod {target} && ! grep -q '^{target} ' /proc/modules"),
+            );
             s.load(&format!("{n}:before-target"), &guest_path, &module);
             s.ensure_loaded(&format!("{n}:target-loaded-after"), m, &target_paths[m]);
             s.check_passes(&format!("{n}:patched-on-target-load"), n);
             // The target unloaded while patched (the core reverts it as it goes), then loaded
             // again (patched again as it loads).
-            s.t.check(&format!("{n}:target-unload-while-patched"), &format!("rmmod {target} && ! grep -q '^{target} ' /proc/modules"));
+            s.t.check(
+                &format!("{n}:target-unload-while-patched"),
+                &format!("rmmod {target} && ! grep -q '^{target} ' /proc/modules"),
+            );
             s.ensure_loaded(&format!("{n}:target-reloaded"), m, &target_paths[m]);
             s.check_passes(&format!("{n}:patched-on-target-reload"), n);
             s.unload(&format!("{n}:before-target"), &module);
             s.check_fails(&format!("{n}:target-unpatched"), n);
         }
         s.kernel_log(n, &case.dmesg);
-        expected.insert(n.to_string(), t.check_names()[first..].iter().map(|s| s.to_string()).collect());
+        expected.insert(
+            n.to_string(),
+            t.check_names()[first..]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        );
     }
     if let Some((b, Ok(_))) = &cumulative {
         let (path, module) = b.module().unwrap();
-        let guest_path = guest.initramfs.add_module(&path).unwrap_or_else(|e| panic!("{e}"));
+        let guest_path = guest
+            .initramfs
+            .add_module(&path)
+            .unwrap_or_else(|e| panic!("{e}"));
         let first = t.check_names().len();
         t.shell("dmesg -c >/dev/null");
         let mut s = Steps { t: &mut t };
@@ -400,17 +535,31 @@ fn run_corpus(kernel: &DebianKernel, other_line: bool) {
         }
         s.unload("cumulative", &module);
         for case in &working {
-            s.check_fails(&format!("cumulative:unpatched-again-{}", case.name), &case.name);
+            s.check_fails(
+                &format!("cumulative:unpatched-again-{}", case.name),
+                &case.name,
+            );
         }
         let lines: Vec<String> = working.iter().flat_map(|c| c.dmesg.clone()).collect();
         s.kernel_log("cumulative", &lines);
-        expected.insert("cumulative".into(), t.check_names()[first..].iter().map(|s| s.to_string()).collect());
+        expected.insert(
+            "cumulative".into(),
+            t.check_names()[first..]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        );
     }
     let run = (t.check_names().len() > before).then(|| {
         eprintln!("booting the guest for {} checks ...", t.check_names().len());
         let run = guest.run(&t).unwrap_or_else(|e| panic!("{e}"));
-        eprintln!("guest: booted after {:?}, ran {:?}", run.booted_after.unwrap_or_default(), run.elapsed);
-        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("integration-corpus-{}-console.log", kernel.abi));
+        eprintln!(
+            "guest: booted after {:?}, ran {:?}",
+            run.booted_after.unwrap_or_default(),
+            run.elapsed
+        );
+        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("integration-corpus-{}-console.log", kernel.abi));
         if std::fs::write(&log, run.log()).is_ok() {
             eprintln!("guest console log: {}", log.display());
         }
@@ -424,17 +573,30 @@ fn run_corpus(kernel: &DebianKernel, other_line: bool) {
             (Some(run), Some(names)) => Some(judge_guest(run, &case.name, names)),
             _ => None,
         };
-        rows.push(Row { patch: case.name.clone(), build: verdict.clone(), seconds: b.seconds, guest });
+        rows.push(Row {
+            patch: case.name.clone(),
+            build: verdict.clone(),
+            seconds: b.seconds,
+            guest,
+        });
     }
     if let Some((b, verdict)) = &cumulative {
         let guest = match (&run, expected.get("cumulative")) {
             (Some(run), Some(names)) => Some(judge_guest(run, "cumulative", names)),
             _ => None,
         };
-        rows.push(Row { patch: "cumulative".into(), build: verdict.clone(), seconds: b.seconds, guest });
+        rows.push(Row {
+            patch: "cumulative".into(),
+            build: verdict.clone(),
+            seconds: b.seconds,
+            guest,
+        });
     }
     let text = table(&rows);
-    let passed = rows.iter().filter(|r| r.build.is_ok() && r.guest.as_ref().is_none_or(|g| g.is_ok())).count();
+    let passed = rows
+        .iter()
+        .filter(|r| r.build.is_ok() && r.guest.as_ref().is_none_or(|g| g.is_ok()))
+        .count();
     let summary = format!(
         "{} ({}):\n{text}\n{passed} of {} rows pass ({} patches built; not applicable to this kernel: {})\n",
         kernel.abi,
@@ -444,12 +606,22 @@ fn run_corpus(kernel: &DebianKernel, other_line: bool) {
         if skipped.is_empty() { "none".to_string() } else { skipped.join(", ") }
     );
     println!("{summary}");
-    let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("integration-corpus-{}.txt", kernel.abi));
+    let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("integration-corpus-{}.txt", kernel.abi));
     let _ = std::fs::write(&file, &summary);
 
     if let Some(run) = &run {
-        assert!(run.done, "the guest script did not finish:\n{}", run.tail(60));
-        assert!(run.problems.is_empty(), "kernel problems on the console: {:#?}\n{}", run.problems, run.tail(60));
+        assert!(
+            run.done,
+            "the guest script did not finish:\n{}",
+            run.tail(60)
+        );
+        assert!(
+            run.problems.is_empty(),
+            "kernel problems on the console: {:#?}\n{}",
+            run.problems,
+            run.tail(60)
+        );
     }
     assert!(cumulative.is_some(), "no patch of the corpus built");
     assert_eq!(passed, rows.len(), "some corpus patches failed:\n{summary}");
@@ -459,25 +631,59 @@ fn run_corpus(kernel: &DebianKernel, other_line: bool) {
 #[test]
 fn corpus_files_are_well_formed() {
     let cases = corpus(false);
-    assert!(cases.len() >= 12, "the corpus has only {} patches", cases.len());
-    assert!(cases.iter().filter(|c| c.refuse.is_some()).count() >= 2, "the corpus needs refused patches");
-    assert!(cases.iter().any(|c| c.module.is_some()), "the corpus needs a loadable-module patch");
+    assert!(
+        cases.len() >= 12,
+        "the corpus has only {} patches",
+        cases.len()
+    );
+    assert!(
+        cases.iter().filter(|c| c.refuse.is_some()).count() >= 2,
+        "the corpus needs refused patches"
+    );
+    assert!(
+        cases.iter().any(|c| c.module.is_some()),
+        "the corpus needs a loadable-module patch"
+    );
     for c in &cases {
         let text = std::fs::read_to_string(&c.patch).unwrap();
-        let files: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("--- ")).collect();
+        let files: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("--- "))
+            .collect();
         assert!(!files.is_empty(), "{}: not a unified diff", c.name);
         for f in &files {
-            assert!(f.starts_with("a/") && !f.contains('\t'), "{}: '--- {f}': paths must be a/... without timestamps", c.name);
+            assert!(
+                f.starts_with("a/") && !f.contains('\t'),
+                "{}: '--- {f}': paths must be a/... without timestamps",
+                c.name
+            );
         }
         for l in text.lines().filter_map(|l| l.strip_prefix("+++ ")) {
-            assert!(l.starts_with("b/") && !l.contains('\t'), "{}: '+++ {l}': paths must be b/... without timestamps", c.name);
+            assert!(
+                l.starts_with("b/") && !l.contains('\t'),
+                "{}: '+++ {l}': paths must be b/... without timestamps",
+                c.name
+            );
         }
         if let Some(check) = &c.check {
-            let r = Command::new("sh").args(["-n", "-c", check]).output().unwrap();
-            assert!(r.status.success(), "{}.check is not valid sh: {}", c.name, String::from_utf8_lossy(&r.stderr));
+            let r = Command::new("sh")
+                .args(["-n", "-c", check])
+                .output()
+                .unwrap();
+            assert!(
+                r.status.success(),
+                "{}.check is not valid sh: {}",
+                c.name,
+                String::from_utf8_lossy(&r.stderr)
+            );
         }
         if let Some(m) = &c.module {
-            assert!(m.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-'), "{}.module: '{m}'", c.name);
+            assert!(
+                m.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-'),
+                "{}.module: '{m}'",
+                c.name
+            );
         }
     }
 }

@@ -10,7 +10,9 @@ const FILES: &[&str] = &["fs/proc/inode.c", "kernel/sys.c", "fs/xfs/xfs_inode.c"
 #[test]
 fn a_blank_line_at_the_top_of_a_file_changes_no_function() {
     if std::env::var("KPATCH_RS_GUEST_TESTS").as_deref() != Ok("1") {
-        eprintln!("skipped: set KPATCH_RS_GUEST_TESTS=1 to fetch Debian's kernel and compile objects");
+        eprintln!(
+            "skipped: set KPATCH_RS_GUEST_TESTS=1 to fetch Debian's kernel and compile objects"
+        );
         return;
     }
     let k = kpatch_target::DebianKernel::default_target().expect("the default target");

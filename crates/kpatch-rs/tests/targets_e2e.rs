@@ -21,20 +21,33 @@ fn repo() -> PathBuf {
 }
 
 fn kpatch_rs(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kpatch-rs")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_kpatch-rs"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// `kpatch-rs targets --json`: (abi, version, line, flavour, source).
 fn targets() -> Vec<(String, String, String, String, bool)> {
     let out = kpatch_rs(&["targets", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v.as_array()
         .unwrap()
         .iter()
         .map(|t| {
             let s = |k: &str| t[k].as_str().unwrap().to_string();
-            (s("abi"), s("version"), s("line"), s("flavour"), t["source"].as_bool().unwrap())
+            (
+                s("abi"),
+                s("version"),
+                s("line"),
+                s("flavour"),
+                t["source"].as_bool().unwrap(),
+            )
         })
         .collect()
 }
@@ -43,10 +56,14 @@ fn targets() -> Vec<(String, String, String, String, bool)> {
 /// versions (newest first).
 fn pick(line: &str, flavour: &str, skip: usize) -> String {
     let all = targets();
-    let mut versions: Vec<&(String, String, String, String, bool)> =
-        all.iter().filter(|t| t.2 == line && t.3 == flavour && t.4).collect();
+    let mut versions: Vec<&(String, String, String, String, bool)> = all
+        .iter()
+        .filter(|t| t.2 == line && t.3 == flavour && t.4)
+        .collect();
     versions.dedup_by(|a, b| a.1 == b.1);
-    let t = versions.get(skip).unwrap_or_else(|| panic!("no {line} {flavour} kernel #{skip} with its source: {all:?}"));
+    let t = versions
+        .get(skip)
+        .unwrap_or_else(|| panic!("no {line} {flavour} kernel #{skip} with its source: {all:?}"));
     t.0.clone()
 }
 
@@ -68,14 +85,27 @@ fn build_and_verify(abi: &str) {
         out.path().to_str().unwrap(),
     ]);
     let stderr = String::from_utf8_lossy(&r.stderr);
-    assert!(r.status.success(), "{abi}: build failed ({:?}):\n{stderr}", r.status);
+    assert!(
+        r.status.success(),
+        "{abi}: build failed ({:?}):\n{stderr}",
+        r.status
+    );
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(v["kernel"], abi);
     assert_eq!(v["verified"], true, "{abi}:\n{stderr}");
     assert_eq!(v["functions"][0][1], "cmdline_proc_show", "{abi}");
     let o = &v["verification"]["outputs"][0];
-    let (before, patched, after) = (o["unpatched"].as_str().unwrap(), o["patched"].as_str().unwrap(), o["after_unload"].as_str().unwrap());
-    assert!(!before.contains("kpatch-rs=live") && patched.trim_end().ends_with("kpatch-rs=live") && after == before, "{abi}: {o}");
+    let (before, patched, after) = (
+        o["unpatched"].as_str().unwrap(),
+        o["patched"].as_str().unwrap(),
+        o["after_unload"].as_str().unwrap(),
+    );
+    assert!(
+        !before.contains("kpatch-rs=live")
+            && patched.trim_end().ends_with("kpatch-rs=live")
+            && after == before,
+        "{abi}: {o}"
+    );
     let secs: f64 = v["elapsed"].as_f64().unwrap();
     eprintln!("{abi}: built and verified in {secs:.1} s");
 }
@@ -88,10 +118,18 @@ fn targets_lists_both_lines_and_every_flavour() {
     let all = targets();
     for line in ["6.1", "6.12"] {
         for flavour in ["amd64", "cloud-amd64", "rt-amd64"] {
-            assert!(all.iter().any(|t| t.2 == line && t.3 == flavour), "no {line} {flavour} kernel listed");
+            assert!(
+                all.iter().any(|t| t.2 == line && t.3 == flavour),
+                "no {line} {flavour} kernel listed"
+            );
         }
     }
-    assert!(all.iter().any(|t| t.4) && all.iter().all(|t| kpatch_target::version::is_debian_abi(&t.0)));
+    assert!(
+        all.iter().any(|t| t.4)
+            && all
+                .iter()
+                .all(|t| kpatch_target::version::is_debian_abi(&t.0))
+    );
 }
 
 #[test]
@@ -123,9 +161,24 @@ fn ibt_taking_a_sealed_functions_address_is_refused_on_6_12() {
     let abi = pick("6.12", "amd64", 0);
     let out = tempfile::tempdir().unwrap();
     let patch = repo().join("crates/kpatch-rs/tests/data/ibt-sealed-address.patch");
-    let r = kpatch_rs(&["build", "--kernel", &abi, patch.to_str().unwrap(), "-o", out.path().to_str().unwrap()]);
+    let r = kpatch_rs(&[
+        "build",
+        "--kernel",
+        &abi,
+        patch.to_str().unwrap(),
+        "-o",
+        out.path().to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&r.stderr);
     assert_eq!(r.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("cmdline_proc_show+0x") && stderr.contains("`do_truncate` (vmlinux)") && stderr.contains("seals at boot"), "{stderr}");
-    assert!(std::fs::read_dir(out.path()).unwrap().next().is_none(), "a refused build left files behind");
+    assert!(
+        stderr.contains("cmdline_proc_show+0x")
+            && stderr.contains("`do_truncate` (vmlinux)")
+            && stderr.contains("seals at boot"),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::read_dir(out.path()).unwrap().next().is_none(),
+        "a refused build left files behind"
+    );
 }

@@ -20,11 +20,17 @@ pub fn sealed_endbr_addresses(image: &[u8], file: &str) -> Result<Vec<u64>, Erro
     let Some(sec) = elf.section_by_name(IBT_ENDBR_SEAL) else {
         return Ok(Vec::new());
     };
-    let data = sec.data().map_err(|e| Error::Elf { file: file.to_string(), reason: format!("{IBT_ENDBR_SEAL}: {e}") })?;
+    let data = sec.data().map_err(|e| Error::Elf {
+        file: file.to_string(),
+        reason: format!("{IBT_ENDBR_SEAL}: {e}"),
+    })?;
     if data.len() % 4 != 0 {
         return Err(Error::Elf {
             file: file.to_string(),
-            reason: format!("{IBT_ENDBR_SEAL}: {} bytes, not a whole number of 4-byte entries", data.len()),
+            reason: format!(
+                "{IBT_ENDBR_SEAL}: {} bytes, not a whole number of 4-byte entries",
+                data.len()
+            ),
         });
     }
     Ok(data
@@ -46,14 +52,26 @@ pub fn sealed_module_functions(ko: &[u8], file: &str) -> Result<Vec<String>, Err
     };
     let mut out = Vec::new();
     for (_, r) in sec.relocations() {
-        let RelocationTarget::Symbol(si) = r.target() else { continue };
-        let Ok(sym) = elf.symbol_by_index(si) else { continue };
+        let RelocationTarget::Symbol(si) = r.target() else {
+            continue;
+        };
+        let Ok(sym) = elf.symbol_by_index(si) else {
+            continue;
+        };
         // PC-relative: the ENDBR is at symbol + addend + 4 (the addend's -4 bias undone), i.e.
         // at the function's own address for a reference to the function or its section.
-        let at = sym.address().wrapping_add_signed(r.addend()).wrapping_add(4);
-        let Some(section) = sym.section_index() else { continue };
+        let at = sym
+            .address()
+            .wrapping_add_signed(r.addend())
+            .wrapping_add(4);
+        let Some(section) = sym.section_index() else {
+            continue;
+        };
         let func = elf.symbols().find(|s| {
-            s.section_index() == Some(section) && s.kind() == object::SymbolKind::Text && s.address() == at && !s.name().unwrap_or("").is_empty()
+            s.section_index() == Some(section)
+                && s.kind() == object::SymbolKind::Text
+                && s.address() == at
+                && !s.name().unwrap_or("").is_empty()
         });
         if let Some(f) = func.and_then(|f| f.name().ok().map(str::to_string)) {
             out.push(f);
@@ -87,7 +105,11 @@ mod tests {
         };
         let _sealed = func("only_called", 16);
         let _open = func("address_taken", 32);
-        let seal = o.add_section(Vec::new(), IBT_ENDBR_SEAL.as_bytes().to_vec(), object::SectionKind::ReadOnlyData);
+        let seal = o.add_section(
+            Vec::new(),
+            IBT_ENDBR_SEAL.as_bytes().to_vec(),
+            object::SectionKind::ReadOnlyData,
+        );
         o.append_section_data(seal, &[0; 4], 1);
         let text_sym = o.section_symbol(text);
         o.add_relocation(
@@ -96,14 +118,21 @@ mod tests {
                 offset: 0,
                 symbol: text_sym,
                 addend: 16 - 4,
-                flags: object::RelocationFlags::Elf { r_type: object::elf::R_X86_64_PC32 },
+                flags: object::RelocationFlags::Elf {
+                    r_type: object::elf::R_X86_64_PC32,
+                },
             },
         )
         .unwrap();
         let bytes = o.write().unwrap();
-        assert_eq!(sealed_module_functions(&bytes, "m.ko").unwrap(), ["only_called"]);
+        assert_eq!(
+            sealed_module_functions(&bytes, "m.ko").unwrap(),
+            ["only_called"]
+        );
         // No seal list: nothing sealed (a kernel without IBT).
-        let plain = WObject::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little).write().unwrap();
+        let plain = WObject::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little)
+            .write()
+            .unwrap();
         assert!(sealed_module_functions(&plain, "p.ko").unwrap().is_empty());
         assert!(sealed_endbr_addresses(&plain, "p").unwrap().is_empty());
     }

@@ -111,6 +111,11 @@ impl PackageTools for SystemApt {
     fn names(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
         let mut c = Command::new("apt-cache");
         c.arg("pkgnames").arg(prefix);
-        Ok(run(prefix, c)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+        Ok(run(prefix, c)?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect())
     }
 }

@@ -78,7 +78,12 @@ pub fn payload_range(data: &[u8]) -> Result<Range<usize>, String> {
     let end = start
         .checked_add(len)
         .filter(|&e| e <= data.len())
-        .ok_or_else(|| format!("payload {start:#x}+{len:#x} runs past the end ({:#x})", data.len()))?;
+        .ok_or_else(|| {
+            format!(
+                "payload {start:#x}+{len:#x} runs past the end ({:#x})",
+                data.len()
+            )
+        })?;
     Ok(start..end)
 }
 
@@ -131,7 +136,8 @@ pub fn extract_vmlinux(path: &Path, data: &[u8]) -> Result<Vec<u8>, TargetError>
 /// Decodes the first xz stream of `data` and stops at its end (xz2's reader would go on and
 /// reject the size bytes the kernel build appends).
 fn xz_first_stream(data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut stream = xz2::stream::Stream::new_stream_decoder(u64::MAX, 0).map_err(|e| e.to_string())?;
+    let mut stream =
+        xz2::stream::Stream::new_stream_decoder(u64::MAX, 0).map_err(|e| e.to_string())?;
     let mut out: Vec<u8> = Vec::with_capacity(data.len() * 4);
     loop {
         if out.capacity() - out.len() < 1 << 20 {
@@ -163,8 +169,14 @@ fn lz4_legacy(data: &[u8]) -> Result<Vec<u8>, String> {
     let mut at = LZ4_LEGACY_MAGIC.len();
     let mut out = Vec::with_capacity(data.len() * 3);
     let mut block = vec![0u8; LZ4_LEGACY_BLOCK];
-    while let Some(size) = data.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize) {
-        let Some(compressed) = data.get(at + 4..at + 4 + size).filter(|_| size > 0 && data[at..].len() > 4) else {
+    while let Some(size) = data
+        .get(at..at + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    {
+        let Some(compressed) = data
+            .get(at + 4..at + 4 + size)
+            .filter(|_| size > 0 && data[at..].len() > 4)
+        else {
             break;
         };
         if data[at..at + 4] == LZ4_LEGACY_MAGIC {
@@ -212,7 +224,11 @@ mod tests {
     /// A synthetic bzImage: setup header with `setup_sects` sectors, some protected-mode
     /// bytes, then `payload` at `pad` bytes into the protected-mode part, then the size.
     fn bzimage(setup_sects: u8, pad: usize, payload: &[u8], version: u16) -> Vec<u8> {
-        let sects = if setup_sects == 0 { 4 } else { setup_sects as usize };
+        let sects = if setup_sects == 0 {
+            4
+        } else {
+            setup_sects as usize
+        };
         let pm = (sects + 1) * 512;
         let mut d = vec![0u8; pm + pad];
         d[HDR_SETUP_SECTS] = setup_sects;
@@ -300,21 +316,36 @@ mod tests {
         assert_eq!(extract_vmlinux(Path::new("v"), &img).unwrap(), elf);
         let mut truncated = lz4_legacy_frame(&elf, LZ4_LEGACY_BLOCK);
         truncated.truncate(40);
-        let err = extract_vmlinux(Path::new("vmlinuz-cloud"), &bzimage(30, 8, &truncated, 0x20f)).unwrap_err().to_string();
-        assert!(err.contains("vmlinuz-cloud") && err.contains("lz4"), "{err}");
+        let err = extract_vmlinux(
+            Path::new("vmlinuz-cloud"),
+            &bzimage(30, 8, &truncated, 0x20f),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("vmlinuz-cloud") && err.contains("lz4"),
+            "{err}"
+        );
     }
 
     #[test]
     fn non_elf_payload_is_an_error() {
         let img = bzimage(30, 8, &xz(b"not an elf at all"), 0x20f);
-        let err = extract_vmlinux(Path::new("vmlinuz-x"), &img).unwrap_err().to_string();
-        assert!(err.contains("vmlinuz-x") && err.contains("not an ELF"), "{err}");
+        let err = extract_vmlinux(Path::new("vmlinuz-x"), &img)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("vmlinuz-x") && err.contains("not an ELF"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_compression_is_named() {
         let img = bzimage(30, 8, b"LZ4Xjunk", 0x20f);
-        let err = extract_vmlinux(Path::new("v"), &img).unwrap_err().to_string();
+        let err = extract_vmlinux(Path::new("v"), &img)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown payload compression"), "{err}");
     }
 }

@@ -36,7 +36,11 @@ mod tests {
 
     #[test]
     fn explicit_cache_wins_over_xdg_and_home() {
-        let env = lookup(&[("KPATCH_RS_CACHE", "/c"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]);
+        let env = lookup(&[
+            ("KPATCH_RS_CACHE", "/c"),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/h"),
+        ]);
         assert_eq!(cache_dir_from(env), PathBuf::from("/c"));
     }
 
@@ -48,7 +52,11 @@ mod tests {
 
     #[test]
     fn home_fallback_and_empty_values_are_unset() {
-        let env = lookup(&[("KPATCH_RS_CACHE", ""), ("XDG_CACHE_HOME", ""), ("HOME", "/h")]);
+        let env = lookup(&[
+            ("KPATCH_RS_CACHE", ""),
+            ("XDG_CACHE_HOME", ""),
+            ("HOME", "/h"),
+        ]);
         assert_eq!(cache_dir_from(env), PathBuf::from("/h/.cache/kpatch-rs"));
     }
 }

@@ -35,7 +35,11 @@ pub fn rewrite_makefile_includes(text: &str, dir_in_root: &Path) -> Option<Strin
             .map(str::trim);
         match rest {
             Some(target) if target.starts_with('/') && !target.contains(char::is_whitespace) => {
-                let kw = if body.starts_with('-') { "-include" } else { "include" };
+                let kw = if body.starts_with('-') {
+                    "-include"
+                } else {
+                    "include"
+                };
                 let rel = relative_target(dir_in_root, Path::new(target));
                 out.push_str(&format!(
                     "{kw} $(dir $(realpath $(lastword $(MAKEFILE_LIST)))){}",
@@ -65,7 +69,11 @@ pub fn fix_makefiles(root: &Path) -> Result<(), TargetError> {
             continue;
         }
         let text = std::fs::read_to_string(&mk).map_err(|e| TargetError::io(&mk, e))?;
-        let dir_in_root = entry.path().strip_prefix(root).unwrap_or(Path::new("")).to_path_buf();
+        let dir_in_root = entry
+            .path()
+            .strip_prefix(root)
+            .unwrap_or(Path::new(""))
+            .to_path_buf();
         if let Some(new) = rewrite_makefile_includes(&text, &dir_in_root) {
             std::fs::write(&mk, new).map_err(|e| TargetError::io(&mk, e))?;
         }
@@ -80,7 +88,9 @@ mod tests {
     #[test]
     fn rewrites_debian_flavour_makefile() {
         let text = "include /usr/src/linux-headers-6.1.0-56-common/Makefile\n";
-        let new = rewrite_makefile_includes(text, Path::new("usr/src/linux-headers-6.1.0-56-amd64")).unwrap();
+        let new =
+            rewrite_makefile_includes(text, Path::new("usr/src/linux-headers-6.1.0-56-amd64"))
+                .unwrap();
         assert_eq!(
             new,
             "include $(dir $(realpath $(lastword $(MAKEFILE_LIST))))../../../usr/src/linux-headers-6.1.0-56-common/Makefile\n"
@@ -90,7 +100,10 @@ mod tests {
     #[test]
     fn leaves_relative_and_variable_includes() {
         let text = "include scripts/Kbuild.include\n-include $(objtree)/x\nobj-m := a.o\n";
-        assert_eq!(rewrite_makefile_includes(text, Path::new("usr/src/x")), None);
+        assert_eq!(
+            rewrite_makefile_includes(text, Path::new("usr/src/x")),
+            None
+        );
     }
 
     #[test]

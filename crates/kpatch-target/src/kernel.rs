@@ -15,7 +15,9 @@ pub struct DebianKernel {
 }
 
 fn not_abi(abi: &str) -> TargetError {
-    TargetError::NotDebianAbi { abi: abi.to_string() }
+    TargetError::NotDebianAbi {
+        abi: abi.to_string(),
+    }
 }
 
 impl DebianKernel {
@@ -39,7 +41,11 @@ impl DebianKernel {
 
     /// [`default_target`](Self::default_target) with the running kernel's release string and
     /// `/proc/version` text given.
-    pub fn default_target_with(store: Store, release: &str, proc_version: &str) -> Result<Self, TargetError> {
+    pub fn default_target_with(
+        store: Store,
+        release: &str,
+        proc_version: &str,
+    ) -> Result<Self, TargetError> {
         let release = release.trim();
         if version::is_debian_abi(release) {
             if let Some(v) = version::debian_version_from_proc_version(proc_version) {
@@ -50,11 +56,16 @@ impl DebianKernel {
         let meta = "linux-image-amd64";
         let v = store
             .candidate(meta)?
-            .ok_or_else(|| TargetError::NoCandidate { package: meta.into() })?;
-        let depends = version::depends_from_show(&store.tools().show(meta, &v)?).unwrap_or_default();
-        let abi = version::image_abi_from_depends(&depends).ok_or_else(|| TargetError::NoImageDependency {
-            package: format!("{meta}={v}"),
-            depends: depends.clone(),
+            .ok_or_else(|| TargetError::NoCandidate {
+                package: meta.into(),
+            })?;
+        let depends =
+            version::depends_from_show(&store.tools().show(meta, &v)?).unwrap_or_default();
+        let abi = version::image_abi_from_depends(&depends).ok_or_else(|| {
+            TargetError::NoImageDependency {
+                package: format!("{meta}={v}"),
+                depends: depends.clone(),
+            }
         })?;
         Self::named_with(&abi, store)
     }
@@ -66,7 +77,10 @@ impl DebianKernel {
 
     pub fn named_with(abi: &str, store: Store) -> Result<Self, TargetError> {
         version::parse_abi(abi).ok_or_else(|| not_abi(abi))?;
-        for pkg in [format!("linux-image-{abi}-unsigned"), format!("linux-image-{abi}")] {
+        for pkg in [
+            format!("linux-image-{abi}-unsigned"),
+            format!("linux-image-{abi}"),
+        ] {
             if let Some(v) = store.candidate(&pkg)? {
                 return Self::new(abi, &v, store);
             }
@@ -93,7 +107,9 @@ impl DebianKernel {
             Ok(p) => Ok(p),
             Err(first) => {
                 let signed = format!("linux-image-{}", self.abi);
-                self.store.package(&signed, &self.version).map_err(|_| first)
+                self.store
+                    .package(&signed, &self.version)
+                    .map_err(|_| first)
             }
         }
     }
@@ -102,18 +118,27 @@ impl DebianKernel {
         if path.exists() {
             Ok(path)
         } else {
-            Err(TargetError::Missing { path, what: what.into() })
+            Err(TargetError::Missing {
+                path,
+                what: what.into(),
+            })
         }
     }
 
     /// `boot/vmlinuz-<abi>` (the bzImage).
     pub fn vmlinuz(&self) -> Result<PathBuf, TargetError> {
-        Self::expect(self.image_dir()?.join(format!("boot/vmlinuz-{}", self.abi)), "vmlinuz")
+        Self::expect(
+            self.image_dir()?.join(format!("boot/vmlinuz-{}", self.abi)),
+            "vmlinuz",
+        )
     }
 
     /// `boot/config-<abi>`.
     pub fn config(&self) -> Result<PathBuf, TargetError> {
-        Self::expect(self.image_dir()?.join(format!("boot/config-{}", self.abi)), "kernel config")
+        Self::expect(
+            self.image_dir()?.join(format!("boot/config-{}", self.abi)),
+            "kernel config",
+        )
     }
 
     /// `boot/System.map-<abi>`, when it is a real one. Debian's image packages ship a
@@ -121,7 +146,11 @@ impl DebianKernel {
     /// package is ~850 MB) and that gives [`TargetError::StubSystemMap`]: take the symbols
     /// from the guest's `/proc/kallsyms` instead (kpatch-guest can dump it).
     pub fn system_map(&self) -> Result<PathBuf, TargetError> {
-        let path = Self::expect(self.image_dir()?.join(format!("boot/System.map-{}", self.abi)), "System.map")?;
+        let path = Self::expect(
+            self.image_dir()?
+                .join(format!("boot/System.map-{}", self.abi)),
+            "System.map",
+        )?;
         let head = std::fs::read(&path).map_err(|e| TargetError::io(&path, e))?;
         if head.len() < 4096 && String::from_utf8_lossy(&head).contains("real System.map is in") {
             return Err(TargetError::StubSystemMap { path });
@@ -133,13 +162,20 @@ impl DebianKernel {
     /// 6.12's are `.ko.xz`.
     /// Its `build` and `source` symlinks are relative and dangle (headers live elsewhere).
     pub fn modules_dir(&self) -> Result<PathBuf, TargetError> {
-        Self::expect(self.image_dir()?.join(format!("lib/modules/{}", self.abi)), "modules directory")
+        Self::expect(
+            self.image_dir()?.join(format!("lib/modules/{}", self.abi)),
+            "modules directory",
+        )
     }
 
     /// The ELF vmlinux decompressed out of the vmlinuz, cached at
     /// `<cache>/vmlinux/<abi>_<version>/vmlinux`. Sections, no symbol table.
     pub fn vmlinux(&self) -> Result<PathBuf, TargetError> {
-        let dir = self.store.root().join("vmlinux").join(format!("{}_{}", self.abi, self.version));
+        let dir = self
+            .store
+            .root()
+            .join("vmlinux")
+            .join(format!("{}_{}", self.abi, self.version));
         let out = dir.join("vmlinux");
         if out.is_file() {
             return Ok(out);
@@ -156,7 +192,8 @@ impl DebianKernel {
     /// generated headers of this ABI. Debian keeps this package for every ABI it keeps the
     /// image of, so a build needs nothing more from it ([`Self::symvers`]).
     pub fn headers_dir(&self) -> Result<PathBuf, TargetError> {
-        self.store.package(&format!("linux-headers-{}", self.abi), &self.version)
+        self.store
+            .package(&format!("linux-headers-{}", self.abi), &self.version)
     }
 
     /// One root holding `linux-headers-<abi>`, its `-common` headers and the `linux-kbuild-*`
@@ -170,7 +207,8 @@ impl DebianKernel {
     pub fn kbuild_headers_dir(&self) -> Result<PathBuf, TargetError> {
         let main = format!("linux-headers-{}", self.abi);
         let v = self.version.as_str();
-        let depends = version::depends_from_show(&self.store.tools().show(&main, v)?).unwrap_or_default();
+        let depends =
+            version::depends_from_show(&self.store.tools().show(&main, v)?).unwrap_or_default();
         let named = |prefix: &str| {
             depends
                 .split([',', '|'])
@@ -181,25 +219,35 @@ impl DebianKernel {
         let a = self.abi_parts();
         let common = named(&format!("linux-headers-{}-common", a.base))
             .unwrap_or_else(|| format!("linux-headers-{}-common", a.base));
-        let kbuild = named("linux-kbuild-").unwrap_or_else(|| format!("linux-kbuild-{}", a.major_minor));
+        let kbuild =
+            named("linux-kbuild-").unwrap_or_else(|| format!("linux-kbuild-{}", a.major_minor));
         let root = self.store.unpacked(
             &format!("kbuild-{}_{v}", self.abi),
             &[(&main, v), (&common, v), (&kbuild, v)],
             headers::fix_makefiles,
         )?;
-        Self::expect(root.join("usr/src").join(&main).join("Makefile"), "headers Makefile")?;
+        Self::expect(
+            root.join("usr/src").join(&main).join("Makefile"),
+            "headers Makefile",
+        )?;
         Ok(root)
     }
 
     /// `<kbuild headers root>/usr/src/linux-headers-<abi>`: pass it to `make -C` with
     /// `M=<dir>` (see [`Self::kbuild_headers_dir`] for when it can be had).
     pub fn kbuild_dir(&self) -> Result<PathBuf, TargetError> {
-        Ok(self.kbuild_headers_dir()?.join("usr/src").join(format!("linux-headers-{}", self.abi)))
+        Ok(self
+            .kbuild_headers_dir()?
+            .join("usr/src")
+            .join(format!("linux-headers-{}", self.abi)))
     }
 
     /// `Module.symvers` of this kernel (from the headers package).
     pub fn symvers(&self) -> Result<PathBuf, TargetError> {
-        let dir = self.headers_dir()?.join("usr/src").join(format!("linux-headers-{}", self.abi));
+        let dir = self
+            .headers_dir()?
+            .join("usr/src")
+            .join(format!("linux-headers-{}", self.abi));
         Self::expect(dir.join("Module.symvers"), "Module.symvers")
     }
 
@@ -218,7 +266,10 @@ impl DebianKernel {
 
     /// Whether the archive still has the source of this kernel's exact version.
     pub fn source_available(&self) -> Result<bool, TargetError> {
-        Ok(self.store.versions(&self.abi_parts().source_package())?.contains(&self.version))
+        Ok(self
+            .store
+            .versions(&self.abi_parts().source_package())?
+            .contains(&self.version))
     }
 
     fn source_missing(&self, pkg: &str) -> Result<TargetError, TargetError> {
@@ -247,17 +298,29 @@ mod tests {
 
     impl PackageTools for Catalogue {
         fn policy(&self, package: &str) -> Result<String, TargetError> {
-            let versions: Vec<&str> = self.candidates.iter().filter(|(p, _)| *p == package).map(|(_, v)| *v).collect();
+            let versions: Vec<&str> = self
+                .candidates
+                .iter()
+                .filter(|(p, _)| *p == package)
+                .map(|(_, v)| *v)
+                .collect();
             let c = versions.first().copied().unwrap_or("(none)");
-            let mut text = format!("{package}:\n  Installed: (none)\n  Candidate: {c}\n  Version table:\n");
+            let mut text =
+                format!("{package}:\n  Installed: (none)\n  Candidate: {c}\n  Version table:\n");
             for v in versions {
                 text.push_str(&format!("     {v} 500\n        500 http://deb.debian.org/debian bookworm/main amd64 Packages\n"));
             }
             Ok(text)
         }
         fn show(&self, package: &str, version: &str) -> Result<String, TargetError> {
-            self.shown.lock().unwrap().push(format!("{package}={version}"));
-            Ok(format!("Package: {package}\nVersion: {version}\nDepends: {}\n", self.depends))
+            self.shown
+                .lock()
+                .unwrap()
+                .push(format!("{package}={version}"));
+            Ok(format!(
+                "Package: {package}\nVersion: {version}\nDepends: {}\n",
+                self.depends
+            ))
         }
         fn download(&self, p: &str, _: &str, _: &Path) -> Result<PathBuf, TargetError> {
             Err(TargetError::NoCandidate { package: p.into() })
@@ -294,9 +357,16 @@ mod tests {
     #[test]
     fn non_debian_host_resolves_metapackage() {
         let (s, c) = store(catalogue());
-        let k = DebianKernel::default_target_with(s, "6.18.44-fc-v782\n", "Linux version 6.18.44").unwrap();
-        assert_eq!((k.abi.as_str(), k.version.as_str()), ("6.1.0-56-amd64", "6.1.192-2"));
-        assert_eq!(*c.shown.lock().unwrap(), vec!["linux-image-amd64=6.1.192-2".to_string()]);
+        let k = DebianKernel::default_target_with(s, "6.18.44-fc-v782\n", "Linux version 6.18.44")
+            .unwrap();
+        assert_eq!(
+            (k.abi.as_str(), k.version.as_str()),
+            ("6.1.0-56-amd64", "6.1.192-2")
+        );
+        assert_eq!(
+            *c.shown.lock().unwrap(),
+            vec!["linux-image-amd64=6.1.192-2".to_string()]
+        );
     }
 
     #[test]
@@ -304,17 +374,30 @@ mod tests {
         let (s, c) = store(catalogue());
         let pv = "Linux version 6.1.0-50-amd64 (gcc-12 (Debian 12.2.0-14) 12.2.0) #1 SMP PREEMPT_DYNAMIC Debian 6.1.170-3 (2025-01-01)";
         let k = DebianKernel::default_target_with(s, "6.1.0-50-amd64", pv).unwrap();
-        assert_eq!((k.abi.as_str(), k.version.as_str()), ("6.1.0-50-amd64", "6.1.170-3"));
+        assert_eq!(
+            (k.abi.as_str(), k.version.as_str()),
+            ("6.1.0-50-amd64", "6.1.170-3")
+        );
         assert!(c.shown.lock().unwrap().is_empty());
     }
 
     #[test]
     fn named_falls_back_to_signed_image_and_rejects_unknown() {
         let (s, _) = store(catalogue());
-        assert_eq!(DebianKernel::named_with("6.1.0-50-amd64", s.clone()).unwrap().version, "6.1.176-1");
-        let err = DebianKernel::named_with("6.1.0-99-amd64", s.clone()).unwrap_err().to_string();
+        assert_eq!(
+            DebianKernel::named_with("6.1.0-50-amd64", s.clone())
+                .unwrap()
+                .version,
+            "6.1.176-1"
+        );
+        let err = DebianKernel::named_with("6.1.0-99-amd64", s.clone())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("linux-image-6.1.0-99-amd64"), "{err}");
-        assert!(matches!(DebianKernel::named_with("6.18.44-fc", s), Err(TargetError::NotDebianAbi { .. })));
+        assert!(matches!(
+            DebianKernel::named_with("6.18.44-fc", s),
+            Err(TargetError::NotDebianAbi { .. })
+        ));
     }
 
     #[test]
@@ -326,7 +409,10 @@ mod tests {
         assert_eq!(k.version, "6.12.117-1~deb12u1");
         let pv = "Linux version 6.12.117+deb12-cloud-amd64 (debian-kernel@lists.debian.org) (x86_64-linux-gnu-gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0) #1 SMP PREEMPT_DYNAMIC Debian 6.12.117-1~deb12u1 (2026-11-20)";
         let k = DebianKernel::default_target_with(s, "6.12.117+deb12-cloud-amd64\n", pv).unwrap();
-        assert_eq!((k.abi.as_str(), k.version.as_str()), ("6.12.117+deb12-cloud-amd64", "6.12.117-1~deb12u1"));
+        assert_eq!(
+            (k.abi.as_str(), k.version.as_str()),
+            ("6.12.117+deb12-cloud-amd64", "6.12.117-1~deb12u1")
+        );
     }
 
     #[test]
@@ -335,13 +421,22 @@ mod tests {
         let k = DebianKernel::named_with("6.1.0-53-cloud-amd64", s.clone()).unwrap();
         assert!(!k.source_available().unwrap());
         let err = k.source_tarball().unwrap_err();
-        assert!(matches!(&err, TargetError::SourceMissing { version, available, .. }
-            if version == "6.1.187-1" && available == &["6.1.192-2".to_string(), "6.1.176-1".to_string()]), "{err:?}");
+        assert!(
+            matches!(&err, TargetError::SourceMissing { version, available, .. }
+            if version == "6.1.187-1" && available == &["6.1.192-2".to_string(), "6.1.176-1".to_string()]),
+            "{err:?}"
+        );
         let msg = err.to_string();
-        assert!(msg.contains("linux-source-6.1 6.1.187-1") && msg.contains("6.1.192-2, 6.1.176-1"), "{msg}");
+        assert!(
+            msg.contains("linux-source-6.1 6.1.187-1") && msg.contains("6.1.192-2, 6.1.176-1"),
+            "{msg}"
+        );
         let k = DebianKernel::named_with("6.12.117+deb12-rt-amd64", s).unwrap();
         let msg = k.source_tarball().unwrap_err().to_string();
-        assert!(msg.contains("linux-source-6.12") && msg.contains("no version of it"), "{msg}");
+        assert!(
+            msg.contains("linux-source-6.12") && msg.contains("no version of it"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -349,7 +444,9 @@ mod tests {
         let mut c = catalogue();
         c.depends = "kmod";
         let (s, _) = store(c);
-        let err = DebianKernel::default_target_with(s, "6.18.44", "").unwrap_err().to_string();
+        let err = DebianKernel::default_target_with(s, "6.18.44", "")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("linux-image-amd64=6.1.192-2"), "{err}");
     }
 }

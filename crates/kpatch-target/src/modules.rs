@@ -9,10 +9,16 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The module file suffixes this module reads, with their compression.
-const READABLE: [(&str, Option<&str>); 3] = [(".ko", None), (".ko.xz", Some("xz")), (".ko.gz", Some("gzip"))];
+const READABLE: [(&str, Option<&str>); 3] = [
+    (".ko", None),
+    (".ko.xz", Some("xz")),
+    (".ko.gz", Some("gzip")),
+];
 
 fn readable_stem(file_name: &str) -> Option<(&str, Option<&'static str>)> {
-    READABLE.iter().find_map(|&(suffix, format)| Some((file_name.strip_suffix(suffix)?, format)))
+    READABLE
+        .iter()
+        .find_map(|&(suffix, format)| Some((file_name.strip_suffix(suffix)?, format)))
 }
 
 /// Every `*.ko`, `*.ko.xz`, `*.ko.gz` under `dir`, by canonical module name.
@@ -40,10 +46,15 @@ pub fn index_modules(dir: &Path) -> Result<HashMap<String, PathBuf>, TargetError
 
 /// A module file's name without its `.ko[.xz|.gz]` suffix, and its ELF content (decompressed).
 pub fn read_module(path: &Path) -> Result<(String, Vec<u8>), TargetError> {
-    let bad = |what: String| TargetError::BadModule { path: path.into(), what };
+    let bad = |what: String| TargetError::BadModule {
+        path: path.into(),
+        what,
+    };
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let Some((stem, format)) = readable_stem(name) else {
-        return Err(bad("a kernel module must be named *.ko, *.ko.xz or *.ko.gz".into()));
+        return Err(bad(
+            "a kernel module must be named *.ko, *.ko.xz or *.ko.gz".into(),
+        ));
     };
     let raw = std::fs::read(path).map_err(|e| TargetError::io(path, e))?;
     let data = match format {
@@ -77,7 +88,11 @@ mod tests {
         std::io::Write::write_all(&mut xz, &elf).unwrap();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, &elf).unwrap();
-        std::fs::write(d.path().join("kernel/net/nf-conntrack.ko.xz"), xz.finish().unwrap()).unwrap();
+        std::fs::write(
+            d.path().join("kernel/net/nf-conntrack.ko.xz"),
+            xz.finish().unwrap(),
+        )
+        .unwrap();
         std::fs::write(d.path().join("kernel/crc16.ko.gz"), gz.finish().unwrap()).unwrap();
         std::fs::write(d.path().join("ext4.ko"), &elf).unwrap();
         std::fs::write(d.path().join("modules.order"), "x").unwrap();
@@ -85,19 +100,35 @@ mod tests {
         let mut names: Vec<&str> = index.keys().map(String::as_str).collect();
         names.sort();
         assert_eq!(names, ["crc16", "ext4", "nf_conntrack"]);
-        for (name, stem) in [("nf_conntrack", "nf-conntrack"), ("crc16", "crc16"), ("ext4", "ext4")] {
-            assert_eq!(read_module(&index[name]).unwrap(), (stem.to_string(), elf.clone()));
+        for (name, stem) in [
+            ("nf_conntrack", "nf-conntrack"),
+            ("crc16", "crc16"),
+            ("ext4", "ext4"),
+        ] {
+            assert_eq!(
+                read_module(&index[name]).unwrap(),
+                (stem.to_string(), elf.clone())
+            );
         }
 
         let bad = d.path().join("notes.txt");
         std::fs::write(&bad, "x").unwrap();
         let e = read_module(&bad).unwrap_err().to_string();
-        assert!(e.contains("notes.txt") && e.contains("must be named"), "{e}");
+        assert!(
+            e.contains("notes.txt") && e.contains("must be named"),
+            "{e}"
+        );
         let fake = d.path().join("fake.ko");
         std::fs::write(&fake, "not elf").unwrap();
-        assert!(read_module(&fake).unwrap_err().to_string().contains("not an ELF"));
+        assert!(read_module(&fake)
+            .unwrap_err()
+            .to_string()
+            .contains("not an ELF"));
         let broken = d.path().join("broken.ko.xz");
         std::fs::write(&broken, "not xz").unwrap();
-        assert!(read_module(&broken).unwrap_err().to_string().contains("cannot decompress xz module"));
+        assert!(read_module(&broken)
+            .unwrap_err()
+            .to_string()
+            .contains("cannot decompress xz module"));
     }
 }

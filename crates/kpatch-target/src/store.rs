@@ -58,7 +58,11 @@ impl Store {
 
     /// One package unpacked into `<cache>/debian/<package>_<version>/` (reused when present).
     pub fn package(&self, package: &str, version: &str) -> Result<PathBuf, TargetError> {
-        self.unpacked(&format!("{package}_{version}"), &[(package, version)], |_| Ok(()))
+        self.unpacked(
+            &format!("{package}_{version}"),
+            &[(package, version)],
+            |_| Ok(()),
+        )
     }
 
     /// Several packages unpacked into ONE root `<cache>/debian/<name>/`, then `fixup` run on
@@ -126,7 +130,8 @@ pub fn relink_absolute_symlinks(root: &Path) -> Result<(), TargetError> {
                     let rel_parent = dir.strip_prefix(root).unwrap_or(Path::new(""));
                     let new = relative_target(rel_parent, &target);
                     std::fs::remove_file(&path).map_err(|e| TargetError::io(&path, e))?;
-                    std::os::unix::fs::symlink(&new, &path).map_err(|e| TargetError::io(&path, e))?;
+                    std::os::unix::fs::symlink(&new, &path)
+                        .map_err(|e| TargetError::io(&path, e))?;
                 }
             }
         }
@@ -159,10 +164,16 @@ mod tests {
     #[test]
     fn relative_target_climbs_to_root() {
         assert_eq!(
-            relative_target(Path::new("lib/modules/6.1.0-56-amd64"), Path::new("/usr/src/linux-headers-6.1.0-56-amd64")),
+            relative_target(
+                Path::new("lib/modules/6.1.0-56-amd64"),
+                Path::new("/usr/src/linux-headers-6.1.0-56-amd64")
+            ),
             PathBuf::from("../../../usr/src/linux-headers-6.1.0-56-amd64")
         );
-        assert_eq!(relative_target(Path::new(""), Path::new("/a/b")), PathBuf::from("a/b"));
+        assert_eq!(
+            relative_target(Path::new(""), Path::new("/a/b")),
+            PathBuf::from("a/b")
+        );
     }
 
     /// Fake apt: "downloads" write a marker, "extract" creates files and an absolute symlink.
@@ -178,8 +189,16 @@ mod tests {
         fn show(&self, _: &str, _: &str) -> Result<String, TargetError> {
             Ok(String::new())
         }
-        fn download(&self, package: &str, version: &str, dir: &Path) -> Result<PathBuf, TargetError> {
-            self.calls.lock().unwrap().push(format!("download {package}={version}"));
+        fn download(
+            &self,
+            package: &str,
+            version: &str,
+            dir: &Path,
+        ) -> Result<PathBuf, TargetError> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("download {package}={version}"));
             if self.fail == Some(package) {
                 return Err(TargetError::Apt {
                     package: package.into(),
@@ -206,7 +225,10 @@ mod tests {
 
     fn store(fail: Option<&'static str>) -> (tempfile::TempDir, Store, Arc<Fake>) {
         let dir = tempfile::tempdir().unwrap();
-        let fake = Arc::new(Fake { calls: Mutex::new(vec![]), fail });
+        let fake = Arc::new(Fake {
+            calls: Mutex::new(vec![]),
+            fail,
+        });
         let s = Store::new(dir.path(), fake.clone());
         (dir, s, fake)
     }
@@ -216,16 +238,26 @@ mod tests {
         let (_d, s, fake) = store(None);
         let p = s.package("pkg-a", "1:2.0-1").unwrap();
         assert!(p.ends_with("debian/pkg-a_1%3a2.0-1"));
-        assert_eq!(std::fs::read_to_string(p.join("usr/src/pkg-a/file")).unwrap(), "pkg-a");
+        assert_eq!(
+            std::fs::read_to_string(p.join("usr/src/pkg-a/file")).unwrap(),
+            "pkg-a"
+        );
         assert_eq!(
             std::fs::read_link(p.join("usr/src/pkg-a/abs")).unwrap(),
             PathBuf::from("../../../usr/src/other")
         );
         let again = s.package("pkg-a", "1:2.0-1").unwrap();
         assert_eq!(p, again);
-        assert_eq!(fake.calls.lock().unwrap().len(), 1, "second call must reuse the cache");
+        assert_eq!(
+            fake.calls.lock().unwrap().len(),
+            1,
+            "second call must reuse the cache"
+        );
         // no leftovers besides the final directory
-        let names: Vec<_> = std::fs::read_dir(s.debian_dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(s.debian_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "{names:?}");
     }
 
@@ -236,9 +268,16 @@ mod tests {
             .unpacked("combo_1", &[("pkg-a", "1"), ("pkg-b", "9")], |_| Ok(()))
             .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("pkg-b") && msg.contains("was not found"), "{msg}");
+        assert!(
+            msg.contains("pkg-b") && msg.contains("was not found"),
+            "{msg}"
+        );
         assert!(!s.debian_dir().join("combo_1").exists());
-        assert_eq!(std::fs::read_dir(s.debian_dir()).unwrap().count(), 0, "temp dir must be removed");
+        assert_eq!(
+            std::fs::read_dir(s.debian_dir()).unwrap().count(),
+            0,
+            "temp dir must be removed"
+        );
     }
 
     #[test]

@@ -25,7 +25,9 @@ pub fn offered(store: &Store) -> Result<Vec<Offered>, TargetError> {
     // ABI -> (line, serial, flavour); image packages are `linux-image-<abi>[-unsigned]`.
     let mut abis: BTreeMap<String, version::Abi> = BTreeMap::new();
     for name in store.tools().names("linux-image-")? {
-        let Some(rest) = name.strip_prefix("linux-image-") else { continue };
+        let Some(rest) = name.strip_prefix("linux-image-") else {
+            continue;
+        };
         let abi = rest.strip_suffix("-unsigned").unwrap_or(rest);
         if let Some(parsed) = version::parse_abi(abi) {
             abis.insert(abi.to_string(), parsed);
@@ -37,23 +39,48 @@ pub fn offered(store: &Store) -> Result<Vec<Offered>, TargetError> {
     packages.extend(lines.iter().map(|l| format!("linux-source-{l}")));
     let text = store.tools().policies(&packages)?;
     let blocks: BTreeMap<String, String> = version::split_policies(&text).into_iter().collect();
-    let candidate = |pkg: &str| blocks.get(pkg).and_then(|b| version::candidate_from_policy(b));
+    let candidate = |pkg: &str| {
+        blocks
+            .get(pkg)
+            .and_then(|b| version::candidate_from_policy(b))
+    };
     let sources: BTreeMap<Line, Vec<String>> = lines
         .iter()
-        .map(|l| (*l, blocks.get(&format!("linux-source-{l}")).map(|b| version::versions_from_policy(b)).unwrap_or_default()))
+        .map(|l| {
+            (
+                *l,
+                blocks
+                    .get(&format!("linux-source-{l}"))
+                    .map(|b| version::versions_from_policy(b))
+                    .unwrap_or_default(),
+            )
+        })
         .collect();
     let mut out: Vec<(version::Abi, Offered)> = Vec::new();
     for (abi, parsed) in abis {
-        let Some(v) = candidate(&format!("linux-image-{abi}")).or_else(|| candidate(&format!("linux-image-{abi}-unsigned"))) else {
+        let Some(v) = candidate(&format!("linux-image-{abi}"))
+            .or_else(|| candidate(&format!("linux-image-{abi}-unsigned")))
+        else {
             continue;
         };
         let source = sources.get(&parsed.line).is_some_and(|vs| vs.contains(&v));
         out.push((
             parsed.clone(),
-            Offered { abi, version: v, line: parsed.line.to_string(), flavour: parsed.flavour.clone(), source },
+            Offered {
+                abi,
+                version: v,
+                line: parsed.line.to_string(),
+                flavour: parsed.flavour.clone(),
+                source,
+            },
         ));
     }
-    out.sort_by(|(a, _), (b, _)| a.line.cmp(&b.line).then(b.serial.cmp(&a.serial)).then(a.flavour.cmp(&b.flavour)));
+    out.sort_by(|(a, _), (b, _)| {
+        a.line
+            .cmp(&b.line)
+            .then(b.serial.cmp(&a.serial))
+            .then(a.flavour.cmp(&b.flavour))
+    });
     Ok(out.into_iter().map(|(_, o)| o).collect())
 }
 
@@ -81,9 +108,16 @@ mod tests {
             let versions: &[&str] = match package {
                 "linux-source-6.1" => &["6.1.192-3", "6.1.170-3"],
                 "linux-source-6.12" => &["6.12.117-1~deb12u1"],
-                p => IMAGES.iter().find(|(n, _)| *n == p).map(|(_, v)| std::slice::from_ref(v)).unwrap_or(&[]),
+                p => IMAGES
+                    .iter()
+                    .find(|(n, _)| *n == p)
+                    .map(|(_, v)| std::slice::from_ref(v))
+                    .unwrap_or(&[]),
             };
-            let mut t = format!("{package}:\n  Installed: (none)\n  Candidate: {}\n  Version table:\n", versions.first().unwrap_or(&"(none)"));
+            let mut t = format!(
+                "{package}:\n  Installed: (none)\n  Candidate: {}\n  Version table:\n",
+                versions.first().unwrap_or(&"(none)")
+            );
             for v in versions {
                 t.push_str(&format!("     {v} 500\n        500 http://deb.debian.org/debian bookworm/main amd64 Packages\n"));
             }
@@ -100,7 +134,14 @@ mod tests {
         }
         fn names(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
             let mut n: Vec<String> = IMAGES.iter().map(|(n, _)| n.to_string()).collect();
-            n.extend(["linux-image-amd64", "linux-image-6.1.0-57-amd64-dbg", "linux-image-6.1.0-50-arm64"].map(String::from));
+            n.extend(
+                [
+                    "linux-image-amd64",
+                    "linux-image-6.1.0-57-amd64-dbg",
+                    "linux-image-6.1.0-50-arm64",
+                ]
+                .map(String::from),
+            );
             Ok(n.into_iter().filter(|n| n.starts_with(prefix)).collect())
         }
     }
@@ -108,7 +149,10 @@ mod tests {
     #[test]
     fn lists_both_lines_every_flavour_and_marks_missing_sources() {
         let got = offered(&Store::new("/nonexistent", Arc::new(Archive))).unwrap();
-        let rows: Vec<(&str, &str, bool)> = got.iter().map(|o| (o.abi.as_str(), o.version.as_str(), o.source)).collect();
+        let rows: Vec<(&str, &str, bool)> = got
+            .iter()
+            .map(|o| (o.abi.as_str(), o.version.as_str(), o.source))
+            .collect();
         assert_eq!(
             rows,
             vec![
@@ -120,7 +164,10 @@ mod tests {
                 ("6.12.101+deb12-amd64", "6.12.101-1~deb12u1", false),
             ]
         );
-        assert_eq!((got[1].line.as_str(), got[1].flavour.as_str()), ("6.1", "cloud-amd64"));
+        assert_eq!(
+            (got[1].line.as_str(), got[1].flavour.as_str()),
+            ("6.1", "cloud-amd64")
+        );
         assert_eq!(got[4].line, "6.12");
     }
 }

@@ -144,7 +144,8 @@ pub fn split_policies(text: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     for line in text.split_inclusive('\n') {
         let head = line.trim_end();
-        let starts_block = !line.starts_with(char::is_whitespace) && head.ends_with(':') && !head.contains(' ');
+        let starts_block =
+            !line.starts_with(char::is_whitespace) && head.ends_with(':') && !head.contains(' ');
         if starts_block {
             out.push((head.trim_end_matches(':').to_string(), String::new()));
         }
@@ -204,17 +205,32 @@ mod tests {
     #[test]
     fn parses_every_flavour_of_both_lines() {
         let cloud = parse_abi("6.1.0-57-cloud-amd64").unwrap();
-        assert_eq!((cloud.base.as_str(), cloud.flavour.as_str()), ("6.1.0-57", "cloud-amd64"));
+        assert_eq!(
+            (cloud.base.as_str(), cloud.flavour.as_str()),
+            ("6.1.0-57", "cloud-amd64")
+        );
         let rt = parse_abi("6.1.0-47-rt-amd64").unwrap();
-        assert_eq!((rt.base.as_str(), rt.flavour.as_str(), rt.serial), ("6.1.0-47", "rt-amd64", 47));
+        assert_eq!(
+            (rt.base.as_str(), rt.flavour.as_str(), rt.serial),
+            ("6.1.0-47", "rt-amd64", 47)
+        );
         let new = parse_abi("6.12.117+deb12-amd64").unwrap();
         assert_eq!(
-            (new.base.as_str(), new.flavour.as_str(), new.major_minor.as_str(), new.line, new.serial),
+            (
+                new.base.as_str(),
+                new.flavour.as_str(),
+                new.major_minor.as_str(),
+                new.line,
+                new.serial
+            ),
             ("6.12.117+deb12", "amd64", "6.12", Line::V6_12, 117)
         );
         assert_eq!(new.source_package(), "linux-source-6.12");
         let trixie = parse_abi("6.12.43+deb13-cloud-amd64").unwrap();
-        assert_eq!((trixie.base.as_str(), trixie.flavour.as_str()), ("6.12.43+deb13", "cloud-amd64"));
+        assert_eq!(
+            (trixie.base.as_str(), trixie.flavour.as_str()),
+            ("6.12.43+deb13", "cloud-amd64")
+        );
         assert!(is_debian_abi("6.12.111+deb12-rt-amd64\n"));
     }
 
@@ -247,15 +263,24 @@ mod tests {
         let blocks = split_policies(text);
         assert_eq!(blocks.len(), 2);
         assert_eq!(blocks[0].0, "linux-image-6.1.0-54-amd64");
-        assert_eq!(candidate_from_policy(&blocks[0].1).as_deref(), Some("6.1.190-1"));
+        assert_eq!(
+            candidate_from_policy(&blocks[0].1).as_deref(),
+            Some("6.1.190-1")
+        );
         assert_eq!(blocks[1].0, "linux-image-6.1.0-55-amd64");
-        assert_eq!(candidate_from_policy(&blocks[1].1).as_deref(), Some("6.1.192-1"));
+        assert_eq!(
+            candidate_from_policy(&blocks[1].1).as_deref(),
+            Some("6.1.192-1")
+        );
     }
 
     #[test]
     fn versions_from_apt_policy_table() {
         let text = "linux-source-6.1:\n  Installed: (none)\n  Candidate: 6.1.192-3\n  Version table:\n     6.1.192-3 500\n        500 http://deb.debian.org/debian-security bookworm-security/main amd64 Packages\n     6.1.192-2 500\n        500 http://deb.debian.org/debian-security bookworm-security/main amd64 Packages\n *** 6.1.176-1 500\n        500 http://deb.debian.org/debian bookworm/main amd64 Packages\n        100 /var/lib/dpkg/status\n";
-        assert_eq!(versions_from_policy(text), vec!["6.1.192-3", "6.1.192-2", "6.1.176-1"]);
+        assert_eq!(
+            versions_from_policy(text),
+            vec!["6.1.192-3", "6.1.192-2", "6.1.176-1"]
+        );
         assert!(versions_from_policy("x:\n  Installed: (none)\n  Candidate: (none)\n").is_empty());
         let tilde = "linux-source-6.12:\n  Candidate: 6.12.117-1~deb12u1\n  Version table:\n     6.12.117-1~deb12u1 500\n        500 http://deb.debian.org/debian-security bookworm-security/main amd64 Packages\n";
         assert_eq!(versions_from_policy(tilde), vec!["6.12.117-1~deb12u1"]);
@@ -265,7 +290,10 @@ mod tests {
     fn candidate_from_apt_policy() {
         let text = "linux-image-amd64:\n  Installed: (none)\n  Candidate: 6.1.192-2\n  Version table:\n     6.1.192-2 500\n";
         assert_eq!(candidate_from_policy(text).as_deref(), Some("6.1.192-2"));
-        assert_eq!(candidate_from_policy("x:\n  Installed: (none)\n  Candidate: (none)\n"), None);
+        assert_eq!(
+            candidate_from_policy("x:\n  Installed: (none)\n  Candidate: (none)\n"),
+            None
+        );
         assert_eq!(candidate_from_policy(""), None);
     }
 
@@ -273,9 +301,13 @@ mod tests {
     fn image_abi_from_metapackage_depends() {
         let show = "Package: linux-image-amd64\nVersion: 6.1.192-2\nDepends: linux-image-6.1.0-56-amd64 (= 6.1.192-2)\n";
         let dep = depends_from_show(show).unwrap();
-        assert_eq!(image_abi_from_depends(&dep).as_deref(), Some("6.1.0-56-amd64"));
         assert_eq!(
-            image_abi_from_depends("kmod, linux-image-6.1.0-9-amd64-unsigned (= 6.1.27-1) | foo").as_deref(),
+            image_abi_from_depends(&dep).as_deref(),
+            Some("6.1.0-56-amd64")
+        );
+        assert_eq!(
+            image_abi_from_depends("kmod, linux-image-6.1.0-9-amd64-unsigned (= 6.1.27-1) | foo")
+                .as_deref(),
             Some("6.1.0-9-amd64")
         );
         assert_eq!(image_abi_from_depends("kmod, linux-base (>= 4.3~)"), None);
@@ -284,7 +316,15 @@ mod tests {
     #[test]
     fn debian_version_in_proc_version() {
         let pv = "Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2025-11-16)";
-        assert_eq!(debian_version_from_proc_version(pv).as_deref(), Some("6.1.192-2"));
-        assert_eq!(debian_version_from_proc_version("Linux version 6.18.44-fc-v782 (builder@sandboxing) #1 SMP"), None);
+        assert_eq!(
+            debian_version_from_proc_version(pv).as_deref(),
+            Some("6.1.192-2")
+        );
+        assert_eq!(
+            debian_version_from_proc_version(
+                "Linux version 6.18.44-fc-v782 (builder@sandboxing) #1 SMP"
+            ),
+            None
+        );
     }
 }

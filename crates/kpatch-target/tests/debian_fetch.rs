@@ -53,12 +53,17 @@ fn default_target_headers_resolve_inside_the_cache() {
     let root = kb.ancestors().nth(3).unwrap().to_path_buf();
     // scripts and the included common Makefile resolve inside the root
     let scripts = std::fs::canonicalize(kb.join("scripts")).unwrap();
-    assert!(scripts.starts_with(std::fs::canonicalize(&root).unwrap()), "{scripts:?}");
+    assert!(
+        scripts.starts_with(std::fs::canonicalize(&root).unwrap()),
+        "{scripts:?}"
+    );
     assert!(scripts.join("Makefile.modpost").is_file());
     let mk = std::fs::read_to_string(kb.join("Makefile")).unwrap();
     assert!(!mk.contains("include /usr"), "{mk}");
     let symvers = std::fs::read_to_string(k.symvers().unwrap()).unwrap();
-    assert!(symvers.lines().any(|l| l.split('\t').nth(1) == Some("klp_enable_patch")));
+    assert!(symvers
+        .lines()
+        .any(|l| l.split('\t').nth(1) == Some("klp_enable_patch")));
 }
 
 #[test]
@@ -68,7 +73,10 @@ fn default_target_source_tarball_is_an_xz_file() {
     }
     let k = DebianKernel::default_target().expect("resolve default target");
     let tarball = k.source_tarball().expect("linux-source package");
-    assert!(tarball.to_string_lossy().ends_with(".tar.xz"), "{tarball:?}");
+    assert!(
+        tarball.to_string_lossy().ends_with(".tar.xz"),
+        "{tarball:?}"
+    );
     let mut head = [0u8; 6];
     std::io::Read::read_exact(&mut std::fs::File::open(&tarball).unwrap(), &mut head).unwrap();
     assert_eq!(&head, b"\xfd7zXZ\0");

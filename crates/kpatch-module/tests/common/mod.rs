@@ -10,7 +10,9 @@ pub fn enabled() -> bool {
     if std::env::var("KPATCH_RS_GUEST_TESTS").as_deref() == Ok("1") {
         return true;
     }
-    eprintln!("skipped: set KPATCH_RS_GUEST_TESTS=1 to download the Debian target and build real modules");
+    eprintln!(
+        "skipped: set KPATCH_RS_GUEST_TESTS=1 to download the Debian target and build real modules"
+    );
     false
 }
 
@@ -24,9 +26,16 @@ pub struct Target {
 pub fn target() -> Target {
     let kernel = kpatch_target::DebianKernel::default_target().expect("default Debian target");
     let kbuild_dir = kernel.kbuild_dir().expect("headers");
-    let symvers = kpatch_symbols::Symvers::from_path(&kernel.symvers().expect("Module.symvers")).expect("parse Module.symvers");
-    let symbols = kpatch_symbols::read_kallsyms_image(&kernel.vmlinux().expect("vmlinux")).expect("kallsyms of vmlinux");
-    Target { release: kernel.abi.clone(), kbuild_dir, resolver: KernelResolver::new(symbols, symvers), kernel }
+    let symvers = kpatch_symbols::Symvers::from_path(&kernel.symvers().expect("Module.symvers"))
+        .expect("parse Module.symvers");
+    let symbols = kpatch_symbols::read_kallsyms_image(&kernel.vmlinux().expect("vmlinux"))
+        .expect("kallsyms of vmlinux");
+    Target {
+        release: kernel.abi.clone(),
+        kbuild_dir,
+        resolver: KernelResolver::new(symbols, symvers),
+        kernel,
+    }
 }
 
 /// Compiles `source` as `<name>.o` with the target's kbuild flags plus per-function and per-data
@@ -38,7 +47,10 @@ pub fn compile(t: &Target, dir: &Path, name: &str, source: &str) -> Object {
     std::fs::write(dir.join(format!("{name}.c")), source).unwrap();
     std::fs::write(
         dir.join("Kbuild"),
-        format!("obj-m := {name}.o\nccflags-y := -ffunction-sections -fdata-sections -I{}\n", inc.display()),
+        format!(
+            "obj-m := {name}.o\nccflags-y := -ffunction-sections -fdata-sections -I{}\n",
+            inc.display()
+        ),
     )
     .unwrap();
     let out = Command::new("make")
@@ -49,7 +61,12 @@ pub fn compile(t: &Target, dir: &Path, name: &str, source: &str) -> Object {
         .arg(format!("{name}.o"))
         .output()
         .expect("run make");
-    assert!(out.status.success(), "compile failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "compile failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Object::read(&dir.join(format!("{name}.o"))).unwrap()
 }
 
@@ -101,8 +118,16 @@ pub fn cmdline_tu(diff: Object) -> TuInput {
 pub fn options(t: &Target, name: &str, out: &Path) -> ModuleOptions {
     ModuleOptions {
         patch_name: name.into(),
-        glue: GlueOptions { target_release: t.release.clone(), patch_sha256: "00".repeat(32), replace: true },
-        kbuild: KbuildOptions { kbuild_dir: t.kbuild_dir.clone(), cc: "gcc-12".into(), jobs: 2 },
+        glue: GlueOptions {
+            target_release: t.release.clone(),
+            patch_sha256: "00".repeat(32),
+            replace: true,
+        },
+        kbuild: KbuildOptions {
+            kbuild_dir: t.kbuild_dir.clone(),
+            cc: "gcc-12".into(),
+            jobs: 2,
+        },
         output: out.to_path_buf(),
         work_dir: None,
     }

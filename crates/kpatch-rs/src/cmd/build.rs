@@ -9,16 +9,20 @@
 use crate::progress::Progress;
 use crate::verify::{verify, Verification};
 use anyhow::{bail, Context};
-use kpatch_build::livepatch::{build_livepatch, patch_name, Livepatch, LivepatchOptions, Outcome, TargetSpec};
+use kpatch_build::livepatch::{
+    build_livepatch, patch_name, Livepatch, LivepatchOptions, Outcome, TargetSpec,
+};
 use kpatch_build::SystemRunner;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
-#[command(after_help = "Exit status: 0 module built (and verified with --verify), 1 error, 2 the change cannot be \
+#[command(
+    after_help = "Exit status: 0 module built (and verified with --verify), 1 error, 2 the change cannot be \
 live-patched, 3 the patch changes no function, 4 the module failed verification in the guest.\n\n\
 Targets: by default the running kernel when it is a Debian kernel, else the newest Debian 6.1 kernel apt offers; \
---kernel names a Debian kernel (6.1.0-NN-amd64); --sourcedir/--config/--vmlinux name any prepared kernel tree.")]
+--kernel names a Debian kernel (6.1.0-NN-amd64); --sourcedir/--config/--vmlinux name any prepared kernel tree."
+)]
 pub struct Args {
     /// Source patches (unified diffs against the kernel tree, `-p1`), applied in order.
     #[arg(required = true)]
@@ -87,8 +91,14 @@ impl kpatch_build::livepatch::Observer for Progress {
 /// The library's options from the command line.
 fn options(args: &Args) -> anyhow::Result<LivepatchOptions> {
     let target = match &args.sourcedir {
-        Some(dir) => TargetSpec::Tree { dir: dir.clone(), config: args.config.clone(), vmlinux: args.vmlinux.clone() },
-        None if args.config.is_some() || args.vmlinux.is_some() => bail!("--config and --vmlinux go with --sourcedir"),
+        Some(dir) => TargetSpec::Tree {
+            dir: dir.clone(),
+            config: args.config.clone(),
+            vmlinux: args.vmlinux.clone(),
+        },
+        None if args.config.is_some() || args.vmlinux.is_some() => {
+            bail!("--config and --vmlinux go with --sourcedir")
+        }
         None => TargetSpec::Debian(args.kernel.clone()),
     };
     let sign = match (&args.sign_key, &args.sign_cert) {
@@ -118,7 +128,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut built = match build_livepatch(&opts, &SystemRunner, &p)? {
         Outcome::Built(b) => b,
         Outcome::Refused(reasons) => {
-            eprintln!("kpatch-rs: the patch cannot be live-patched:\n{}", reasons.join("\n"));
+            eprintln!(
+                "kpatch-rs: the patch cannot be live-patched:\n{}",
+                reasons.join("\n")
+            );
             return Ok(ExitCode::from(2));
         }
         Outcome::NoChange => {
@@ -126,13 +139,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(3));
         }
     };
-    let verified = if args.verify { Some(verify_in_guest(&args, &mut built, &p)?) } else { None };
+    let verified = if args.verify {
+        Some(verify_in_guest(&args, &mut built, &p)?)
+    } else {
+        None
+    };
     if let Some(kept) = &built.work_dir {
         eprintln!("kpatch-rs: work directory kept at {}", kept.display());
     }
-    let ok = verified.as_ref().is_none_or(|v| v.run.done && v.run.failed().is_empty() && v.run.problems.is_empty());
+    let ok = verified
+        .as_ref()
+        .is_none_or(|v| v.run.done && v.run.failed().is_empty() && v.run.problems.is_empty());
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary(&args, &built, verified.as_ref(), ok, &p))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary(&args, &built, verified.as_ref(), ok, &p))?
+        );
     } else {
         println!("{}", built.module.path.display());
     }
@@ -140,7 +162,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// `--verify`: boots the target kernel in a guest and proves the module there.
-fn verify_in_guest(args: &Args, built: &mut Livepatch, p: &Progress) -> anyhow::Result<crate::verify::Verified> {
+fn verify_in_guest(
+    args: &Args,
+    built: &mut Livepatch,
+    p: &Progress,
+) -> anyhow::Result<crate::verify::Verified> {
     let t = std::time::Instant::now();
     p.stage("verifying in a guest running the target kernel (QEMU, TCG)");
     let target = &built.target;
@@ -160,12 +186,20 @@ fn verify_in_guest(args: &Args, built: &mut Livepatch, p: &Progress) -> anyhow::
     };
     let result = verify(guest, target.modules_dir.as_deref(), &v)?;
     print_verification(args, &result, p);
-    built.timings.push(("verify".into(), t.elapsed().as_secs_f64()));
+    built
+        .timings
+        .push(("verify".into(), t.elapsed().as_secs_f64()));
     Ok(result)
 }
 
 /// The `--json` summary.
-fn summary(args: &Args, built: &Livepatch, verified: Option<&crate::verify::Verified>, ok: bool, p: &Progress) -> serde_json::Value {
+fn summary(
+    args: &Args,
+    built: &Livepatch,
+    verified: Option<&crate::verify::Verified>,
+    ok: bool,
+    p: &Progress,
+) -> serde_json::Value {
     let units: Vec<_> = built
         .units
         .iter()
@@ -194,13 +228,20 @@ fn summary(args: &Args, built: &Livepatch, verified: Option<&crate::verify::Veri
 fn print_verification(args: &Args, v: &crate::verify::Verified, p: &Progress) {
     let run = &v.run;
     for r in &run.results {
-        p.stage(format!("guest: {} {}", if r.ok { "ok  " } else { "FAIL" }, r.name));
+        p.stage(format!(
+            "guest: {} {}",
+            if r.ok { "ok  " } else { "FAIL" },
+            r.name
+        ));
     }
     for problem in &run.problems {
         p.warn(format!("guest: kernel problem: {problem:?}"));
     }
     if !run.done {
-        p.warn(format!("guest: the script did not finish; last console lines:\n{}", run.tail(30)));
+        p.warn(format!(
+            "guest: the script did not finish; last console lines:\n{}",
+            run.tail(30)
+        ));
     }
     for r in run.failed() {
         p.warn(format!("guest: check {} failed: {}", r.name, r.detail));
@@ -210,8 +251,17 @@ fn print_verification(args: &Args, v: &crate::verify::Verified, p: &Progress) {
     }
     for (cmd, [before, patched, after]) in args.verify_cmds.iter().zip(&v.outputs) {
         eprintln!("$ {cmd}");
-        eprintln!("  unpatched:     {}", before.replace('\n', "\n                 "));
-        eprintln!("  patched:       {}", patched.replace('\n', "\n                 "));
-        eprintln!("  after unload:  {}", after.replace('\n', "\n                 "));
+        eprintln!(
+            "  unpatched:     {}",
+            before.replace('\n', "\n                 ")
+        );
+        eprintln!(
+            "  patched:       {}",
+            patched.replace('\n', "\n                 ")
+        );
+        eprintln!(
+            "  after unload:  {}",
+            after.replace('\n', "\n                 ")
+        );
     }
 }

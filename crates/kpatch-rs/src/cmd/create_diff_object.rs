@@ -38,7 +38,9 @@ pub struct Args {
 }
 
 fn readable(p: &Path, what: &str) -> anyhow::Result<()> {
-    std::fs::metadata(p).map(|_| ()).map_err(|e| anyhow::anyhow!("{what} {}: {e}", p.display()))
+    std::fs::metadata(p)
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("{what} {}: {e}", p.display()))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -47,12 +49,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut entry_sizes = Vec::new();
     for (var, section) in struct_size_variables() {
         if let Ok(v) = std::env::var(var) {
-            let size: u64 = v.trim().parse().map_err(|_| anyhow::anyhow!("{var}={v} is not a number"))?;
+            let size: u64 = v
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{var}={v} is not a number"))?;
             entry_sizes.push((section.to_string(), size));
         }
     }
-    let options = kpatch_diff::Options { entry_sizes, debug: args.debug, kpatch_compat: true };
-    let obj = args.orig.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let options = kpatch_diff::Options {
+        entry_sizes,
+        debug: args.debug,
+        kpatch_compat: true,
+    };
+    let obj = args
+        .orig
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     match run_diff(&args.orig, &args.patched, Some(&args.output), &options)? {
         Diffed::Written(r) => {
             for f in &r.changed_functions {

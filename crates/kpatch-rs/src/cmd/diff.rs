@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
-#[command(after_help = "Exit status: 0 output written, 1 error (bad input), 2 the change cannot be live-patched, 3 nothing changed.")]
+#[command(
+    after_help = "Exit status: 0 output written, 1 error (bad input), 2 the change cannot be live-patched, 3 nothing changed."
+)]
 pub struct Args {
     /// The translation unit compiled from the original source.
     pub orig: PathBuf,
@@ -37,15 +39,24 @@ pub enum Diffed {
 }
 
 /// Reads both objects, diffs them, and writes the output atomically when there is one.
-pub fn run_diff(orig: &Path, patched: &Path, output: Option<&Path>, options: &kpatch_diff::Options) -> anyhow::Result<Diffed> {
+pub fn run_diff(
+    orig: &Path,
+    patched: &Path,
+    output: Option<&Path>,
+    options: &kpatch_diff::Options,
+) -> anyhow::Result<Diffed> {
     let o = Object::read(orig)?;
     let p = Object::read(patched)?;
     let on = orig.display().to_string();
     let pn = patched.display().to_string();
     match kpatch_diff::diff(o, &on, p, &pn, options) {
-        Ok(Outcome::Changed { output: obj, report }) => {
+        Ok(Outcome::Changed {
+            output: obj,
+            report,
+        }) => {
             if let Some(out) = output {
-                obj.write_to_path(out).with_context(|| format!("writing {}", out.display()))?;
+                obj.write_to_path(out)
+                    .with_context(|| format!("writing {}", out.display()))?;
             }
             Ok(Diffed::Written(report))
         }
@@ -59,8 +70,12 @@ pub fn parse_entry_sizes(specs: &[String]) -> anyhow::Result<Vec<(String, u64)>>
     specs
         .iter()
         .map(|s| {
-            let (name, size) = s.split_once('=').with_context(|| format!("--entry-size {s}: expected SECTION=BYTES"))?;
-            let size: u64 = size.parse().with_context(|| format!("--entry-size {s}: {size} is not a number"))?;
+            let (name, size) = s
+                .split_once('=')
+                .with_context(|| format!("--entry-size {s}: expected SECTION=BYTES"))?;
+            let size: u64 = size
+                .parse()
+                .with_context(|| format!("--entry-size {s}: {size} is not a number"))?;
             anyhow::ensure!(size > 0, "--entry-size {s}: the size must be positive");
             Ok((name.to_string(), size))
         })
@@ -68,7 +83,11 @@ pub fn parse_entry_sizes(specs: &[String]) -> anyhow::Result<Vec<(String, u64)>>
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let options = kpatch_diff::Options { entry_sizes: parse_entry_sizes(&args.entry_sizes)?, debug: args.debug, ..Default::default() };
+    let options = kpatch_diff::Options {
+        entry_sizes: parse_entry_sizes(&args.entry_sizes)?,
+        debug: args.debug,
+        ..Default::default()
+    };
     let result = run_diff(&args.orig, &args.patched, args.output.as_deref(), &options)?;
     let (code, report, refused) = match &result {
         Diffed::Written(r) => (0, Some(r), None),

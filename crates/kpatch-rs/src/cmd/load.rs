@@ -1,12 +1,12 @@
+use crate::freezing::{Journaled, Watchdog};
 use anyhow::Context;
+use kpatch_kernel::freeze::FreezeMode;
 use kpatch_kernel::ops::{self, Options, Outcome};
 use kpatch_kernel::report::{
     format_blockers, TextObserver, EXIT_CODES_HELP, EXIT_NOTHING, EXIT_OK, EXIT_REVERTED,
     EXIT_STUCK,
 };
 use kpatch_kernel::store::{Store, DEFAULT_STATE_DIR};
-use crate::freezing::{Journaled, Watchdog};
-use kpatch_kernel::freeze::FreezeMode;
 use kpatch_kernel::watch::{Observer, WatchPolicy};
 use kpatch_kernel::{Kernel, KernelError, RealKernel};
 use std::io::IsTerminal;
@@ -159,7 +159,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut obs = TextObserver::new(std::io::stderr(), tty);
     let mut opts = args.watch.options()?;
     let mut watchdog = args.watch.watchdog(&mut opts)?;
-    let code = run_with_options(&k, &args, opts, &mut obs, &mut std::io::stdout(), watchdog.as_mut());
+    let code = run_with_options(
+        &k,
+        &args,
+        opts,
+        &mut obs,
+        &mut std::io::stdout(),
+        watchdog.as_mut(),
+    );
     if let Some(w) = watchdog {
         w.finish();
     }
@@ -190,12 +197,23 @@ pub fn report(outcome: &Outcome, verb: &str, out: &mut dyn std::io::Write) -> u8
             );
             EXIT_REVERTED
         }
-        Outcome::NotFrozen { patch, reason, unfrozen } => {
+        Outcome::NotFrozen {
+            patch,
+            reason,
+            unfrozen,
+        } => {
             let stacks: String = unfrozen
                 .iter()
                 .map(|u| {
-                    let stack = u.stack.as_ref().map(|s| s.join("\n      ")).unwrap_or_else(|| "(stack unreadable)".into());
-                    format!("  {} ({}), state {}:\n      {stack}\n", u.pid, u.comm, u.state)
+                    let stack = u
+                        .stack
+                        .as_ref()
+                        .map(|s| s.join("\n      "))
+                        .unwrap_or_else(|| "(stack unreadable)".into());
+                    format!(
+                        "  {} ({}), state {}:\n      {stack}\n",
+                        u.pid, u.comm, u.state
+                    )
                 })
                 .collect();
             eprintln!(
@@ -255,7 +273,15 @@ pub fn run_with_options(
     if !args.all {
         let arg = args.module.as_deref().unwrap_or_default();
         let module = store.resolve(arg, &release)?;
-        let (code, _) = journaled(|o| ops::load(k, &module, &opts, o), mode, obs, watchdog, verb, args.json, out)?;
+        let (code, _) = journaled(
+            |o| ops::load(k, &module, &opts, o),
+            mode,
+            obs,
+            watchdog,
+            verb,
+            args.json,
+            out,
+        )?;
         return Ok(code);
     }
     let installed = store.list_kernel(&release)?;
@@ -269,13 +295,29 @@ pub fn run_with_options(
     }
     for i in installed {
         let module = kpatch_kernel::modinfo::ModuleFile::read(&i.path)?;
-        let r = journaled(|o| ops::load(k, &module, &opts, o), mode, obs, watchdog.as_deref_mut(), verb, args.json, out);
+        let r = journaled(
+            |o| ops::load(k, &module, &opts, o),
+            mode,
+            obs,
+            watchdog.as_deref_mut(),
+            verb,
+            args.json,
+            out,
+        );
         let code = match r {
-            Err(e) if matches!(e.downcast_ref::<KernelError>(), Some(KernelError::AlreadyLoaded { enabled: true, .. })) => {
+            Err(e)
+                if matches!(
+                    e.downcast_ref::<KernelError>(),
+                    Some(KernelError::AlreadyLoaded { enabled: true, .. })
+                ) =>
+            {
                 let _ = writeln!(out, "{}: already loaded", module.name());
                 continue;
             }
-            r => r.with_context(|| format!("loading {}", i.path.display()))?.0,
+            r => {
+                r.with_context(|| format!("loading {}", i.path.display()))?
+                    .0
+            }
         };
         if code != EXIT_OK {
             // Patches may build on each other: stop at the first failure, as kpatch does.
@@ -373,27 +415,68 @@ pub(crate) mod tests {
         let state = k.path("/var/lib/kpatch-rs");
         install(&state, rel, "p1");
         k.add_task(FakeTask::user(1, "init")).unwrap();
-        k.add_task(FakeTask::user(300, "reader").stuck(Stuck::UntilSignal, 1)).unwrap();
+        k.add_task(FakeTask::user(300, "reader").stuck(Stuck::UntilSignal, 1))
+            .unwrap();
         let sd = state.to_str().unwrap();
-        let args = parse(&["p1", "--state-dir", sd, "--freeze", "--json", "--wait", "0.5", "--signal-wait", "0.5"]);
+        let args = parse(&[
+            "p1",
+            "--state-dir",
+            sd,
+            "--freeze",
+            "--json",
+            "--wait",
+            "0.5",
+            "--signal-wait",
+            "0.5",
+        ]);
         assert_eq!(args.watch.mode(), FreezeMode::All);
         let mut out = Vec::new();
         let code = run_with(&k, &args, &mut Recorder::default(), &mut out).unwrap();
         assert_eq!(code, EXIT_OK);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!((v["patch"].as_str(), v["outcome"].as_str(), v["mode"].as_str()), (Some("p1"), Some("done"), Some("all")));
+        assert_eq!(
+            (
+                v["patch"].as_str(),
+                v["outcome"].as_str(),
+                v["mode"].as_str()
+            ),
+            (Some("p1"), Some("done"), Some("all"))
+        );
         assert_eq!(v["tasks_frozen"], 1);
-        assert!(v["freeze_ms"].as_u64().is_some() && v["transition_ms"].as_u64().is_some(), "{v}");
+        assert!(
+            v["freeze_ms"].as_u64().is_some() && v["transition_ms"].as_u64().is_some(),
+            "{v}"
+        );
         assert!(!k.is_stopped(300));
         // Lazy mode: the same reader holds the transition until it is given up.
         let k2 = FakeKernel::new(rel).unwrap();
         let state2 = k2.path("/var/lib/kpatch-rs");
         install(&state2, rel, "p1");
-        k2.add_task(FakeTask::user(300, "reader").stuck(Stuck::UntilSignal, 1)).unwrap();
-        let args = parse(&["p1", "--state-dir", state2.to_str().unwrap(), "--json", "--wait", "0.5", "--signal-wait", "0.5"]);
+        k2.add_task(FakeTask::user(300, "reader").stuck(Stuck::UntilSignal, 1))
+            .unwrap();
+        let args = parse(&[
+            "p1",
+            "--state-dir",
+            state2.to_str().unwrap(),
+            "--json",
+            "--wait",
+            "0.5",
+            "--signal-wait",
+            "0.5",
+        ]);
         let mut out = Vec::new();
-        assert_eq!(run_with(&k2, &args, &mut Recorder::default(), &mut out).unwrap(), EXIT_REVERTED);
+        assert_eq!(
+            run_with(&k2, &args, &mut Recorder::default(), &mut out).unwrap(),
+            EXIT_REVERTED
+        );
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!((v["outcome"].as_str(), v["freeze_ms"].as_u64(), v["blockers"][0]["pid"].as_i64()), (Some("reverted"), Some(0), Some(300)));
+        assert_eq!(
+            (
+                v["outcome"].as_str(),
+                v["freeze_ms"].as_u64(),
+                v["blockers"][0]["pid"].as_i64()
+            ),
+            (Some("reverted"), Some(0), Some(300))
+        );
     }
 }

@@ -13,7 +13,12 @@ pub mod uninstall;
 pub mod unload;
 
 /// Writes a read command's result: pretty JSON with `--json`, else its text rendering.
-pub fn emit<T: serde::Serialize>(out: &mut dyn std::io::Write, json: bool, value: &T, render: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
+pub fn emit<T: serde::Serialize>(
+    out: &mut dyn std::io::Write,
+    json: bool,
+    value: &T,
+    render: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
     if json {
         serde_json::to_writer_pretty(&mut *out, value)?;
         writeln!(out)?;

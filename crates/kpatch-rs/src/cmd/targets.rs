@@ -36,25 +36,39 @@ struct Row {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = Store::system();
-    let running = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let running = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let rows: Vec<Row> = offered(&store)?
         .into_iter()
         .filter(|o| args.line.as_ref().is_none_or(|l| *l == o.line))
         .filter(|o| args.flavour.as_ref().is_none_or(|f| *f == o.flavour))
         .map(|o| Row {
-            cached: store.root().join("src").join(&o.abi).join(".kpatch-rs-prepared").is_file(),
+            cached: store
+                .root()
+                .join("src")
+                .join(&o.abi)
+                .join(".kpatch-rs-prepared")
+                .is_file(),
             running: o.abi == running,
             offered: o,
         })
         .collect();
-    super::emit(&mut std::io::stdout(), args.json, &rows, |rows| render(rows, version::is_debian_abi(&running)))?;
+    super::emit(&mut std::io::stdout(), args.json, &rows, |rows| {
+        render(rows, version::is_debian_abi(&running))
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn render(rows: &[Row], running_is_debian: bool) -> String {
     let mut s = format!("{:<30} {:<22} {}\n", "ABI", "VERSION", "SOURCE");
     for r in rows {
-        let source = if r.offered.source { "available" } else { "missing" };
+        let source = if r.offered.source {
+            "available"
+        } else {
+            "missing"
+        };
         let mut notes = Vec::new();
         if r.cached {
             notes.push("cached");
@@ -62,13 +76,27 @@ fn render(rows: &[Row], running_is_debian: bool) -> String {
         if r.running {
             notes.push("running");
         }
-        s.push_str(format!("{:<30} {:<22} {:<15} {}\n", r.offered.abi, r.offered.version, source, notes.join(", ")).trim_end());
+        s.push_str(
+            format!(
+                "{:<30} {:<22} {:<15} {}\n",
+                r.offered.abi,
+                r.offered.version,
+                source,
+                notes.join(", ")
+            )
+            .trim_end(),
+        );
         s.push('\n');
     }
     let buildable = rows.iter().filter(|r| r.offered.source).count();
-    s.push_str(&format!("{} kernels, {buildable} with their source in the archive", rows.len()));
+    s.push_str(&format!(
+        "{} kernels, {buildable} with their source in the archive",
+        rows.len()
+    ));
     if !running_is_debian {
-        s.push_str("; the running kernel is not a Debian one (build targets the newest 6.1 by default)");
+        s.push_str(
+            "; the running kernel is not a Debian one (build targets the newest 6.1 by default)",
+        );
     }
     s.push('\n');
     s

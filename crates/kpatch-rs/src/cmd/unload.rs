@@ -31,7 +31,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut obs = TextObserver::new(std::io::stderr(), tty);
     let mut opts = args.watch.options()?;
     let mut watchdog = args.watch.watchdog(&mut opts)?;
-    let code = run_with_options(&k, &args, opts, &mut obs, &mut std::io::stdout(), watchdog.as_mut());
+    let code = run_with_options(
+        &k,
+        &args,
+        opts,
+        &mut obs,
+        &mut std::io::stdout(),
+        watchdog.as_mut(),
+    );
     if let Some(w) = watchdog {
         w.finish();
     }

@@ -12,7 +12,9 @@ pub fn enabled() -> bool {
     if std::env::var("KPATCH_RS_GUEST_TESTS").as_deref() == Ok("1") {
         return true;
     }
-    eprintln!("skipped: set KPATCH_RS_GUEST_TESTS=1 to download Debian packages and boot QEMU guests");
+    eprintln!(
+        "skipped: set KPATCH_RS_GUEST_TESTS=1 to download Debian packages and boot QEMU guests"
+    );
     false
 }
 
@@ -26,8 +28,16 @@ pub fn kp(args: &str, rc: u8) -> String {
 
 /// Shared libraries the binary needs (from ldd), to copy into the initramfs at the same paths.
 pub fn shared_libs(exe: &Path) -> Vec<PathBuf> {
-    let out = std::process::Command::new("ldd").arg(exe).output().expect("running ldd");
-    assert!(out.status.success(), "ldd {}: {}", exe.display(), String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("ldd")
+        .arg(exe)
+        .output()
+        .expect("running ldd");
+    assert!(
+        out.status.success(),
+        "ldd {}: {}",
+        exe.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
@@ -62,7 +72,8 @@ pub fn add_kpatch_rs(img: &mut Initramfs) {
 /// The klp-test fixture modules (crates/kpatch-kernel/tests/fixtures/klp-test) built against
 /// `kbuild` in `work`; returns the .ko files.
 pub fn klp_test_modules(kbuild: &Path, work: &Path) -> Vec<PathBuf> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kpatch-kernel/tests/fixtures/klp-test");
+    let src =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kpatch-kernel/tests/fixtures/klp-test");
     for e in std::fs::read_dir(&src).unwrap() {
         let p = e.unwrap().path();
         std::fs::copy(&p, work.join(p.file_name().unwrap())).unwrap();
