@@ -201,15 +201,7 @@ pub fn build_livepatch(
     if built.pairs.is_empty() {
         return Err(BuildError::NothingCompiled);
     }
-    timings.extend(
-        target
-            .tree
-            .timings
-            .0
-            .iter()
-            .chain(built.timings.0.iter())
-            .map(|(s, d)| (s.clone(), d.as_secs_f64())),
-    );
+    timings.extend(stage_timings(&target.tree, &built));
 
     let started = Instant::now();
     obs.stage(&format!("diffing {} object pair(s)", built.pairs.len()));
@@ -222,9 +214,7 @@ pub fn build_livepatch(
 
     let started = Instant::now();
     obs.stage("resolving symbols against the target kernel");
-    let mut objects: Vec<String> = tus.iter().map(|t| t.object.clone()).collect();
-    objects.sort();
-    objects.dedup();
+    let objects = patched_objects(&tus);
     let resolver = resolver(&target, &objects)?;
     std::fs::create_dir_all(&opts.output_dir).map_err(|source| BuildError::File {
         what: "creating",
@@ -260,6 +250,20 @@ pub fn build_livepatch(
         timings,
         work_dir,
     })))
+}
+
+/// The seconds each stage of preparing the tree and compiling the units took.
+fn stage_timings(tree: &PreparedTree, built: &BuildOutput) -> Vec<(String, f64)> {
+    let stages = tree.timings.0.iter().chain(built.timings.0.iter());
+    stages.map(|(s, d)| (s.clone(), d.as_secs_f64())).collect()
+}
+
+/// The objects the units patch (`vmlinux`, module names), sorted, each once.
+fn patched_objects(tus: &[TuInput]) -> Vec<String> {
+    let mut objects: Vec<String> = tus.iter().map(|t| t.object.clone()).collect();
+    objects.sort();
+    objects.dedup();
+    objects
 }
 
 /// The patches as one file (applied in order) and the SHA-256 of their text.
