@@ -219,6 +219,9 @@ fn provided_globals(inputs: &[TuInput]) -> HashSet<String> {
 /// type of the symbol it referred to.
 type Redirect = (usize, usize, String, u8);
 
+/// The resolver's answers in one unit, by `(name, local)`.
+type ResolutionCache = HashMap<(String, bool), Result<Resolution, ResolveError>>;
+
 /// The plan as the units are added, with what must be unique across units.
 struct Planner<'r> {
     resolver: &'r dyn SymbolResolver,
@@ -439,8 +442,7 @@ impl<'r> Planner<'r> {
         ctx: &TuContext,
         diff: &Object,
     ) -> Result<Vec<Redirect>, ModuleError> {
-        let tu_name = ctx.name;
-        let mut cache: HashMap<(String, bool), Result<Resolution, ResolveError>> = HashMap::new();
+        let mut cache = ResolutionCache::new();
         let mut redirects = Vec::new();
         for (si, sec) in diff.sections_iter() {
             let Some(target) = sec.rela_target() else {
@@ -451,82 +453,106 @@ impl<'r> Planner<'r> {
                 if !sym.is_undefined() || r.r_sym.0 == 0 {
                     continue;
                 }
-                if sym.name.is_empty() {
-                    return Err(ModuleError::UnnamedUndefined {
-                        tu: tu_name.into(),
-                        index: r.r_sym.0,
-                    });
-                }
-                let local = sym.is_local();
-                if !local && self.provided.contains(&sym.name) {
+                let Some(res) = self.resolution(ctx, r.r_sym, sym, &mut cache)? else {
                     continue;
-                }
-                let res = cache
-                    .entry((sym.name.clone(), local))
-                    .or_insert_with(|| self.resolver.resolve(ctx, &sym.name, local))
-                    .clone();
-                let res = match res {
-                    Ok(r) => r,
-                    // A weak reference to something the target lacks stays weak: the module
-                    // loader resolves it to 0, as the kernel's own weak references are.
-                    Err(_) if sym.st_bind() == STB_WEAK => continue,
-                    Err(e) => {
-                        return Err(ModuleError::SymbolNotInTarget {
-                            tu: tu_name.into(),
-                            symbol: sym.name.clone(),
-                            object: e.object,
-                            reason: e.reason,
-                        })
-                    }
                 };
-                let defined_in = match &res {
-                    Resolution::Export { object, .. } | Resolution::Klp { object, .. } => {
-                        object.as_str()
-                    }
-                };
-                if self.resolver.is_sealed(defined_in, &sym.name)
-                    && takes_address(diff, target, r.r_offset)
-                {
-                    return Err(ModuleError::SealedFunctionAddress {
-                        tu: tu_name.into(),
-                        site: site_name(diff, target, r.r_offset),
-                        symbol: sym.name.clone(),
-                        object: defined_in.to_string(),
-                    });
-                }
+                self.check_sealed(ctx, diff, target, r.r_offset, &sym.name, &res)?;
                 match res {
                     Resolution::Export {
-                        object: exporter,
+                        object,
                         crc,
                         namespace,
-                    } => {
-                        if self.import_seen.insert(sym.name.clone()) {
-                            self.plan.imports.push(Import {
-                                name: sym.name.clone(),
-                                object: exporter,
-                                crc,
-                                namespace,
-                                tu: tu_name.into(),
-                            });
-                        }
-                    }
-                    Resolution::Klp {
-                        object: sym_object,
-                        sympos,
-                    } => {
-                        let placeholder = self.klp_symbol(
-                            ctx,
-                            diff.section(target),
-                            &sym.name,
-                            &sym_object,
-                            sympos,
-                        )?;
+                    } => self.import(ctx, &sym.name, object, crc, namespace),
+                    Resolution::Klp { object, sympos } => {
+                        let target_sec = diff.section(target);
+                        let placeholder =
+                            self.klp_symbol(ctx, target_sec, &sym.name, &object, sympos)?;
                         redirects.push((si.0, ri, placeholder, sym.st_type()));
                     }
                 }
             }
         }
         Ok(redirects)
+    }
+
+    /// How the target provides undefined symbol `sym` (index `index`); `None` when nothing needs
+    /// doing: the patch defines it itself, or it is a weak reference to something the target
+    /// lacks (it stays weak: the module loader resolves it to 0, as the kernel's own weak
+    /// references are).
+    fn resolution(
+        &self,
+        ctx: &TuContext,
+        index: SymbolIndex,
+        sym: &Symbol,
+        cache: &mut ResolutionCache,
+    ) -> Result<Option<Resolution>, ModuleError> {
+        if sym.name.is_empty() {
+            return Err(ModuleError::UnnamedUndefined {
+                tu: ctx.name.into(),
+                index: index.0,
+            });
+        }
+        let local = sym.is_local();
+        if !local && self.provided.contains(&sym.name) {
+            return Ok(None);
+        }
+        let res = cache
+            .entry((sym.name.clone(), local))
+            .or_insert_with(|| self.resolver.resolve(ctx, &sym.name, local))
+            .clone();
+        match res {
+            Ok(r) => Ok(Some(r)),
+            Err(_) if sym.st_bind() == STB_WEAK => Ok(None),
+            Err(e) => Err(ModuleError::SymbolNotInTarget {
+                tu: ctx.name.into(),
+                symbol: sym.name.clone(),
+                object: e.object,
+                reason: e.reason,
+            }),
+        }
+    }
+
+    /// Refuses taking the address of a function the target seals at boot under IBT (its ENDBR
+    /// becomes a NOP: an indirect call to it would fault).
+    fn check_sealed(
+        &self,
+        ctx: &TuContext,
+        diff: &Object,
+        target: kpatch_elf::SectionIndex,
+        r_offset: u64,
+        name: &str,
+        res: &Resolution,
+    ) -> Result<(), ModuleError> {
+        let (Resolution::Export { object, .. } | Resolution::Klp { object, .. }) = res;
+        if self.resolver.is_sealed(object, name) && takes_address(diff, target, r_offset) {
+            return Err(ModuleError::SealedFunctionAddress {
+                tu: ctx.name.into(),
+                site: site_name(diff, target, r_offset),
+                symbol: name.into(),
+                object: object.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// An export the patch uses through a normal relocation, recorded once.
+    fn import(
+        &mut self,
+        ctx: &TuContext,
+        name: &str,
+        exporter: String,
+        crc: Option<u32>,
+        namespace: Option<String>,
+    ) {
+        if self.import_seen.insert(name.to_string()) {
+            self.plan.imports.push(Import {
+                name: name.to_string(),
+                object: exporter,
+                crc,
+                namespace,
+                tu: ctx.name.into(),
+            });
+        }
     }
 
     /// The placeholder of livepatch symbol `name` of `sym_object`, used from section `target_sec`
