@@ -153,15 +153,31 @@ pub(crate) fn catch_interrupts() {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    run_on_this_kernel(&args.watch, |k, opts, obs, out, watchdog| {
+        run_with_options(k, &args, opts, obs, out, watchdog)
+    })
+}
+
+/// Runs a load or unload on the running kernel: interrupts caught, progress on stderr, and the
+/// freeze watchdog (when a freeze is asked for) started first and told when it is over.
+pub fn run_on_this_kernel(
+    watch: &WatchArgs,
+    op: impl FnOnce(
+        &dyn Kernel,
+        Options,
+        &mut dyn Observer,
+        &mut dyn std::io::Write,
+        Option<&mut Watchdog>,
+    ) -> anyhow::Result<u8>,
+) -> anyhow::Result<ExitCode> {
     catch_interrupts();
     let k = RealKernel::new();
     let tty = std::io::stderr().is_terminal();
     let mut obs = TextObserver::new(std::io::stderr(), tty);
-    let mut opts = args.watch.options()?;
-    let mut watchdog = args.watch.watchdog(&mut opts)?;
-    let code = run_with_options(
+    let mut opts = watch.options()?;
+    let mut watchdog = watch.watchdog(&mut opts)?;
+    let code = op(
         &k,
-        &args,
         opts,
         &mut obs,
         &mut std::io::stdout(),

@@ -2,10 +2,9 @@ use super::load::WatchArgs;
 use anyhow::Context;
 use kpatch_kernel::ops;
 use kpatch_kernel::patches::loaded_patches;
-use kpatch_kernel::report::{TextObserver, EXIT_CODES_HELP, EXIT_NOTHING, EXIT_OK};
+use kpatch_kernel::report::{EXIT_CODES_HELP, EXIT_NOTHING, EXIT_OK};
 use kpatch_kernel::watch::Observer;
-use kpatch_kernel::{Kernel, RealKernel};
-use std::io::IsTerminal;
+use kpatch_kernel::Kernel;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -25,24 +24,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    super::load::catch_interrupts();
-    let k = RealKernel::new();
-    let tty = std::io::stderr().is_terminal();
-    let mut obs = TextObserver::new(std::io::stderr(), tty);
-    let mut opts = args.watch.options()?;
-    let mut watchdog = args.watch.watchdog(&mut opts)?;
-    let code = run_with_options(
-        &k,
-        &args,
-        opts,
-        &mut obs,
-        &mut std::io::stdout(),
-        watchdog.as_mut(),
-    );
-    if let Some(w) = watchdog {
-        w.finish();
-    }
-    Ok(ExitCode::from(code?))
+    super::load::run_on_this_kernel(&args.watch, |k, opts, obs, out, watchdog| {
+        run_with_options(k, &args, opts, obs, out, watchdog)
+    })
 }
 
 /// `fix-1.ko`, `/x/fix-1.ko.xz` and `fix_1` all name the patch `fix_1`.
