@@ -8,7 +8,7 @@
 
 mod guest_support;
 
-use guest_support::{add_kpatch_rs, enabled, klp_test_modules, kp};
+use guest_support::{add_kpatch_rs, assert_every_check_passed, enabled, klp_test_modules, kp};
 use kpatch_guest::{boot, GuestConfig, Initramfs, TestScript};
 use kpatch_target::DebianKernel;
 use std::time::Duration;
@@ -327,17 +327,5 @@ fn manage_patches_on_a_debian_guest() {
     );
     let _ = std::fs::remove_dir_all(&work);
 
-    assert!(run.done, "script did not finish:\n{}", run.tail(60));
-    for name in t.check_names() {
-        let r = run
-            .result(name)
-            .unwrap_or_else(|| panic!("no result for {name}:\n{}", run.log()));
-        assert!(r.ok, "check {name} failed: {}\n{}", r.detail, run.log());
-    }
-    assert!(
-        run.problems.is_empty(),
-        "kernel problems: {:#?}\n{}",
-        run.problems,
-        run.log()
-    );
+    assert_every_check_passed(&run, &t);
 }
