@@ -113,6 +113,31 @@ impl GuestRun {
         self.results.iter().find(|r| r.name == name)
     }
 
+    /// `Ok` when the script finished, every check of `script` ran and passed, and the console
+    /// shows no kernel problem; else what went wrong, with the console log.
+    pub fn verdict(&self, script: &crate::TestScript) -> Result<(), String> {
+        if !self.done {
+            return Err(format!("script did not finish:\n{}", self.tail(60)));
+        }
+        for name in script.check_names() {
+            match self.result(name) {
+                None => return Err(format!("no result for {name}:\n{}", self.log())),
+                Some(r) if !r.ok => {
+                    return Err(format!("check {name} failed: {}\n{}", r.detail, self.log()))
+                }
+                Some(_) => {}
+            }
+        }
+        if !self.problems.is_empty() {
+            return Err(format!(
+                "kernel problems: {:#?}\n{}",
+                self.problems,
+                self.log()
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks that reported `fail`.
     pub fn failed(&self) -> Vec<&CheckResult> {
         self.results.iter().filter(|r| !r.ok).collect()

@@ -79,17 +79,5 @@ fn generated_module_patches_cmdline_in_a_guest() {
         run.booted_after.unwrap_or_default(),
         run.elapsed
     );
-    assert!(run.done, "script did not finish:\n{}", run.tail(40));
-    for name in s.check_names() {
-        let r = run
-            .result(name)
-            .unwrap_or_else(|| panic!("no result for {name}:\n{}", run.log()));
-        assert!(r.ok, "check {name} failed: {}\n{}", r.detail, run.log());
-    }
-    assert!(
-        run.problems.is_empty(),
-        "kernel problems: {:#?}\n{}",
-        run.problems,
-        run.log()
-    );
+    run.verdict(&s).unwrap_or_else(|e| panic!("{e}"));
 }

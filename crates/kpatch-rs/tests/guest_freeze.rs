@@ -16,7 +16,7 @@
 
 mod guest_support;
 
-use guest_support::{add_kpatch_rs, assert_every_check_passed, enabled, klp_test_modules, kp};
+use guest_support::{add_kpatch_rs, enabled, klp_test_modules, kp};
 use kpatch_guest::{boot, GuestConfig, Initramfs, TestScript};
 use kpatch_target::DebianKernel;
 use std::path::Path;
@@ -329,5 +329,5 @@ fn freeze_modes_on_a_debian_guest() {
             table(&run.log())
         );
     }
-    assert_every_check_passed(&run, &t);
+    run.verdict(&t).unwrap_or_else(|e| panic!("{e}"));
 }

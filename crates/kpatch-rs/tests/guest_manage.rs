@@ -8,7 +8,7 @@
 
 mod guest_support;
 
-use guest_support::{add_kpatch_rs, assert_every_check_passed, enabled, klp_test_modules, kp};
+use guest_support::{add_kpatch_rs, enabled, klp_test_modules, kp};
 use kpatch_guest::{boot, GuestConfig, Initramfs, TestScript};
 use kpatch_target::DebianKernel;
 use std::time::Duration;
@@ -327,5 +327,5 @@ fn manage_patches_on_a_debian_guest() {
     );
     let _ = std::fs::remove_dir_all(&work);
 
-    assert_every_check_passed(&run, &t);
+    run.verdict(&t).unwrap_or_else(|e| panic!("{e}"));
 }

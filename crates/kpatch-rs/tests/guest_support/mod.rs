@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use kpatch_guest::module_build::build_external_module;
-use kpatch_guest::{GuestRun, Initramfs, TestScript};
+use kpatch_guest::Initramfs;
 use std::path::{Path, PathBuf};
 
 pub fn enabled() -> bool {
@@ -81,21 +81,4 @@ pub fn klp_test_modules(kbuild: &Path, work: &Path) -> Vec<PathBuf> {
     let kos = build_external_module(kbuild, work).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(kos.len(), 4, "{kos:?}");
     kos
-}
-
-/// The script finished, every check of `t` passed, and the console shows no kernel problem.
-pub fn assert_every_check_passed(run: &GuestRun, t: &TestScript) {
-    assert!(run.done, "script did not finish:\n{}", run.tail(60));
-    for name in t.check_names() {
-        let r = run
-            .result(name)
-            .unwrap_or_else(|| panic!("no result for {name}:\n{}", run.log()));
-        assert!(r.ok, "check {name} failed: {}\n{}", r.detail, run.log());
-    }
-    assert!(
-        run.problems.is_empty(),
-        "kernel problems: {:#?}\n{}",
-        run.problems,
-        run.log()
-    );
 }
