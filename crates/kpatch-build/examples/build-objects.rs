@@ -73,6 +73,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 config: need("config")?,
                 symvers: path("symvers"),
                 vmlinux: path("vmlinux"),
+                featureset: None,
             };
             PreparedTree::debian(&SystemRunner, &need("cache")?, &src, &opts)?
         }

@@ -82,6 +82,21 @@ pub enum BuildError {
     },
     #[error("{path}: {reason}")]
     Unsupported { path: PathBuf, reason: String },
+    #[error("{}: `make olddefconfig` changed options the target kernel was built with, so this source is not the one it was built from: {}", tree.display(), options.join(", "))]
+    ConfigDrift { tree: PathBuf, options: Vec<String> },
+    #[error("{}: does not apply to the source, nor is it already in it ({series}); patch said:\n{output}", patch.display())]
+    FeaturesetPatch {
+        patch: PathBuf,
+        series: String,
+        output: String,
+    },
+    #[error("{}: {count} header(s) differ from the kernel's own ({}), so the tree is not the source the kernel was built from: {}", tree.display(), headers.display(), files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "))]
+    FeaturesetHeaders {
+        tree: PathBuf,
+        headers: PathBuf,
+        count: usize,
+        files: Vec<PathBuf>,
+    },
     /// Its message names the package or file; `transparent` so that `{:#}` does not print it
     /// twice (once here, once as the source).
     #[error(transparent)]

@@ -16,6 +16,7 @@ pub mod compiler;
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod featureset;
 pub mod includes;
 pub mod interrupt;
 pub mod journal;

@@ -426,6 +426,9 @@ fn report_tree(tree: &PreparedTree, obs: &dyn Observer) {
             "restored a file an interrupted build had left patched: {e:?}"
         ));
     }
+    for n in &tree.notes {
+        obs.stage(n);
+    }
 }
 
 /// What compiling the units said.

@@ -20,9 +20,10 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::compiler;
-use crate::config::{set_strings, KernelConfig};
+use crate::config::{drift, set_strings, KernelConfig};
 use crate::error::{io_err, BuildError, Result};
 use crate::exec::{Cmd, Runner};
+use crate::featureset::{self, FeaturesetSource};
 use crate::journal::{self, Entry};
 use crate::kbuild::Kbuild;
 use crate::lock::TreeLock;
@@ -31,7 +32,8 @@ use crate::timing::Timings;
 const MARKER: &str = ".kpatch-rs-prepared";
 /// Bumped whenever [`prepare`] changes, so a tree prepared the old way is prepared again
 /// (2: `modules_prepare`, so modules are linked in the tree itself).
-const PREPARE_RECIPE: u32 = 2;
+/// (3: a featureset series applied at unpack, and `olddefconfig` checked for drift.)
+const PREPARE_RECIPE: u32 = 3;
 const INCLUDE_INDEX: &str = ".kpatch-rs-include-index.json";
 
 /// Options every Debian config gets so `make prepare` needs none of Debian's key files.
@@ -54,6 +56,8 @@ pub struct DebianSource {
     pub symvers: Option<PathBuf>,
     /// Decompressed vmlinux, for the compiler cross-check.
     pub vmlinux: Option<PathBuf>,
+    /// The featureset series the flavour is built with (`rt-amd64`), applied at unpack.
+    pub featureset: Option<FeaturesetSource>,
 }
 
 impl DebianSource {
@@ -66,8 +70,20 @@ impl DebianSource {
             config: k.config()?,
             symvers: Some(k.symvers()?),
             vmlinux: Some(k.vmlinux()?),
+            featureset: featureset_source(k)?,
         })
     }
+}
+
+fn featureset_source(k: &kpatch_target::DebianKernel) -> Result<Option<FeaturesetSource>> {
+    let Some(series) = k.featureset_series()? else {
+        return Ok(None);
+    };
+    Ok(Some(FeaturesetSource {
+        changes: k.featureset_changes(&series)?,
+        headers: k.featureset_headers()?.unwrap_or_default(),
+        series,
+    }))
 }
 
 /// Knobs shared by both tree kinds.
@@ -144,6 +160,8 @@ pub struct PreparedTree {
     /// A user's tree (`--sourcedir`): objects it already had are put back after a build.
     /// A cached Debian tree keeps no objects at all.
     pub is_user_tree: bool,
+    /// What was applied to make the tree (a featureset series), to show with the build.
+    pub notes: Vec<String>,
     lock: TreeLock,
 }
 
@@ -200,6 +218,7 @@ impl PreparedTree {
                 &src.kernelrelease,
                 &src.source_tarball,
                 &root,
+                src.featureset.as_ref(),
             )?;
             timings.push("unpack", t.elapsed());
         }
@@ -227,6 +246,7 @@ impl PreparedTree {
             fs::write(&dot_config, fixed.as_bytes()).map_err(io_err(&dot_config))?;
             let t = Instant::now();
             prepare(runner, &kbuild)?;
+            check_drift(&root, &fixed)?;
             timings.push("prepare", t.elapsed());
             if let Some(sv) = &src.symvers {
                 let dst = root.join("Module.symvers");
@@ -247,6 +267,7 @@ impl PreparedTree {
             timings,
             include_index_cache,
             is_user_tree: false,
+            notes: featureset::read_notes(&root),
             lock,
         })
     }
@@ -308,6 +329,7 @@ impl PreparedTree {
                 fs::write(&dot_config, &given).map_err(io_err(&dot_config))?;
                 let t = Instant::now();
                 prepare(runner, &kbuild)?;
+                check_drift(&root, &String::from_utf8_lossy(&given))?;
                 timings.push("prepare", t.elapsed());
                 write_marker(&root, &want)?;
             }
@@ -322,6 +344,7 @@ impl PreparedTree {
             timings,
             include_index_cache: None,
             is_user_tree: true,
+            notes: Vec::new(),
             lock,
         })
     }
@@ -355,13 +378,32 @@ pub fn prepare(runner: &dyn Runner, kbuild: &Kbuild) -> Result<()> {
     Ok(())
 }
 
-/// Unpacks `tarball` (one top directory) into a temporary sibling of `root`, then renames it.
+/// The options a Debian config sets on purpose ([`DEBIAN_CONFIG_FIXES`]) are not drift; any
+/// other option the target states and `olddefconfig` changed is refused
+/// ([`BuildError::ConfigDrift`]).
+fn check_drift(root: &Path, target: &str) -> Result<()> {
+    let dot_config = root.join(".config");
+    let prepared = fs::read_to_string(&dot_config).map_err(io_err(&dot_config))?;
+    let ignore: Vec<&str> = DEBIAN_CONFIG_FIXES.iter().map(|(k, _)| *k).collect();
+    let changed = drift(target, &prepared, &ignore);
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(BuildError::ConfigDrift {
+        tree: root.to_path_buf(),
+        options: changed.iter().map(ToString::to_string).collect(),
+    })
+}
+
+/// Unpacks `tarball` (one top directory) into a temporary sibling of `root`, applies the
+/// featureset series if any, then renames it: a tree exists only complete.
 fn unpack(
     runner: &dyn Runner,
     src_dir: &Path,
     name: &str,
     tarball: &Path,
     root: &Path,
+    featureset: Option<&FeaturesetSource>,
 ) -> Result<()> {
     // We hold the lock: any temporary directory of this tree is from a dead process.
     let prefix = format!(".{name}.unpack-");
@@ -385,6 +427,9 @@ fn unpack(
         1 => tops.pop().unwrap_or_default(),
         _ => tmp.clone(),
     };
+    if let Some(fs) = featureset {
+        featureset::prepare_tree(runner, &top, fs)?;
+    }
     if top == tmp {
         fs::rename(&tmp, root).map_err(io_err(root))?;
     } else {
@@ -485,6 +530,7 @@ mod tests {
             config: cfg,
             symvers: Some(symvers),
             vmlinux: None,
+            featureset: None,
         }
     }
 

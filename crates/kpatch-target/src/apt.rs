@@ -26,6 +26,87 @@ pub trait PackageTools: Send + Sync {
     }
     /// The names of every package apt knows that start with `prefix` (`apt-cache pkgnames`).
     fn names(&self, prefix: &str) -> Result<Vec<String>, TargetError>;
+    /// Every version of the source package `source` that the deb-src lists offer, as
+    /// `apt-cache showsrc` prints them. The lists are apt's own, kept in a private configuration
+    /// under `lists` (see [`SourceLists`]); the system's sources and lists are never touched.
+    fn source_versions(
+        &self,
+        lists: &SourceLists,
+        source: &str,
+    ) -> Result<Vec<String>, TargetError> {
+        let _ = (lists, source);
+        Ok(Vec::new())
+    }
+    /// `apt-get source --download-only --diff-only <source>=<version>` in `dir`: the Debian
+    /// packaging tarball (`<source>_<version>.debian.tar.xz`) alone, not the upstream source.
+    fn download_source_diff(
+        &self,
+        lists: &SourceLists,
+        source: &str,
+        version: &str,
+        dir: &Path,
+    ) -> Result<PathBuf, TargetError> {
+        let _ = (lists, dir);
+        Err(TargetError::Apt {
+            package: source.to_string(),
+            command: format!("apt-get source --download-only --diff-only {source}={version}"),
+            message: "no deb-src lists".into(),
+        })
+    }
+}
+
+/// A private apt configuration for source packages: the system's `deb` entries as `deb-src`
+/// (plus `extra_releases` on the same archive), with their own lists under `dir`. The lists
+/// are fetched when missing and refreshed when older than a day.
+#[derive(Debug, Clone)]
+pub struct SourceLists {
+    pub dir: PathBuf,
+    /// Debian releases added beside the system's own (`trixie`, whose kernel is the 6.12 line
+    /// that Debian 12 rebuilds in its security suite).
+    pub extra_releases: Vec<String>,
+}
+
+impl SourceLists {
+    fn options(&self) -> Vec<String> {
+        let d = |p: &str| self.dir.join(p).display().to_string();
+        vec![
+            format!("-oDir::Etc::SourceList={}", d("sources.list")),
+            format!("-oDir::Etc::SourceParts={}", d("sources.list.d")),
+            format!("-oDir::State::Lists={}", d("lists")),
+            format!("-oDir::Cache={}", d("cache")),
+            // the cache is the caller's (root's) own directory: no `_apt` sandbox user
+            "-oAPT::Sandbox::User=root".into(),
+            "-q".into(),
+        ]
+    }
+
+    /// The `deb-src` lines for the `deb` index targets apt reports
+    /// (`apt-get indextargets`: `<uri> <release> <component>` per line).
+    pub fn sources_list(&self, index_targets: &str) -> String {
+        let mut lines: Vec<String> = Vec::new();
+        let mut push = |l: String| {
+            if !lines.contains(&l) {
+                lines.push(l);
+            }
+        };
+        for t in index_targets.lines() {
+            let w: Vec<&str> = t.split_whitespace().collect();
+            let [uri, release, component] = w[..] else {
+                continue;
+            };
+            push(format!("deb-src {uri} {release} {component}"));
+            // a release's own archive (not its -security or -updates suite) also carries the
+            // extra releases
+            if !release.contains('-') {
+                for extra in &self.extra_releases {
+                    push(format!("deb-src {uri} {extra} {component}"));
+                }
+            }
+        }
+        let mut text = lines.join("\n");
+        text.push('\n');
+        text
+    }
 }
 
 /// The real apt-cache, apt-get and dpkg-deb.
@@ -53,7 +134,118 @@ fn run(package: &str, mut cmd: Command) -> Result<String, TargetError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+impl SystemApt {
+    /// Writes the private deb-src configuration and fetches its lists when they are missing,
+    /// older than a day, or made from another sources list.
+    fn ensure_source_lists(&self, lists: &SourceLists) -> Result<(), TargetError> {
+        let what = "deb-src lists";
+        let mut c = Command::new("apt-get");
+        c.args([
+            "indextargets",
+            "--format",
+            "$(REPO_URI) $(RELEASE) $(COMPONENT) $(TARGET_OF)",
+        ]);
+        let targets: String = run(what, c)?
+            .lines()
+            .filter(|l| l.ends_with(" deb"))
+            .map(|l| l.trim_end_matches(" deb").to_string() + "\n")
+            .collect();
+        let text = lists.sources_list(&targets);
+        for d in ["lists/partial", "cache/archives/partial", "sources.list.d"] {
+            let p = lists.dir.join(d);
+            std::fs::create_dir_all(&p).map_err(|e| TargetError::io(&p, e))?;
+        }
+        let list = lists.dir.join("sources.list");
+        let stamp = lists.dir.join("lists/.kpatch-rs-updated");
+        let same = std::fs::read_to_string(&list).is_ok_and(|t| t == text);
+        let fresh = std::fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() < 24 * 3600);
+        if same && fresh {
+            return Ok(());
+        }
+        kpatch_common::fs::write_atomic(&list, text.as_bytes())
+            .map_err(|e| TargetError::io(&list, e))?;
+        let mut c = Command::new("apt-get");
+        c.args(lists.options()).arg("update");
+        run(what, c)?;
+        std::fs::write(&stamp, b"").map_err(|e| TargetError::io(&stamp, e))
+    }
+}
+
+/// The `Version:` of every `apt-cache showsrc` stanza whose `Package:` is `source`.
+pub fn versions_from_showsrc(text: &str, source: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for stanza in text.split("\n\n") {
+        let field = |name: &str| {
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+        };
+        if let (Some(p), Some(v)) = (field("Package:"), field("Version:")) {
+            if p == source && !out.iter().any(|o| o == v) {
+                out.push(v.to_string());
+            }
+        }
+    }
+    out
+}
+
 impl PackageTools for SystemApt {
+    fn source_versions(
+        &self,
+        lists: &SourceLists,
+        source: &str,
+    ) -> Result<Vec<String>, TargetError> {
+        self.ensure_source_lists(lists)?;
+        let mut c = Command::new("apt-cache");
+        c.args(lists.options()).arg("showsrc").arg(source);
+        match run(source, c) {
+            Ok(text) => Ok(versions_from_showsrc(&text, source)),
+            // "Unable to find a source package"
+            Err(_) => Ok(Vec::new()),
+        }
+    }
+
+    fn download_source_diff(
+        &self,
+        lists: &SourceLists,
+        source: &str,
+        version: &str,
+        dir: &Path,
+    ) -> Result<PathBuf, TargetError> {
+        self.ensure_source_lists(lists)?;
+        let mut c = Command::new("apt-get");
+        c.args(lists.options())
+            .args(["source", "--download-only", "--diff-only"])
+            .arg(format!("{source}={version}"))
+            .current_dir(dir);
+        run(source, c)?;
+        let name = format!(
+            "{source}_{}.debian.tar.",
+            version.split_once(':').map_or(version, |(_, v)| v)
+        );
+        let entries = std::fs::read_dir(dir).map_err(|e| TargetError::io(dir, e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| TargetError::io(dir, e))?.path();
+            if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&name))
+            {
+                return Ok(path);
+            }
+        }
+        Err(TargetError::Apt {
+            package: source.to_string(),
+            command: format!("apt-get source --diff-only {source}={version}"),
+            message: format!("no {name}* appeared in {}", dir.display()),
+        })
+    }
+
     fn policy(&self, package: &str) -> Result<String, TargetError> {
         let mut c = Command::new("apt-cache");
         c.arg("policy").arg(package);
@@ -117,5 +309,41 @@ impl PackageTools for SystemApt {
             .filter(|l| !l.is_empty())
             .map(str::to_string)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deb_src_lines_mirror_the_system_sources_and_add_extra_releases() {
+        let lists = SourceLists {
+            dir: PathBuf::from("/x"),
+            extra_releases: vec!["trixie".into()],
+        };
+        let targets = "http://deb.debian.org/debian-security/ bookworm-security main\n\
+                       http://deb.debian.org/debian/ bookworm main\n\
+                       http://deb.debian.org/debian/ bookworm main\n\
+                       http://deb.debian.org/debian/ bookworm-updates main\n";
+        assert_eq!(
+            lists.sources_list(targets),
+            "deb-src http://deb.debian.org/debian-security/ bookworm-security main\n\
+             deb-src http://deb.debian.org/debian/ bookworm main\n\
+             deb-src http://deb.debian.org/debian/ trixie main\n\
+             deb-src http://deb.debian.org/debian/ bookworm-updates main\n"
+        );
+    }
+
+    #[test]
+    fn showsrc_versions_of_the_named_source_only() {
+        let text =
+            "Package: linux\nBinary: linux-source-6.1, linux-doc-6.1\nVersion: 6.1.176-1\n\n\
+                    Package: linux-signed-amd64\nVersion: 6.1.176+1\n\n\
+                    Package: linux\nVersion: 6.1.170-3\n\nPackage: linux\nVersion: 6.1.176-1\n";
+        assert_eq!(
+            versions_from_showsrc(text, "linux"),
+            vec!["6.1.176-1".to_string(), "6.1.170-3".to_string()]
+        );
     }
 }

@@ -28,6 +28,16 @@ pub enum TargetError {
         version: String,
         available: Vec<String>,
     },
+    #[error("kernel {abi}: Debian builds it with the {featureset} featureset, whose patch series is in the packaging of its source, and the archive has that of no usable version for {version} (deb-src lists offer: {}; tried: {})", if offered.is_empty() { "none".to_string() } else { offered.join(", ") }, if tried.is_empty() { "none".to_string() } else { tried.join("; ") })]
+    FeaturesetMissing {
+        abi: String,
+        featureset: String,
+        version: String,
+        offered: Vec<String>,
+        tried: Vec<String>,
+    },
+    #[error("{path}: {what}")]
+    BadPackage { path: PathBuf, what: String },
     #[error("{path}: not a bzImage: {reason}")]
     BzImage { path: PathBuf, reason: String },
     #[error("{path}: {format} payload: {message}")]

@@ -95,7 +95,7 @@ impl DebianKernel {
         &self.store
     }
 
-    fn abi_parts(&self) -> version::Abi {
+    pub(crate) fn abi_parts(&self) -> version::Abi {
         // checked in `new`
         version::parse_abi(&self.abi).expect("DebianKernel holds a parsed ABI")
     }

@@ -14,6 +14,7 @@ pub mod apt;
 pub mod bzimage;
 mod cache;
 mod error;
+pub mod featureset;
 pub mod headers;
 mod kernel;
 pub mod modules;
@@ -21,8 +22,9 @@ pub mod store;
 pub mod targets;
 pub mod version;
 
-pub use apt::{PackageTools, SystemApt};
+pub use apt::{PackageTools, SourceLists, SystemApt};
 pub use cache::{cache_dir, cache_dir_from};
 pub use error::TargetError;
+pub use featureset::FeaturesetSeries;
 pub use kernel::DebianKernel;
 pub use store::Store;

@@ -188,6 +188,91 @@ pub fn debian_version_from_proc_version(text: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Orders two Debian package versions as dpkg does (`[epoch:]upstream[-revision]`, `~` sorting
+/// before everything, even the end of the string).
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    fn split(v: &str) -> (u64, &str, &str) {
+        let (epoch, rest) = match v.split_once(':') {
+            Some((e, r)) if digits(e) => (e.parse().unwrap_or(0), r),
+            _ => (0, v),
+        };
+        match rest.rsplit_once('-') {
+            Some((up, rev)) => (epoch, up, rev),
+            None => (epoch, rest, ""),
+        }
+    }
+    fn order(c: Option<u8>) -> i32 {
+        match c {
+            None => 0,
+            Some(b'~') => -1,
+            Some(c) if c.is_ascii_alphabetic() => i32::from(c),
+            Some(c) => i32::from(c) + 256,
+        }
+    }
+    fn part(mut a: &[u8], mut b: &[u8]) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        while !a.is_empty() || !b.is_empty() {
+            // non-digit prefix, compared character by character
+            loop {
+                let (ca, cb) = (a.first().copied(), b.first().copied());
+                let nd = |c: Option<u8>| c.is_some_and(|c| !c.is_ascii_digit());
+                if !nd(ca) && !nd(cb) {
+                    break;
+                }
+                let (oa, ob) = (
+                    if nd(ca) { order(ca) } else { 0 },
+                    if nd(cb) { order(cb) } else { 0 },
+                );
+                if oa != ob {
+                    return oa.cmp(&ob);
+                }
+                if nd(ca) {
+                    a = &a[1..];
+                }
+                if nd(cb) {
+                    b = &b[1..];
+                }
+            }
+            // digit run, compared as a number
+            let take = |s: &mut &[u8]| {
+                let n = s.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (num, rest) = s.split_at(n);
+                *s = rest;
+                num.iter()
+                    .skip_while(|&&c| c == b'0')
+                    .copied()
+                    .collect::<Vec<u8>>()
+            };
+            let (na, nb) = (take(&mut a), take(&mut b));
+            let o = na.len().cmp(&nb.len()).then_with(|| na.cmp(&nb));
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        Ordering::Equal
+    }
+    let (ea, ua, ra) = split(a);
+    let (eb, ub, rb) = split(b);
+    ea.cmp(&eb)
+        .then_with(|| part(ua.as_bytes(), ub.as_bytes()))
+        .then_with(|| part(ra.as_bytes(), rb.as_bytes()))
+}
+
+/// A version without the suffix Debian gives a rebuild for an older release
+/// (`6.12.117-1~deb12u1` and `6.12.95-1~bpo12+1` are rebuilds of `6.12.117-1` and `6.12.95-1`).
+pub fn rebuilt_from(version: &str) -> &str {
+    match version.rfind("~deb").or_else(|| version.rfind("~bpo")) {
+        Some(i) => &version[..i],
+        None => version,
+    }
+}
+
+/// The upstream part of a Debian version (`6.1.192` of `6.1.192-3`).
+pub fn upstream_of(version: &str) -> &str {
+    let v = version.split_once(':').map_or(version, |(_, r)| r);
+    v.rsplit_once('-').map_or(v, |(u, _)| u)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,5 +411,34 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn debian_version_order_matches_dpkg() {
+        use std::cmp::Ordering::*;
+        for (a, b, want) in [
+            ("6.1.192-3", "6.1.192-2", Greater),
+            ("6.1.176-1", "6.1.192-1", Less),
+            ("6.12.117-1~deb12u1", "6.12.117-1", Less),
+            ("6.12.117-1~deb12u1", "6.12.115-2~deb12u1", Greater),
+            ("6.12.95-1~bpo12+1", "6.12.107-1", Less),
+            ("1:1.0-1", "2.0-1", Greater),
+            ("1.0~rc1-1", "1.0-1", Less),
+            ("1.0-1", "1.0-1", Equal),
+            ("1.0a-1", "1.0-1", Greater),
+            ("1.010-1", "1.9-1", Greater),
+        ] {
+            assert_eq!(compare_versions(a, b), want, "{a} vs {b}");
+            assert_eq!(compare_versions(b, a), want.reverse(), "{b} vs {a}");
+        }
+    }
+
+    #[test]
+    fn rebuild_suffixes_and_upstream() {
+        assert_eq!(rebuilt_from("6.12.117-1~deb12u1"), "6.12.117-1");
+        assert_eq!(rebuilt_from("6.12.95-1~bpo12+1"), "6.12.95-1");
+        assert_eq!(rebuilt_from("6.1.192-3"), "6.1.192-3");
+        assert_eq!(upstream_of("6.12.117-1~deb12u1"), "6.12.117");
+        assert_eq!(upstream_of("6.1.192-3"), "6.1.192");
     }
 }
