@@ -57,6 +57,11 @@ pub trait Arch: Sync {
     fn abs32s(&self) -> Option<u32>;
     /// Relocation types that are PC-relative to the end of the instruction that holds them.
     fn is_pc_relative(&self, r_type: u32) -> bool;
+    /// Relocation types whose field holds the address of symbol + addend itself, never biased
+    /// by an instruction: absolute addresses, and addresses relative to the field (x86's
+    /// `R_X86_64_64`, `_32S` and `_PC64`, the last a 16-byte jump entry's key). A reference of
+    /// such a type to a section plus an offset points exactly at that offset.
+    fn is_exact_address(&self, r_type: u32) -> bool;
     /// Length of the instruction starting at `code[0]`, or `None` if it cannot be decoded.
     fn insn_len(&self, code: &[u8]) -> Option<usize>;
     /// For an instruction that differs between two versions of a function only because it moves

@@ -238,6 +238,9 @@ impl Arch for X86_64 {
     fn is_pc_relative(&self, r_type: u32) -> bool {
         matches!(r_type, R_X86_64_PC32 | R_X86_64_PLT32)
     }
+    fn is_exact_address(&self, r_type: u32) -> bool {
+        matches!(r_type, R_X86_64_64 | R_X86_64_32S | R_X86_64_PC64)
+    }
     fn insn_len(&self, code: &[u8]) -> Option<usize> {
         let window = &code[..code.len().min(15)];
         let mut d = Decoder::new(64, window, DecoderOptions::NONE);
@@ -488,6 +491,18 @@ mod tests {
         // call *func(%rip): an indirect call through memory is no direct branch
         assert!(!a.is_direct_branch(&[0xff, 0x15, 0, 0, 0, 0], 2));
         assert!(!a.is_direct_branch(&[0xe8, 0, 0, 0, 0], 40));
+    }
+
+    #[test]
+    fn exact_addresses_are_absolute_or_field_relative() {
+        let a = X86_64;
+        for t in [R_X86_64_64, R_X86_64_32S, R_X86_64_PC64] {
+            assert!(a.is_exact_address(t) && !a.is_pc_relative(t), "{t}");
+        }
+        // PC32 and PLT32 in code are relative to the end of their instruction.
+        for t in [R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_NONE] {
+            assert!(!a.is_exact_address(t), "{t}");
+        }
     }
 
     #[test]

@@ -278,7 +278,6 @@ impl<S> Kelf<S> {
     /// Rewrites relocations that reference a section symbol to reference the function or
     /// object at that place, so that they correlate by name and link to the original symbol.
     pub fn replace_section_symbols(&mut self) {
-        let abs64 = self.arch.abs64();
         let r32s = self.arch.abs32s();
         for rsec in (0..self.obj.sections.len()).map(|i| Sec::<S>::from_raw(SectionIndex(i))) {
             if !self.sec(rsec).is_rela() || sections::is_debug(self.sec_name(rsec)) {
@@ -316,7 +315,10 @@ impl<S> Kelf<S> {
                     } else {
                         0
                     }
-                } else if r.r_type == abs64 || Some(r.r_type) == r32s {
+                } else if self.arch.is_exact_address(r.r_type) {
+                    // Data: a pointer, or a field-relative address (a 16-byte jump entry's
+                    // key into __dyndbg or __tracepoints), which moves with every object added
+                    // before it in that section.
                     0
                 } else {
                     continue;

@@ -1014,6 +1014,73 @@ fn moved_special_entries_of_unchanged_functions_are_not_a_change() {
     }
 }
 
+/// The key of each jump entry of `name` (16 bytes: the key's R_X86_64_PC64 at 8) whose code is
+/// in `func`, as (target, addend), in entry order.
+fn jump_keys_of(obj: &kpatch_elf::Object, func: &str) -> Vec<(String, i64)> {
+    let relas = &relas_of(obj, "__jump_table").expect("__jump_table").relas;
+    let text = format!(".text.{func}");
+    relas
+        .iter()
+        .filter(|r| r.r_offset % 16 == 0 && target_name(obj, r) == text)
+        .map(|code| {
+            let key = relas
+                .iter()
+                .find(|k| k.r_offset == code.r_offset + 8)
+                .expect("the entry's key");
+            assert_eq!(key.r_type, 24, "R_X86_64_PC64");
+            (target_name(obj, key), key.r_addend)
+        })
+        .collect()
+}
+
+/// Issue 10: functions whose code and relocations were the same were reported changed because
+/// the keys of their 16-byte jump entries, R_X86_64_PC64 references to `__dyndbg + offset`,
+/// moved when the patch added a pr_debug elsewhere (kpatch-rs resolved such references to the
+/// key's symbol for every relocation type but PC64).
+#[test]
+fn regression_unchanged_function_reported_changed_for_its_moved_pc64_jump_key() {
+    let p = fixture!("jump_key_shift");
+    // Shape: foo's and bar's code is the same, and their jump keys point into __dyndbg at
+    // other offsets in the patched build.
+    for f in ["foo", "bar"] {
+        let text = format!(".text.{f}");
+        assert_eq!(
+            section(&p.orig, &text).unwrap().data,
+            section(&p.patched, &text).unwrap().data
+        );
+        let (o, n) = (jump_keys_of(&p.orig, f), jump_keys_of(&p.patched, f));
+        assert_eq!(o.len(), 1, "{f}: one pr_debug");
+        assert_eq!((o[0].0.as_str(), n[0].0.as_str()), ("__dyndbg", "__dyndbg"));
+        assert_ne!(o[0].1, n[0].1, "{f}: the key moved");
+    }
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["last"]));
+    assert_eq!(defined_functions(&out), strs(&["last"]));
+}
+
+/// The same rule for a static key that shares its section with others (`__read_mostly`): the
+/// entry references the key, the kernel's copy, and the section is not copied into the patch
+/// (kpatch-rs refused the patch: ".data..read_mostly would be copied").
+#[test]
+fn jump_keys_in_a_shared_data_section_reference_the_kernels_key() {
+    let p = fixture!("jump_key_shift", &["SHARED_KEYS"], &["SHARED_KEYS"]);
+    assert!(jump_keys_of(&p.patched, "last")
+        .iter()
+        .any(|(t, _)| t == ".data..read_mostly"));
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["last"]));
+    assert_eq!(
+        sorted(&entry_targets(&out, "__jump_table", 16, 8)),
+        strs(&["key_last"]),
+        "last's pr_debug entry is dropped, its key's kept"
+    );
+    assert!(
+        symbol(&out, "key_last").section.is_none(),
+        "the kernel's key"
+    );
+    assert!(section(&out, ".data..read_mostly").is_none());
+}
+
 #[test]
 fn changed_switch_table_changes_its_function() {
     let p = fixture!("switch_table");
