@@ -66,6 +66,10 @@ pub fn include(
             if let Some(r) = s.relas.first() {
                 let name = p.sym_name(p.target(r)).to_string();
                 report.callbacks.push(name);
+                let kind = base
+                    .strip_prefix(sections::CALLBACKS_PREFIX)
+                    .unwrap_or(base);
+                inc.callbacks.push((p.target(r), kind.to_string()));
                 inc.symbol(p, st, p.target(r));
             }
             for r in s.relas.iter().skip(1) {

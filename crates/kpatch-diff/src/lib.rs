@@ -23,6 +23,7 @@ mod output;
 mod special;
 mod state;
 mod verify;
+mod why;
 
 use index::{Orig, Patched};
 use kelf::Kelf;
@@ -95,6 +96,153 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// Every function symbol defined in the output.
     pub output_functions: Vec<String>,
+    /// Why each function of the output is there (its `__pfx_` padding symbol aside), in
+    /// output order.
+    pub functions: Vec<FunctionReason>,
+}
+
+/// Why a function is in the output.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FunctionReason {
+    pub name: String,
+    #[serde(flatten)]
+    pub why: Why,
+    /// Named by `KPATCH_FORCE_UNSAFE`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
+}
+
+/// What the differ decided about a function of the output.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum Why {
+    /// The patch replaces it: something in it changed.
+    Changed { change: Change },
+    /// The patch adds it.
+    New,
+    /// A `.cold`/`.part` piece of `parent` without an ftrace entry of its own, carried with it.
+    Child { parent: String },
+    /// A patch callback of this kind (`pre_patch`, `post_patch`, ...).
+    Callback { kind: String },
+    /// The same as the kernel's, carried because included code references it through its
+    /// section.
+    Referenced,
+}
+
+/// What changed in a changed function.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "cause", rename_all = "kebab-case")]
+pub enum Change {
+    /// Its code: the first instruction that differs.
+    Code(CodeDifference),
+    /// Its `.cold`/`.part` child `child` changed, which has no ftrace entry of its own (where the
+    /// child first differs, when its own code did).
+    Child {
+        child: String,
+        difference: Option<CodeDifference>,
+    },
+    /// It moved between text subsections (`.text.unlikely.foo` to `.text.foo`) or out of an
+    /// ignored section.
+    Moved { from: String, to: String },
+    /// Its code is the same, its entries in a special section (`__jump_table`, `__bug_table`,
+    /// ...) are not; `at` is the site of the first entry that differs.
+    SpecialEntries { section: String, at: Option<String> },
+    /// Its code is the same; it reads `object`, a read-only table that changed (and gets a new
+    /// copy).
+    ReadOnlyData { object: String },
+    /// Its section differs in a way no instruction shows (its size).
+    Section,
+}
+
+/// The first instruction in which a function differs from its original.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CodeDifference {
+    /// Where, as objtool names a place: `func+0x1a`.
+    pub at: String,
+    /// Bytes from the function's start.
+    pub offset: i64,
+    pub differs: Differs,
+    /// What the original holds there and what the patched one does: the instruction's bytes
+    /// (`83 c0 01`), or the relocation's target (`ext-0x4`, a string by its text), or `nothing`.
+    pub was: String,
+    pub now: String,
+}
+
+/// What differs in an instruction.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Differs {
+    /// Its bytes.
+    Bytes,
+    /// Where one of its relocations points (or one has a relocation there and the other not).
+    Relocation,
+    /// One version ends before it.
+    Length,
+}
+
+impl std::fmt::Display for CodeDifference {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let what = match self.differs {
+            Differs::Bytes => "instruction",
+            Differs::Relocation => "reference",
+            Differs::Length => "code",
+        };
+        write!(f, "at {}: {what} {} -> {}", self.at, self.was, self.now)
+    }
+}
+
+impl Why {
+    /// What the report calls such a function: `changed function`, `new function`, `carried
+    /// function`, `callback`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Why::Changed { .. } => "changed function",
+            Why::New => "new function",
+            Why::Child { .. } | Why::Referenced => "carried function",
+            Why::Callback { .. } => "callback",
+        }
+    }
+
+    /// The reason in a few words (`at foo+0x1a: reference ext-0x4 -> ext2-0x4`), where there
+    /// is more to say than the label.
+    pub fn detail(&self) -> Option<String> {
+        Some(match self {
+            Why::Changed { change } => match change {
+                Change::Code(d) => d.to_string(),
+                Change::Child { child, difference } => match difference {
+                    Some(d) => format!("its piece {child} changed {d}"),
+                    None => format!("its piece {child} changed"),
+                },
+                Change::Moved { from, to } => format!("moved from {from} to {to}"),
+                Change::SpecialEntries { section, at } => match at {
+                    Some(at) => format!("its {section} entry at {at} differs"),
+                    None => format!("its {section} entries differ"),
+                },
+                Change::ReadOnlyData { object } => {
+                    format!("reads {object}, a read-only object that changed")
+                }
+                Change::Section => "its section differs".to_string(),
+            },
+            Why::New => return None,
+            Why::Child { parent } => format!("a piece of {parent}"),
+            Why::Callback { kind } => kind.clone(),
+            Why::Referenced => "referenced by included code".to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for FunctionReason {
+    /// One line: `changed function: foo (at foo+0x1a: reference ext-0x4 -> ext2-0x4)`, with
+    /// `forced` for `KPATCH_FORCE_UNSAFE`.
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}: {}", self.why.label(), self.name)?;
+        match (self.why.detail(), self.forced) {
+            (Some(d), true) => write!(f, " ({d}; forced by KPATCH_FORCE_UNSAFE)"),
+            (Some(d), false) => write!(f, " ({d})"),
+            (None, true) => write!(f, " (forced by KPATCH_FORCE_UNSAFE)"),
+            (None, false) => Ok(()),
+        }
+    }
 }
 
 impl Report {
@@ -176,6 +324,8 @@ pub fn diff(
         .filter(|(_, s)| s.is_func() && s.section.is_some())
         .map(|(_, s)| s.name.clone())
         .collect();
+    // 7. why: the reason for each function of the output, from what the phases decided.
+    report.functions = why::reasons(&o, &p, &twins, &statuses, &inc, &report);
     Ok(Outcome::Changed {
         output: Box::new(output),
         report,

@@ -69,12 +69,31 @@ pub enum Status {
     New,
 }
 
+/// Which pass of `compare` found a function changed, and through what: the report's "why".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Its section's bytes or relocations differ from its twin's.
+    Code,
+    /// This `.cold`/`.part` child, which has no ftrace entry of its own, changed.
+    Child(PatchedSym),
+    /// It moved to another text subsection (`.text.unlikely.foo` to `.text.foo`), or out of an
+    /// ignored section.
+    Moved,
+    /// Its entries in this special section differ; the site of the first that differs, as an
+    /// offset from the function's start, where the entry names one.
+    SpecialEntries(&'static str, Option<i64>),
+    /// It reads this read-only object, which changed.
+    ReadOnlyData(PatchedSym),
+}
+
 /// The verdict of `compare` on each patched section and symbol.
 pub struct Statuses {
     pub sec: IdxVec<PatchedSec, Status>,
     pub sym: IdxVec<PatchedSym, Status>,
     /// Sections whose changes do not count: `KPATCH_IGNORE_SECTION` and `.discard*`.
     pub ignored: IdxVec<PatchedSec, bool>,
+    /// Why each changed symbol is changed: the first pass that found it (read for functions).
+    pub cause: IdxVec<PatchedSym, Option<Cause>>,
 }
 
 impl Statuses {
@@ -84,7 +103,14 @@ impl Statuses {
             sec: p.per_section(Status::Same),
             sym: p.per_symbol(Status::Same),
             ignored: p.per_section(false),
+            cause: p.per_symbol(None),
         }
+    }
+
+    /// Marks `sym` changed for `cause`, keeping the cause already found.
+    pub fn changed(&mut self, sym: PatchedSym, cause: Cause) {
+        self.sym[sym] = Status::Changed;
+        self.cause[sym].get_or_insert(cause);
     }
 }
 
@@ -92,6 +118,8 @@ impl Statuses {
 pub struct Inclusion {
     pub sec: IdxVec<PatchedSec, bool>,
     pub sym: IdxVec<PatchedSym, bool>,
+    /// The patch callbacks, each with its kind (`pre_patch`, ...).
+    pub callbacks: Vec<(PatchedSym, String)>,
 }
 
 impl Inclusion {
@@ -100,6 +128,7 @@ impl Inclusion {
         Inclusion {
             sec: p.per_section(false),
             sym: p.per_symbol(false),
+            callbacks: Vec::new(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! reference differ does, as recorded in its `expected.tsv` — the outcome, the changed and new
 //! function sets, the output's function-symbol count, and the extra checks.
 
-use kpatch_diff::{diff, DiffError, Options, Outcome};
+use kpatch_diff::{diff, Change, DiffError, Options, Outcome, Why};
 use kpatch_elf::{consts::*, Object};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -248,6 +248,58 @@ fn every_corpus_case_matches_the_reference() {
         failures.len(),
         cases.len(),
         failures.join("\n")
+    );
+}
+
+/// Every function of every output has its reason: the changed ones a change that names where
+/// (an instruction of the function, an entry's site, a child, ...), never a bare "the section
+/// differs", and the reasons agree with the report's lists.
+#[test]
+fn every_output_function_has_its_reason() {
+    let Some(dir) = corpus_dir() else { return };
+    let mut changed = 0;
+    for c in cases(&dir) {
+        let (r, _) = run(&dir, &c);
+        let Ok(Outcome::Changed { report, .. }) = r else {
+            continue;
+        };
+        let mut named: Vec<&str> = report.functions.iter().map(|f| f.name.as_str()).collect();
+        named.sort();
+        let mut listed: Vec<&str> = report
+            .output_functions
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !n.starts_with("__pfx_"))
+            .collect();
+        listed.sort();
+        assert_eq!(named, listed, "{}", c.name);
+        for f in &report.functions {
+            match &f.why {
+                Why::Changed { change } => {
+                    assert!(
+                        report.changed_functions.contains(&f.name),
+                        "{}: {f}",
+                        c.name
+                    );
+                    assert_ne!(change, &Change::Section, "{}: {f}", c.name);
+                    if let Change::Code(d) = change {
+                        assert!(
+                            d.at == format!("{}+{:#x}", f.name, d.offset) && d.offset >= 0,
+                            "{}: {f}",
+                            c.name
+                        );
+                        assert_ne!(d.was, d.now, "{}: {f}", c.name);
+                    }
+                    changed += 1;
+                }
+                Why::New => assert!(report.new_functions.contains(&f.name), "{}", c.name),
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        changed >= 30,
+        "only {changed} changed functions with reasons"
     );
 }
 

@@ -11,6 +11,7 @@
 mod harness;
 
 use harness::*;
+use kpatch_diff::{Change, CodeDifference, Differs, Why};
 
 // ---------------------------------------------------------------------------------------------
 // The fixtures have the kernel's shape; what is no change; what cannot be compared.
@@ -2277,6 +2278,237 @@ fn modinfo_import_namespace_added_by_the_patch_is_carried() {
             "fixture.import_ns=USB_STORAGE"
         ])
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Why each function is in the output: the report's reasons, with the first instruction that
+// differs at its real offset.
+
+/// The reason the report gives for function `name`.
+fn why_of(report: &kpatch_diff::Report, name: &str) -> kpatch_diff::FunctionReason {
+    report
+        .functions
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("no reason for {name}: {:?}", report.functions))
+        .clone()
+}
+
+/// The changed function's first difference in its own code.
+fn code_change(report: &kpatch_diff::Report, name: &str) -> CodeDifference {
+    match why_of(report, name).why {
+        Why::Changed {
+            change: Change::Code(d),
+        } => d,
+        other => panic!("{name}: expected a change in its code, got {other:?}"),
+    }
+}
+
+/// Where `bytes` occur in function `name`'s section, from the function's start (once only).
+fn offset_of_bytes(obj: &kpatch_elf::Object, name: &str, bytes: &[u8]) -> i64 {
+    let f = symbol(obj, name);
+    let data = &obj.sections[f.section.unwrap().0].data;
+    let at: Vec<usize> = data
+        .windows(bytes.len())
+        .enumerate()
+        .filter(|(_, w)| *w == bytes)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(at.len(), 1, "{name}: {bytes:02x?} once");
+    at[0] as i64 - f.st_value as i64
+}
+
+#[test]
+fn changed_instruction_bytes_are_reported_at_the_instructions_start() {
+    let p = fixture!("why");
+    // Shape: loads() holds `movl $1, %eax` (b8 01 00 00 00), patched `movl $2` at the same place:
+    // the first byte that differs is the immediate's, one past the instruction's start.
+    let at = offset_of_bytes(&p.patched, "loads", &[0xb8, 2, 0, 0, 0]);
+    assert_eq!(offset_of_bytes(&p.orig, "loads", &[0xb8, 1, 0, 0, 0]), at);
+    let (_, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["calls", "loads"]));
+    let d = code_change(&report, "loads");
+    assert_eq!(
+        (d.at.as_str(), d.offset, d.differs),
+        (format!("loads+{at:#x}").as_str(), at, Differs::Bytes)
+    );
+    assert_eq!(
+        (d.was.as_str(), d.now.as_str()),
+        ("b8 01 00 00 00", "b8 02 00 00 00")
+    );
+    assert!(report.functions.iter().all(|f| f.name != "same"));
+}
+
+#[test]
+fn changed_call_target_is_reported_as_a_reference_at_the_call() {
+    let p = fixture!("why");
+    // Shape: calls() has the same bytes in both builds; the call's relocation names ext2.
+    let text = |o| &section(o, ".text.calls").unwrap().data;
+    assert_eq!(text(&p.orig), text(&p.patched));
+    let call = relas_of(&p.patched, ".text.calls")
+        .unwrap()
+        .relas
+        .iter()
+        .find(|r| target_name(&p.patched, r) == "ext2")
+        .expect("the call to ext2")
+        .r_offset;
+    assert_eq!(text(&p.patched)[call as usize - 1], 0xe8, "call rel32");
+    let at = call as i64 - 1 - symbol(&p.patched, "calls").st_value as i64;
+    let (_, report) = p.changed();
+    let d = code_change(&report, "calls");
+    assert_eq!(
+        (d.at.as_str(), d.differs, d.was.as_str(), d.now.as_str()),
+        (
+            format!("calls+{at:#x}").as_str(),
+            Differs::Relocation,
+            "ext-0x4",
+            "ext2-0x4"
+        )
+    );
+    // The text form: one line per function, as `kpatch-rs diff` and `build` print it.
+    assert_eq!(
+        why_of(&report, "calls").to_string(),
+        format!("changed function: calls (at calls+{at:#x}: reference ext-0x4 -> ext2-0x4)")
+    );
+}
+
+#[test]
+fn changed_special_entry_is_reported_at_its_site() {
+    let p = fixture!("jump_table", &[], &["KEY_ONLY"]);
+    // Shape: foo's code is the same; the key of its first jump entry is key_bar, at the site
+    // the entry's code field names.
+    let relas = &relas_of(&p.patched, "__jump_table").unwrap().relas;
+    let key = relas
+        .iter()
+        .find(|r| target_name(&p.patched, r) == "key_bar" && r.r_offset % 16 == 8)
+        .unwrap();
+    let code = relas
+        .iter()
+        .find(|r| r.r_offset == key.r_offset - 8)
+        .unwrap();
+    assert_eq!(target_name(&p.patched, code), ".text.foo");
+    let site = code.r_addend - symbol(&p.patched, "foo").st_value as i64;
+    assert_eq!(
+        &section(&p.patched, ".text.foo").unwrap().data[site as usize..site as usize + 5],
+        &[0x0f, 0x1f, 0x44, 0, 0],
+        "the jump site's NOP"
+    );
+    let (_, report) = p.changed();
+    assert_eq!(
+        why_of(&report, "foo").why,
+        Why::Changed {
+            change: Change::SpecialEntries {
+                section: "__jump_table".into(),
+                at: Some(format!("foo+{site:#x}")),
+            }
+        }
+    );
+}
+
+#[test]
+fn reasons_name_children_moves_read_only_data_callbacks_new_and_forced_functions() {
+    // A change in a .cold part patches the parent; the part is carried as a piece of it.
+    let p = fixture!("cold");
+    let (_, report) = p.changed();
+    match why_of(&report, "with_cold").why {
+        Why::Changed {
+            change: Change::Child { child, difference },
+        } => {
+            assert_eq!(child, "with_cold.cold");
+            let d = difference.expect("where the part differs");
+            assert!(d.at.starts_with("with_cold.cold+0x"), "{d:?}");
+        }
+        other => panic!("with_cold: {other:?}"),
+    }
+    assert_eq!(
+        why_of(&report, "with_cold.cold").why,
+        Why::Child {
+            parent: "with_cold".into()
+        }
+    );
+
+    let p = fixture!("subsections");
+    let (_, report) = p.changed();
+    assert_eq!(
+        why_of(&report, "mover").why,
+        Why::Changed {
+            change: Change::Moved {
+                from: ".text.mover".into(),
+                to: ".text.unlikely.mover".into()
+            }
+        }
+    );
+
+    let p = fixture!("const_data", &[], &["TABLE_ONLY"]);
+    let (_, report) = p.changed();
+    assert_eq!(
+        why_of(&report, "foo").why,
+        Why::Changed {
+            change: Change::ReadOnlyData {
+                object: "weights".into()
+            }
+        }
+    );
+
+    let p = fixture!("callbacks");
+    let (_, report) = p.changed();
+    assert_eq!(
+        why_of(&report, "pre_patch_cb").why,
+        Why::Callback {
+            kind: "pre_patch".into()
+        }
+    );
+    assert_eq!(
+        why_of(&report, "post_unpatch_cb").why,
+        Why::Callback {
+            kind: "post_unpatch".into()
+        }
+    );
+
+    let p = fixture!("new_things");
+    let (_, report) = p.changed();
+    assert_eq!(why_of(&report, "new_helper").why, Why::New);
+    assert!(matches!(
+        why_of(&report, "foo").why,
+        Why::Changed {
+            change: Change::Code(CodeDifference {
+                differs: Differs::Relocation,
+                ..
+            })
+        }
+    ));
+
+    let p = fixture!("ignore", &[], &["FORCE"]);
+    let (_, report) = p.changed();
+    let bar = why_of(&report, "bar");
+    assert!(
+        bar.forced && matches!(bar.why, Why::Changed { .. }),
+        "{bar:?}"
+    );
+    // Every function of the output has its reason, and only those.
+    let mut named: Vec<String> = report.functions.iter().map(|f| f.name.clone()).collect();
+    named.sort();
+    assert_eq!(named, sorted(&report.output_functions));
+}
+
+#[test]
+fn reasons_serialize_with_their_kind_and_place() {
+    let p = fixture!("why");
+    let (_, report) = p.changed();
+    let v = serde_json::to_value(&report).unwrap();
+    let loads = v["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "loads")
+        .unwrap();
+    assert_eq!(loads["reason"], "changed");
+    assert_eq!(loads["change"]["cause"], "code");
+    assert_eq!(loads["change"]["differs"], "bytes");
+    let at = offset_of_bytes(&p.patched, "loads", &[0xb8, 2, 0, 0, 0]);
+    assert_eq!(loads["change"]["offset"], at);
+    assert_eq!(loads["change"]["at"], format!("loads+{at:#x}"));
+    assert!(loads.get("forced").is_none(), "forced only when it is");
 }
 
 // ---------------------------------------------------------------------------------------------

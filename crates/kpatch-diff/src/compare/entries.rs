@@ -5,7 +5,7 @@
 use super::{O, P};
 use crate::index::{Sec, Sym};
 use crate::kelf::Kelf;
-use crate::state::{Status, Statuses, Twins};
+use crate::state::{Cause, Status, Statuses, Twins};
 use crate::Options;
 use kpatch_arch::Entries;
 use std::collections::HashMap;
@@ -14,7 +14,7 @@ use std::collections::HashMap;
 /// each entry's bytes (the `__bug_table` line number masked: it moves with unrelated edits) and
 /// what its relocations point at (names, addends, the code of an alternative's replacement,
 /// strings by content).
-type EntrySignature = Vec<(String, Vec<u8>, Vec<(u64, u32, String, i64, Vec<u8>)>)>;
+type EntrySignature = Vec<(&'static str, Vec<u8>, Vec<(u64, u32, String, i64, Vec<u8>)>)>;
 
 fn special_signatures<S>(k: &Kelf<S>, options: &Options) -> HashMap<Sym<S>, EntrySignature> {
     let mut out: HashMap<Sym<S>, EntrySignature> = Default::default();
@@ -112,7 +112,7 @@ fn special_signatures<S>(k: &Kelf<S>, options: &Options) -> HashMap<Sym<S>, Entr
                 .collect();
             out.entry(owner)
                 .or_default()
-                .push((spec.name.to_string(), bytes, targets));
+                .push((spec.name, bytes, targets));
         }
     }
     out
@@ -145,19 +145,24 @@ pub(super) fn compare_special_entries(
         }
         // Unchanged code has the same sites: only the same number of entries, with different
         // contents, is a change of the entries themselves.
-        if so
-            .get(&osym)
-            .is_some_and(|o| o.len() == sig.len() && o != sig)
-        {
-            if options.debug {
-                eprintln!(
-                    "special entries of {} differ:\n  orig {:?}\n  new  {:?}",
-                    p.sym_name(psym),
-                    so.get(&osym),
-                    sig
-                );
-            }
-            st.sym[psym] = Status::Changed;
+        let Some(osig) = so.get(&osym).filter(|o| o.len() == sig.len()) else {
+            continue;
+        };
+        let Some(k) = osig.iter().zip(sig).position(|(a, b)| a != b) else {
+            continue;
+        };
+        if options.debug {
+            eprintln!(
+                "special entries of {} differ:\n  orig {:?}\n  new  {:?}",
+                p.sym_name(psym),
+                osig,
+                sig
+            );
         }
+        // The site of the first entry that differs: its relocation to the function.
+        let own = crate::names::mangled_key_string(p.sym_name(psym));
+        let (section, _, targets) = &sig[k];
+        let site = targets.iter().find(|t| t.2 == own).map(|t| t.3);
+        st.changed(psym, Cause::SpecialEntries(section, site));
     }
 }

@@ -22,15 +22,18 @@
 //! 8. [`check_ftrace_entries`]: every changed function can be patched through ftrace. Last: on
 //!    the final set of changed functions.
 
+mod difference;
 mod entries;
 mod ignore;
 mod lines;
 mod rodata;
 
+pub(crate) use difference::first_difference;
+
 use crate::index::{Orig, Patched, PatchedSym, Sym};
 use crate::kelf::Kelf;
 use crate::names::mangled_eq;
-use crate::state::{Status, Statuses, Twins};
+use crate::state::{Cause, Status, Statuses, Twins};
 use crate::{DiffError, Options, Report};
 use kpatch_arch::{sections, Kind};
 use kpatch_elf::Rela;
@@ -209,8 +212,10 @@ fn compare_sections(o: &O, p: &P, tw: &Twins, st: &mut Statuses) -> Result<(), D
             p.bundled[sp]
         };
         if let Some(sym) = owner {
-            if st.sym[sym] != Status::Changed {
-                st.sym[sym] = st.sec[sp];
+            match (st.sym[sym], st.sec[sp]) {
+                (Status::Changed, _) => {}
+                (_, Status::Changed) => st.changed(sym, Cause::Code),
+                (_, status) => st.sym[sym] = status,
             }
         }
     }
@@ -219,22 +224,29 @@ fn compare_sections(o: &O, p: &P, tw: &Twins, st: &mut Statuses) -> Result<(), D
             continue;
         }
         if let Some(sym) = p.bundled[sp] {
-            if st.sym[sym] == Status::Same && changed_child_needs_parent_ftrace(p, st, sym) {
-                st.sym[sym] = Status::Changed;
+            if st.sym[sym] == Status::Same {
+                if let Some(child) = changed_child_needing_parent_ftrace(p, st, sym) {
+                    st.changed(sym, Cause::Child(child));
+                }
             }
         }
     }
     Ok(())
 }
 
-/// A changed `.cold` child has no ftrace entry of its own: its parent must be patched.
-fn changed_child_needs_parent_ftrace(p: &P, st: &Statuses, sym: PatchedSym) -> bool {
-    p.children[sym].iter().any(|&c| {
+/// A changed `.cold` child has no ftrace entry of its own: its parent must be patched. The
+/// child of `sym` that changed (or whose own such child did), if any.
+fn changed_child_needing_parent_ftrace(
+    p: &P,
+    st: &Statuses,
+    sym: PatchedSym,
+) -> Option<PatchedSym> {
+    p.children[sym].iter().copied().find(|&c| {
         if p.has_fentry[c] {
             return false;
         }
         // The child's symbol status covers both its code and its relocations.
-        st.sym[c] == Status::Changed || changed_child_needs_parent_ftrace(p, st, c)
+        st.sym[c] == Status::Changed || changed_child_needing_parent_ftrace(p, st, c).is_some()
     })
 }
 
@@ -258,7 +270,7 @@ fn compare_symbols(o: &O, p: &P, tw: &Twins, st: &mut Statuses) -> Result<(), Di
                     || sections::text_subsection(o.sec_name(os))
                         != sections::text_subsection(p.sec_name(ps))
                 {
-                    st.sym[sp] = Status::Changed;
+                    st.changed(sp, Cause::Moved);
                 } else {
                     return Err(fatal(
                         p,

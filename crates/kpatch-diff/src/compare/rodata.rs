@@ -3,7 +3,7 @@
 
 use super::P;
 use crate::index::PatchedSym;
-use crate::state::{Status, Statuses, Twins};
+use crate::state::{Cause, Status, Statuses, Twins};
 use crate::Report;
 use kpatch_arch::sections;
 
@@ -101,7 +101,7 @@ pub(super) fn propagate_read_only_data_changes(
                         && p.sym(f).is_func()
                         && p.arch.is_memory_access(&text.data, r.r_offset) =>
                 {
-                    readers.push(f)
+                    readers.push((f, obj))
                 }
                 Some(table) if changed[table] => {} // a changed pointer table
                 _ => escaped[obj] = true,
@@ -125,9 +125,9 @@ pub(super) fn propagate_read_only_data_changes(
             st.sec[sec_of(i)] = Status::Changed;
         }
     }
-    for r in readers {
+    for (r, obj) in readers {
         if st.sym[r] == Status::Same && tw.sym[r].is_some() {
-            st.sym[r] = Status::Changed;
+            st.changed(r, Cause::ReadOnlyData(obj));
         }
     }
 }
