@@ -152,6 +152,62 @@ fn diff_reports_as_json() {
         v["report"]["new_functions"],
         serde_json::json!(["patch_print_something"])
     );
+    // Why each function is there: the changed one at its first differing instruction.
+    let functions = v["report"]["functions"].as_array().unwrap();
+    let changed = functions
+        .iter()
+        .find(|f| f["name"] == "meminfo_proc_open")
+        .unwrap();
+    assert_eq!(changed["reason"], "changed");
+    assert_eq!(changed["change"]["cause"], "code");
+    let at = changed["change"]["at"].as_str().unwrap();
+    let offset = changed["change"]["offset"].as_i64().unwrap();
+    assert_eq!(at, format!("meminfo_proc_open+{offset:#x}"));
+    assert!(functions
+        .iter()
+        .any(|f| f["name"] == "patch_print_something" && f["reason"] == "new"));
+}
+
+#[test]
+fn diff_text_says_why_each_function_is_in_the_output() {
+    let Some(dir) = corpus() else { return };
+    let orig = dir.join("function-ptr-new.ORIG.o");
+    let run = |json: bool| {
+        let mut c = bin();
+        c.arg("diff");
+        if json {
+            c.arg("--json");
+        }
+        let r = c
+            .arg(&orig)
+            .arg(dir.join("function-ptr-new.PATCHED.o"))
+            .output()
+            .unwrap();
+        assert_eq!(r.status.code(), Some(0));
+        String::from_utf8(r.stdout).unwrap()
+    };
+    let v: serde_json::Value = serde_json::from_str(&run(true)).unwrap();
+    let d = &v["report"]["functions"][0]["change"];
+    let text = run(false);
+    let lines: Vec<&str> = text.lines().collect();
+    let name = orig.display();
+    assert_eq!(
+        lines,
+        vec![
+            format!(
+                "{name}: changed function: meminfo_proc_open (at {}: {} {} -> {})",
+                d["at"].as_str().unwrap(),
+                match d["differs"].as_str().unwrap() {
+                    "bytes" => "instruction",
+                    "relocation" => "reference",
+                    _ => "code",
+                },
+                d["was"].as_str().unwrap(),
+                d["now"].as_str().unwrap()
+            ),
+            format!("{name}: new function: patch_print_something"),
+        ]
+    );
 }
 
 #[test]

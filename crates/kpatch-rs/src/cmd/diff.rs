@@ -9,7 +9,13 @@ use std::process::ExitCode;
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Exit status: 0 output written, 1 error (bad input), 2 the change cannot be live-patched, 3 nothing changed."
+    after_help = "Prints one line per function of the output, with why it is there:\n  \
+  ORIG.o: changed function: foo (at foo+0x1a: instruction 83 c0 01 -> 83 c0 02)\n  \
+  ORIG.o: new function: bar\n  \
+  ORIG.o: carried function: foo.cold (a piece of foo)\n\
+The place is objtool's (function+offset of the first instruction that differs); --json gives the same as \
+report.functions.\n\
+Exit status: 0 output written, 1 error (bad input), 2 the change cannot be live-patched, 3 nothing changed."
 )]
 pub struct Args {
     /// The translation unit compiled from the original source.
@@ -105,14 +111,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         let name = args.orig.display();
         if let Some(r) = report {
-            for f in &r.changed_functions {
-                println!("{name}: changed function: {f}");
-            }
-            for f in &r.new_functions {
-                println!("{name}: new function: {f}");
-            }
-            for c in &r.callbacks {
-                println!("{name}: callback: {c}");
+            // Every function of the output, with why it is there.
+            for f in &r.functions {
+                println!("{name}: {f}");
             }
             for w in &r.warnings {
                 println!("{name}: warning: {w}");
