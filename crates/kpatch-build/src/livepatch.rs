@@ -478,11 +478,8 @@ fn diff_pairs(pairs: &[ObjectPair], debug: bool, obs: &dyn Observer) -> Result<D
     for (pair, orig, r) in diffs {
         match r {
             Ok(DiffOutcome::Changed { output, report }) => {
-                for f in &report.changed_functions {
-                    obs.stage(&format!("{}: changed function: {f}", pair.object));
-                }
-                for f in &report.new_functions {
-                    obs.stage(&format!("{}: new function: {f}", pair.object));
+                for f in &report.functions {
+                    obs.stage(&format!("{}: {f}", pair.object));
                 }
                 tus.push(TuInput {
                     name: pair.object.clone(),

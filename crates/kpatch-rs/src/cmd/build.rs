@@ -21,7 +21,9 @@ use std::process::ExitCode;
     after_help = "Exit status: 0 module built (and verified with --verify), 1 error, 2 the change cannot be \
 live-patched, 3 the patch changes no function, 4 the module failed verification in the guest.\n\n\
 Targets: by default the running kernel when it is a Debian kernel, else the newest Debian 6.1 kernel apt offers; \
---kernel names a Debian kernel (6.1.0-NN-amd64); --sourcedir/--config/--vmlinux name any prepared kernel tree."
+--kernel names a Debian kernel (6.1.0-NN-amd64); --sourcedir/--config/--vmlinux name any prepared kernel tree.\n\n\
+Output: the module's path on stdout; on stderr, each function the module holds and why (`UNIT (OBJECT): changed \
+function: F (at F+0x1a: ...)`, the first instruction that differs); with --json, units[].report.functions."
 )]
 pub struct Args {
     /// Source patches (unified diffs against the kernel tree, `-p1`), applied in order.
@@ -156,6 +158,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             serde_json::to_string_pretty(&summary(&args, &built, verified.as_ref(), ok, &p))?
         );
     } else {
+        print_functions(&built);
         println!("{}", built.module.path.display());
     }
     Ok(ExitCode::from(if ok { 0 } else { 4 }))
@@ -190,6 +193,17 @@ fn verify_in_guest(
         .timings
         .push(("verify".into(), t.elapsed().as_secs_f64()));
     Ok(result)
+}
+
+/// What the module patches and why, one line per function on stderr (stdout keeps the module's
+/// path alone): `fs/proc/cmdline.c (vmlinux): changed function: cmdline_proc_show (at
+/// cmdline_proc_show+0x1f: reference "%s\n" -> "%s kpatch-rs=live\n")`.
+fn print_functions(built: &Livepatch) {
+    for u in &built.units {
+        for f in &u.report.functions {
+            eprintln!("{} ({}): {f}", u.unit.display(), u.object);
+        }
+    }
 }
 
 /// The `--json` summary.
