@@ -10,7 +10,7 @@ use crate::progress::Progress;
 use crate::verify::{verify, Verification};
 use anyhow::{bail, Context};
 use kpatch_build::livepatch::{
-    build_livepatch, patch_name, Livepatch, LivepatchOptions, Outcome, TargetSpec,
+    build_livepatch, patch_name, Livepatch, LivepatchOptions, Outcome, TargetSpec, UnitReport,
 };
 use kpatch_build::SystemRunner;
 use std::path::PathBuf;
@@ -196,14 +196,26 @@ fn verify_in_guest(
 }
 
 /// What the module patches and why, one line per function on stderr (stdout keeps the module's
-/// path alone): `fs/proc/cmdline.c (vmlinux): changed function: cmdline_proc_show (at
-/// cmdline_proc_show+0x1f: reference "%s\n" -> "%s kpatch-rs=live\n")`.
+/// path alone).
 fn print_functions(built: &Livepatch) {
-    for u in &built.units {
-        for f in &u.report.functions {
-            eprintln!("{} ({}): {f}", u.unit.display(), u.object);
-        }
+    for line in function_lines(&built.units) {
+        eprintln!("{line}");
     }
+}
+
+/// `fs/proc/cmdline.c (vmlinux): changed function: cmdline_proc_show (at
+/// cmdline_proc_show+0x1f: reference "%s\n" -> "%s kpatch-rs=live\n")`, for each function of
+/// each unit's diff.
+fn function_lines(units: &[UnitReport]) -> Vec<String> {
+    units
+        .iter()
+        .flat_map(|u| {
+            u.report
+                .functions
+                .iter()
+                .map(move |f| format!("{} ({}): {f}", u.unit.display(), u.object))
+        })
+        .collect()
 }
 
 /// The `--json` summary.
@@ -276,6 +288,51 @@ fn print_verification(args: &Args, v: &crate::verify::Verified, p: &Progress) {
         eprintln!(
             "  after unload:  {}",
             after.replace('\n', "\n                 ")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kpatch_diff::{Change, CodeDifference, Differs, FunctionReason, Report, Why};
+
+    #[test]
+    fn the_text_summary_names_each_function_its_unit_and_why() {
+        let changed = FunctionReason {
+            name: "cmdline_proc_show".into(),
+            why: Why::Changed {
+                change: Change::Code(CodeDifference {
+                    at: "cmdline_proc_show+0x1f".into(),
+                    offset: 0x1f,
+                    differs: Differs::Relocation,
+                    was: "\"%s\\n\"".into(),
+                    now: "\"%s x\\n\"".into(),
+                }),
+            },
+            forced: false,
+        };
+        let cold = FunctionReason {
+            name: "cmdline_proc_show.cold".into(),
+            why: Why::Child {
+                parent: "cmdline_proc_show".into(),
+            },
+            forced: false,
+        };
+        let units = [UnitReport {
+            unit: "fs/proc/cmdline.c".into(),
+            object: "vmlinux".into(),
+            report: Report {
+                functions: vec![changed, cold],
+                ..Default::default()
+            },
+        }];
+        assert_eq!(
+            function_lines(&units),
+            [
+                r#"fs/proc/cmdline.c (vmlinux): changed function: cmdline_proc_show (at cmdline_proc_show+0x1f: reference "%s\n" -> "%s x\n")"#,
+                "fs/proc/cmdline.c (vmlinux): carried function: cmdline_proc_show.cold (a piece of cmdline_proc_show)",
+            ]
         );
     }
 }
