@@ -57,6 +57,9 @@ pub trait Arch: Sync {
     fn abs32s(&self) -> Option<u32>;
     /// Relocation types that are PC-relative to the end of the instruction that holds them.
     fn is_pc_relative(&self, r_type: u32) -> bool;
+    /// How many bytes a relocation of type `r_type` writes (`None` for a type that writes
+    /// none or is unknown).
+    fn reloc_width(&self, r_type: u32) -> Option<u64>;
     /// Relocation types whose field holds the address of symbol + addend itself, never biased
     /// by an instruction: absolute addresses, and addresses relative to the field (x86's
     /// `R_X86_64_64`, `_32S` and `_PC64`, the last a 16-byte jump entry's key). A reference of

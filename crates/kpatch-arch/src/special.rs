@@ -125,6 +125,46 @@ impl SpecialSection {
         self.layouts.iter().find(|l| l.sizes.contains(&entry_size))
     }
 
+    /// Where entries of `size` bytes contradict `obj`'s section `sec` (relocations `relas`): the
+    /// offset of the first whole entry whose code field holds no relocation of the field's width
+    /// into code (every entry of every table points at its code site), or, for a size without a
+    /// known layout, of the first entry whose relocations do not start as the first entry's do.
+    /// `None` where they agree. `width`: the bytes a relocation type writes (the arch's
+    /// `reloc_width`).
+    pub fn misfit(
+        &self,
+        size: u64,
+        obj: &Object,
+        sec: SectionIndex,
+        relas: &[Rela],
+        width: impl Fn(u32) -> Option<u64>,
+    ) -> Option<u64> {
+        let section = obj.section(sec);
+        let entries = Entries::new(section, relas, size);
+        let Some(layout) = self.layout(size) else {
+            if self.layouts.is_empty() || pattern_fits(obj, section, &entries.relas, size) {
+                return None;
+            }
+            let first = |e: &Entry| e.relas.first().map(|r| (r.r_offset - e.offset, r.r_type));
+            let want = entries.iter().next().and_then(|e| first(&e));
+            let at = entries
+                .iter()
+                .find(|e| first(e).is_none() || first(e) != want)
+                .map_or(0, |e| e.offset);
+            return Some(at);
+        };
+        let code = layout.code?;
+        let at = entries
+            .iter()
+            .filter(|e| e.is_whole(layout))
+            .find(|e| {
+                e.field_rela(Some(code))
+                    .is_none_or(|r| width(r.r_type) != Some(code.len) || !points_to_code(obj, r))
+            })
+            .map(|e| e.offset);
+        at
+    }
+
     /// Whether the section is trimmed entry by entry to the included code, and its entries are
     /// compared as part of the functions they belong to.
     pub fn has_sites(&self) -> bool {
@@ -143,39 +183,43 @@ impl SpecialSection {
 /// all have the same relocations (a static_cpu_has() pair of `.altinstructions` entries differ),
 /// so only the first relocation of each is compared.
 pub fn detect_entry_size(obj: &Object, section: &Section, relas: &[Rela]) -> Option<u64> {
-    let size = section.sh_size;
     let mut relas = relas.to_vec();
     relas.sort_by_key(|r| r.r_offset);
-    if relas.is_empty() || size == 0 {
+    if relas.is_empty() || section.sh_size == 0 {
         return None;
     }
-    let class = |r: &Rela| {
-        let to_text = obj.symbols[r.r_sym.0]
-            .section
-            .is_some_and(|s| obj.sections[s.0].is_text());
-        (r.r_type, to_text)
-    };
-    let fits = |s: u64| -> bool {
-        // The last entry may be short by its tail padding (kpatch notes this of
-        // .parainstructions), never by more than an alignment.
-        if !size.is_multiple_of(s) && s - size % s >= 8 {
+    (4..=64u64).find(|&s| pattern_fits(obj, section, &relas, s))
+}
+
+/// Whether entries of `s` bytes of `section` (relocations `relas`, by offset) each have
+/// relocations, the first of each of the same kind (see [`detect_entry_size`]).
+fn pattern_fits(obj: &Object, section: &Section, relas: &[Rela], s: u64) -> bool {
+    let size = section.sh_size;
+    // The last entry may be short by its tail padding (kpatch notes this of
+    // .parainstructions), never by more than an alignment.
+    if !size.is_multiple_of(s) && s - size % s >= 8 {
+        return false;
+    }
+    let n = size.div_ceil(s) as usize;
+    let mut patterns: Vec<Vec<(u64, (u32, bool))>> = vec![Vec::new(); n];
+    for r in relas {
+        let k = (r.r_offset / s) as usize;
+        if k >= n {
             return false;
         }
-        let n = size.div_ceil(s) as usize;
-        let mut patterns: Vec<Vec<(u64, (u32, bool))>> = vec![Vec::new(); n];
-        for r in &relas {
-            let k = (r.r_offset / s) as usize;
-            if k >= n {
-                return false;
-            }
-            patterns[k].push((r.r_offset % s, class(r)));
-        }
-        if patterns.iter().any(|p| p.is_empty()) {
-            return false;
-        }
-        patterns.iter().all(|p| p[0] == patterns[0][0])
-    };
-    (4..=64u64).find(|&s| fits(s))
+        patterns[k].push((r.r_offset % s, (r.r_type, points_to_code(obj, r))));
+    }
+    if patterns.iter().any(|p| p.is_empty()) {
+        return false;
+    }
+    patterns.iter().all(|p| p[0] == patterns[0][0])
+}
+
+/// Whether a relocation of `obj` points into code.
+fn points_to_code(obj: &Object, r: &Rela) -> bool {
+    obj.symbols[r.r_sym.0]
+        .section
+        .is_some_and(|s| obj.sections[s.0].is_text())
 }
 
 /// A special section split into entries of one size: the last may be short (cut off at the

@@ -238,6 +238,13 @@ impl Arch for X86_64 {
     fn is_pc_relative(&self, r_type: u32) -> bool {
         matches!(r_type, R_X86_64_PC32 | R_X86_64_PLT32)
     }
+    fn reloc_width(&self, r_type: u32) -> Option<u64> {
+        match r_type {
+            R_X86_64_64 | R_X86_64_PC64 => Some(8),
+            R_X86_64_PC32 | R_X86_64_PLT32 | R_X86_64_32 | R_X86_64_32S => Some(4),
+            _ => None,
+        }
+    }
     fn is_exact_address(&self, r_type: u32) -> bool {
         matches!(r_type, R_X86_64_64 | R_X86_64_32S | R_X86_64_PC64)
     }
@@ -491,6 +498,16 @@ mod tests {
         // call *func(%rip): an indirect call through memory is no direct branch
         assert!(!a.is_direct_branch(&[0xff, 0x15, 0, 0, 0, 0], 2));
         assert!(!a.is_direct_branch(&[0xe8, 0, 0, 0, 0], 40));
+    }
+
+    #[test]
+    fn relocation_widths() {
+        let a = X86_64;
+        assert_eq!(a.reloc_width(R_X86_64_64), Some(8));
+        assert_eq!(a.reloc_width(R_X86_64_PC64), Some(8));
+        assert_eq!(a.reloc_width(R_X86_64_PC32), Some(4));
+        assert_eq!(a.reloc_width(R_X86_64_32S), Some(4));
+        assert_eq!(a.reloc_width(R_X86_64_NONE), None);
     }
 
     #[test]

@@ -429,6 +429,28 @@ impl<S> Kelf<S> {
             .find(options.entry_size(spec.name), &self.obj, sec.raw(), relas)
     }
 
+    /// Whether entries of `size` bytes contradict special section `spec` of this object (see
+    /// [`kpatch_arch::SpecialSection::misfit`]); `false` where the object has no such section.
+    pub fn entry_size_misfits(&self, spec: &kpatch_arch::SpecialSection, size: u64) -> bool {
+        let Some(sec) = self.section_named(spec.name) else {
+            return false;
+        };
+        let Some(rsec) = self.rela_of[sec] else {
+            return false;
+        };
+        spec.misfit(size, &self.obj, sec.raw(), self.relas(rsec), |t| {
+            self.arch.reloc_width(t)
+        })
+        .is_some()
+    }
+
+    /// The entry size of special section `spec` found from its relocations, if it has any.
+    pub fn detected_entry_size(&self, spec: &kpatch_arch::SpecialSection) -> Option<u64> {
+        let sec = self.section_named(spec.name)?;
+        let rsec = self.rela_of[sec]?;
+        kpatch_arch::special::detect_entry_size(&self.obj, self.sec(sec), self.relas(rsec))
+    }
+
     /// Whether `name` is that of a function's padding symbol (x86's `__pfx_foo`), which travels
     /// with its function and is no function of its own.
     pub fn is_padding_symbol(&self, name: &str) -> bool {
@@ -502,4 +524,40 @@ fn instruction_ends(arch: &dyn Arch, code: &[u8]) -> Vec<u64> {
         ends.push(at as u64);
     }
     ends
+}
+
+/// The caller's options with each given entry size checked against both objects: a size that
+/// their entries contradict (cut at it, an entry does not start with a reference to its code)
+/// would pair the entries' fields wrongly and give one function's entries to another. It is
+/// replaced by the size the relocations show, where that fits both, with a warning.
+pub fn checked_options<O, P>(
+    o: &Kelf<O>,
+    p: &Kelf<P>,
+    options: &crate::Options,
+    warnings: &mut Vec<String>,
+) -> crate::Options {
+    let mut checked = options.clone();
+    for (name, size) in checked.entry_sizes.iter_mut() {
+        let Some(spec) = p.arch.special_section(name) else {
+            continue;
+        };
+        if !(o.entry_size_misfits(spec, *size) || p.entry_size_misfits(spec, *size)) {
+            continue;
+        }
+        let found = p
+            .detected_entry_size(spec)
+            .or_else(|| o.detected_entry_size(spec))
+            .filter(|&n| !o.entry_size_misfits(spec, n) && !p.entry_size_misfits(spec, n));
+        if let Some(n) = found {
+            let by = spec
+                .entry_size
+                .variable()
+                .map_or(String::new(), |v| format!(" ({v})"));
+            warnings.push(format!(
+                "special section {name}: its entries are {n} bytes, not the given {size}{by}: cut at {size} bytes, an entry would not start with a reference to its code; using {n}"
+            ));
+            *size = n;
+        }
+    }
+    checked
 }

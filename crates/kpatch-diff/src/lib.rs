@@ -292,6 +292,7 @@ pub fn diff(
     p.replace_section_symbols();
     check_same_source(&o, &p)?;
     let mut report = Report::default();
+    let options = &kelf::checked_options(&o, &p, options, &mut report.warnings);
 
     // The phases. Each needs what the ones before it found, in this order:
     // 1. correlate: pair each patched section and symbol with its original (its twin) and give

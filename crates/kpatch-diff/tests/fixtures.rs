@@ -1059,6 +1059,39 @@ fn regression_unchanged_function_reported_changed_for_its_moved_pc64_jump_key() 
     assert_eq!(defined_functions(&out), strs(&["last"]));
 }
 
+/// A jump-entry size given wrong (24 for 16-byte entries) cut the entries across functions and
+/// paired their fields wrongly, so unchanged functions were reported changed: the size the
+/// entries show is used instead, with a warning naming the given one.
+#[test]
+fn given_entry_size_that_the_entries_contradict_is_replaced_by_theirs() {
+    let p = fixture!("jump_key_shift", &["SHARED_KEYS"], &["SHARED_KEYS"]);
+    // Shape: two 16-byte jump entries for each of foo, bar and last.
+    assert_eq!(section(&p.patched, "__jump_table").unwrap().sh_size, 6 * 16);
+    let options = kpatch_diff::Options {
+        entry_sizes: vec![("__jump_table".into(), 24)],
+        ..Default::default()
+    };
+    let r = kpatch_diff::diff(
+        p.orig.clone(),
+        "orig.o",
+        p.patched.clone(),
+        "patched.o",
+        &options,
+    );
+    let Ok(kpatch_diff::Outcome::Changed { report, .. }) = r else {
+        panic!("expected a change: {r:?}");
+    };
+    assert_eq!(sorted(&report.changed_functions), strs(&["last"]));
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("__jump_table") && w.contains("16 bytes") && w.contains("24")),
+        "{:?}",
+        report.warnings
+    );
+}
+
 /// The same rule for a static key that shares its section with others (`__read_mostly`): the
 /// entry references the key, the kernel's copy, and the section is not copied into the patch
 /// (kpatch-rs refused the patch: ".data..read_mostly would be copied").
