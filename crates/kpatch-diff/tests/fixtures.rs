@@ -806,6 +806,21 @@ fn real_change_next_to_a_moved_might_sleep_is_a_change() {
     let p = fixture!("might_sleep_line", &[], &["REAL_CHANGE"]);
     let (_, report) = p.changed();
     assert_eq!(sorted(&report.changed_functions), strs(&["sleeper"]));
+    // The report names the real change, the call to ext() gcc no longer makes a tail call,
+    // not the earlier `mov $__LINE__, %esi` (101, patched) that only moved.
+    let line = offset_of_bytes(&p.patched, "sleeper", &[0xbe, 101, 0, 0, 0]);
+    let call = relas_of(&p.patched, ".text.sleeper")
+        .unwrap()
+        .relas
+        .iter()
+        .find(|r| target_name(&p.patched, r) == "ext")
+        .unwrap()
+        .r_offset as i64
+        - 1
+        - symbol(&p.patched, "sleeper").st_value as i64;
+    assert!(line < call, "shape: the line load comes first");
+    let d = code_change(&report, "sleeper");
+    assert_eq!(d.at, format!("sleeper+{call:#x}"), "{d:?}");
 }
 
 #[test]

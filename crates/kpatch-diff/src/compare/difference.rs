@@ -36,13 +36,12 @@ pub(crate) fn first_difference(
     let in_code = p.sec(sp).is_text();
     let aux = alternatives_aux(p);
     let (orelas, prelas) = (sorted_relas(o, so), sorted_relas(p, sp));
-    let in_range = |relas: &[Rela], lo: usize, hi: usize| -> Vec<Rela> {
-        relas
-            .iter()
-            .filter(|r| r.r_offset >= lo as u64 && r.r_offset < hi as u64)
-            .copied()
-            .collect()
-    };
+    // The relocations (sorted by offset) in [lo, hi).
+    fn in_range(relas: &[Rela], lo: usize, hi: usize) -> &[Rela] {
+        let from = relas.partition_point(|r| r.r_offset < lo as u64);
+        let to = relas.partition_point(|r| r.r_offset < hi as u64);
+        &relas[from..to.max(from)]
+    }
     // The length of the instruction at `at` (what is left, where it does not decode).
     let insn = |data: &[u8], at: usize| -> usize {
         if !in_code {
@@ -71,10 +70,10 @@ pub(crate) fn first_difference(
         // Both have relocations at the same places, one of which points elsewhere: that is the
         // difference, whatever the bytes. Otherwise the bytes, with what they reference.
         let paired =
-            or.len() == pr.len() && or.iter().zip(&pr).all(|(a, b)| a.r_offset == b.r_offset);
+            or.len() == pr.len() && or.iter().zip(pr).all(|(a, b)| a.r_offset == b.r_offset);
         let moved = or
             .iter()
-            .zip(&pr)
+            .zip(pr)
             .find(|(a, b)| !rela_equal(o, p, a, b, in_code, aux));
         if let (true, Some((a, b))) = (paired, moved) {
             let (was, now) = references(o, a, p, b, in_code);
@@ -93,8 +92,8 @@ pub(crate) fn first_difference(
                 } else {
                     Differs::Relocation
                 },
-                was: instruction(o, ob, &or, in_code),
-                now: instruction(p, pb, &pr, in_code),
+                was: instruction(o, ob, or, in_code),
+                now: instruction(p, pb, pr, in_code),
             };
             if paired && in_code && p.arch.is_line_number_load(ob) && p.arch.is_line_number_load(pb)
             {
