@@ -84,10 +84,11 @@ pub enum BuildError {
     Unsupported { path: PathBuf, reason: String },
     #[error("{}: `make olddefconfig` changed options the target kernel was built with, so this source is not the one it was built from: {}", tree.display(), options.join(", "))]
     ConfigDrift { tree: PathBuf, options: Vec<String> },
-    #[error("{}: does not apply to the source, nor is it already in it ({series}); patch said:\n{output}", patch.display())]
+    #[error("{}: does not apply to the source, nor is it already in it ({series}{}); a tree of this kernel cannot be made from the archive: build against your own tree of it with --sourcedir DIR --config FILE --vmlinux FILE. patch said:\n{output}", patch.display(), if *exact { String::new() } else { ", the newest the archive has kept for this kernel".to_string() })]
     FeaturesetPatch {
         patch: PathBuf,
         series: String,
+        exact: bool,
         output: String,
     },
     #[error("{}: {count} header(s) differ from the kernel's own ({}), so the tree is not the source the kernel was built from: {}", tree.display(), headers.display(), files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "))]

@@ -72,6 +72,7 @@ pub fn apply_series(runner: &dyn Runner, tree: &Path, fs: &FeaturesetSource) -> 
         return Err(BuildError::FeaturesetPatch {
             patch: patch.clone(),
             series: fs.series.describe(),
+            exact: fs.series.exact,
             output: forward.combined(),
         });
     }
