@@ -7,7 +7,8 @@
 #
 # Each kernel is built in a cache of its own under $KPATCH_RS_MATRIX_CACHE (default: a temporary
 # directory), removed after its row unless --keep: a prepared tree takes about 2 GB. The
-# downloaded source package is kept across the flavours of one version.
+# downloaded source package is kept across the flavours of one version (and, in a cache given
+# by $KPATCH_RS_MATRIX_CACHE, for the next run).
 set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -69,5 +70,6 @@ while read -r abi version source; do
     find "$KPATCH_RS_CACHE/debian" -mindepth 1 -maxdepth 1 ! -name 'linux-source-*' -exec rm -rf {} + 2>/dev/null
   fi
 done < "$work/rows"
-[ $keep = 0 ] && rm -rf "$matrix"
+# a cache given by the caller keeps its downloaded sources for the next run
+[ $keep = 0 ] && [ -z "${KPATCH_RS_MATRIX_CACHE:-}" ] && rm -rf "$matrix"
 echo "matrix: $n kernels, $built built, $verified verified"
