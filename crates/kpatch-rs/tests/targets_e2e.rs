@@ -68,8 +68,9 @@ fn pick(line: &str, flavour: &str, skip: usize) -> String {
 }
 
 /// Builds examples/cmdline-string.patch for `abi` with --verify and checks /proc/cmdline in the
-/// guest: unpatched, patched, unpatched again.
-fn build_and_verify(abi: &str) {
+/// guest: unpatched, patched, unpatched again. Returns the output directory (the module is in
+/// it) and the build's JSON summary.
+fn build_and_verify(abi: &str) -> (tempfile::TempDir, serde_json::Value) {
     let out = tempfile::tempdir().unwrap();
     let patch = repo().join("examples/cmdline-string.patch");
     let r = kpatch_rs(&[
@@ -108,6 +109,7 @@ fn build_and_verify(abi: &str) {
     );
     let secs: f64 = v["elapsed"].as_f64().unwrap();
     eprintln!("{abi}: built and verified in {secs:.1} s");
+    (out, v)
 }
 
 #[test]
@@ -151,6 +153,26 @@ fn the_newest_6_1_cloud_kernel_builds_and_verifies() {
     if gated() {
         build_and_verify(&pick("6.1", "cloud-amd64", 0));
     }
+}
+
+/// The rt flavour is built from the source with Debian's PREEMPT_RT series applied: without it
+/// the module said `preempt` to a `preempt_rt` kernel, which refused it.
+#[test]
+fn the_newest_6_1_rt_kernel_builds_with_its_preempt_rt_series_and_verifies() {
+    if !gated() {
+        return;
+    }
+    let abi = pick("6.1", "rt-amd64", 0);
+    let (out, _) = build_and_verify(&abi);
+    let ko = out.path().join("livepatch-cmdline-string.ko");
+    let data = std::fs::read(&ko).unwrap();
+    let info = kpatch_guest::kmod::modinfo(&ko, &data).unwrap();
+    let vermagic = info.vermagic().unwrap_or_default().to_string();
+    assert!(
+        vermagic.starts_with(&format!("{abi} SMP preempt_rt ")),
+        "{}: vermagic {vermagic:?}",
+        ko.display()
+    );
 }
 
 #[test]

@@ -294,6 +294,12 @@ impl KernelSymbols {
                 if s.object != me.object {
                     break;
                 }
+                if s.name.starts_with(PADDING_PREFIX) {
+                    // CALL_PADDING's `__pfx_foo` travels with `foo` (6.12 has one before
+                    // every function): counted as a foreign symbol of its own, it halved the
+                    // reach of a block.
+                    continue;
+                }
                 if section_boundary(&s.name) && !others.contains(s.name.as_str()) {
                     // Past a section boundary lie other sections' blocks.
                     break;
@@ -351,6 +357,9 @@ impl KernelSymbols {
 /// order before its block is taken to end (a unit's code is contiguous in the image, and so are
 /// its data of one section; the slack covers symbols a caller leaves out of the unit).
 const MAX_GAP: usize = 3;
+
+/// The symbol over a function's padding (`__pfx_foo`): part of its function, no unit's own.
+const PADDING_PREFIX: &str = kpatch_arch::x86_64::FUNCTION_ENTRY.padding_symbol_prefix;
 
 /// Whether a FILE symbol's name denotes the source path `source`.
 fn file_matches(file: &str, source: &str) -> bool {

@@ -411,3 +411,30 @@ fn stripped_and_non_elf_inputs_are_refused_with_the_file_named() {
     let err = parse_vmlinux(&obj.write().unwrap(), "stripped").unwrap_err();
     assert!(err.to_string().starts_with("stripped:"), "{err}");
 }
+
+/// 6.12 (CALL_PADDING) puts a `__pfx_` symbol before every function. Counted as foreign
+/// symbols, they broke a unit's block after half the usual number of foreign functions, and a
+/// repeated local name whose unit lies two functions away was refused as having no block.
+#[test]
+fn regression_call_padding_symbols_do_not_break_a_units_block() {
+    const PADDED: &str = "\
+ffffffff81400000 t __pfx_alpha_show
+ffffffff81400010 t alpha_show
+ffffffff81400100 t __pfx_other_one
+ffffffff81400110 t other_one
+ffffffff81400200 t __pfx_other_two
+ffffffff81400210 t other_two
+ffffffff81400300 t __pfx_c_start
+ffffffff81400310 t c_start
+ffffffff81400400 T __pfx_foreign
+ffffffff81400410 T foreign
+ffffffff81500000 t __pfx_c_start
+ffffffff81500010 t c_start
+ffffffff81500100 t __pfx_elsewhere
+ffffffff81500110 t elsewhere
+";
+    let k = parse_proc_kallsyms(PADDED, "/proc/kallsyms").unwrap();
+    let tu = unit("fs/proc/alpha.c", VMLINUX, &["alpha_show", "c_start"]);
+    let r = k.resolve_in_unit(&tu, "c_start").unwrap();
+    assert_eq!((r.sympos, r.address), (1, 0xffffffff81400310));
+}
