@@ -27,6 +27,26 @@ pub struct Kbuild {
     /// prepare chain (objtool, scripts, generated headers) on every invocation.
     #[serde(default)]
     pub prepared: bool,
+    /// `RUSTC=` override: [`NO_RUSTC`] when the target was built without a Rust toolchain
+    /// (its `CONFIG_RUSTC_VERSION` is 0), so that Kconfig's probes of the host's rustc
+    /// (6.12: `RUSTC_VERSION`, `RUSTC_LLVM_VERSION`, the `rustc-option` tests) find none either.
+    #[serde(default)]
+    pub rustc: Option<String>,
+}
+
+/// A `RUSTC` that is no command: Kconfig's rustc probes then say 0, as in a build environment
+/// without Rust.
+pub const NO_RUSTC: &str = "kpatch-rs-target-built-without-rustc";
+
+impl Kbuild {
+    /// The `RUSTC` a tree needs to configure as the target was: none when the target's config
+    /// records no rustc (`CONFIG_RUSTC_VERSION` absent or 0), else the host's.
+    pub fn rustc_for(config: &crate::config::KernelConfig) -> Option<String> {
+        match config.get("CONFIG_RUSTC_VERSION") {
+            None | Some("0") => Some(NO_RUSTC.to_string()),
+            Some(_) => None,
+        }
+    }
 }
 
 impl Kbuild {
@@ -44,6 +64,7 @@ impl Kbuild {
                 .map(|n| n.get())
                 .unwrap_or(1),
             prepared: false,
+            rustc: None,
         }
     }
 
@@ -61,6 +82,9 @@ impl Kbuild {
             .arg(format!("KCFLAGS={}", self.kcflags));
         if let Some(kr) = &self.kernelrelease {
             c = c.arg(format!("KERNELRELEASE={kr}"));
+        }
+        if let Some(r) = &self.rustc {
+            c = c.arg(format!("RUSTC={r}"));
         }
         c.args(targets)
     }

@@ -32,8 +32,9 @@ use crate::timing::Timings;
 const MARKER: &str = ".kpatch-rs-prepared";
 /// Bumped whenever [`prepare`] changes, so a tree prepared the old way is prepared again
 /// (2: `modules_prepare`, so modules are linked in the tree itself).
-/// (3: a featureset series applied at unpack, and `olddefconfig` checked for drift.)
-const PREPARE_RECIPE: u32 = 3;
+/// (3: a featureset series applied at unpack, and `olddefconfig` checked for drift;
+/// 4: `RUSTC=` as the target's config records it.)
+const PREPARE_RECIPE: u32 = 4;
 const INCLUDE_INDEX: &str = ".kpatch-rs-include-index.json";
 
 /// Options every Debian config gets so `make prepare` needs none of Debian's key files.
@@ -225,6 +226,7 @@ impl PreparedTree {
         let recovered = journal::restore(&root)?.unwrap_or_default();
 
         let mut kbuild = Kbuild::new(&root, &cc, Some(src.kernelrelease.clone()));
+        kbuild.rustc = Kbuild::rustc_for(&target_config);
         opts.apply(&mut kbuild);
         let config_text = fs::read(&src.config).map_err(io_err(&src.config))?;
         let fixed = set_strings(&String::from_utf8_lossy(&config_text), DEBIAN_CONFIG_FIXES);
@@ -311,6 +313,7 @@ impl PreparedTree {
             .unwrap_or_else(|| compiler::default_cc(&target_config));
         let (cc_version, mismatch) = opts.check_compiler(runner, &target_config, &cc, vmlinux)?;
         let mut kbuild = Kbuild::new(&root, &cc, None);
+        kbuild.rustc = Kbuild::rustc_for(&target_config);
         opts.apply(&mut kbuild);
         if let Some(c) = config {
             let given = fs::read(c).map_err(io_err(c))?;
@@ -537,6 +540,34 @@ mod tests {
     const CONFIG: &str = "CONFIG_CC_VERSION_TEXT=\"gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0\"\nCONFIG_SYSTEM_TRUSTED_KEYS=\"debian/certs/debian-uefi-certs.pem\"\n";
     const GCC: &str = "gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0";
 
+    /// Debian 6.12 was built without Rust (`CONFIG_RUSTC_VERSION=0`); the host's rustc made
+    /// Kconfig say RUSTC_VERSION=109500 and the drift check refused every 6.12 tree.
+    #[test]
+    fn regression_host_rustc_is_hidden_from_a_target_built_without_rust() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = TreeOptions {
+            cc: Some("gcc-12".into()),
+            ..Default::default()
+        };
+        for (config, want) in [
+            (format!("{CONFIG}CONFIG_RUSTC_VERSION=0\n"), true),
+            (CONFIG.to_string(), true),
+            (format!("{CONFIG}CONFIG_RUSTC_VERSION=108500\n"), false),
+        ] {
+            let cache = tempfile::tempdir_in(d.path()).unwrap();
+            let src = source(d.path(), &config);
+            let fake = Fake::new(GCC);
+            PreparedTree::debian(&fake, cache.path(), &src, &opts).unwrap();
+            let log = fake.log.lock().unwrap();
+            let olddefconfig = log.iter().find(|l| l.contains(" olddefconfig")).unwrap();
+            assert_eq!(
+                olddefconfig.contains(&format!("RUSTC={}", crate::kbuild::NO_RUSTC)),
+                want,
+                "{config}: {olddefconfig}"
+            );
+        }
+    }
+
     #[test]
     fn debian_tree_is_unpacked_and_prepared_once() {
         let d = tempfile::tempdir().unwrap();
@@ -576,7 +607,7 @@ mod tests {
         // Reused: no tar, no make.
         let again = Fake::new(GCC);
         let tree = PreparedTree::debian(&again, &cache, &src, &opts).unwrap();
-        assert_eq!((again.count("tar"), again.count("make")), (0, 0));
+        assert_eq!((again.count("tar -xf"), again.count("make")), (0, 0));
         assert!(tree.timings.0.is_empty());
         drop(tree);
 
@@ -588,7 +619,7 @@ mod tests {
         let third = Fake::new(GCC);
         let tree = PreparedTree::debian(&third, &cache, &src, &flags).unwrap();
         assert_eq!(
-            (third.count("tar"), third.count(" modules_prepare")),
+            (third.count("tar -xf"), third.count(" modules_prepare")),
             (0, 1)
         );
         assert!(tree.kbuild.kcflags.ends_with(" -I/stable/include"));
@@ -637,7 +668,7 @@ mod tests {
             "{e}"
         );
         assert_eq!(
-            fake.count("tar"),
+            fake.count("tar -xf"),
             0,
             "nothing is unpacked for a refused compiler"
         );
