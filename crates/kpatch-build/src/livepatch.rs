@@ -10,7 +10,7 @@ use std::time::Instant;
 use kpatch_diff::{DiffError, Outcome as DiffOutcome, Report};
 use kpatch_elf::Object;
 use kpatch_module::{
-    BuiltModule, GlueOptions, KbuildOptions, KernelResolver, ModuleOptions, TuInput,
+    BuiltModule, GlueOptions, KbuildOptions, KernelResolver, ModuleOptions, PatchMetadata, TuInput,
 };
 use kpatch_symbols::{KernelSymbol, KernelSymbols, Symvers};
 use kpatch_target::DebianKernel;
@@ -57,6 +57,24 @@ pub struct LivepatchOptions {
     pub skip_compiler_check: bool,
     /// Sign the module with the target's sign-file: `(key, certificate)`.
     pub sign: Option<(PathBuf, PathBuf)>,
+    /// What the patch does, for `.modinfo` (default: the patches' `Subject:` lines).
+    pub description: Option<String>,
+    /// CVE numbers the patch fixes, besides those its headers name.
+    pub cves: Vec<String>,
+    /// The patch's version: the module becomes `livepatch-<name>-v<version>`, so that a newer
+    /// cumulative version can be loaded while the older one runs (default: none, and version 1
+    /// in `.modinfo`).
+    pub patch_version: Option<u32>,
+}
+
+impl LivepatchOptions {
+    /// The name the module is built under: `name`, or `name-v<version>`.
+    pub fn module_patch_name(&self) -> String {
+        match self.patch_version {
+            Some(v) => format!("{}-v{v}", self.name),
+            None => self.name.clone(),
+        }
+    }
 }
 
 /// Where the build reports its stages and the warnings the user must see.
@@ -184,7 +202,7 @@ pub fn build_livepatch(
             source: e,
         })?;
     let work = work_tmp.path().to_path_buf();
-    let (patch_path, sha) = combined_patch(&opts.patches, &work)?;
+    let (patch_path, sha, headers) = combined_patch(&opts.patches, &work)?;
     let patch = PatchFile::read(&patch_path, 1)?;
 
     let started = Instant::now();
@@ -221,11 +239,15 @@ pub fn build_livepatch(
         path: opts.output_dir.clone(),
         source,
     })?;
-    obs.stage(&format!("building livepatch-{}.ko", opts.name));
-    let mut module = match build_module(opts, &target, &sha, &work, tus, &resolver, runner)? {
-        Ok(m) => m,
-        Err(refusal) => return Ok(Outcome::Refused(vec![refusal])),
-    };
+    let module_name = opts.module_patch_name();
+    obs.stage(&format!("building livepatch-{module_name}.ko"));
+    let kernel_version = target.debian.as_ref().map(|k| k.version.as_str());
+    let metadata = metadata(opts, kernel_version, &headers);
+    let mut module =
+        match build_module(opts, &target, &sha, metadata, &work, tus, &resolver, runner)? {
+            Ok(m) => m,
+            Err(refusal) => return Ok(Outcome::Refused(vec![refusal])),
+        };
     for note in &module.plan.notes {
         obs.warn(note);
     }
@@ -235,7 +257,7 @@ pub fn build_livepatch(
     }
     module.path = place(
         &module.path,
-        &opts.output_dir.join(format!("livepatch-{}.ko", opts.name)),
+        &opts.output_dir.join(format!("livepatch-{module_name}.ko")),
     )?;
     timings.push(("module".into(), started.elapsed().as_secs_f64()));
     obs.stage(&format!("wrote {}", module.path.display()));
@@ -266,15 +288,20 @@ fn patched_objects(tus: &[TuInput]) -> Vec<String> {
     objects
 }
 
-/// The patches as one file (applied in order) and the SHA-256 of their text.
-fn combined_patch(patches: &[PathBuf], work: &Path) -> Result<(PathBuf, String)> {
+/// The patches as one file (applied in order), the SHA-256 of their text, and each one's header.
+fn combined_patch(
+    patches: &[PathBuf],
+    work: &Path,
+) -> Result<(PathBuf, String, Vec<crate::patchfile::PatchHeader>)> {
     let mut text = String::new();
+    let mut headers = Vec::new();
     for p in patches {
         let t = std::fs::read_to_string(p).map_err(|source| BuildError::File {
             what: "reading patch",
             path: p.clone(),
             source,
         })?;
+        headers.push(crate::patchfile::header(&t));
         text.push_str(&t);
         if !t.ends_with('\n') {
             text.push('\n');
@@ -287,7 +314,35 @@ fn combined_patch(patches: &[PathBuf], work: &Path) -> Result<(PathBuf, String)>
         path: path.clone(),
         source,
     })?;
-    Ok((path, sha))
+    Ok((path, sha, headers))
+}
+
+/// The `.modinfo` metadata: the description given, else the patches' subjects; the CVE numbers
+/// given and those the headers name; the name, version and the Debian kernel's version.
+fn metadata(
+    opts: &LivepatchOptions,
+    kernel_version: Option<&str>,
+    headers: &[crate::patchfile::PatchHeader],
+) -> PatchMetadata {
+    let subjects: Vec<&str> = headers
+        .iter()
+        .filter_map(|h| h.subject.as_deref())
+        .collect();
+    let description = opts
+        .description
+        .clone()
+        .or_else(|| (!subjects.is_empty()).then(|| subjects.join("; ")));
+    let mut cves: Vec<String> = opts.cves.iter().map(|c| c.to_ascii_uppercase()).collect();
+    cves.extend(headers.iter().flat_map(|h| h.cves.iter().cloned()));
+    cves.sort();
+    cves.dedup();
+    PatchMetadata {
+        description,
+        name: Some(opts.name.clone()),
+        version: Some(opts.patch_version.unwrap_or(1)),
+        cves,
+        kernel_version: kernel_version.map(str::to_string),
+    }
 }
 
 /// The patch-author headers (kpatch-macros.h, kpatch-syscall.h), kept in one stable directory of
@@ -594,10 +649,12 @@ fn symbols_for(target: &Target, objects: &[String]) -> Result<TargetSymbols> {
 
 /// Builds the module in the work directory (signed there, then moved into place in one
 /// rename). `Ok(Err(reason))`: the module generator refused the change.
+#[allow(clippy::too_many_arguments)]
 fn build_module(
     opts: &LivepatchOptions,
     target: &Target,
     sha: &str,
+    metadata: PatchMetadata,
     work: &Path,
     tus: Vec<TuInput>,
     resolver: &KernelResolver,
@@ -605,15 +662,17 @@ fn build_module(
 ) -> Result<std::result::Result<BuiltModule, String>> {
     let mut glue = GlueOptions::new(target.release.clone(), sha.to_string());
     glue.replace = opts.replace;
+    glue.metadata = metadata;
+    let module_name = opts.module_patch_name();
     let mopts = ModuleOptions {
-        patch_name: opts.name.clone(),
+        patch_name: module_name.clone(),
         glue,
         kbuild: KbuildOptions {
             kbuild_dir: target.kbuild_dir.clone(),
             cc: target.tree.kbuild.cc.clone(),
             jobs: target.tree.kbuild.jobs,
         },
-        output: work.join(format!("livepatch-{}.ko", opts.name)),
+        output: work.join(format!("livepatch-{module_name}.ko")),
         work_dir: opts.debug.then(|| work.join("module")),
     };
     match kpatch_module::build_module(&mopts, tus, resolver, runner) {
@@ -666,9 +725,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_missing_patch_is_named_before_anything_is_built() {
-        let opts = LivepatchOptions {
+    fn options() -> LivepatchOptions {
+        LivepatchOptions {
             patches: vec!["/nonexistent/fix.patch".into()],
             target: TargetSpec::Debian(None),
             name: "fix".into(),
@@ -678,7 +736,51 @@ mod tests {
             replace: true,
             skip_compiler_check: false,
             sign: None,
-        };
+            description: None,
+            cves: Vec::new(),
+            patch_version: None,
+        }
+    }
+
+    #[test]
+    fn metadata_comes_from_the_headers_and_the_options() {
+        use crate::patchfile::PatchHeader;
+        let mut opts = options();
+        let headers = [
+            PatchHeader {
+                subject: Some("proc: one".into()),
+                cves: vec!["CVE-2099-1002".into()],
+            },
+            PatchHeader::default(),
+            PatchHeader {
+                subject: Some("proc: two".into()),
+                cves: vec!["CVE-2099-1001".into(), "CVE-2099-1002".into()],
+            },
+        ];
+        let m = metadata(&opts, Some("6.1.192-3"), &headers);
+        assert_eq!(m.description.as_deref(), Some("proc: one; proc: two"));
+        assert_eq!(m.cves, ["CVE-2099-1001", "CVE-2099-1002"]);
+        assert_eq!(
+            (m.name.as_deref(), m.version, m.kernel_version.as_deref()),
+            (Some("fix"), Some(1), Some("6.1.192-3"))
+        );
+        assert_eq!(opts.module_patch_name(), "fix");
+        opts.description = Some("given".into());
+        opts.cves = vec!["cve-2099-0007".into()];
+        opts.patch_version = Some(4);
+        let m = metadata(&opts, None, &[PatchHeader::default()]);
+        assert_eq!(m.description.as_deref(), Some("given"));
+        assert_eq!(
+            (m.cves, m.version),
+            (vec!["CVE-2099-0007".to_string()], Some(4))
+        );
+        assert_eq!(opts.module_patch_name(), "fix-v4");
+        assert_eq!(metadata(&options(), None, &[]).description, None);
+    }
+
+    #[test]
+    fn a_missing_patch_is_named_before_anything_is_built() {
+        let opts = options();
         struct NoRunner;
         impl Runner for NoRunner {
             fn run(

@@ -223,9 +223,85 @@ fn clean(p: &str, line: usize) -> std::result::Result<PathBuf, (usize, String)> 
     Ok(out)
 }
 
+/// What a patch's header says about it: the text before its first file header, which in a
+/// `git format-patch` mail holds the mail headers and the commit message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatchHeader {
+    /// The `Subject:` line, unfolded, without its leading `[PATCH ...]` tags.
+    pub subject: Option<String>,
+    /// The CVE numbers the header names, sorted, each once.
+    pub cves: Vec<String>,
+}
+
+/// Reads the header of a patch's text (see [`PatchHeader`]).
+pub fn header(text: &str) -> PatchHeader {
+    let lines: Vec<&str> = text.lines().collect();
+    let end = lines
+        .iter()
+        .enumerate()
+        .position(|(i, l)| {
+            l.starts_with("diff ")
+                || l.starts_with("Index: ")
+                || (l.starts_with("--- ")
+                    && lines.get(i + 1).is_some_and(|n| n.starts_with("+++ ")))
+        })
+        .unwrap_or(lines.len());
+    let head = &lines[..end];
+    let subject = head
+        .iter()
+        .position(|l| l.starts_with("Subject:"))
+        .map(|at| {
+            let mut s = head[at]["Subject:".len()..].trim().to_string();
+            for cont in head[at + 1..]
+                .iter()
+                .take_while(|l| l.starts_with([' ', '\t']))
+            {
+                s.push(' ');
+                s.push_str(cont.trim());
+            }
+            strip_subject_tags(&s).to_string()
+        })
+        .filter(|s| !s.is_empty());
+    PatchHeader {
+        subject,
+        cves: kpatch_common::cve::find_cves(&head.join("\n")),
+    }
+}
+
+/// `[PATCH v2 1/3] [stable] fix` -> `fix`.
+fn strip_subject_tags(s: &str) -> &str {
+    let mut s = s.trim_start();
+    while let Some(rest) = s.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((_, after)) => s = after.trim_start(),
+            None => break,
+        }
+    }
+    s.trim_end()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_gives_the_subject_and_the_cves() {
+        let text = "From 1234 Mon Sep 17 00:00:00 2001\nFrom: A Dev <a@example.org>\n\
+Subject: [PATCH v2 1/2] proc: say live in\n /proc/cmdline\n\nFixes CVE-2099-1002 (and cve-2099-1001).\n\
+---\n fs/proc/cmdline.c | 3 +--\n\ndiff --git a/fs/proc/cmdline.c b/fs/proc/cmdline.c\n\
+--- a/fs/proc/cmdline.c\n+++ b/fs/proc/cmdline.c\n@@ -1 +1 @@\n-a CVE-2099-7777\n+b\n";
+        let h = header(text);
+        assert_eq!(
+            h.subject.as_deref(),
+            Some("proc: say live in /proc/cmdline")
+        );
+        assert_eq!(h.cves, ["CVE-2099-1001", "CVE-2099-1002"]);
+        // A plain diff has no header.
+        let plain = "--- a/x.c\n+++ b/x.c\n@@ -1 +1 @@\n-CVE-2099-1\n+Subject: x\n";
+        assert_eq!(header(plain), PatchHeader::default());
+        assert_eq!(strip_subject_tags("[PATCH] [stable] fix it "), "fix it");
+        assert_eq!(strip_subject_tags("[unclosed fix"), "[unclosed fix");
+    }
 
     fn p(s: &str) -> PathBuf {
         PathBuf::from(s)

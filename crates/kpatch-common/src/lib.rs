@@ -5,10 +5,12 @@
 //! - [`klp`]: the names and ELF values the livepatch core parses (`.klp.sym.*`, `.klp.rela.*`,
 //!   `SHN_LIVEPATCH`);
 //! - [`modinfo`]: the `.modinfo` format and the keys kpatch-rs records in it;
+//! - [`cve`]: CVE numbers, as patches name them and `.modinfo` records them;
 //! - [`fs`]: writing a file atomically;
 //! - [`exec`]: the one seam through which external programs run;
 //! - [`interrupt`]: the one flag SIGINT, SIGTERM and SIGHUP set.
 
+pub mod cve;
 pub mod exec;
 pub mod fs;
 pub mod interrupt;

@@ -9,6 +9,23 @@ pub const MODINFO_PATCH_SHA256: &str = "kpatch_rs_patch_sha256";
 /// `.modinfo` key: the patched functions, comma separated, each `object:function,sympos`
 /// (`object` is `vmlinux` or a module name; sympos 0 means the symbol is unique).
 pub const MODINFO_FUNCTIONS: &str = "kpatch_rs_functions";
+/// `.modinfo` key: the patch's name (`build --name`), shared by the successive cumulative
+/// modules of one patch; packages are named after it.
+pub const MODINFO_PATCH_NAME: &str = "kpatch_rs_patch_name";
+/// `.modinfo` key: the patch's version (`build --patch-version`, default 1): the patch level of
+/// its name, and its package's version.
+pub const MODINFO_PATCH_VERSION: &str = "kpatch_rs_patch_version";
+/// `.modinfo` key: the CVE numbers the patch fixes, comma separated (from its headers and
+/// `build --cve`).
+pub const MODINFO_CVES: &str = "kpatch_rs_cves";
+/// `.modinfo` key: the Debian package version of the target kernel (`6.1.192-3`), when the
+/// target is a Debian kernel.
+pub const MODINFO_KERNEL_VERSION: &str = "kpatch_rs_kernel_version";
+/// `.modinfo` key: `1` when the patch replaces every earlier livepatch (atomic replace), `0`
+/// when it stacks on them.
+pub const MODINFO_REPLACE: &str = "kpatch_rs_replace";
+/// `.modinfo` key the kernel's `MODULE_DESCRIPTION` writes: what the patch does (its subject).
+pub const MODINFO_DESCRIPTION: &str = "description";
 
 /// The name of the section.
 pub const SECTION: &str = ".modinfo";
@@ -124,6 +141,42 @@ impl ModInfo {
         self.get(MODINFO_PATCH_SHA256)
     }
 
+    /// [`MODINFO_PATCH_NAME`].
+    pub fn patch_name(&self) -> Option<&str> {
+        self.get(MODINFO_PATCH_NAME)
+    }
+
+    /// [`MODINFO_PATCH_VERSION`], when it is a number.
+    pub fn patch_version(&self) -> Option<u32> {
+        self.get(MODINFO_PATCH_VERSION)?.parse().ok()
+    }
+
+    /// [`MODINFO_DESCRIPTION`].
+    pub fn description(&self) -> Option<&str> {
+        self.get(MODINFO_DESCRIPTION).filter(|d| !d.is_empty())
+    }
+
+    /// The CVE numbers of [`MODINFO_CVES`] (items that are not CVE numbers are skipped).
+    pub fn cves(&self) -> Vec<String> {
+        self.get(MODINFO_CVES)
+            .map(crate::cve::find_cves)
+            .unwrap_or_default()
+    }
+
+    /// [`MODINFO_REPLACE`], when recorded.
+    pub fn replace(&self) -> Option<bool> {
+        match self.get(MODINFO_REPLACE)? {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        }
+    }
+
+    /// [`MODINFO_KERNEL_VERSION`].
+    pub fn kernel_version(&self) -> Option<&str> {
+        self.get(MODINFO_KERNEL_VERSION).filter(|v| !v.is_empty())
+    }
+
     /// The functions listed in [`MODINFO_FUNCTIONS`] (unparsable items are skipped).
     pub fn functions(&self) -> Vec<PatchedFunction> {
         self.get(MODINFO_FUNCTIONS)
@@ -190,6 +243,28 @@ mod tests {
             .map(PatchedFunction::encode)
             .collect();
         assert_eq!(f, ["a:f,0", "b:g,3", "c:h,0"]);
+    }
+
+    #[test]
+    fn patch_metadata_fields() {
+        let info = ModInfo::from_section(&section(&[
+            "description=proc: mark /proc/cmdline",
+            &format!("{MODINFO_PATCH_NAME}=fleet-fix"),
+            &format!("{MODINFO_PATCH_VERSION}=2"),
+            &format!("{MODINFO_CVES}=CVE-2099-1002,CVE-2099-1001,not-a-cve"),
+            &format!("{MODINFO_KERNEL_VERSION}=6.1.192-3"),
+            &format!("{MODINFO_REPLACE}=1"),
+        ]));
+        assert_eq!(info.replace(), Some(true));
+        assert_eq!(info.description(), Some("proc: mark /proc/cmdline"));
+        assert_eq!(info.patch_name(), Some("fleet-fix"));
+        assert_eq!(info.patch_version(), Some(2));
+        assert_eq!(info.cves(), ["CVE-2099-1001", "CVE-2099-1002"]);
+        assert_eq!(info.kernel_version(), Some("6.1.192-3"));
+        let bare = ModInfo::from_section(&section(&["description=", "kpatch_rs_patch_version=x"]));
+        assert_eq!((bare.description(), bare.patch_version()), (None, None));
+        assert_eq!(bare.replace(), None);
+        assert!(bare.cves().is_empty());
     }
 
     #[test]

@@ -116,6 +116,9 @@ impl FakeTask {
 struct Transition {
     patch: String,
     target: i32,
+    /// Atomic replace (`kpatch_rs_replace=1` in the module): when patching completes, every
+    /// other patch is freed, as the kernel frees the replaced patches.
+    replace: bool,
 }
 
 #[derive(Debug)]
@@ -500,7 +503,7 @@ impl FakeKernel {
     }
 
     /// Start a transition of `patch` towards `target`: every task starts in the other state.
-    fn start_transition(&self, patch: &str, target: i32) -> io::Result<()> {
+    fn start_transition(&self, patch: &str, target: i32, replace: bool) -> io::Result<()> {
         {
             let mut st = self.st.borrow_mut();
             for t in st.tasks.values_mut() {
@@ -509,6 +512,7 @@ impl FakeKernel {
             st.transition = Some(Transition {
                 patch: patch.into(),
                 target,
+                replace,
             });
         }
         self.set_attr(patch, "enabled", target)?;
@@ -564,10 +568,16 @@ impl FakeKernel {
                 self.sync_all_tasks()?;
                 if tr.target == 1 {
                     self.set_attr(&tr.patch, "transition", 0)?;
+                    if tr.replace {
+                        for other in std::fs::read_dir(self.path(LIVEPATCH_DIR))? {
+                            let other = other?.file_name().to_string_lossy().into_owned();
+                            if other != tr.patch {
+                                self.free_patch(&other)?;
+                            }
+                        }
+                    }
                 } else {
-                    // Disabled: the kernel frees the patch and drops its module reference.
-                    std::fs::remove_dir_all(self.path(Path::new(LIVEPATCH_DIR).join(&tr.patch)))?;
-                    std::fs::write(self.path(format!("/sys/module/{}/refcnt", tr.patch)), "0\n")?;
+                    self.free_patch(&tr.patch)?;
                 }
             }
             None => {
@@ -577,6 +587,13 @@ impl FakeKernel {
             }
         }
         Ok(())
+    }
+
+    /// Like the kernel freeing a disabled or replaced patch: its directory goes, and so does
+    /// its reference on the module (which stays loaded).
+    fn free_patch(&self, patch: &str) -> io::Result<()> {
+        std::fs::remove_dir_all(self.path(Path::new(LIVEPATCH_DIR).join(patch)))?;
+        std::fs::write(self.path(format!("/sys/module/{patch}/refcnt")), "0\n")
     }
 
     fn do_finit(&self, image: &File) -> Result<(), Errno> {
@@ -654,7 +671,8 @@ impl FakeKernel {
             // The ftrace handlers go in before the transition starts.
             std::fs::write(odir.join("patched"), "1\n").map_err(eio)?;
         }
-        self.start_transition(&name, 1).map_err(eio)
+        self.start_transition(&name, 1, m.info.replace() == Some(true))
+            .map_err(eio)
     }
 
     fn do_write(&self, path: &Path, data: &str) -> io::Result<()> {
@@ -696,7 +714,7 @@ impl FakeKernel {
                             self.tick()
                         }
                         Some(_) => Err(io::Error::from_raw_os_error(Errno::EBUSY as i32)),
-                        None if want == 0 => self.start_transition(patch, 0),
+                        None if want == 0 => self.start_transition(patch, 0, false),
                         None => Err(einval()),
                     };
                 }

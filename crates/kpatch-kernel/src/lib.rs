@@ -13,6 +13,8 @@ pub mod ops;
 pub mod patches;
 mod real;
 pub mod report;
+pub mod series;
+pub mod status;
 pub mod store;
 mod sys;
 pub mod tasks;

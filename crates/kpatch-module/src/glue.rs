@@ -15,6 +15,23 @@ pub struct GlueOptions {
     pub patch_sha256: String,
     /// `klp_patch.replace`: the patch replaces every earlier livepatch (atomic replace).
     pub replace: bool,
+    /// What the patch is, for `.modinfo` (the fields left empty are not written).
+    pub metadata: PatchMetadata,
+}
+
+/// A patch's description, name, version and CVE numbers, recorded in `.modinfo`
+/// (`description` and the `kpatch_rs_patch_*` keys of [`kpatch_common::modinfo`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatchMetadata {
+    /// One line (`MODULE_DESCRIPTION`).
+    pub description: Option<String>,
+    /// The patch's name, shared by its successive versions.
+    pub name: Option<String>,
+    pub version: Option<u32>,
+    /// CVE numbers, sorted.
+    pub cves: Vec<String>,
+    /// The Debian package version of the target kernel.
+    pub kernel_version: Option<String>,
 }
 
 impl GlueOptions {
@@ -24,12 +41,16 @@ impl GlueOptions {
             target_release: target_release.into(),
             patch_sha256: patch_sha256.into(),
             replace: true,
+            metadata: PatchMetadata::default(),
         }
     }
 }
 
 /// `.modinfo` keys read by the management commands.
-pub use kpatch_common::modinfo::{MODINFO_FUNCTIONS, MODINFO_KERNEL, MODINFO_PATCH_SHA256};
+pub use kpatch_common::modinfo::{
+    MODINFO_CVES, MODINFO_DESCRIPTION, MODINFO_FUNCTIONS, MODINFO_KERNEL, MODINFO_KERNEL_VERSION,
+    MODINFO_PATCH_NAME, MODINFO_PATCH_SHA256, MODINFO_PATCH_VERSION, MODINFO_REPLACE,
+};
 
 /// The file name the glue is written to in the kbuild directory.
 pub const GLUE_FILE: &str = "kpatch-rs-glue.c";
@@ -170,5 +191,29 @@ pub fn generate(plan: &Plan, opts: &GlueOptions) -> String {
         "MODULE_INFO({MODINFO_FUNCTIONS}, {});",
         c_string(&functions_tag(plan))
     );
+    let _ = writeln!(
+        c,
+        "MODULE_INFO({MODINFO_REPLACE}, \"{}\");",
+        u8::from(opts.replace)
+    );
+    metadata_tags(&mut c, &opts.metadata);
     c
+}
+
+/// The `.modinfo` tags of [`PatchMetadata`], each only when it has a value.
+fn metadata_tags(c: &mut String, m: &PatchMetadata) {
+    let version = m.version.map(|v| v.to_string());
+    let cves = (!m.cves.is_empty()).then(|| m.cves.join(","));
+    let tags = [
+        (MODINFO_DESCRIPTION, m.description.as_deref()),
+        (MODINFO_PATCH_NAME, m.name.as_deref()),
+        (MODINFO_PATCH_VERSION, version.as_deref()),
+        (MODINFO_CVES, cves.as_deref()),
+        (MODINFO_KERNEL_VERSION, m.kernel_version.as_deref()),
+    ];
+    for (key, value) in tags {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            let _ = writeln!(c, "MODULE_INFO({key}, {});", c_string(v));
+        }
+    }
 }

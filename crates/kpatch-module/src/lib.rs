@@ -20,7 +20,7 @@ pub mod plan;
 pub mod resolver;
 
 pub use error::ModuleError;
-pub use glue::GlueOptions;
+pub use glue::{GlueOptions, PatchMetadata};
 pub use kbuild::KbuildOptions;
 pub use kpatch_common::exec::{Runner, SystemRunner};
 pub use plan::{CallbackKind, Plan, TuInput};

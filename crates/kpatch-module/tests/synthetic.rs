@@ -665,11 +665,16 @@ fn module_target_splits_klp_relocations_by_object_and_refuses_module_symbols_in_
             target_release: "r".into(),
             patch_sha256: "ab".into(),
             replace: false,
+            metadata: Default::default(),
         },
     );
     assert!(glue.contains(".name = \"ext4\""), "{glue}");
     assert!(glue.contains(".old_sympos = 3"), "{glue}");
     assert!(glue.contains(".replace = false"), "{glue}");
+    assert!(
+        glue.contains("MODULE_INFO(kpatch_rs_replace, \"0\");"),
+        "{glue}"
+    );
     assert!(
         glue.contains("MODULE_INFO(import_ns, \"TEST_NS\");"),
         "{glue}"
@@ -809,8 +814,25 @@ fn glue_wires_functions_objects_callbacks_and_modinfo() {
             target_release: "6.1.0-56-amd64".into(),
             patch_sha256: "ab".repeat(32),
             replace: true,
+            metadata: kpatch_module::PatchMetadata {
+                description: Some("proc: say \"live\" in /proc/cmdline".into()),
+                name: Some("fix-cmdline".into()),
+                version: Some(3),
+                cves: vec!["CVE-2099-1001".into(), "CVE-2099-1002".into()],
+                kernel_version: None,
+            },
         },
     );
+    for needle in [
+        "MODULE_INFO(description, \"proc: say \\\"live\\\" in /proc/cmdline\");",
+        "MODULE_INFO(kpatch_rs_patch_name, \"fix-cmdline\");",
+        "MODULE_INFO(kpatch_rs_patch_version, \"3\");",
+        "MODULE_INFO(kpatch_rs_replace, \"1\");",
+        "MODULE_INFO(kpatch_rs_cves, \"CVE-2099-1001,CVE-2099-1002\");",
+    ] {
+        assert!(g.contains(needle), "missing {needle:?} in:\n{g}");
+    }
+    assert!(!g.contains("kpatch_rs_kernel_version"), "{g}");
     for needle in [
         "extern void __kpatch_rs_func_0(void);",
         ".old_name = \"cmdline_proc_show\",",
@@ -886,11 +908,7 @@ fn fake_headers(dir: &Path, release: &str) {
 fn options(dir: &Path, out: &Path) -> ModuleOptions {
     ModuleOptions {
         patch_name: "fix-cmdline".into(),
-        glue: GlueOptions {
-            target_release: "6.1.0-56-amd64".into(),
-            patch_sha256: "ab".repeat(32),
-            replace: true,
-        },
+        glue: GlueOptions::new("6.1.0-56-amd64", "ab".repeat(32)),
         kbuild: KbuildOptions {
             kbuild_dir: dir.to_path_buf(),
             cc: "gcc-12".into(),

@@ -122,6 +122,7 @@ pub fn options(t: &Target, name: &str, out: &Path) -> ModuleOptions {
             target_release: t.release.clone(),
             patch_sha256: "00".repeat(32),
             replace: true,
+            metadata: Default::default(),
         },
         kbuild: KbuildOptions {
             kbuild_dir: t.kbuild_dir.clone(),

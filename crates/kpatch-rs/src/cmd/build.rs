@@ -79,6 +79,26 @@ pub struct Args {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
+    /// What the patch does, one line, for the module's `description` (default: the patches'
+    /// `Subject:` lines).
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+    /// A CVE number the patch fixes (repeatable), besides those the patches' headers name.
+    #[arg(long = "cve", value_name = "CVE-YYYY-NNNN", value_parser = parse_cve)]
+    pub cves: Vec<String>,
+    /// The patch's version N: the module becomes livepatch-NAME-vN.ko, so that a newer
+    /// cumulative version can take over from a loaded older one, and its package has version N.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub patch_version: Option<u32>,
+}
+
+fn parse_cve(s: &str) -> Result<String, String> {
+    let upper = s.to_ascii_uppercase();
+    if kpatch_common::cve::is_cve(&upper) {
+        Ok(upper)
+    } else {
+        Err(format!("{s}: not a CVE number (CVE-YYYY-NNNN)"))
+    }
 }
 
 impl kpatch_build::livepatch::Observer for Progress {
@@ -117,6 +137,9 @@ fn options(args: &Args) -> anyhow::Result<LivepatchOptions> {
         replace: !args.non_replace,
         skip_compiler_check: args.skip_compiler_check,
         sign,
+        description: args.description.clone(),
+        cves: args.cves.clone(),
+        patch_version: args.patch_version,
     })
 }
 
