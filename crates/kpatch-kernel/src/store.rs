@@ -174,16 +174,25 @@ impl Store {
     }
 }
 
-/// The systemd unit that runs `load --all` at boot.
+/// The systemd unit that runs `load --all` at boot, as `install` writes it.
 pub fn unit_text(exe: &Path, state_dir: &Path) -> String {
     format!(
-        "# Written by kpatch-rs install; removed by kpatch-rs uninstall of the last patch.\n\
-         [Unit]\n\
+        "# Written by kpatch-rs install; removed by kpatch-rs uninstall of the last patch.\n{}",
+        unit_body(exe, state_dir)
+    )
+}
+
+/// The unit itself (kpatch-rs's package ships it as it is). It runs before the login prompts
+/// (`getty-pre.target`) and before logins are allowed, so that a host that comes up patched is
+/// patched before anyone can log in.
+pub fn unit_body(exe: &Path, state_dir: &Path) -> String {
+    format!(
+        "[Unit]\n\
          Description=Load the kpatch-rs livepatch modules installed for the running kernel\n\
          ConditionKernelCommandLine=!kpatch_rs.enable=0\n\
          RequiresMountsFor={state}\n\
-         Before=network-pre.target\n\
-         Wants=network-pre.target\n\
+         Before=network-pre.target getty-pre.target systemd-user-sessions.service\n\
+         Wants=network-pre.target getty-pre.target\n\
          \n\
          [Service]\n\
          Type=oneshot\n\

@@ -39,6 +39,15 @@ enum Command {
     Signal(cmd::signal::Args),
     /// List the Debian kernels that can be targeted from this machine.
     Targets(cmd::targets::Args),
+    /// The running kernel's patches: loaded, installed for boot, patch level (exit status for
+    /// monitoring).
+    Status(cmd::status::Args),
+    /// Write a Debian package per patch module (or, with --tool, kpatch-rs's own).
+    Package(cmd::package::Args),
+    /// Add packages to a flat apt repository and rewrite (and sign) its indexes.
+    Repo(cmd::repo::Args),
+    /// What a patch package's maintainer scripts do (run by them, with dpkg's arguments).
+    Maintscript(cmd::maintscript::Args),
     /// The watchdog of a freeze (started by load/unload --freeze; not for direct use).
     #[command(hide = true)]
     FreezeWatchdog,
@@ -58,6 +67,10 @@ fn main() -> ExitCode {
         Command::Uninstall(a) => cmd::uninstall::run(a),
         Command::Signal(a) => cmd::signal::run(a),
         Command::Targets(a) => cmd::targets::run(a),
+        Command::Status(a) => cmd::status::run(a),
+        Command::Package(a) => cmd::package::run(a),
+        Command::Repo(a) => cmd::repo::run(a),
+        Command::Maintscript(a) => cmd::maintscript::run(a),
         Command::FreezeWatchdog => freezing::run_watchdog(),
     };
     match result {
