@@ -21,6 +21,7 @@
 mod busybox;
 pub mod console;
 mod cpio;
+pub mod debian_system;
 mod error;
 mod guest;
 pub mod kallsyms;
@@ -33,6 +34,7 @@ pub mod transfer;
 pub use busybox::static_busybox;
 pub use console::{CheckResult, Problem, ProblemKind};
 pub use cpio::Initramfs;
+pub use debian_system::{make_test_disk, DebianSystem};
 pub use error::GuestError;
 pub use guest::Guest;
 pub use qemu::{boot, GuestConfig, GuestRun};

@@ -29,6 +29,9 @@ pub struct GuestConfig {
     pub extra_args: Vec<String>,
     /// When set, the console log is written there (also on timeout).
     pub log_file: Option<PathBuf>,
+    /// Let a reboot inside the guest restart it (no `-no-reboot`). A kernel panic then ends
+    /// the run at once, instead of rebooting into it again.
+    pub allow_reboot: bool,
 }
 
 /// The default kernel command line: serial console, reboot (so QEMU exits, with
@@ -50,6 +53,7 @@ impl GuestConfig {
             qemu: "qemu-system-x86_64".into(),
             extra_args: vec![],
             log_file: None,
+            allow_reboot: false,
         }
     }
 
@@ -68,6 +72,7 @@ impl GuestConfig {
             "none",
         ]
         .iter()
+        .filter(|s| !(self.allow_reboot && **s == "-no-reboot"))
         .map(|s| s.to_string())
         .collect();
         a.extend([
@@ -256,10 +261,21 @@ pub fn boot(cfg: &GuestConfig) -> Result<GuestRun, GuestError> {
     let mut run = GuestRun::default();
     let deadline = start + cfg.timeout;
     let mut timed_out = false;
+    let mut panicked = false;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(Event::Line(raw)) => run.push_raw(&raw, start.elapsed()),
+            Ok(Event::Line(raw)) => {
+                run.push_raw(&raw, start.elapsed());
+                panicked = run
+                    .problems
+                    .last()
+                    .is_some_and(|p| p.kind == console::ProblemKind::Panic);
+                if cfg.allow_reboot && panicked {
+                    // It would reboot into the same run; keep what it printed, and stop it.
+                    break;
+                }
+            }
             Ok(Event::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 timed_out = true;
@@ -267,7 +283,7 @@ pub fn boot(cfg: &GuestConfig) -> Result<GuestRun, GuestError> {
             }
         }
     }
-    if timed_out {
+    if timed_out || (cfg.allow_reboot && panicked) {
         drop(reaper); // kill the group, reap QEMU
     } else {
         // stdout closed: QEMU is exiting; give it the rest of the deadline.
@@ -417,6 +433,24 @@ exit 0"#,
             stat.is_empty() || stat.contains(") Z "),
             "grandchild still alive: {stat}"
         );
+    }
+
+    #[test]
+    fn with_reboots_allowed_a_panic_ends_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        // A guest that panics and would then reboot forever.
+        let q = fake_qemu(
+            dir.path(),
+            "echo '[ 1.0] Kernel panic - not syncing: VFS: Unable to mount root fs'\nsleep 300",
+        );
+        let mut c = cfg(q, 60_000);
+        c.allow_reboot = true;
+        assert!(!c.args().contains(&"-no-reboot".to_string()));
+        let t0 = Instant::now();
+        let run = boot(&c).unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+        assert_eq!(run.problems[0].kind, ProblemKind::Panic);
+        assert!(!run.done);
     }
 
     #[test]

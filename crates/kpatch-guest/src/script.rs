@@ -95,10 +95,18 @@ impl TestScript {
             .collect()
     }
 
-    /// The `/init` script text.
+    /// The `/init` script text: mounts, the steps, `KPATCH-RS-DONE`, `poweroff -f`.
     pub fn render(&self) -> String {
-        let mut s = String::from(PRELUDE);
-        s.push_str(&format!(
+        format!(
+            "{PRELUDE}{}echo {DONE}\nsync\npoweroff -f\n",
+            self.render_steps()
+        )
+    }
+
+    /// The steps alone (the check runner's function, then each step), for a script of another
+    /// system to source or embed: no mounts, no end sentinel, no power-off.
+    pub fn render_steps(&self) -> String {
+        let mut s = format!(
             r#"krs_run() {{
   krs_name=$1; shift
   krs_out=$("$@" 2>&1 </dev/null)
@@ -111,7 +119,7 @@ impl TestScript {
   fi
 }}
 "#
-        ));
+        );
         for (i, step) in self.steps.iter().enumerate() {
             match step {
                 Step::Shell(cmds) => {
@@ -125,7 +133,6 @@ impl TestScript {
                 }
             }
         }
-        s.push_str(&format!("echo {DONE}\nsync\npoweroff -f\n"));
         s
     }
 }
