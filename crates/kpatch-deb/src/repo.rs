@@ -337,5 +337,11 @@ mod tests {
         update(&repo_dir, &[], &unsigned, &SystemRunner).unwrap();
         assert!(!repo_dir.join("InRelease").exists() && !repo_dir.join("Release.gpg").exists());
         assert!(repo_dir.join("Release").exists());
+        // The agent gpg started for that home ends with the test.
+        let _ = std::process::Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(&home)
+            .args(["--kill", "gpg-agent"])
+            .output();
     }
 }

@@ -168,9 +168,9 @@ impl DebianSystem {
     pub fn config(&self, test_disk: &Path, timeout: Duration) -> GuestConfig {
         let mut c = GuestConfig::new(&self.vmlinuz, &self.initrd);
         c.memory_mb = 1024;
-        c.append = format!(
-            "root=/dev/vda rw console=ttyS0 loglevel=6 no_timer_check panic=-1 systemd.show_status=1"
-        );
+        c.append = "root=/dev/vda rw console=ttyS0 loglevel=6 no_timer_check panic=-1 \
+                    systemd.show_status=1"
+            .into();
         c.extra_args = vec![
             "-drive".into(),
             format!(
