@@ -48,7 +48,7 @@ const CUSTOMIZE: &str = r#"set -e
 root="$1"
 cat > "$root/etc/fstab" <<EOF
 /dev/vda / ext4 errors=remount-ro 0 1
-LABEL=@LABEL@ @MOUNT@ ext4 ro,nofail,x-systemd.device-timeout=10s 0 0
+LABEL=@LABEL@ @MOUNT@ ext4 ro,nofail,x-systemd.device-timeout=120s 0 0
 EOF
 mkdir -p "$root@MOUNT@"
 echo kpatch-rs-guest > "$root/etc/hostname"
