@@ -33,6 +33,9 @@ pub struct Info {
     pub livepatch: bool,
     /// SHA-256 of the source patch, as `build` recorded it.
     pub patch_sha256: Option<String>,
+    /// What the patch does and the CVE numbers it fixes, as `build` recorded them.
+    pub description: Option<String>,
+    pub cves: Vec<String>,
     pub functions: Vec<PatchedFunction>,
     /// Every `.modinfo` field, in file order.
     pub modinfo: Vec<(String, String)>,
@@ -115,6 +118,10 @@ pub fn gather(k: &dyn Kernel, arg: &str, state_dir: &Path) -> anyhow::Result<Inf
         vermagic: get("vermagic").map(|v| v.trim().to_string()),
         livepatch: file.as_ref().map(|f| f.info.is_livepatch()).unwrap_or(true),
         patch_sha256: get(kpatch_kernel::MODINFO_PATCH_SHA256),
+        description: file
+            .as_ref()
+            .and_then(|f| f.info.description().map(str::to_string)),
+        cves: file.as_ref().map(|f| f.info.cves()).unwrap_or_default(),
         functions,
         modinfo: file.map(|f| f.info.fields).unwrap_or_default(),
         loaded,
@@ -143,6 +150,12 @@ pub fn render(i: &Info) -> String {
         "patch sha256:  {}\n",
         i.patch_sha256.clone().unwrap_or_else(unknown)
     ));
+    if let Some(d) = &i.description {
+        s.push_str(&format!("description:   {d}\n"));
+    }
+    if !i.cves.is_empty() {
+        s.push_str(&format!("CVEs:          {}\n", i.cves.join(", ")));
+    }
     let state = match &i.loaded {
         Some(p) => p.state().to_string(),
         None => "not loaded".into(),
@@ -193,6 +206,8 @@ mod tests {
                 ("vermagic", &vermagic),
                 (MODINFO_KERNEL, rel),
                 (MODINFO_PATCH_SHA256, "5d41402abc4b2a76b9719d911017c592"),
+                ("description", "proc: a fix"),
+                (kpatch_common::modinfo::MODINFO_CVES, "CVE-2099-1001"),
                 (
                     MODINFO_FUNCTIONS,
                     "vmlinux:cmdline_proc_show,0,ext4:ext4_fill_super,2",
@@ -215,6 +230,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("state:         not loaded\n"), "{text}");
+        assert!(
+            text.contains("description:   proc: a fix\nCVEs:          CVE-2099-1001\n"),
+            "{text}"
+        );
         assert!(text.contains("    ext4:ext4_fill_super,2\n"), "{text}");
 
         let m = ModuleFile::read(&f).unwrap();
