@@ -12,10 +12,10 @@ PKGS=(
   qemu-system-x86 busybox-static cpio kmod
   # fetching and unpacking Debian kernel packages without installing them
   dpkg apt
-  # fleets: patch packages and kpatch-rs's own (dpkg-deb, dpkg-shlibdeps), the apt repository
+  # fleets: patch packages and kpatch-rs's own (dpkg-deb, dpkg-shlibdeps, strip), the apt repository
   # (dpkg-scanpackages, apt-ftparchive, gpg), and the Debian 12 guest system of the fleet test
   # (mmdebstrap, mkfs.ext4 -d)
-  dpkg-dev apt-utils gnupg mmdebstrap e2fsprogs
+  dpkg-dev binutils apt-utils gnupg mmdebstrap e2fsprogs
 )
 
 missing=()

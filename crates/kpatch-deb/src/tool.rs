@@ -1,6 +1,6 @@
-//! kpatch-rs's own package: the binary as `/usr/bin/kpatch-rs` and the systemd unit that
-//! loads the patches installed for the running kernel at boot, enabled on installation. Its
-//! library dependencies come from dpkg-shlibdeps.
+//! kpatch-rs's own package: the binary as `/usr/bin/kpatch-rs` (stripped, as dh_strip would)
+//! and the systemd unit that loads the patches installed for the running kernel at boot,
+//! enabled on installation. Its library dependencies come from dpkg-shlibdeps.
 
 use crate::{Control, Deb, DebError};
 use kpatch_common::exec::{Cmd, Runner};
@@ -24,7 +24,7 @@ pub struct ToolPackageOptions {
 
 /// The package (dpkg-shlibdeps runs on the binary for `Depends`).
 pub fn tool_package(opts: &ToolPackageOptions, runner: &dyn Runner) -> Result<Deb, DebError> {
-    let binary = std::fs::read(&opts.binary).map_err(|e| DebError::io(&opts.binary, e))?;
+    let binary = stripped(&opts.binary, runner)?;
     let mut c = Control::new("kpatch-rs", &opts.version, "amd64", &opts.maintainer)?;
     c.set("Section", "admin")?;
     c.set("Priority", "optional")?;
@@ -53,6 +53,25 @@ pub fn tool_package(opts: &ToolPackageOptions, runner: &dyn Runner) -> Result<De
     deb.script("postinst", POSTINST.into());
     deb.script("postrm", POSTRM.into());
     Ok(deb)
+}
+
+/// The binary without its symbols and debug information (`strip --strip-unneeded`).
+fn stripped(binary: &Path, runner: &dyn Runner) -> Result<Vec<u8>, DebError> {
+    let scratch = tempfile::tempdir().map_err(|e| DebError::io(std::env::temp_dir(), e))?;
+    let out = scratch.path().join("kpatch-rs");
+    runner
+        .run_ok(
+            &Cmd::new("strip")
+                .arg("--strip-unneeded")
+                .arg("-o")
+                .arg(&out)
+                .arg(binary),
+        )
+        .map_err(|source| DebError::Tool {
+            what: "stripping the binary",
+            source,
+        })?;
+    std::fs::read(&out).map_err(|e| DebError::io(&out, e))
 }
 
 /// `shlibs:Depends` of `binary` (dpkg-shlibdeps wants a debian/control to read, and is given
@@ -142,10 +161,18 @@ mod tests {
     use kpatch_common::exec::{CmdOutput, RunError};
     use std::sync::Mutex;
 
-    struct FakeShlibdeps(Mutex<Vec<String>>);
-    impl Runner for FakeShlibdeps {
+    /// dpkg-shlibdeps answers; strip copies the file and appends a marker.
+    struct FakeTools(Mutex<Vec<String>>);
+    impl Runner for FakeTools {
         fn run(&self, cmd: &Cmd) -> Result<CmdOutput, RunError> {
             self.0.lock().unwrap().push(cmd.to_string());
+            if cmd.program == "strip" {
+                let a = cmd.arg_strings();
+                let mut data = std::fs::read(&a[3]).unwrap();
+                data.extend_from_slice(b" stripped");
+                std::fs::write(&a[2], data).unwrap();
+                return Ok(CmdOutput::ok());
+            }
             assert!(cmd.dir.as_ref().unwrap().join("debian/control").is_file());
             Ok(CmdOutput {
                 stdout: "shlibs:Depends=libc6 (>= 2.34), libgcc-s1 (>= 4.2)\n".into(),
@@ -159,7 +186,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("kpatch-rs");
         std::fs::write(&bin, b"\x7fELF").unwrap();
-        let runner = FakeShlibdeps(Mutex::new(Vec::new()));
+        let runner = FakeTools(Mutex::new(Vec::new()));
         let opts = ToolPackageOptions {
             binary: bin,
             version: "0.1.0".into(),
@@ -178,7 +205,16 @@ mod tests {
             .map(|f| (f.path.as_str(), f.mode))
             .collect();
         assert_eq!(paths, [(BINARY_PATH, 0o755), (UNIT_PATH, 0o644)]);
-        assert!(runner.0.lock().unwrap()[0].starts_with("(cd "));
+        assert_eq!(deb.files[0].data, b"\x7fELF stripped");
+        let calls = runner.0.lock().unwrap();
+        assert!(
+            calls[0].starts_with("strip --strip-unneeded -o "),
+            "{calls:?}"
+        );
+        assert!(
+            calls[1].starts_with("(cd ") && calls[1].contains("dpkg-shlibdeps"),
+            "{calls:?}"
+        );
         assert!(deb
             .scripts
             .iter()
