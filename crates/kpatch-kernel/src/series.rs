@@ -192,12 +192,24 @@ fn retire(
     (retired, warnings)
 }
 
-/// Installs `module` for boot with the kernel it was built for and, when that kernel runs,
-/// loads it, then retires the older versions of its patch (see the module docs).
+/// Where [`activate`] and [`deactivate`] act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The installed patches, and the running kernel when it is the module's.
+    System,
+    /// The installed patches only (a chroot, an image being built: the running kernel is
+    /// another system's).
+    BootOnly,
+}
+
+/// Installs `module` for boot with the kernel it was built for and, when that kernel runs (and
+/// `scope` allows), loads it, then retires the older versions of its patch (see the module
+/// docs).
 pub fn activate(
     k: &dyn Kernel,
     store: &Store,
     module: &ModuleFile,
+    scope: Scope,
     opts: &Options,
     obs: &mut dyn Observer,
 ) -> Result<Activation, SeriesError> {
@@ -207,9 +219,12 @@ pub fn activate(
         .into_iter()
         .filter(|i| i.name != name)
         .collect();
-    let running = k
-        .release()
-        .map_err(|e| KernelError::io("/proc/sys/kernel/osrelease", e))?;
+    let running = match scope {
+        Scope::System => k
+            .release()
+            .map_err(|e| KernelError::io("/proc/sys/kernel/osrelease", e))?,
+        Scope::BootOnly => "another system's (a chroot)".to_string(),
+    };
     if running != kernel {
         let (installed, _) = install(store, module, &kernel)?;
         let (retired, _) = retire(k, store, &kernel, &older, false, opts, obs);
@@ -273,6 +288,7 @@ pub fn deactivate(
     k: &dyn Kernel,
     store: &Store,
     module: &ModuleFile,
+    scope: Scope,
     opts: &Options,
     obs: &mut dyn Observer,
 ) -> Result<Deactivation, SeriesError> {
@@ -288,7 +304,7 @@ pub fn deactivate(
         .release()
         .map_err(|e| KernelError::io("/proc/sys/kernel/osrelease", e))?;
     let mut unloaded = Vec::new();
-    if running == kernel && check_livepatch(k).is_ok() {
+    if scope == Scope::System && running == kernel && check_livepatch(k).is_ok() {
         // The top of the stack first, then modules whose patch was already replaced or disabled.
         let mut order: Vec<String> = loaded_patches(k)?
             .into_iter()
@@ -382,14 +398,30 @@ mod tests {
         let (k, store) = setup();
         let opts = Options::default();
         let v1 = version(&k, REL, 1);
-        let a = activate(&k, &store, &v1, &opts, &mut Recorder::default()).unwrap();
+        let a = activate(
+            &k,
+            &store,
+            &v1,
+            Scope::System,
+            &opts,
+            &mut Recorder::default(),
+        )
+        .unwrap();
         assert!(
             matches!(a, Activation::Loaded { already: false, .. }),
             "{a:?}"
         );
         assert_eq!(enabled(&k), ["livepatch_fix_v1"]);
         let v2 = version(&k, REL, 2);
-        let a = activate(&k, &store, &v2, &opts, &mut Recorder::default()).unwrap();
+        let a = activate(
+            &k,
+            &store,
+            &v2,
+            Scope::System,
+            &opts,
+            &mut Recorder::default(),
+        )
+        .unwrap();
         match a {
             Activation::Loaded {
                 retired, warnings, ..
@@ -421,7 +453,15 @@ mod tests {
             "the old patch was replaced, never disabled: {calls:?}"
         );
         // Configuring again is a no-op.
-        let a = activate(&k, &store, &v2, &opts, &mut Recorder::default()).unwrap();
+        let a = activate(
+            &k,
+            &store,
+            &v2,
+            Scope::System,
+            &opts,
+            &mut Recorder::default(),
+        )
+        .unwrap();
         assert!(
             matches!(a, Activation::Loaded { already: true, .. }),
             "{a:?}"
@@ -433,10 +473,26 @@ mod tests {
         let (k, store) = setup();
         let opts = Options::default();
         let v1 = version(&k, REL, 1);
-        activate(&k, &store, &v1, &opts, &mut Recorder::default()).unwrap();
+        activate(
+            &k,
+            &store,
+            &v1,
+            Scope::System,
+            &opts,
+            &mut Recorder::default(),
+        )
+        .unwrap();
         let v2 = version(&k, REL, 2);
         k.fail_next_finit(nix::errno::Errno::EINVAL);
-        let e = activate(&k, &store, &v2, &opts, &mut Recorder::default()).unwrap_err();
+        let e = activate(
+            &k,
+            &store,
+            &v2,
+            Scope::System,
+            &opts,
+            &mut Recorder::default(),
+        )
+        .unwrap_err();
         assert!(
             e.to_string()
                 .contains("the kernel refused livepatch_fix_v2"),
@@ -451,13 +507,29 @@ mod tests {
         let (k, store) = setup();
         let mut opts = Options::default();
         let v1 = version(&k, REL, 1);
-        activate(&k, &store, &v1, &opts, &mut Recorder::default()).unwrap();
+        activate(
+            &k,
+            &store,
+            &v1,
+            Scope::System,
+            &opts,
+            &mut Recorder::default(),
+        )
+        .unwrap();
         k.add_task(FakeTask::kthread(9, "sleeper").stuck(Stuck::Forever, 1))
             .unwrap();
         opts.watch.wait = std::time::Duration::from_millis(300);
         opts.watch.signal_wait = std::time::Duration::from_millis(300);
         let v2 = version(&k, REL, 2);
-        let a = activate(&k, &store, &v2, &opts, &mut Recorder::default()).unwrap();
+        let a = activate(
+            &k,
+            &store,
+            &v2,
+            Scope::System,
+            &opts,
+            &mut Recorder::default(),
+        )
+        .unwrap();
         assert!(
             matches!(
                 a,
@@ -479,8 +551,24 @@ mod tests {
         let opts = Options::default();
         let v1 = version(&k, other, 1);
         let v2 = version(&k, other, 2);
-        activate(&k, &store, &v1, &opts, &mut Recorder::default()).unwrap();
-        let a = activate(&k, &store, &v2, &opts, &mut Recorder::default()).unwrap();
+        activate(
+            &k,
+            &store,
+            &v1,
+            Scope::System,
+            &opts,
+            &mut Recorder::default(),
+        )
+        .unwrap();
+        let a = activate(
+            &k,
+            &store,
+            &v2,
+            Scope::System,
+            &opts,
+            &mut Recorder::default(),
+        )
+        .unwrap();
         match a {
             Activation::ForBoot {
                 running, retired, ..
@@ -499,7 +587,15 @@ mod tests {
         let (k, store) = setup();
         let opts = Options::default();
         let v1 = version(&k, REL, 1);
-        activate(&k, &store, &v1, &opts, &mut Recorder::default()).unwrap();
+        activate(
+            &k,
+            &store,
+            &v1,
+            Scope::System,
+            &opts,
+            &mut Recorder::default(),
+        )
+        .unwrap();
         // Rebuilt without a new version: same module name, other content.
         let ko = build_test_module(&[
             ("name", "livepatch_fix_v1"),
@@ -512,7 +608,15 @@ mod tests {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, ko).unwrap();
         let rebuilt = ModuleFile::read(&path).unwrap();
-        let e = activate(&k, &store, &rebuilt, &opts, &mut Recorder::default()).unwrap_err();
+        let e = activate(
+            &k,
+            &store,
+            &rebuilt,
+            Scope::System,
+            &opts,
+            &mut Recorder::default(),
+        )
+        .unwrap_err();
         assert!(matches!(e, SeriesError::OtherModuleLoaded { .. }), "{e}");
         assert!(same_image(
             &store.find(REL, "livepatch_fix_v1").unwrap().unwrap(),
@@ -521,18 +625,70 @@ mod tests {
     }
 
     #[test]
+    fn in_a_chroot_the_running_kernel_is_left_alone() {
+        let (k, store) = setup();
+        let opts = Options::default();
+        let v1 = version(&k, REL, 1);
+        let a = activate(
+            &k,
+            &store,
+            &v1,
+            Scope::BootOnly,
+            &opts,
+            &mut Recorder::default(),
+        )
+        .unwrap();
+        assert!(matches!(a, Activation::ForBoot { .. }), "{a:?}");
+        assert!(!k.has_module("livepatch_fix_v1"));
+        assert_eq!(installed(&store, REL), ["livepatch_fix_v1"]);
+        // A module of the same name loaded in the host stays.
+        crate::ops::load(&k, &v1, &opts, &mut Recorder::default()).unwrap();
+        let d = deactivate(
+            &k,
+            &store,
+            &v1,
+            Scope::BootOnly,
+            &opts,
+            &mut Recorder::default(),
+        )
+        .unwrap();
+        assert!(
+            matches!(d, Deactivation::Done { ref unloaded, .. } if unloaded.is_empty()),
+            "{d:?}"
+        );
+        assert!(k.has_module("livepatch_fix_v1"));
+        assert!(installed(&store, REL).is_empty());
+    }
+
+    #[test]
     fn deactivate_unloads_and_uninstalls_every_version() {
         let (k, store) = setup();
         let opts = Options::default();
         let v1 = version(&k, REL, 1);
-        activate(&k, &store, &v1, &opts, &mut Recorder::default()).unwrap();
+        activate(
+            &k,
+            &store,
+            &v1,
+            Scope::System,
+            &opts,
+            &mut Recorder::default(),
+        )
+        .unwrap();
         // A version installed but not loaded (as after a failed upgrade), and one for another
         // kernel, which stays.
         let v2 = version(&k, REL, 2);
         store.install(&v2, REL).unwrap();
         let other = version(&k, "6.1.0-58-amd64", 3);
         store.install(&other, "6.1.0-58-amd64").unwrap();
-        let d = deactivate(&k, &store, &v2, &opts, &mut Recorder::default()).unwrap();
+        let d = deactivate(
+            &k,
+            &store,
+            &v2,
+            Scope::System,
+            &opts,
+            &mut Recorder::default(),
+        )
+        .unwrap();
         match d {
             Deactivation::Done {
                 unloaded,
@@ -555,12 +711,28 @@ mod tests {
         let (k, store) = setup();
         let mut opts = Options::default();
         let v1 = version(&k, REL, 1);
-        activate(&k, &store, &v1, &opts, &mut Recorder::default()).unwrap();
+        activate(
+            &k,
+            &store,
+            &v1,
+            Scope::System,
+            &opts,
+            &mut Recorder::default(),
+        )
+        .unwrap();
         k.add_task(FakeTask::kthread(9, "sleeper").stuck(Stuck::Forever, 0))
             .unwrap();
         opts.watch.wait = std::time::Duration::from_millis(300);
         opts.watch.signal_wait = std::time::Duration::from_millis(300);
-        let d = deactivate(&k, &store, &v1, &opts, &mut Recorder::default()).unwrap();
+        let d = deactivate(
+            &k,
+            &store,
+            &v1,
+            Scope::System,
+            &opts,
+            &mut Recorder::default(),
+        )
+        .unwrap();
         assert!(
             matches!(
                 d,

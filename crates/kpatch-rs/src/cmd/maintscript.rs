@@ -7,13 +7,16 @@
 //!   old version running and installed, and exits non-zero so that dpkg and apt report it.
 //! - `prerm remove`: unload (when its kernel runs) and uninstall every version of the patch.
 //! - `prerm upgrade` and the rest: nothing; the new version's postinst takes over.
+//!
+//! In a chroot (an image being built) the running kernel is the host's: the patch is only
+//! installed for boot, or uninstalled, and the kernel is left alone.
 
 use super::load::{report, WatchArgs};
 use anyhow::Context;
 use kpatch_kernel::modinfo::ModuleFile;
 use kpatch_kernel::ops::Options;
 use kpatch_kernel::report::{EXIT_CODES_HELP, EXIT_OK};
-use kpatch_kernel::series::{activate, deactivate, Activation, Deactivation};
+use kpatch_kernel::series::{activate, deactivate, Activation, Deactivation, Scope};
 use kpatch_kernel::store::{Store, DEFAULT_STATE_DIR};
 use kpatch_kernel::watch::Observer;
 use kpatch_kernel::Kernel;
@@ -61,14 +64,20 @@ fn step(script: &str, action: &str) -> Step {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let scope = if in_chroot() {
+        Scope::BootOnly
+    } else {
+        Scope::System
+    };
     super::load::run_on_this_kernel(&args.watch, |k, opts, obs, out, _| {
-        run_with(k, &args, &opts, obs, out)
+        run_with(k, &args, scope, &opts, obs, out)
     })
 }
 
 pub fn run_with(
     k: &dyn Kernel,
     args: &Args,
+    scope: Scope,
     opts: &Options,
     obs: &mut dyn Observer,
     out: &mut dyn Write,
@@ -82,7 +91,7 @@ pub fn run_with(
         }
         Step::Activate => {
             let module = ModuleFile::read(&args.module)?;
-            let done = activate(k, &store, &module, opts, obs).with_context(|| {
+            let done = activate(k, &store, &module, scope, opts, obs).with_context(|| {
                 format!(
                     "{}: not installed or loaded; the patch that ran before still runs",
                     module.name()
@@ -92,7 +101,7 @@ pub fn run_with(
         }
         Step::Deactivate => {
             let module = ModuleFile::read(&args.module)?;
-            match deactivate(k, &store, &module, opts, obs)? {
+            match deactivate(k, &store, &module, scope, opts, obs)? {
                 Deactivation::Done {
                     unloaded,
                     uninstalled,
@@ -108,6 +117,16 @@ pub fn run_with(
                 Deactivation::NotUnloaded { outcome } => Ok(report(&outcome, "unloaded", out)),
             }
         }
+    }
+}
+
+/// Whether this process runs in a chroot: its `/` is not init's (as debianutils' ischroot
+/// decides). Unknown (no /proc, not root) counts as not.
+fn in_chroot() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata("/"), std::fs::metadata("/proc/1/root/.")) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
+        _ => false,
     }
 }
 
@@ -203,7 +222,15 @@ mod tests {
         let args = Cli::try_parse_from(v).unwrap().args;
         let mut out = Vec::new();
         let opts = args.watch.options().unwrap();
-        let code = run_with(k, &args, &opts, &mut Recorder::default(), &mut out).unwrap();
+        let code = run_with(
+            k,
+            &args,
+            Scope::System,
+            &opts,
+            &mut Recorder::default(),
+            &mut out,
+        )
+        .unwrap();
         (code, String::from_utf8(out).unwrap())
     }
 
@@ -267,7 +294,15 @@ mod tests {
         .unwrap()
         .args;
         let opts = args.watch.options().unwrap();
-        let e = run_with(&k, &args, &opts, &mut Recorder::default(), &mut Vec::new()).unwrap_err();
+        let e = run_with(
+            &k,
+            &args,
+            Scope::System,
+            &opts,
+            &mut Recorder::default(),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
         let msg = format!("{e:#}");
         assert!(
             msg.contains("the patch that ran before still runs"),
