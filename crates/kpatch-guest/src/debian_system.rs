@@ -134,8 +134,8 @@ fn run(cmd: &mut Command, dir: &Path) -> Result<(), GuestError> {
 }
 
 impl DebianSystem {
-    /// The system for `kernel`: from the cache, else built (mmdebstrap downloads about 150 MB;
-    /// a few minutes). Needs root, or mmdebstrap's unshare mode.
+    /// The system for `kernel`: from the cache, else built (measured: 54 s to 139 s on two
+    /// cores, downloads included). Needs root, or mmdebstrap's unshare mode.
     pub fn ensure(kernel: &DebianKernel) -> Result<Self, GuestError> {
         let (packages, customize) = recipe(&kernel.abi, &kernel.version);
         let base = kpatch_target::cache_dir().join("debian-system");
