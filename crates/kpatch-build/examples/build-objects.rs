@@ -90,12 +90,21 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     let patch = PatchFile::read(&need("patch")?, 1)?;
     let out =
-        build_object_pairs_with_progress(&SystemRunner, &tree, &patch, &need("work")?, &|s| {
+        build_object_pairs_with_progress(&SystemRunner, &tree, &patch, &need("work")?, &|s: &str| {
             eprintln!("{s} ...")
         })?;
     for (stage, d) in &out.timings.0 {
         eprintln!("stage {stage}: {:.1} s", d.as_secs_f64());
     }
+    eprintln!(
+        "original objects: {} from the cache, {} compiled",
+        out.orig_cached, out.orig_compiled
+    );
+    let f = &out.filter;
+    eprintln!(
+        "header filter: {} includers, {} identical, {} unused-only, {} not preprocessed, {} kept",
+        f.header_units, f.identical, f.unused_only, f.not_preprocessed, f.kept
+    );
     for l in &out.patch.inexact {
         eprintln!("patch: {l}");
     }

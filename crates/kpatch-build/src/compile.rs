@@ -88,25 +88,116 @@ pub fn compile(
     objects: &[String],
     dest: &Path,
 ) -> Result<Vec<String>> {
+    compile_in_order(runner, kbuild, objects, dest, &mut |_| {})
+}
+
+/// How many objects one make run gets when they are built in order: enough to keep the jobs
+/// busy, few enough that the first ones are done first.
+pub fn chunk_size(kbuild: &Kbuild) -> usize {
+    (kbuild.jobs.max(1) * 8).max(16)
+}
+
+/// [`compile`], in the order given (chunks of [`chunk_size`], one make run each, since make
+/// orders a run's goals its own way), calling `done` with the number of objects built so far
+/// as kbuild reports each one (its `  CC      fs/proc/cmdline.o` lines).
+pub fn compile_in_order(
+    runner: &dyn Runner,
+    kbuild: &Kbuild,
+    objects: &[String],
+    dest: &Path,
+    done: &mut dyn FnMut(usize),
+) -> Result<Vec<String>> {
     let tree = &kbuild.tree;
     remove_objects(tree, objects)?;
-    let run = runner.run_ok(&kbuild.make_objects(objects.iter().map(String::as_str)))?;
-    let warnings = diagnostics(&run.stderr);
-    for o in objects {
-        let src = tree.join(o);
-        if !src.is_file() {
-            return Err(BuildError::MissingObject {
-                tree: tree.clone(),
-                object: o.clone(),
-            });
+    let mut warnings = Vec::new();
+    let mut built = 0;
+    for chunk in objects.chunks(chunk_size(kbuild)) {
+        crate::interrupt::check()?;
+        let wanted: std::collections::HashSet<&str> = chunk.iter().map(String::as_str).collect();
+        let run = runner.run_lines(
+            &kbuild.make_objects(chunk.iter().map(String::as_str)),
+            &mut |line| {
+                if line.starts_with("  ")
+                    && line
+                        .split_whitespace()
+                        .last()
+                        .is_some_and(|w| wanted.contains(w))
+                {
+                    built += 1;
+                    done(built);
+                }
+            },
+        )?;
+        if !run.success() {
+            return Err(crate::exec::RunError::Failed {
+                command: kbuild.make_objects(chunk.iter().map(String::as_str)).to_string(),
+                status: run.status(),
+                output: kpatch_common::exec::tail(
+                    &run.combined(),
+                    kpatch_common::exec::FAILED_OUTPUT_LINES,
+                ),
+            }
+            .into());
         }
-        let dst = dest.join(o);
+        warnings.extend(diagnostics(&run.stderr));
+        for o in chunk {
+            let src = tree.join(o);
+            if !src.is_file() {
+                return Err(BuildError::MissingObject {
+                    tree: tree.clone(),
+                    object: o.clone(),
+                });
+            }
+            let dst = dest.join(o);
+            if let Some(parent) = dst.parent() {
+                fs::create_dir_all(parent).map_err(io_err(parent))?;
+            }
+            fs::copy(&src, &dst).map_err(io_err(&src))?;
+        }
+    }
+    Ok(warnings)
+}
+
+/// Preprocesses the C units of `objects` (`fs/proc/cmdline.o` → kbuild's `fs/proc/cmdline.i`,
+/// with the object's own flags) with one make run and moves each output to
+/// `dest/<object>.i`. Returns the objects whose output is there (a unit that fails to
+/// preprocess is left out; make goes on with the others).
+pub fn preprocess(
+    runner: &dyn Runner,
+    kbuild: &Kbuild,
+    objects: &[String],
+    dest: &Path,
+) -> Result<Vec<String>> {
+    let tree = &kbuild.tree;
+    let goals: Vec<String> = objects.iter().map(|o| i_of(o)).collect();
+    remove_objects(tree, &goals)?;
+    runner.run(&kbuild.make_objects(
+        std::iter::once("-k").chain(goals.iter().map(String::as_str)),
+    ))?;
+    let mut out = Vec::new();
+    for (o, i) in objects.iter().zip(&goals) {
+        let src = tree.join(i);
+        // kbuild's command file of the .i is of no use afterwards.
+        let _ = fs::remove_file(cmd_file(tree, i));
+        if !src.is_file() {
+            continue;
+        }
+        let dst = dest.join(format!("{o}.i"));
         if let Some(parent) = dst.parent() {
             fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
-        fs::copy(&src, &dst).map_err(io_err(&src))?;
+        if fs::rename(&src, &dst).is_err() {
+            fs::copy(&src, &dst).map_err(io_err(&src))?;
+            fs::remove_file(&src).map_err(io_err(&src))?;
+        }
+        out.push(o.clone());
     }
-    Ok(warnings)
+    Ok(out)
+}
+
+/// `fs/proc/cmdline.o` → `fs/proc/cmdline.i`.
+fn i_of(object: &str) -> String {
+    format!("{}.i", object.strip_suffix(".o").unwrap_or(object))
 }
 
 /// gcc's diagnostics in make's stderr: everything but make's own lines.

@@ -25,8 +25,11 @@ pub mod lines;
 pub mod livepatch;
 pub mod lock;
 pub mod patchfile;
+pub mod objcache;
 pub mod pipeline;
+pub mod preprocessed;
 pub mod probe;
+pub mod reach;
 pub mod select;
 pub mod timing;
 pub mod tree;
@@ -36,6 +39,8 @@ pub use error::{BuildError, Result};
 pub use exec::{Runner, SystemRunner};
 pub use kbuild::Kbuild;
 pub use patchfile::PatchFile;
-pub use pipeline::{build_object_pairs, build_object_pairs_with_progress, BuildOutput, ObjectPair};
+pub use pipeline::{
+    build_object_pairs, build_object_pairs_with_progress, BuildOutput, ObjectPair, Progress,
+};
 pub use probe::Placement;
 pub use tree::{DebianSource, PreparedTree, TreeOptions};

@@ -19,7 +19,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{BuildError, Result};
 use crate::exec::{Cmd, Runner};
-use crate::pipeline::{build_object_pairs, BuildOutput, ObjectPair};
+use crate::pipeline::{build_object_pairs_with_progress, BuildOutput, ObjectPair};
+use crate::reach::FilterCounts;
 use crate::{DebianSource, PatchFile, PreparedTree, TreeOptions};
 
 /// The kernel to build for.
@@ -81,6 +82,20 @@ impl LivepatchOptions {
 pub trait Observer {
     fn stage(&self, what: &str);
     fn warn(&self, what: &str);
+    /// `done` of `total` (`what`: `units preprocessed`, `patched objects compiled`).
+    fn count(&self, _what: &str, _done: usize, _total: usize) {}
+}
+
+/// The pipeline's progress, told to an observer.
+struct Told<'a>(&'a dyn Observer);
+
+impl crate::pipeline::Progress for Told<'_> {
+    fn stage(&self, what: &str) {
+        self.0.stage(what)
+    }
+    fn count(&self, what: &str, done: usize, total: usize) {
+        self.0.count(what, done, total)
+    }
 }
 
 /// An observer that drops everything.
@@ -129,6 +144,11 @@ pub struct Livepatch {
     pub objects: Vec<String>,
     /// Seconds per stage, in order.
     pub timings: Vec<(String, f64)>,
+    /// What the header filters removed.
+    pub filter: FilterCounts,
+    /// Original objects taken from the cache, and compiled.
+    pub orig_cached: usize,
+    pub orig_compiled: usize,
     /// The work directory, kept with [`LivepatchOptions::debug`].
     pub work_dir: Option<PathBuf>,
 }
@@ -214,12 +234,20 @@ pub fn build_livepatch(
         "compiling the units {} touches, original and patched",
         opts.patches[0].display()
     ));
-    let built = build_object_pairs(runner, &target.tree, &patch, &work.join("objects"))?;
+    let built = build_object_pairs_with_progress(
+        runner,
+        &target.tree,
+        &patch,
+        &work.join("objects"),
+        &Told(obs),
+    )?;
     report_objects(&built, obs);
     if built.pairs.is_empty() {
         return Err(BuildError::NothingCompiled);
     }
     timings.extend(stage_timings(&target.tree, &built));
+    let (filter, orig_cached, orig_compiled) =
+        (built.filter.clone(), built.orig_cached, built.orig_compiled);
 
     let started = Instant::now();
     obs.stage(&format!("diffing {} object pair(s)", built.pairs.len()));
@@ -270,6 +298,9 @@ pub fn build_livepatch(
         units,
         objects,
         timings,
+        filter,
+        orig_cached,
+        orig_compiled,
         work_dir,
     })))
 }

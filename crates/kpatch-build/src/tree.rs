@@ -27,6 +27,7 @@ use crate::featureset::{self, FeaturesetSource};
 use crate::journal::{self, Entry};
 use crate::kbuild::Kbuild;
 use crate::lock::TreeLock;
+use crate::objcache::ObjectCache;
 use crate::timing::Timings;
 
 const MARKER: &str = ".kpatch-rs-prepared";
@@ -36,6 +37,8 @@ const MARKER: &str = ".kpatch-rs-prepared";
 /// 4: `RUSTC=` as the target's config records it.)
 const PREPARE_RECIPE: u32 = 4;
 const INCLUDE_INDEX: &str = ".kpatch-rs-include-index.json";
+/// `<cache>/objects/<kernelrelease>/`: the original objects ([`ObjectCache`]).
+pub const OBJECT_CACHE: &str = "objects";
 
 /// Options every Debian config gets so `make prepare` needs none of Debian's key files.
 const DEBIAN_CONFIG_FIXES: &[(&str, &str)] = &[
@@ -163,6 +166,9 @@ pub struct PreparedTree {
     pub is_user_tree: bool,
     /// What was applied to make the tree (a featureset series), to show with the build.
     pub notes: Vec<String>,
+    /// Where original objects are kept between builds (prepared Debian trees only: a user's
+    /// tree can change in ways its objects' dependency lists do not show, such as Makefiles).
+    pub object_cache: Option<ObjectCache>,
     lock: TreeLock,
 }
 
@@ -260,6 +266,14 @@ impl PreparedTree {
         kbuild.prepared = true;
         let config = KernelConfig::read(&root.join(".config"))?;
         let include_index_cache = Some(root.join(INCLUDE_INDEX));
+        let context = serde_json::to_string(&want).map_err(|e| BuildError::Io {
+            path: root.join(MARKER),
+            source: e.into(),
+        })?;
+        let object_cache = Some(ObjectCache::new(
+            cache.join(OBJECT_CACHE).join(&src.kernelrelease),
+            &context,
+        ));
         Ok(PreparedTree {
             kbuild,
             config,
@@ -270,6 +284,7 @@ impl PreparedTree {
             include_index_cache,
             is_user_tree: false,
             notes: featureset::read_notes(&root),
+            object_cache,
             lock,
         })
     }
@@ -348,6 +363,7 @@ impl PreparedTree {
             include_index_cache: None,
             is_user_tree: true,
             notes: Vec::new(),
+            object_cache: None,
             lock,
         })
     }

@@ -169,26 +169,38 @@ pub trait Runner: Send + Sync {
             })
         }
     }
+
+    /// [`run`](Self::run), calling `line` with each line the command prints on stdout as it
+    /// prints it (progress). The default runs the command to its end first.
+    fn run_lines(&self, cmd: &Cmd, line: &mut dyn FnMut(&str)) -> Result<CmdOutput, RunError> {
+        let out = self.run(cmd)?;
+        out.stdout.lines().for_each(&mut *line);
+        Ok(out)
+    }
 }
 
 /// Runs commands on the host with stdin closed and output captured.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemRunner;
 
+fn command(cmd: &Cmd) -> Command {
+    let mut c = Command::new(&cmd.program);
+    c.args(&cmd.args).stdin(Stdio::null());
+    if let Some(d) = &cmd.dir {
+        c.current_dir(d);
+    }
+    for k in &cmd.env_remove {
+        c.env_remove(k);
+    }
+    for (k, v) in &cmd.env {
+        c.env(k, v);
+    }
+    c
+}
+
 impl Runner for SystemRunner {
     fn run(&self, cmd: &Cmd) -> Result<CmdOutput, RunError> {
-        let mut c = Command::new(&cmd.program);
-        c.args(&cmd.args).stdin(Stdio::null());
-        if let Some(d) = &cmd.dir {
-            c.current_dir(d);
-        }
-        for k in &cmd.env_remove {
-            c.env_remove(k);
-        }
-        for (k, v) in &cmd.env {
-            c.env(k, v);
-        }
-        let out = c.output().map_err(|source| RunError::Spawn {
+        let out = command(cmd).output().map_err(|source| RunError::Spawn {
             command: cmd.to_string(),
             source,
         })?;
@@ -196,6 +208,41 @@ impl Runner for SystemRunner {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    fn run_lines(&self, cmd: &Cmd, line: &mut dyn FnMut(&str)) -> Result<CmdOutput, RunError> {
+        use std::io::{BufRead, Read};
+        let spawn_err = |source| RunError::Spawn {
+            command: cmd.to_string(),
+            source,
+        };
+        let mut child = command(cmd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn_err)?;
+        let mut err_pipe = child.stderr.take().expect("stderr is piped");
+        // stderr is drained beside stdout, so that neither pipe fills up and blocks the child.
+        let stderr = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = err_pipe.read_to_end(&mut buf);
+            buf
+        });
+        let mut stdout = String::new();
+        let reader = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
+        for l in reader.split(b'\n') {
+            let l = String::from_utf8_lossy(&l.map_err(spawn_err)?).into_owned();
+            line(&l);
+            stdout.push_str(&l);
+            stdout.push('\n');
+        }
+        let status = child.wait().map_err(spawn_err)?;
+        let stderr = stderr.join().unwrap_or_default();
+        Ok(CmdOutput {
+            code: status.code(),
+            stdout,
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
         })
     }
 }
@@ -236,6 +283,18 @@ mod tests {
             SystemRunner.run_ok(&Cmd::new("true").dir("/")).unwrap(),
             CmdOutput::ok()
         );
+    }
+
+    #[test]
+    fn lines_are_seen_as_they_come_and_output_is_kept() {
+        let cmd = Cmd::new("sh").arg("-c").arg("echo one; echo two; echo e >&2; exit 4");
+        let mut seen = Vec::new();
+        let out = SystemRunner
+            .run_lines(&cmd, &mut |l| seen.push(l.to_string()))
+            .unwrap();
+        assert_eq!(seen, vec!["one", "two"]);
+        assert_eq!(out, SystemRunner.run(&cmd).unwrap());
+        assert_eq!(out.code, Some(4));
     }
 
     #[test]

@@ -27,6 +27,20 @@ impl Progress {
         }
     }
 
+    /// Rewrites one line with `done of total what` as a long step advances, on a terminal only;
+    /// the line is finished when `done` reaches `total`.
+    pub fn count(&self, what: &str, done: usize, total: usize) {
+        if self.tty {
+            eprint!(
+                "\r[{:>6.1}s] {done} of {total} {what}",
+                self.start.elapsed().as_secs_f64()
+            );
+            if done >= total {
+                eprintln!();
+            }
+        }
+    }
+
     /// Prints a line whatever stderr is (warnings the user must see).
     pub fn warn(&self, what: impl AsRef<str>) {
         eprintln!("kpatch-rs: {}", what.as_ref());

@@ -108,6 +108,9 @@ impl kpatch_build::livepatch::Observer for Progress {
     fn warn(&self, what: &str) {
         Progress::warn(self, what);
     }
+    fn count(&self, what: &str, done: usize, total: usize) {
+        Progress::count(self, what, done, total);
+    }
 }
 
 /// The library's options from the command line.
@@ -262,6 +265,8 @@ fn summary(
         "units": units,
         "functions": built.functions(),
         "timings": built.timings,
+        "header_filter": built.filter,
+        "original_objects": {"cached": built.orig_cached, "compiled": built.orig_compiled},
         "elapsed": p.elapsed(),
         "verified": verified.map(|_| ok),
         "verification": verified.map(|v| serde_json::json!({
