@@ -10,6 +10,7 @@
 pub mod sections;
 pub mod special;
 pub mod x86_64;
+pub mod x86_64_len;
 
 pub use special::{Entries, Entry, EntrySize, Field, Kind, Layout, Rebuilt, SpecialSection};
 

@@ -250,6 +250,9 @@ impl Arch for X86_64 {
     }
     fn insn_len(&self, code: &[u8]) -> Option<usize> {
         let window = &code[..code.len().min(15)];
+        if let Some(n) = crate::x86_64_len::length(window) {
+            return Some(n);
+        }
         let mut d = Decoder::new(64, window, DecoderOptions::NONE);
         let insn = d.decode();
         (!insn.is_invalid()).then(|| insn.len())

@@ -37,9 +37,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let path = |k: &str| opt.get(k).map(PathBuf::from);
     let need = |k: &str| path(k).ok_or(format!("--{k} is required"));
     interrupt::install()?;
+    // A Debian kernel from the cache gets the flags `kpatch-rs build` gives it (the
+    // patch-author headers), so both find the tree prepared the same way.
+    let extra_kcflags = if opt.contains_key("sourcedir") || opt.contains_key("tarball") {
+        Vec::new()
+    } else {
+        let dir = kpatch_build::livepatch::patch_author_headers()?;
+        vec![format!("-I{}", dir.display())]
+    };
     let opts = TreeOptions {
         cc: opt.get("cc").cloned(),
         jobs: opt.get("jobs").map(|j| j.parse()).transpose()?,
+        extra_kcflags,
         ..Default::default()
     };
     let t = std::time::Instant::now();
@@ -89,10 +98,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("restored from an interrupted build: {e:?}");
     }
     let patch = PatchFile::read(&need("patch")?, 1)?;
-    let out =
-        build_object_pairs_with_progress(&SystemRunner, &tree, &patch, &need("work")?, &|s: &str| {
-            eprintln!("{s} ...")
-        })?;
+    let out = build_object_pairs_with_progress(
+        &SystemRunner,
+        &tree,
+        &patch,
+        &need("work")?,
+        &|s: &str| eprintln!("{s} ..."),
+    )?;
     for (stage, d) in &out.timings.0 {
         eprintln!("stage {stage}: {:.1} s", d.as_secs_f64());
     }

@@ -130,7 +130,9 @@ pub fn compile_in_order(
         )?;
         if !run.success() {
             return Err(crate::exec::RunError::Failed {
-                command: kbuild.make_objects(chunk.iter().map(String::as_str)).to_string(),
+                command: kbuild
+                    .make_objects(chunk.iter().map(String::as_str))
+                    .to_string(),
                 status: run.status(),
                 output: kpatch_common::exec::tail(
                     &run.combined(),
@@ -171,9 +173,8 @@ pub fn preprocess(
     let tree = &kbuild.tree;
     let goals: Vec<String> = objects.iter().map(|o| i_of(o)).collect();
     remove_objects(tree, &goals)?;
-    runner.run(&kbuild.make_objects(
-        std::iter::once("-k").chain(goals.iter().map(String::as_str)),
-    ))?;
+    runner
+        .run(&kbuild.make_objects(std::iter::once("-k").chain(goals.iter().map(String::as_str))))?;
     let mut out = Vec::new();
     for (o, i) in objects.iter().zip(&goals) {
         let src = tree.join(i);

@@ -378,7 +378,7 @@ fn metadata(
 
 /// The patch-author headers (kpatch-macros.h, kpatch-syscall.h), kept in one stable directory of
 /// the cache: their `-I` is part of a prepared tree's flags, so it must not change per build.
-fn patch_author_headers() -> Result<PathBuf> {
+pub fn patch_author_headers() -> Result<PathBuf> {
     let cache = kpatch_target::cache_dir();
     let dir = cache.join("include");
     let current = kpatch_module::headers::HEADERS

@@ -221,7 +221,10 @@ mod tests {
         assert_eq!(cache.lookup(t.path(), "fs/proc/cmdline.o"), None);
         cache.store(t.path(), "fs/proc/cmdline.o", CMD).unwrap();
         let hit = cache.lookup(t.path(), "fs/proc/cmdline.o").unwrap();
-        assert_eq!((hit.object.as_slice(), hit.cmd.as_str()), (&b"ELF original"[..], CMD));
+        assert_eq!(
+            (hit.object.as_slice(), hit.cmd.as_str()),
+            (&b"ELF original"[..], CMD)
+        );
         let other = ObjectCache::new(t.path().join("cache"), "6.1.0-57-amd64 gcc-12 config=2");
         assert_eq!(other.lookup(t.path(), "fs/proc/cmdline.o"), None);
     }
@@ -258,7 +261,9 @@ mod tests {
         assert_eq!(cache.lookup(t.path(), "fs/proc/cmdline.o"), None);
         // A command file without a dependency list stores nothing.
         let cache = ObjectCache::new(t.path().join("cache2"), "ctx");
-        cache.store(t.path(), "fs/proc/cmdline.o", "cmd_x := gcc\n").unwrap();
+        cache
+            .store(t.path(), "fs/proc/cmdline.o", "cmd_x := gcc\n")
+            .unwrap();
         assert!(!cache.dir().exists());
     }
 }

@@ -150,7 +150,9 @@ pub fn build_object_pairs_with_progress(
             });
         }
         let keep = u.via_headers.is_empty()
-            || u.via_headers.iter().any(|h| compile::deps_mention(&text, h));
+            || u.via_headers
+                .iter()
+                .any(|h| compile::deps_mention(&text, h));
         if keep {
             kept.push(u);
         } else {
@@ -230,10 +232,14 @@ fn filter_header_units(
         plural(headed)
     ));
     let t = Instant::now();
-    let (ranked, skipped, counts) =
-        reach::filter(runner, kbuild, patch, units, &work.join("preprocessed"), &mut |n, m| {
-            progress.count("units preprocessed", n, m)
-        })?;
+    let (ranked, skipped, counts) = reach::filter(
+        runner,
+        kbuild,
+        patch,
+        units,
+        &work.join("preprocessed"),
+        &mut |n, m| progress.count("units preprocessed", n, m),
+    )?;
     out.timings.push("preprocess", t.elapsed());
     progress.stage(&format!(
         "header includers: {} identical after preprocessing, {} changed only in definitions they never use, {} to compile",

@@ -58,7 +58,8 @@ pub fn tokens(text: &str) -> Vec<&str> {
         if c == b'#' && line_start {
             let end = text[i..].find('\n').map_or(b.len(), |e| i + e);
             let rest = text[i + 1..end].trim_start();
-            let marker = rest.starts_with(|ch: char| ch.is_ascii_digit()) || rest.starts_with("line");
+            let marker =
+                rest.starts_with(|ch: char| ch.is_ascii_digit()) || rest.starts_with("line");
             if !marker {
                 out.push(text[i..end].trim_end());
             }
@@ -109,14 +110,56 @@ pub fn tokens(text: &str) -> Vec<&str> {
 fn is_keyword(t: &str) -> bool {
     matches!(
         t,
-        "auto" | "break" | "case" | "char" | "const" | "continue" | "default" | "do" | "double"
-            | "else" | "enum" | "extern" | "float" | "for" | "goto" | "if" | "inline" | "int"
-            | "long" | "register" | "restrict" | "return" | "short" | "signed" | "sizeof"
-            | "static" | "struct" | "switch" | "typedef" | "union" | "unsigned" | "void"
-            | "volatile" | "while" | "_Bool" | "_Complex" | "_Noreturn" | "_Thread_local"
-            | "__inline" | "__inline__" | "__volatile__" | "__const" | "__const__"
-            | "__restrict" | "__restrict__" | "__signed__" | "__extension__" | "_Bool_"
-            | "__int128" | "bool"
+        "auto"
+            | "break"
+            | "case"
+            | "char"
+            | "const"
+            | "continue"
+            | "default"
+            | "do"
+            | "double"
+            | "else"
+            | "enum"
+            | "extern"
+            | "float"
+            | "for"
+            | "goto"
+            | "if"
+            | "inline"
+            | "int"
+            | "long"
+            | "register"
+            | "restrict"
+            | "return"
+            | "short"
+            | "signed"
+            | "sizeof"
+            | "static"
+            | "struct"
+            | "switch"
+            | "typedef"
+            | "union"
+            | "unsigned"
+            | "void"
+            | "volatile"
+            | "while"
+            | "_Bool"
+            | "_Complex"
+            | "_Noreturn"
+            | "_Thread_local"
+            | "__inline"
+            | "__inline__"
+            | "__volatile__"
+            | "__const"
+            | "__const__"
+            | "__restrict"
+            | "__restrict__"
+            | "__signed__"
+            | "__extension__"
+            | "_Bool_"
+            | "__int128"
+            | "bool"
     )
 }
 
@@ -124,8 +167,18 @@ fn is_keyword(t: &str) -> bool {
 fn is_group_keyword(t: &str) -> bool {
     matches!(
         t,
-        "__attribute__" | "__attribute" | "asm" | "__asm__" | "__asm" | "typeof" | "__typeof__"
-            | "__typeof" | "_Alignas" | "__alignof__" | "_Alignof" | "__declspec"
+        "__attribute__"
+            | "__attribute"
+            | "asm"
+            | "__asm__"
+            | "__asm"
+            | "typeof"
+            | "__typeof__"
+            | "__typeof"
+            | "_Alignas"
+            | "__alignof__"
+            | "_Alignof"
+            | "__declspec"
     )
 }
 
@@ -133,9 +186,20 @@ fn is_group_keyword(t: &str) -> bool {
 fn forces_emission(t: &str) -> bool {
     matches!(
         t,
-        "used" | "__used__" | "constructor" | "__constructor__" | "destructor" | "__destructor__"
-            | "externally_visible" | "__externally_visible__" | "alias" | "__alias__" | "ifunc"
-            | "__ifunc__" | "weakref" | "__weakref__"
+        "used"
+            | "__used__"
+            | "constructor"
+            | "__constructor__"
+            | "destructor"
+            | "__destructor__"
+            | "externally_visible"
+            | "__externally_visible__"
+            | "alias"
+            | "__alias__"
+            | "ifunc"
+            | "__ifunc__"
+            | "weakref"
+            | "__weakref__"
     )
 }
 
@@ -284,11 +348,18 @@ fn declaration_is_silent(toks: &[&str]) -> bool {
         return true;
     }
     // struct/union/enum [tag] [{...}] ;
-    let words: Vec<&str> = s.iter().copied().filter(|w| *w != "__extension__").collect();
+    let words: Vec<&str> = s
+        .iter()
+        .copied()
+        .filter(|w| *w != "__extension__")
+        .collect();
     if let Some(&first) = words.first() {
         if matches!(first, "struct" | "union" | "enum") {
             let rest = &words[1..];
-            let tag_only = matches!(rest, [";"] | [_, ";"] | ["{", "{}", ";"] | [_, "{", "{}", ";"]);
+            let tag_only = matches!(
+                rest,
+                [";"] | [_, ";"] | ["{", "{}", ";"] | [_, "{", "{}", ";"]
+            );
             if tag_only {
                 return true;
             }
@@ -449,9 +520,11 @@ fn whole_items(
     };
     let (items_full, toks) = full;
     let items_empty = if empty_side == 0 { ia } else { ib };
-    let boundary = |items: &[Item], x: usize| x == 0 || items.iter().any(|it| it.start == x || it.end == x);
+    let boundary =
+        |items: &[Item], x: usize| x == 0 || items.iter().any(|it| it.start == x || it.end == x);
     let fits = |p: usize, s: usize, e: usize| {
-        boundary(items_empty, p) && items_full.iter().any(|it| it.start == s)
+        boundary(items_empty, p)
+            && items_full.iter().any(|it| it.start == s)
             && items_full.iter().any(|it| it.end == e)
     };
     let found = (0..=SLIDE)
@@ -493,12 +566,8 @@ pub fn compare(orig: &str, patched: &str) -> Change {
         return Change::Identical;
     }
     let deadline = Instant::now() + DIFF_DEADLINE;
-    let ops = similar::capture_diff_slices_deadline(
-        similar::Algorithm::Myers,
-        &a,
-        &b,
-        Some(deadline),
-    );
+    let ops =
+        similar::capture_diff_slices_deadline(similar::Algorithm::Myers, &a, &b, Some(deadline));
     if Instant::now() >= deadline {
         return Change::Reaches { distance: 0 };
     }
@@ -528,7 +597,9 @@ pub fn compare(orig: &str, patched: &str) -> Change {
             for &k in ks {
                 match u.reached[k] {
                     Some(d) => distance = Some(distance.map_or(d, |x: usize| x.min(d))),
-                    None => unused.extend(u.items[k].defines.iter().map(|&n| u.names[n].to_string())),
+                    None => {
+                        unused.extend(u.items[k].defines.iter().map(|&n| u.names[n].to_string()))
+                    }
                 }
             }
         }
@@ -642,7 +713,10 @@ mod tests {
             Change::Reaches { distance: 0 }
         );
         // A function pointer variable is not a prototype.
-        let patched = HEADER.replace("void vlan_put(struct vlan *v);", "u32 (*vlan_put)(struct vlan *v);");
+        let patched = HEADER.replace(
+            "void vlan_put(struct vlan *v);",
+            "u32 (*vlan_put)(struct vlan *v);",
+        );
         assert_eq!(
             compare(&unit(HEADER, body), &unit(&patched, body)),
             Change::Reaches { distance: 0 }

@@ -56,9 +56,9 @@ pub fn filter(
     done: &mut dyn FnMut(usize, usize),
 ) -> Result<(Vec<Ranked>, Vec<SkippedUnit>, FilterCounts)> {
     let root = &kbuild.tree;
-    let (headed, direct): (Vec<_>, Vec<_>) = units.into_iter().partition(|u| {
-        !u.via_headers.is_empty() && u.unit.extension().is_some_and(|e| e == "c")
-    });
+    let (headed, direct): (Vec<_>, Vec<_>) = units
+        .into_iter()
+        .partition(|u| !u.via_headers.is_empty() && u.unit.extension().is_some_and(|e| e == "c"));
     let mut keep: Vec<Ranked> = direct.into_iter().map(|u| (u, 0)).collect();
     let mut skipped = Vec::new();
     let mut counts = FilterCounts {
@@ -153,7 +153,10 @@ mod tests {
 
     #[test]
     fn long_name_lists_are_abbreviated() {
-        let n: Vec<String> = ["a", "b", "c", "d", "e"].iter().map(|s| s.to_string()).collect();
+        let n: Vec<String> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(abbreviate(&n[..2]), "a, b");
         assert_eq!(abbreviate(&n), "a, b, c and 2 more");
     }

@@ -287,7 +287,9 @@ mod tests {
 
     #[test]
     fn lines_are_seen_as_they_come_and_output_is_kept() {
-        let cmd = Cmd::new("sh").arg("-c").arg("echo one; echo two; echo e >&2; exit 4");
+        let cmd = Cmd::new("sh")
+            .arg("-c")
+            .arg("echo one; echo two; echo e >&2; exit 4");
         let mut seen = Vec::new();
         let out = SystemRunner
             .run_lines(&cmd, &mut |l| seen.push(l.to_string()))

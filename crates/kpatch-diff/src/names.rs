@@ -8,8 +8,8 @@ const UNIQUE_ID: &str = "__UNIQUE_ID_";
 /// The one normalisation behind [`mangled_eq`], [`mangled_hash`] and [`mangled_key_string`].
 fn mangled_bytes(name: &str) -> impl Iterator<Item = u8> + '_ {
     let b = name.as_bytes();
-    let literal = name.contains(".str1.");
-    let unique_from = name.find(UNIQUE_ID).unwrap_or(usize::MAX);
+    let literal = find_bytes(b, b".str1.").is_some();
+    let unique_from = find_bytes(b, UNIQUE_ID.as_bytes()).unwrap_or(usize::MAX);
     let digits_from = move |mut i: usize| {
         while b.get(i).is_some_and(u8::is_ascii_digit) {
             i += 1;
@@ -33,6 +33,14 @@ fn mangled_bytes(name: &str) -> impl Iterator<Item = u8> + '_ {
         i += 1;
         return Some(c);
     })
+}
+
+/// Where `needle` first occurs in `hay`. A plain scan: symbol names are short, and `str::find`
+/// builds a searcher on every call, which cost the differ a fifth of its time.
+fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let first = *needle.first()?;
+    (0..hay.len().saturating_sub(needle.len() - 1))
+        .find(|&i| hay[i] == first && hay[i..].starts_with(needle))
 }
 
 /// Compares two names ignoring gcc's numbers (`foo.123`, `foo.isra.0`, `__key.45`, the counter
@@ -119,6 +127,24 @@ pub fn is_special_static_name(name: &str, section: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_search_finds_what_str_find_finds() {
+        for (hay, needle) in [
+            ("foo.str1.1", ".str1."),
+            ("__UNIQUE_ID_x12", "__UNIQUE_ID_"),
+            ("a__UNIQUE_ID_", "__UNIQUE_ID_"),
+            ("short", "longer than it"),
+            ("", ".str1."),
+            ("x.str1", ".str1."),
+        ] {
+            assert_eq!(
+                find_bytes(hay.as_bytes(), needle.as_bytes()),
+                hay.find(needle),
+                "{hay}"
+            );
+        }
+    }
 
     #[test]
     fn mangled_names_compare_without_their_numbers() {
