@@ -8,6 +8,8 @@
 //! build-objects --sourcedir DIR [--config C] [--vmlinux V] --patch P --work W
 //!
 //! Prints each stage's time on stderr and the object pairs as JSON on stdout.
+//! `--stop-after filter`: only select the units and run the header filters; prints the units
+//! left to compile.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -98,6 +100,27 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("restored from an interrupted build: {e:?}");
     }
     let patch = PatchFile::read(&need("patch")?, 1)?;
+    if opt.get("stop-after").map(String::as_str) == Some("filter") {
+        let (units, out) = kpatch_build::pipeline::select_and_filter(
+            &SystemRunner,
+            &tree,
+            &patch,
+            &need("work")?,
+            &|s: &str| eprintln!("{s} ..."),
+        )?;
+        for (stage, d) in &out.timings.0 {
+            eprintln!("stage {stage}: {:.1} s", d.as_secs_f64());
+        }
+        let f = &out.filter;
+        eprintln!(
+            "header filter: {} includers built in this config ({} other candidates skipped), {} identical, {} unused-only, {} not preprocessed, {} kept",
+            f.header_units, out.skipped.len() - f.identical - f.unused_only, f.identical, f.unused_only, f.not_preprocessed, f.kept
+        );
+        for u in &units {
+            println!("{}", u.unit.display());
+        }
+        return Ok(());
+    }
     let out = build_object_pairs_with_progress(
         &SystemRunner,
         &tree,

@@ -6,6 +6,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::distributed::Distributed;
 use crate::exec::Cmd;
 
 /// The flags kpatch needs on every object: one section per function and per data object.
@@ -32,6 +33,9 @@ pub struct Kbuild {
     /// (6.12: `RUSTC_VERSION`, `RUSTC_LLVM_VERSION`, the `rustc-option` tests) find none either.
     #[serde(default)]
     pub rustc: Option<String>,
+    /// Object compiles go through distcc or icecream ([`crate::distributed`]).
+    #[serde(skip)]
+    pub distributed: Option<Distributed>,
 }
 
 /// A `RUSTC` that is no command: Kconfig's rustc probes then say 0, as in a build environment
@@ -65,6 +69,7 @@ impl Kbuild {
                 .unwrap_or(1),
             prepared: false,
             rustc: None,
+            distributed: None,
         }
     }
 
@@ -90,17 +95,25 @@ impl Kbuild {
     }
 
     /// [`make`](Self::make) for object (and probe) goals: with `-o prepare` on a tree known
-    /// to be prepared.
+    /// to be prepared, and through the distributed compiler when there is one.
     pub fn make_objects<I, S>(&self, targets: I) -> Cmd
     where
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        if self.prepared {
+        let mut c = if self.prepared {
             self.make(["-o", "prepare"]).args(targets)
         } else {
             self.make(targets)
+        };
+        if let Some(d) = &self.distributed {
+            // Later -j wins in make.
+            c = c.arg(format!("-j{}", d.jobs));
+            for (k, v) in d.env() {
+                c = c.env(k, v);
+            }
         }
+        c
     }
 }
 

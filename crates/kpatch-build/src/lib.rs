@@ -14,6 +14,7 @@ pub mod apply;
 pub mod compile;
 pub mod compiler;
 pub mod config;
+pub mod distributed;
 pub mod error;
 pub mod exec;
 pub mod featureset;

@@ -66,6 +66,8 @@ pub struct LivepatchOptions {
     /// cumulative version can be loaded while the older one runs (default: none, and version 1
     /// in `.modinfo`).
     pub patch_version: Option<u32>,
+    /// Hand the object compiles to distcc or icecream.
+    pub distributed: Option<crate::distributed::Tool>,
 }
 
 impl LivepatchOptions {
@@ -226,7 +228,10 @@ pub fn build_livepatch(
     let patch = PatchFile::read(&patch_path, 1)?;
 
     let started = Instant::now();
-    let target = target(opts, runner, obs)?;
+    let mut target = target(opts, runner, obs)?;
+    if let Some(tool) = &opts.distributed {
+        distribute(runner, &mut target.tree, tool, &work, obs)?;
+    }
     let mut timings = vec![("target".to_string(), started.elapsed().as_secs_f64())];
     report_tree(&target.tree, obs);
 
@@ -303,6 +308,35 @@ pub fn build_livepatch(
         orig_compiled,
         work_dir,
     })))
+}
+
+/// Sets the tree's object compiles up to go through `tool`, each helper checked.
+fn distribute(
+    runner: &dyn Runner,
+    tree: &mut PreparedTree,
+    tool: &crate::distributed::Tool,
+    work: &Path,
+    obs: &dyn Observer,
+) -> Result<()> {
+    let target_cc = tree
+        .config
+        .get("CONFIG_CC_VERSION_TEXT")
+        .unwrap_or(&tree.cc_version)
+        .to_string();
+    let d = crate::distributed::set_up(
+        runner,
+        tool.clone(),
+        &tree.kbuild.cc,
+        &target_cc,
+        &work.join("distributed"),
+        tree.kbuild.jobs,
+    )?;
+    obs.stage(&format!(
+        "compiling through {:?} with {} jobs, helpers checked for {target_cc}",
+        d.tool, d.jobs
+    ));
+    tree.kbuild.distributed = Some(d);
+    Ok(())
 }
 
 /// The seconds each stage of preparing the tree and compiling the units took.
@@ -770,6 +804,7 @@ mod tests {
             description: None,
             cves: Vec::new(),
             patch_version: None,
+            distributed: None,
         }
     }
 

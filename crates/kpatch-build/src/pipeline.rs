@@ -212,6 +212,41 @@ pub fn build_object_pairs_with_progress(
     Ok(out)
 }
 
+/// Only the selection and the header filters of [`build_object_pairs_with_progress`], nothing
+/// compiled: what a header patch would compile (for measuring the filters on big headers).
+pub fn select_and_filter(
+    runner: &dyn Runner,
+    tree: &PreparedTree,
+    patch: &PatchFile,
+    work: &Path,
+    progress: &dyn Progress,
+) -> Result<(Vec<SelectedUnit>, BuildOutput)> {
+    let mut out = BuildOutput::default();
+    fs::create_dir_all(work).map_err(io_err(work))?;
+    apply::check(runner, tree.root(), patch)?;
+    let scratch = work.join("probe");
+    let _ = fs::remove_dir_all(&scratch);
+    let sel = select::select(
+        runner,
+        &tree.kbuild,
+        patch,
+        &scratch,
+        tree.include_index_cache.as_deref(),
+    )?;
+    out.timings.extend(&sel.timings);
+    out.skipped = sel.skipped.clone();
+    let units = filter_header_units(
+        runner,
+        &tree.kbuild,
+        patch,
+        sel.units,
+        work,
+        progress,
+        &mut out,
+    )?;
+    Ok((units, out))
+}
+
 /// The header filters ([`reach::filter`]) over the selected units: what is left to compile, the
 /// likeliest to change first.
 fn filter_header_units(

@@ -77,9 +77,9 @@ pub fn tokens(text: &str) -> Vec<&str> {
             i += 1;
             while i < b.len() {
                 let d = b[i];
-                if matches!(d, b'+' | b'-') && matches!(b[i - 1], b'e' | b'E' | b'p' | b'P') {
-                    i += 1;
-                } else if d.is_ascii_alphanumeric() || d == b'_' || d == b'.' {
+                let sign =
+                    matches!(d, b'+' | b'-') && matches!(b[i - 1], b'e' | b'E' | b'p' | b'P');
+                if sign || d.is_ascii_alphanumeric() || d == b'_' || d == b'.' {
                     i += 1;
                 } else {
                     break;
@@ -473,7 +473,7 @@ fn analyse<'a>(toks: &[&'a str]) -> Unit<'a> {
     Unit {
         items,
         reached,
-        names: names,
+        names,
     }
 }
 

@@ -111,14 +111,20 @@ fn one_line_patch_changes_only_its_function() {
         &tree,
         &patch,
         &work.path().join("build"),
-        &|s| stages.borrow_mut().push(s.to_string()),
+        &|s: &str| stages.borrow_mut().push(s.to_string()),
     )
     .unwrap();
+    // The original comes from the object cache when an earlier build left it there.
+    let orig_stage = if out.orig_cached == 1 {
+        "1 original object from the cache"
+    } else {
+        "compiling 1 original object"
+    };
     assert_eq!(
         stages.into_inner(),
         [
             "selecting units",
-            "compiling 1 original object",
+            orig_stage,
             "applying the patch",
             "compiling 1 patched object",
             "restoring the tree"
@@ -143,6 +149,34 @@ fn one_line_patch_changes_only_its_function() {
         !tree.root().join("fs/proc/cmdline.o").exists(),
         "no patched object is left in the tree"
     );
+}
+
+#[test]
+fn a_cached_original_is_the_object_a_fresh_compile_makes() {
+    if !enabled() {
+        return;
+    }
+    let mut tree = tree();
+    let work = tempfile::tempdir().unwrap();
+    let patch = write_patch(work.path(), "cmdline.patch", CMDLINE_PATCH);
+    let first = build_object_pairs(&SystemRunner, &tree, &patch, &work.path().join("a")).unwrap();
+    // Now it is cached, whatever it was before.
+    let second = build_object_pairs(&SystemRunner, &tree, &patch, &work.path().join("b")).unwrap();
+    assert_eq!((second.orig_cached, second.orig_compiled), (1, 0));
+    // Without the cache: compiled again, byte for byte the same object.
+    let cache = tree.object_cache.take();
+    let fresh = build_object_pairs(&SystemRunner, &tree, &patch, &work.path().join("c")).unwrap();
+    tree.object_cache = cache;
+    assert_eq!((fresh.orig_cached, fresh.orig_compiled), (0, 1));
+    let bytes = |o: &kpatch_build::BuildOutput| fs::read(&o.pairs[0].orig).unwrap();
+    assert_eq!(
+        bytes(&second),
+        bytes(&fresh),
+        "cached original differs from a fresh compile"
+    );
+    assert_eq!(bytes(&first), bytes(&fresh));
+    // The patched side is never the cached original.
+    assert_ne!(fs::read(&second.pairs[0].patched).unwrap(), bytes(&second));
 }
 
 #[test]

@@ -46,7 +46,18 @@ fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// Compares two names ignoring gcc's numbers (`foo.123`, `foo.isra.0`, `__key.45`, the counter
 /// of `__UNIQUE_ID_x12`), as kpatch's `kpatch_mangled_strcmp` does.
 pub fn mangled_eq(a: &str, b: &str) -> bool {
+    if is_plain(a) && is_plain(b) {
+        return a == b;
+    }
     mangled_bytes(a).eq(mangled_bytes(b))
+}
+
+/// A name [`mangled_bytes`] leaves as it is (no `.` before a digit, no `__UNIQUE_ID_`): most
+/// names, compared and hashed as plain bytes.
+fn is_plain(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.windows(2).any(|w| w[0] == b'.' && w[1].is_ascii_digit())
+        && find_bytes(b, UNIQUE_ID.as_bytes()).is_none()
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -54,7 +65,11 @@ const FNV_PRIME: u64 = 0x0100_0000_01b3;
 
 /// A hash two names share when [`mangled_eq`] holds. Computed without allocating.
 pub fn mangled_hash(name: &str) -> u64 {
-    mangled_bytes(name).fold(FNV_OFFSET, |h, c| (h ^ c as u64).wrapping_mul(FNV_PRIME))
+    let fnv = |h: u64, c: u8| (h ^ c as u64).wrapping_mul(FNV_PRIME);
+    if is_plain(name) {
+        return name.bytes().fold(FNV_OFFSET, fnv);
+    }
+    mangled_bytes(name).fold(FNV_OFFSET, fnv)
 }
 
 /// The name [`mangled_eq`] compares, for keys and signatures.

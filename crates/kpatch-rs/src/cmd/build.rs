@@ -9,6 +9,7 @@
 use crate::progress::Progress;
 use crate::verify::{verify, Verification};
 use anyhow::{bail, Context};
+use kpatch_build::distributed::Tool;
 use kpatch_build::livepatch::{
     build_livepatch, patch_name, Livepatch, LivepatchOptions, Outcome, TargetSpec, UnitReport,
 };
@@ -76,6 +77,16 @@ pub struct Args {
     pub sign_key: Option<PathBuf>,
     #[arg(long, requires = "sign_key")]
     pub sign_cert: Option<PathBuf>,
+    /// Hand the compiles to distcc with these hosts (DISTCC_HOSTS syntax, e.g.
+    /// "127.0.0.1/4 build1/8"); each host is checked to run the target's compiler.
+    #[arg(long, value_name = "HOSTS", conflicts_with = "icecc")]
+    pub distcc: Option<String>,
+    /// Hand the compiles to distcc configured by its own DISTCC_HOSTS or hosts file.
+    #[arg(long, conflicts_with_all = ["distcc", "icecc"])]
+    pub distcc_env: bool,
+    /// Hand the compiles to icecream (its scheduler and ICECC_* variables).
+    #[arg(long)]
+    pub icecc: bool,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -143,6 +154,12 @@ fn options(args: &Args) -> anyhow::Result<LivepatchOptions> {
         description: args.description.clone(),
         cves: args.cves.clone(),
         patch_version: args.patch_version,
+        distributed: match (&args.distcc, args.distcc_env, args.icecc) {
+            (Some(hosts), _, _) => Some(Tool::Distcc(Some(hosts.clone()))),
+            (None, true, _) => Some(Tool::Distcc(None)),
+            (None, false, true) => Some(Tool::Icecc),
+            (None, false, false) => None,
+        },
     })
 }
 
