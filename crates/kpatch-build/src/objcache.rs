@@ -148,8 +148,9 @@ impl ObjectCache {
     }
 
     /// Keeps `tree/object`, just compiled from the unpatched sources of `tree`, with its
-    /// command file `cmd_text`. Written atomically; a concurrent writer of the same entry
-    /// leaves one whole entry or the other.
+    /// command file `cmd_text`. Written atomically (not synced: an entry a machine crash
+    /// truncated is a miss); a concurrent writer of the same entry leaves one whole entry or
+    /// the other.
     pub fn store(&self, tree: &Path, object: &str, cmd_text: &str) -> Result<()> {
         let mut deps = Vec::new();
         for p in dependencies(cmd_text) {
@@ -178,7 +179,7 @@ impl ObjectCache {
         entry.extend_from_slice(&data);
         fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
         let path = self.entry_path(object);
-        kpatch_common::fs::write_atomic(&path, &entry).map_err(io_err(&path))
+        kpatch_common::fs::replace_atomic(&path, &entry).map_err(io_err(&path))
     }
 }
 

@@ -9,18 +9,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Writes `data` to `path` atomically, with the permissions a new file gets.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    replace_with(path, None, |f| f.write_all(data))
+    replace_with(path, None, true, |f| f.write_all(data))
+}
+
+/// [`write_atomic`] without the syncs: readers see the old file or the whole new one, and a
+/// crash of the writer leaves no half-written file, but a crash of the machine may leave an
+/// empty or missing one. For outputs that are made again anyway (objects, cache entries a
+/// reader checks): the two syncs cost more than the rest of a small differ run.
+pub fn replace_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    replace_with(path, None, false, |f| f.write_all(data))
 }
 
 /// Writes `data` to `path` atomically with permission bits `mode` (e.g. `0o644`).
 pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    replace_with(path, Some(mode), |f| f.write_all(data))
+    replace_with(path, Some(mode), true, |f| f.write_all(data))
 }
 
 /// Copies the file `from` to `to` atomically (the copy is made beside `to`, then renamed).
 pub fn copy_atomic(from: &Path, to: &Path) -> std::io::Result<()> {
     let mut src = std::fs::File::open(from)?;
-    replace_with(to, None, |f| std::io::copy(&mut src, f).map(|_| ()))
+    replace_with(to, None, true, |f| std::io::copy(&mut src, f).map(|_| ()))
 }
 
 /// The directory `path` is in (`.` for a bare file name).
@@ -44,6 +52,7 @@ fn temp_path(path: &Path) -> PathBuf {
 fn replace_with(
     path: &Path,
     mode: Option<u32>,
+    durable: bool,
     fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -60,14 +69,18 @@ fn replace_with(
             // Whatever the umask took away.
             f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         }
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
         return result;
     }
-    sync_dir(parent_dir(path));
+    if durable {
+        sync_dir(parent_dir(path));
+    }
     Ok(())
 }
 
@@ -95,6 +108,9 @@ mod tests {
             std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
             0o600
         );
+        replace_atomic(&p, b"four").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"four");
+        write_atomic_mode(&p, b"three", 0o600).unwrap();
         let q = d.path().join("b.txt");
         copy_atomic(&p, &q).unwrap();
         assert_eq!(std::fs::read(&q).unwrap(), b"three");

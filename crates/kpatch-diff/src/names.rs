@@ -126,6 +126,10 @@ pub fn is_special_static_name(name: &str, section: &str) -> bool {
     {
         return true;
     }
+    // Both forms need a `.` in the name: most names have none.
+    if !name.contains('.') {
+        return false;
+    }
     SPECIAL_STATICS.iter().any(|v| {
         let v = v.trim_end_matches('.');
         // gcc: `__key.12`; clang: `func.__key` or `func.__key.3`.

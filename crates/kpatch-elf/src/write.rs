@@ -217,11 +217,12 @@ impl Object {
         Ok(buf)
     }
 
-    /// Writes the object to `path` atomically ([`kpatch_common::fs::write_atomic`]), so a
-    /// failure never leaves a partial output.
+    /// Writes the object to `path` atomically ([`kpatch_common::fs::replace_atomic`]: not
+    /// synced, an object is made again after a machine crash), so a failure never leaves a
+    /// partial output.
     pub fn write_to_path(&self, path: &Path) -> Result<(), ElfError> {
         let bytes = self.write()?;
-        kpatch_common::fs::write_atomic(path, &bytes).map_err(|source| ElfError::Io {
+        kpatch_common::fs::replace_atomic(path, &bytes).map_err(|source| ElfError::Io {
             path: path.to_path_buf(),
             source,
         })
