@@ -16,6 +16,8 @@ PKGS=(
   # (dpkg-scanpackages, apt-ftparchive, gpg), and the Debian 12 guest system of the fleet test
   # (mmdebstrap, mkfs.ext4 -d)
   dpkg-dev binutils apt-utils gnupg mmdebstrap e2fsprogs
+  # build --distcc and its test (a distccd on 127.0.0.1); peak memory in the benchmarks
+  distcc time
 )
 
 missing=()

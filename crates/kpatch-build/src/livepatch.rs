@@ -559,8 +559,21 @@ fn report_objects(built: &BuildOutput, obs: &dyn Observer) {
     for w in &built.patched_warnings {
         obs.warn(&format!("compiler: {w}"));
     }
-    for s in &built.skipped {
-        obs.stage(&format!("not compiled: {}: {}", s.unit.display(), s.reason));
+    // A few are named; past that, how many for each reason (a header can have thousands).
+    const NAMED: usize = 20;
+    if built.skipped.len() <= NAMED {
+        for s in &built.skipped {
+            obs.stage(&format!("not compiled: {}: {}", s.unit.display(), s.reason));
+        }
+    } else {
+        let mut by_reason: std::collections::BTreeMap<&str, usize> = Default::default();
+        for s in &built.skipped {
+            let reason = s.reason.split(" (").next().unwrap_or(&s.reason);
+            *by_reason.entry(reason).or_default() += 1;
+        }
+        for (reason, n) in by_reason {
+            obs.stage(&format!("not compiled: {n} units: {reason}"));
+        }
     }
     for f in &built.ignored {
         obs.warn(&format!(
