@@ -5,30 +5,36 @@
 # alternating the two tools in each round, and prints each tool's total wall time over the
 # corpus (best of the rounds, and median) and the ratio.
 #
-#   scripts/bench-differ-processes.sh [--rounds N] [--corpus DIR] [--only-expected]
+#   scripts/bench-differ-processes.sh [--rounds N] [--corpus DIR] [--only-expected] [--ours BIN]
 #
 # --only-expected: only the cases the project's expected.tsv lists.
+# --ours BIN: time this kpatch-rs binary instead of building the workspace's release one (to
+#   compare builds, e.g. a static one).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 rounds=7
 corpus=${KPATCH_RS_UNIT_OBJS:-$repo/../shared/kpatch-unit-objs/x86_64}
 only_expected=0
+ours=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift ;;
     --corpus) corpus=$2; shift ;;
     --only-expected) only_expected=1 ;;
-    *) echo "usage: $0 [--rounds N] [--corpus DIR] [--only-expected]" >&2; exit 2 ;;
+    --ours) ours=$(realpath "$2"); shift ;;
+    *) echo "usage: $0 [--rounds N] [--corpus DIR] [--only-expected] [--ours BIN]" >&2; exit 2 ;;
   esac
   shift
 done
 peer=$repo/../shared/tools/kpatch-create-diff-object
 [ -x "$peer" ] || { echo "kpatch's differ is not at $peer" >&2; exit 1; }
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
-cargo build --quiet --release -p kpatch-rs
-ours=$CARGO_TARGET_DIR/release/kpatch-rs
+if [ -z "$ours" ]; then
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
+  cargo build --quiet --release -p kpatch-rs
+  ours=$CARGO_TARGET_DIR/release/kpatch-rs
+fi
 
 python3 - "$corpus" "$ours" "$peer" "$rounds" "$only_expected" <<'PY'
 import os, statistics, sys, tempfile, time, subprocess
@@ -105,4 +111,13 @@ print("slowest kpatch-rs cases: " + ", ".join(
     f"{c[0]} {min(per_case[ours][c[0]])*1000:.1f} ms (kpatch {min(per_case[peer][c[0]])*1000:.1f} ms)" for c in slow))
 differ = [c[0] for c in cases if codes[(ours, c[0])] != codes[(peer, c[0])]]
 print(f"exit codes that differ: {', '.join(differ) if differ else 'none'}")
+floor = []
+for _ in range(20 * len(cases)):
+    t = time.perf_counter()
+    pid = os.posix_spawn("/bin/true", ["/bin/true"], os.environ)
+    os.waitpid(pid, 0)
+    floor.append(time.perf_counter() - t)
+floor.sort()
+print(f"floor: starting and reaping /bin/true costs {floor[len(floor)//2]*1000:.2f} ms, "
+      f"{floor[len(floor)//2]*len(cases)*1000:.1f} ms for {len(cases)} processes")
 PY
