@@ -22,7 +22,7 @@ enum Command {
     /// kpatch-compatible differ: same arguments, output lines and exit codes.
     CreateDiffObject(cmd::create_diff_object::Args),
     /// Build a livepatch module from a source patch for one target kernel.
-    Build(cmd::build::Args),
+    Build(Box<cmd::build::Args>),
     /// Load a livepatch module and watch its transition.
     Load(cmd::load::Args),
     /// Disable and remove a loaded livepatch module.
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Diff(a) => cmd::diff::run(a),
         Command::CreateDiffObject(a) => cmd::create_diff_object::run(a),
-        Command::Build(a) => cmd::build::run(a),
+        Command::Build(a) => cmd::build::run(*a),
         Command::Load(a) => cmd::load::run(a),
         Command::Unload(a) => cmd::unload::run(a),
         Command::List(a) => cmd::list::run(a),
