@@ -91,6 +91,7 @@ impl Drop for AppliedPatch {
 
 /// Checks that `patch` applies to `tree` without touching it.
 pub fn check(runner: &dyn Runner, tree: &Path, patch: &PatchFile) -> Result<PatchReport> {
+    patch.check_inside(tree)?;
     let out = runner.run(&patch_cmd(tree, patch, true))?;
     if !out.success() {
         return Err(BuildError::PatchDoesNotApply {

@@ -28,8 +28,15 @@ pub enum BuildError {
         line: usize,
         reason: String,
     },
-    #[error("{patch}: names no file to patch")]
+    #[error("{patch}: not a unified diff: it names no file to patch (no `---`/`+++` header pair)")]
     EmptyPatch { patch: PathBuf },
+    #[error("{patch}: {path}: {symlink} is a symlink to {target}, outside the source tree; refusing to patch through it")]
+    PatchLeavesTree {
+        patch: PathBuf,
+        path: PathBuf,
+        symlink: PathBuf,
+        target: PathBuf,
+    },
     #[error("{patch}: does not apply to {tree}; the tree is unchanged. GNU patch said:\n{output}")]
     PatchDoesNotApply {
         patch: PathBuf,

@@ -358,21 +358,24 @@ fn combined_patch(
     patches: &[PathBuf],
     work: &Path,
 ) -> Result<(PathBuf, String, Vec<crate::patchfile::PatchHeader>)> {
-    let mut text = String::new();
+    let mut text: Vec<u8> = Vec::new();
     let mut headers = Vec::new();
     for p in patches {
-        let t = std::fs::read_to_string(p).map_err(|source| BuildError::File {
+        let t = std::fs::read(p).map_err(|source| BuildError::File {
             what: "reading patch",
             path: p.clone(),
             source,
         })?;
-        headers.push(crate::patchfile::header(&t));
-        text.push_str(&t);
-        if !t.ends_with('\n') {
-            text.push('\n');
+        // Each patch is checked on its own, so that an error names the user's file and line
+        // rather than the combined copy.
+        PatchFile::read(p, 1)?;
+        headers.push(crate::patchfile::header(&String::from_utf8_lossy(&t)));
+        text.extend_from_slice(&t);
+        if !t.ends_with(b"\n") {
+            text.push(b'\n');
         }
     }
-    let sha = format!("{:x}", Sha256::digest(text.as_bytes()));
+    let sha = format!("{:x}", Sha256::digest(&text));
     let path = work.join("combined.patch");
     std::fs::write(&path, &text).map_err(|source| BuildError::File {
         what: "writing",
@@ -803,9 +806,19 @@ mod tests {
         );
     }
 
-    fn options() -> LivepatchOptions {
+    struct NoRunner;
+    impl Runner for NoRunner {
+        fn run(
+            &self,
+            cmd: &Cmd,
+        ) -> std::result::Result<crate::exec::CmdOutput, crate::exec::RunError> {
+            panic!("nothing runs before the patches are read: {cmd}");
+        }
+    }
+
+    fn options(patches: Vec<PathBuf>) -> LivepatchOptions {
         LivepatchOptions {
-            patches: vec!["/nonexistent/fix.patch".into()],
+            patches,
             target: TargetSpec::Debian(None),
             name: "fix".into(),
             jobs: None,
@@ -824,7 +837,7 @@ mod tests {
     #[test]
     fn metadata_comes_from_the_headers_and_the_options() {
         use crate::patchfile::PatchHeader;
-        let mut opts = options();
+        let mut opts = options(vec!["/nonexistent/fix.patch".into()]);
         let headers = [
             PatchHeader {
                 subject: Some("proc: one".into()),
@@ -854,21 +867,50 @@ mod tests {
             (vec!["CVE-2099-0007".to_string()], Some(4))
         );
         assert_eq!(opts.module_patch_name(), "fix-v4");
-        assert_eq!(metadata(&options(), None, &[]).description, None);
+        assert_eq!(metadata(&options(Vec::new()), None, &[]).description, None);
+    }
+
+    /// Bad patches are refused before anything is fetched or built, naming the user's file (not
+    /// the combined copy in the work directory) and the line.
+    #[test]
+    fn bad_patches_are_named_with_their_line_before_anything_is_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.patch");
+        std::fs::write(&good, "--- a/x.c\n+++ b/x.c\n@@ -1 +1 @@\n-a\n+b\n").unwrap();
+        let cases: [(&str, &[u8], &str); 4] = [
+            ("elf.patch", b"\x7fELF\x02\x01\x01\0", "line 1: a NUL byte"),
+            (
+                "mail.patch",
+                b"Subject: hi\n\nno diff here\n",
+                "not a unified diff",
+            ),
+            (
+                "up.patch",
+                b"--- a/../../etc/shadow\n+++ b/../../etc/shadow\n@@ -1 +1 @@\n-a\n+b\n",
+                "line 1: `../../etc/shadow` leaves the source tree",
+            ),
+            (
+                "bin.patch",
+                b"diff --git a/x.bin b/x.bin\nGIT binary patch\nliteral 1\nIcmZQz0000\n",
+                "line 2: a binary hunk",
+            ),
+        ];
+        for (file, text, expected) in cases {
+            let bad = dir.path().join(file);
+            std::fs::write(&bad, text).unwrap();
+            let e = build_livepatch(&options(vec![good.clone(), bad.clone()]), &NoRunner, &())
+                .unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with(&format!("{}: ", bad.display())) && msg.contains(expected),
+                "{file}: {msg}"
+            );
+        }
     }
 
     #[test]
     fn a_missing_patch_is_named_before_anything_is_built() {
-        let opts = options();
-        struct NoRunner;
-        impl Runner for NoRunner {
-            fn run(
-                &self,
-                cmd: &Cmd,
-            ) -> std::result::Result<crate::exec::CmdOutput, crate::exec::RunError> {
-                panic!("nothing runs before the patches are read: {cmd}");
-            }
-        }
+        let opts = options(vec!["/nonexistent/fix.patch".into()]);
         let e = build_livepatch(&opts, &NoRunner, &()).unwrap_err();
         assert!(
             matches!(

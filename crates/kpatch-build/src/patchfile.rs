@@ -40,8 +40,15 @@ pub struct PatchFile {
 
 impl PatchFile {
     pub fn read(path: &Path, strip: usize) -> Result<Self> {
-        let text = std::fs::read(path).map_err(io_err(path))?;
-        let text = String::from_utf8_lossy(&text);
+        let bytes = std::fs::read(path).map_err(io_err(path))?;
+        if let Some(at) = bytes.iter().position(|&b| b == 0) {
+            return Err(BuildError::PatchSyntax {
+                patch: path.to_path_buf(),
+                line: 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count(),
+                reason: "a NUL byte: this is a binary file, not a unified diff".into(),
+            });
+        }
+        let text = String::from_utf8_lossy(&bytes);
         let changes = parse(&text, strip).map_err(|(line, reason)| BuildError::PatchSyntax {
             patch: path.to_path_buf(),
             line,
@@ -57,6 +64,36 @@ impl PatchFile {
             strip,
             changes,
         })
+    }
+
+    /// Refuses a patch that would write outside `tree` through a symlink: every directory on the
+    /// way to a touched path, and the file itself, must resolve to a place inside the tree.
+    /// (Paths with `..` or a leading `/` are refused by the parser already.)
+    pub fn check_inside(&self, tree: &Path) -> Result<()> {
+        let root = tree.canonicalize().map_err(io_err(tree))?;
+        for rel in self.touched_paths() {
+            let mut at = tree.to_path_buf();
+            for c in rel.components() {
+                at.push(c);
+                let Ok(meta) = std::fs::symlink_metadata(&at) else {
+                    break; // created by the patch from here on
+                };
+                if !meta.file_type().is_symlink() {
+                    continue;
+                }
+                let target = std::fs::canonicalize(&at)
+                    .unwrap_or_else(|_| std::fs::read_link(&at).unwrap_or_default());
+                if !target.starts_with(&root) {
+                    return Err(BuildError::PatchLeavesTree {
+                        patch: self.path.clone(),
+                        path: rel.clone(),
+                        symlink: at,
+                        target,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every tree path the patch may write, create or remove (deduplicated, in patch order).
@@ -81,12 +118,42 @@ pub fn parse(text: &str, strip: usize) -> std::result::Result<Vec<FileChange>, (
     let mut out: Vec<FileChange> = Vec::new();
     let mut git_rename: Option<(PathBuf, PathBuf)> = None;
     let mut git_rename_from: Option<String> = None;
+    // The file of the current `diff --git` section, for messages.
+    let mut git_file = String::new();
     let mut i = 0;
     while i < lines.len() {
         let line = lines[i];
-        if line.starts_with("diff --git ") {
+        if let Some(rest) = line.strip_prefix("diff --git ") {
             git_rename = None;
             git_rename_from = None;
+            git_file = rest.rsplit(' ').next().unwrap_or(rest).to_string();
+        } else if line == "GIT binary patch"
+            || (line.starts_with("Binary files ") && line.ends_with(" differ"))
+        {
+            let what = if git_file.is_empty() {
+                line.to_string()
+            } else {
+                format!("`{git_file}`")
+            };
+            return Err((
+                i + 1,
+                format!("a binary hunk for {what}: only text (source) changes can be patched"),
+            ));
+        } else if let Some(mode) = [
+            "new file mode ",
+            "new mode ",
+            "deleted file mode ",
+            "old mode ",
+        ]
+        .iter()
+        .find_map(|p| line.strip_prefix(p))
+        {
+            if mode.trim() == "120000" {
+                return Err((
+                    i + 1,
+                    format!("`{git_file}` is a symlink (mode 120000): patches may change regular files only"),
+                ));
+            }
         } else if let Some(f) = line.strip_prefix("rename from ") {
             git_rename_from = Some(f.to_string());
         } else if let Some(t) = line.strip_prefix("rename to ") {
@@ -195,6 +262,12 @@ fn header_path(
     let name = name.trim_matches('"');
     if name == "/dev/null" {
         return Ok(None);
+    }
+    if name.starts_with('/') {
+        return Err((
+            line,
+            format!("`{name}` is an absolute path: it leaves the source tree"),
+        ));
     }
     let comps: Vec<&str> = name.split('/').filter(|c| !c.is_empty()).collect();
     if comps.len() <= strip {
@@ -400,5 +473,111 @@ rename to b.c
             PatchFile::read(&f, 1),
             Err(BuildError::EmptyPatch { .. })
         ));
+    }
+
+    #[test]
+    fn refuses_absolute_paths_whatever_the_strip_level() {
+        for strip in [0, 1] {
+            let text = "--- /etc/passwd\n+++ /etc/passwd\n@@ -1 +1 @@\n-a\n+b\n";
+            let (line, reason) = parse(text, strip).unwrap_err();
+            assert_eq!(line, 1);
+            assert!(
+                reason.contains("`/etc/passwd` is an absolute path"),
+                "{reason}"
+            );
+        }
+        let text = "diff --git a/x b/y\nrename from /etc/x\nrename to y\n";
+        let (line, reason) = parse(text, 1).unwrap_err();
+        assert_eq!(line, 3);
+        assert!(reason.contains("leaves the source tree"), "{reason}");
+    }
+
+    #[test]
+    fn refuses_binary_hunks() {
+        let git = "diff --git a/fw/blob.bin b/fw/blob.bin\nindex 1..2 100644\nGIT binary patch\nliteral 3\nKcmZQz00961\n\n";
+        let (line, reason) = parse(git, 1).unwrap_err();
+        assert_eq!(line, 3);
+        assert!(
+            reason.contains("binary hunk for `b/fw/blob.bin`"),
+            "{reason}"
+        );
+        let plain = "--- a/x.c\n+++ b/x.c\n@@ -1 +1 @@\n-a\n+b\nBinary files a/img.png and b/img.png differ\n";
+        let (line, reason) = parse(plain, 1).unwrap_err();
+        assert_eq!(line, 6);
+        assert!(reason.contains("binary hunk"), "{reason}");
+    }
+
+    #[test]
+    fn refuses_symlinks_made_by_a_git_patch() {
+        let text = "diff --git a/evil b/evil\nnew file mode 120000\n--- /dev/null\n+++ b/evil\n@@ -0,0 +1 @@\n+/etc\n\\ No newline at end of file\n";
+        let (line, reason) = parse(text, 1).unwrap_err();
+        assert_eq!(line, 2);
+        assert!(reason.contains("symlink (mode 120000)"), "{reason}");
+    }
+
+    #[test]
+    fn a_binary_file_is_not_a_diff() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("fix.patch");
+        std::fs::write(&f, b"\x7fELF\x02\x01\x01\0\0\0").unwrap();
+        let e = PatchFile::read(&f, 1).unwrap_err();
+        assert!(
+            matches!(&e, BuildError::PatchSyntax { patch, line: 1, .. } if *patch == f),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("binary file, not a unified diff"),
+            "{e}"
+        );
+        std::fs::write(&f, "Subject: a mail without a diff\n\nthanks\n").unwrap();
+        let e = PatchFile::read(&f, 1).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}: not a unified diff", f.display())),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn refuses_to_patch_through_a_symlink_out_of_the_tree() {
+        let tree = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("victim.c"), "x\n").unwrap();
+        std::fs::create_dir_all(tree.path().join("include")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), tree.path().join("include/out")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("victim.c"),
+            tree.path().join("include/file.c"),
+        )
+        .unwrap();
+        // A symlink that stays in the tree is fine.
+        std::fs::create_dir_all(tree.path().join("arch/x86")).unwrap();
+        std::os::unix::fs::symlink("../../include", tree.path().join("arch/x86/inc")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let patch_for = |path: &str| {
+            let f = dir.path().join("fix.patch");
+            std::fs::write(
+                &f,
+                format!("--- a/{path}\n+++ b/{path}\n@@ -1 +1 @@\n-x\n+y\n"),
+            )
+            .unwrap();
+            PatchFile::read(&f, 1).unwrap()
+        };
+        for bad in ["include/out/victim.c", "include/file.c"] {
+            let e = patch_for(bad).check_inside(tree.path()).unwrap_err();
+            assert!(matches!(e, BuildError::PatchLeavesTree { .. }), "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains("fix.patch") && msg.contains(bad), "{msg}");
+        }
+        patch_for("arch/x86/inc/new.h")
+            .check_inside(tree.path())
+            .unwrap();
+        patch_for("kernel/not-yet/there.c")
+            .check_inside(tree.path())
+            .unwrap();
+        assert_eq!(
+            std::fs::read(outside.path().join("victim.c")).unwrap(),
+            b"x\n"
+        );
     }
 }

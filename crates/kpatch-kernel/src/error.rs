@@ -11,6 +11,12 @@ pub enum KernelError {
     },
     #[error("{path}: not an ELF module: {reason}")]
     NotElf { path: PathBuf, reason: String },
+    #[error("{path}: malformed module: {reason}")]
+    Malformed { path: PathBuf, reason: String },
+    #[error("{path}: not a kernel module for this machine: {reason}")]
+    Foreign { path: PathBuf, reason: String },
+    #[error("{path}: decompresses to more than {} MiB; refusing it as a module", limit >> 20)]
+    TooLarge { path: PathBuf, limit: u64 },
     #[error("{path}: no .modinfo section")]
     NoModinfo { path: PathBuf },
     #[error("{path}: cannot decompress: {source}")]

@@ -9,10 +9,91 @@ pub use kpatch_common::modinfo::{
     ModInfo, PatchedFunction, MODINFO_FUNCTIONS, MODINFO_KERNEL, MODINFO_PATCH_SHA256,
 };
 
+/// The most a compressed module may decompress to. The largest modules of a distribution
+/// kernel are a few tens of MiB; this bounds what a hostile `.ko.xz` can make kpatch-rs allocate.
+pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
+
+/// `e_type` of a relocatable object: what every kernel module is.
+const ET_REL: u16 = 1;
+
+/// Checks that `data` is a module the kernel of this machine could take: a 64-bit
+/// little-endian relocatable ELF for a machine kpatch-rs supports, whose section table and
+/// every section's contents lie inside the file (a truncated file fails here, naming the first
+/// section cut off).
+fn check_module_elf(path: &Path, data: &[u8]) -> Result<(), KernelError> {
+    use object::read::elf::{ElfFile64, FileHeader};
+    use object::{Object, ObjectSection, SectionKind};
+    let malformed = |reason: String| KernelError::Malformed {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !data.starts_with(b"\x7fELF") {
+        return Err(KernelError::NotElf {
+            path: path.to_path_buf(),
+            reason: "no ELF magic at the start of the file".into(),
+        });
+    }
+    let file = ElfFile64::<object::LittleEndian>::parse(data).map_err(|e| {
+        let class = data.get(4).copied().unwrap_or(0);
+        let endian = data.get(5).copied().unwrap_or(0);
+        if class != 2 || endian != 1 {
+            KernelError::Foreign {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "a {} {} ELF file; kernel modules here are 64-bit little-endian",
+                    if class == 1 { "32-bit" } else { "64-bit" },
+                    if endian == 2 {
+                        "big-endian"
+                    } else {
+                        "little-endian"
+                    }
+                ),
+            }
+        } else {
+            malformed(e.to_string())
+        }
+    })?;
+    let header = file.elf_header();
+    let e = file.endian();
+    let machine = header.e_machine(e).0;
+    if kpatch_arch::for_machine(machine).is_none() {
+        return Err(KernelError::Foreign {
+            path: path.to_path_buf(),
+            reason: format!(
+                "built for ELF machine {machine}, which kpatch-rs does not support (x86_64 is {})",
+                kpatch_arch::x86_64::EM_X86_64
+            ),
+        });
+    }
+    let e_type = header.e_type(e).0;
+    if e_type != ET_REL {
+        return Err(KernelError::Foreign {
+            path: path.to_path_buf(),
+            reason: format!(
+                "ELF type {e_type}, not a relocatable object (kernel modules are ET_REL, 1)"
+            ),
+        });
+    }
+    for section in file.sections() {
+        if section.kind() == SectionKind::UninitializedData {
+            continue;
+        }
+        if let Err(err) = section.data() {
+            let name = section.name().unwrap_or("?");
+            return Err(malformed(format!(
+                "section {name} (index {}): {err} (the file is truncated or corrupted)",
+                section.index().0
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The `.modinfo` of a module image (an uncompressed ELF relocatable). Without modpost's
 /// `name=` field (older kernels), the name comes from `.gnu.linkonce.this_module`.
 pub fn modinfo_of_elf(path: &Path, data: &[u8]) -> Result<ModInfo, KernelError> {
     use object::{Object, ObjectSection};
+    check_module_elf(path, data)?;
     let file = object::File::parse(data).map_err(|e| KernelError::NotElf {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -96,19 +177,25 @@ fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, KernelError> {
         path: path.to_path_buf(),
         source,
     };
-    let mut out = Vec::new();
-    if raw.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        xz2::read::XzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(err)?;
+    let reader: Box<dyn Read + '_> = if raw.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Box::new(xz2::read::XzDecoder::new(&raw[..]))
     } else if raw.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        out = zstd::stream::decode_all(&raw[..]).map_err(err)?;
+        Box::new(zstd::stream::read::Decoder::new(&raw[..]).map_err(err)?)
     } else if raw.starts_with(&[0x1f, 0x8b]) {
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(err)?;
+        Box::new(flate2::read::GzDecoder::new(&raw[..]))
     } else {
         return Ok(raw);
+    };
+    let mut out = Vec::new();
+    reader
+        .take(MAX_IMAGE_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(err)?;
+    if out.len() as u64 > MAX_IMAGE_BYTES {
+        return Err(KernelError::TooLarge {
+            path: path.to_path_buf(),
+            limit: MAX_IMAGE_BYTES,
+        });
     }
     Ok(out)
 }
