@@ -26,11 +26,13 @@ for t in ${targets[@]}; do
     done
   elif [ "$t" = module_reader ]; then
     cache=${KPATCH_RS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kpatch-rs}
-    find "$cache/debian" -name '*.ko' -size -16k 2>/dev/null | sort | head -40 | while read -r ko; do
+    mapfile -t kos < <(find "$cache/debian" -name '*.ko' -size -16k 2>/dev/null | sort)
+    for ko in "${kos[@]:0:40}"; do
       cp "$ko" "$seeds/"
       xz -c "$ko" > "$seeds/$(basename "$ko").xz"
     done
-    find "$shared" -name '*.ORIG.o' -size -64k 2>/dev/null | sort | head -20 | xargs -r cp -t "$seeds/"
+    mapfile -t objs < <(find "$shared" -name '*.ORIG.o' -size -64k 2>/dev/null | sort)
+    for o in "${objs[@]:0:20}"; do cp "$o" "$seeds/"; done
     max_len=262144
   fi
   i=0

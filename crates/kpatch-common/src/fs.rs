@@ -49,6 +49,32 @@ fn temp_path(path: &Path) -> PathBuf {
     parent_dir(path).join(format!(".{name}.tmp.{}.{n}", std::process::id()))
 }
 
+/// Writes `path` atomically with what `fill` writes into the temporary file (permission bits
+/// `mode` if given). A process killed meanwhile leaves only the hidden temporary file
+/// `.NAME.tmp.PID.N` beside `path` (see [`is_temp_name`]).
+pub fn write_atomic_with(
+    path: &Path,
+    mode: Option<u32>,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    replace_with(path, mode, fill)
+}
+
+/// Whether a file name is one of the temporary files of an atomic write (left behind only by a
+/// process that was killed while writing).
+pub fn is_temp_name(name: &str) -> bool {
+    let mut parts = name.rsplitn(3, '.');
+    let numeric =
+        |s: Option<&str>| s.is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+    numeric(parts.next())
+        && numeric(parts.next())
+        && parts
+            .next()
+            .and_then(|head| head.strip_prefix('.'))
+            .and_then(|head| head.strip_suffix(".tmp"))
+            .is_some_and(|file| !file.is_empty())
+}
+
 fn replace_with(
     path: &Path,
     mode: Option<u32>,
@@ -119,6 +145,22 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn temporary_names_are_recognised() {
+        let p = temp_path(Path::new("/x/fix.ko"));
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert!(is_temp_name(name), "{name}");
+        for other in [
+            "fix.ko",
+            ".fix.ko",
+            ".kpatch-rs.lock",
+            "fix.ko.sha256",
+            ".tmp.1.2",
+        ] {
+            assert!(!is_temp_name(other), "{other}");
+        }
     }
 
     #[test]

@@ -8,10 +8,12 @@
 //! - [`cve`]: CVE numbers, as patches name them and `.modinfo` records them;
 //! - [`fs`]: writing a file atomically;
 //! - [`exec`]: the one seam through which external programs run;
-//! - [`interrupt`]: the one flag SIGINT, SIGTERM and SIGHUP set.
+//! - [`interrupt`]: the one flag SIGINT, SIGTERM and SIGHUP set;
+//! - [`fault`]: the test hook that kills the process at a named step.
 
 pub mod cve;
 pub mod exec;
+pub mod fault;
 pub mod fs;
 pub mod interrupt;
 pub mod klp;

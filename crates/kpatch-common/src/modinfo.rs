@@ -30,6 +30,15 @@ pub const MODINFO_DESCRIPTION: &str = "description";
 /// The name of the section.
 pub const SECTION: &str = ".modinfo";
 
+/// What `scripts/sign-file` appends last to a signed module (after the signature and its
+/// descriptor); the kernel looks for it at the end of the image.
+pub const MODULE_SIG_MAGIC: &[u8] = b"~Module signature appended~\n";
+
+/// Whether an (uncompressed) module image carries an appended signature.
+pub fn is_signed(image: &[u8]) -> bool {
+    image.ends_with(MODULE_SIG_MAGIC)
+}
+
 /// One patched function as named by livepatch sysfs (`<object>/<function>,<sympos>`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]

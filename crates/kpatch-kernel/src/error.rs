@@ -76,6 +76,25 @@ pub enum KernelError {
     },
     #[error("{path}: already installed for kernel {kernel} (uninstall it first)")]
     AlreadyInstalled { path: PathBuf, kernel: String },
+    #[error(
+        "{path}: not trusted: {reason} (kpatch-rs loads at boot only what root alone can change)"
+    )]
+    Untrusted { path: PathBuf, reason: String },
+    #[error("{path}: no SHA-256 recorded at install ({record} is missing or unreadable): not installed by `kpatch-rs install`; refusing to load it")]
+    NoRecordedHash { path: PathBuf, record: PathBuf },
+    #[error("{path}: its SHA-256 {actual} differs from {recorded}, recorded at install in {record}; refusing to load it")]
+    HashMismatch {
+        path: PathBuf,
+        recorded: String,
+        actual: String,
+        record: PathBuf,
+    },
+    #[error("{path}: module {name} is not signed, and the kernel enforces module signatures ({reason}); refused before finit_module")]
+    Unsigned {
+        path: PathBuf,
+        name: String,
+        reason: String,
+    },
     #[error("{path}: invalid module file name (expected NAME.ko, NAME.ko.xz, NAME.ko.zst or NAME.ko.gz)")]
     BadFileName { path: PathBuf },
 }

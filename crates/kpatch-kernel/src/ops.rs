@@ -210,6 +210,20 @@ pub fn finit_error(
     }
 }
 
+/// Why the running kernel refuses unsigned modules, if it does: `module.sig_enforce=1` (or
+/// `CONFIG_MODULE_SIG_FORCE`) shows as `Y` in `/sys/module/module/parameters/sig_enforce`, and
+/// lockdown (`integrity` or `confidentiality`, e.g. under Secure Boot) refuses them too.
+pub fn signatures_enforced(k: &dyn Kernel) -> Option<String> {
+    let enforce = Path::new("/sys/module/module/parameters/sig_enforce");
+    if read_trim(k, enforce).is_ok_and(|v| v == "Y") {
+        return Some(format!("{} is Y", enforce.display()));
+    }
+    let lockdown = read_trim(k, Path::new("/sys/kernel/security/lockdown")).ok()?;
+    let mode = lockdown.split_once('[')?.1.split_once(']')?.0;
+    matches!(mode, "integrity" | "confidentiality")
+        .then(|| format!("/sys/kernel/security/lockdown: {lockdown}"))
+}
+
 /// Check a module file against the running kernel before handing it over.
 pub fn preflight(k: &dyn Kernel, module: &ModuleFile) -> Result<String, KernelError> {
     check_livepatch(k)?;
@@ -232,6 +246,15 @@ pub fn preflight(k: &dyn Kernel, module: &ModuleFile) -> Result<String, KernelEr
             running,
             vermagic: module.info.vermagic().unwrap_or("").trim().into(),
         });
+    }
+    if !kpatch_common::modinfo::is_signed(&module.image) {
+        if let Some(reason) = signatures_enforced(k) {
+            return Err(KernelError::Unsigned {
+                path: module.path.clone(),
+                name,
+                reason,
+            });
+        }
     }
     if let Some(busy) = transition_patch(k)? {
         return Err(KernelError::Busy { name, busy });

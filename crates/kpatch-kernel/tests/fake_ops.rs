@@ -28,6 +28,55 @@ fn module(dir: &Path, name: &str, release: &str) -> ModuleFile {
     ModuleFile::read(&path).unwrap()
 }
 
+/// The module with a signature trailer appended (the kernel, not kpatch-rs, checks the rest).
+fn signed(m: &ModuleFile) -> ModuleFile {
+    let mut raw = std::fs::read(&m.path).unwrap();
+    raw.extend_from_slice(kpatch_common::modinfo::MODULE_SIG_MAGIC);
+    std::fs::write(&m.path, raw).unwrap();
+    ModuleFile::read(&m.path).unwrap()
+}
+
+#[test]
+fn unsigned_modules_are_refused_where_signatures_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel();
+    let m = module(dir.path(), "fix_a", REL);
+    k.put_file("/sys/module/module/parameters/sig_enforce", "Y\n")
+        .unwrap();
+    let e = ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, KernelError::Unsigned { .. }), "{msg}");
+    assert!(
+        msg.contains(&m.path.display().to_string())
+            && msg.contains("/sys/module/module/parameters/sig_enforce is Y"),
+        "{msg}"
+    );
+    assert!(
+        k.calls().is_empty(),
+        "refused before finit_module: {:?}",
+        k.calls()
+    );
+    let m = signed(&m);
+    assert!(matches!(
+        ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap(),
+        Outcome::Done { .. }
+    ));
+    // Not enforced (N, and lockdown none): an unsigned module goes to the kernel as before.
+    let k = kernel();
+    k.put_file("/sys/module/module/parameters/sig_enforce", "N\n")
+        .unwrap();
+    k.put_file(
+        "/sys/kernel/security/lockdown",
+        "[none] integrity confidentiality\n",
+    )
+    .unwrap();
+    let m = module(dir.path(), "fix_b", REL);
+    assert!(matches!(
+        ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap(),
+        Outcome::Done { .. }
+    ));
+}
+
 fn opts() -> Options {
     let mut o = Options::default();
     o.watch.wait = Duration::from_secs(2);
@@ -295,12 +344,31 @@ fn clear_errors_for_wrong_kernel_no_livepatch_and_refusals() {
         "none [integrity] confidentiality\n",
     )
     .unwrap();
+    // Under lockdown an unsigned module is refused before the kernel sees it.
+    let e = ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap_err();
+    assert!(matches!(e, KernelError::Unsigned { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with(&format!("{}: module fix_a is not signed", m.path.display()))
+            && msg.contains("lockdown: none [integrity] confidentiality")
+            && msg.contains("before finit_module"),
+        "{msg}"
+    );
+    assert!(k.calls().is_empty(), "nothing handed to the kernel");
+    // Signed (as far as kpatch-rs can tell): the kernel's own refusal is explained.
+    let m = signed(&m);
     k.fail_next_finit(Errno::EPERM);
     let e = ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap_err();
     assert!(e.to_string().contains("lockdown: none [integrity]"), "{e}");
     k.fail_next_finit(Errno::EKEYREJECTED);
     let e = ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap_err();
     assert!(e.to_string().contains("signature rejected"), "{e}");
+    // Lockdown off again: the rest is about the kernel's own refusals of unsigned modules.
+    k.put_file(
+        "/sys/kernel/security/lockdown",
+        "[none] integrity confidentiality\n",
+    )
+    .unwrap();
     k.log("fix_a: disagrees about version of symbol module_layout (an old message)");
     k.fail_next_finit(Errno::ENOEXEC);
     let e = ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap_err();

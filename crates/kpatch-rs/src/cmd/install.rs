@@ -1,7 +1,9 @@
 use anyhow::Context;
 use kpatch_kernel::modinfo::ModuleFile;
 use kpatch_kernel::report::{EXIT_CODES_HELP, EXIT_OK};
-use kpatch_kernel::store::{install_unit, Store, DEFAULT_STATE_DIR, DEFAULT_UNIT_DIR};
+use kpatch_kernel::store::{
+    install_unit, remove_unit, Store, DEFAULT_STATE_DIR, DEFAULT_UNIT_DIR, UNIT_NAME,
+};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -52,14 +54,32 @@ pub fn run_with(args: &Args, exe: &Path, out: &mut dyn std::io::Write) -> anyhow
         );
     }
     let store = Store::new(&args.state_dir);
-    let installed = store.install(&module, kernel)?;
+    // The unit goes first (with nothing new to load it is harmless), so that the module's
+    // rename into place is the one step that makes the patch load at boot.
+    let had_unit = args.unit_dir.join(UNIT_NAME).exists();
+    let mut unit = None;
+    let result = store.install_with(&module, kernel, &mut || {
+        if !args.no_unit {
+            unit = Some(install_unit(&args.unit_dir, exe, &args.state_dir)?);
+        }
+        Ok(())
+    });
+    let installed = match result {
+        Ok(i) => i,
+        Err(e) => {
+            // Nothing half-done: a unit this install wrote goes again if nothing is installed.
+            if unit.is_some() && !had_unit && store.list().is_ok_and(|l| l.is_empty()) {
+                let _ = remove_unit(&args.unit_dir);
+            }
+            return Err(e.into());
+        }
+    };
     writeln!(
         out,
         "installed {name} ({kernel}) as {}",
         installed.path.display()
     )?;
-    if !args.no_unit {
-        let unit = install_unit(&args.unit_dir, exe, &args.state_dir)?;
+    if let Some(unit) = unit {
         writeln!(out, "boot loading enabled: {}", unit.display())?;
     }
     Ok(EXIT_OK)
@@ -111,6 +131,12 @@ mod tests {
             unit.contains("ExecStart=/usr/bin/kpatch-rs load --all"),
             "{unit}"
         );
+        // Again: complete already, nothing changes.
+        run_with(&args, Path::new("/usr/bin/kpatch-rs"), &mut Vec::new()).unwrap();
+        // Another module of that name is refused.
+        let mut bytes = std::fs::read(&f).unwrap();
+        bytes.extend_from_slice(b"other");
+        std::fs::write(&f, bytes).unwrap();
         let e = run_with(&args, Path::new("/usr/bin/kpatch-rs"), &mut Vec::new()).unwrap_err();
         assert!(e.to_string().contains("already installed"), "{e}");
     }

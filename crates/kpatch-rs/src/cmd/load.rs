@@ -6,7 +6,7 @@ use kpatch_kernel::report::{
     format_blockers, TextObserver, EXIT_CODES_HELP, EXIT_NOTHING, EXIT_OK, EXIT_REVERTED,
     EXIT_STUCK,
 };
-use kpatch_kernel::store::{Store, DEFAULT_STATE_DIR};
+use kpatch_kernel::store::{Store, Trust, DEFAULT_STATE_DIR};
 use kpatch_kernel::watch::{Observer, WatchPolicy};
 use kpatch_kernel::{Kernel, KernelError, RealKernel};
 use std::io::IsTerminal;
@@ -286,9 +286,10 @@ pub fn run_with_options(
         .release()
         .context("reading the running kernel's release")?;
     let store = Store::new(&args.state_dir);
+    let trust = Trust::for_this_process();
     if !args.all {
         let arg = args.module.as_deref().unwrap_or_default();
-        let module = store.resolve(arg, &release)?;
+        let module = store.resolve_trusted(arg, &release, &trust)?;
         let (code, _) = journaled(
             |o| ops::load(k, &module, &opts, o),
             mode,
@@ -310,7 +311,7 @@ pub fn run_with_options(
         return Ok(EXIT_NOTHING);
     }
     for i in installed {
-        let module = kpatch_kernel::modinfo::ModuleFile::read(&i.path)?;
+        let module = store.open_trusted(&i, &trust)?;
         let r = journaled(
             |o| ops::load(k, &module, &opts, o),
             mode,
@@ -363,12 +364,16 @@ pub(crate) mod tests {
         Cli::try_parse_from(all).unwrap().args
     }
 
-    pub(crate) fn install(state: &std::path::Path, rel: &str, name: &str) {
-        let dir = state.join(rel);
-        std::fs::create_dir_all(&dir).unwrap();
+    /// Installs a test module `name` for kernel `rel` into the store at `state`, as
+    /// `kpatch-rs install` does (with its SHA-256 record); returns the installed file.
+    pub(crate) fn install(state: &std::path::Path, rel: &str, name: &str) -> std::path::PathBuf {
+        let src = tempfile::tempdir().unwrap();
         let vermagic = format!("{rel} SMP preempt mod_unload modversions ");
         let ko = build_test_module(&[("name", name), ("livepatch", "Y"), ("vermagic", &vermagic)]);
-        std::fs::write(dir.join(format!("{name}.ko")), ko).unwrap();
+        let file = src.path().join(format!("{name}.ko"));
+        std::fs::write(&file, ko).unwrap();
+        let m = kpatch_kernel::modinfo::ModuleFile::read(&file).unwrap();
+        Store::new(state).install(&m, rel).unwrap().path
     }
 
     #[test]

@@ -40,9 +40,19 @@ pub fn run_with(k: &dyn Kernel, args: &Args, out: &mut dyn std::io::Write) -> an
     };
     let name = module_name_from_arg(&args.name);
     let store = Store::new(&args.state_dir);
-    let removed = store.uninstall(&kernel, &name)?;
+    let removed = match store.uninstall(&kernel, &name) {
+        Ok(r) => r,
+        Err(e) => {
+            // The boot unit of an uninstall killed before it removed the unit.
+            if store.list().is_ok_and(|l| l.is_empty()) {
+                remove_unit(&args.unit_dir)?;
+            }
+            return Err(e.into());
+        }
+    };
     writeln!(out, "uninstalled {} ({kernel})", removed.name)?;
     if store.list()?.is_empty() {
+        kpatch_common::fault::kill_point("uninstall:before-unit");
         remove_unit(&args.unit_dir)?;
     }
     Ok(EXIT_OK)
