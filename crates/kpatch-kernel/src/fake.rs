@@ -1,5 +1,10 @@
 //! A simulated kernel: sysfs and procfs files in a temporary directory tree, and a livepatch
 //! core that moves tasks between states on every [`Kernel::sleep`] (one "tick").
+//!
+//! A fake made with [`FakeKernel::create_at`] lives in a directory of the caller's and keeps its
+//! state there after every change, so that another process can [`FakeKernel::open`] it: the
+//! fault tests run the kpatch-rs binary on it (`KPATCH_RS_TEST_FAKE_KERNEL=DIR`), kill it at a
+//! step, and run the next command on the kernel the killed one left.
 
 use crate::modinfo::ModuleFile;
 use crate::sys::{Kernel, Sig, LIVEPATCH_DIR};
@@ -12,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// When a task that blocks a transition lets go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Stuck {
     /// Switches on the first tick.
     No,
@@ -27,7 +32,7 @@ pub enum Stuck {
 }
 
 /// A simulated task (one thread).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FakeTask {
     pub pid: i32,
     pub tid: i32,
@@ -112,7 +117,7 @@ impl FakeTask {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Transition {
     patch: String,
     target: i32,
@@ -121,14 +126,15 @@ struct Transition {
     replace: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct State {
     clock: Duration,
     release: String,
     tasks: BTreeMap<i32, FakeTask>,
     transition: Option<Transition>,
     signal_attr: bool,
-    next_finit_error: Option<Errno>,
+    /// An errno (raw) for the next `finit_module`.
+    next_finit_error: Option<i32>,
     /// Module names, newest first (the `/proc/modules` order).
     modules: Vec<String>,
     calls: Vec<String>,
@@ -138,9 +144,19 @@ struct State {
 
 /// The simulated kernel. See the module documentation.
 pub struct FakeKernel {
-    root: tempfile::TempDir,
+    root: Root,
     st: RefCell<State>,
 }
+
+/// Where the tree is: a temporary directory removed with the fake, or the caller's
+/// (persistent: the state is saved there too).
+enum Root {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+/// The file a persistent fake keeps its state in, at the top of its tree.
+const STATE_FILE: &str = ".fake-kernel.json";
 
 fn eio(e: io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32))
@@ -149,7 +165,43 @@ fn eio(e: io::Error) -> Errno {
 impl FakeKernel {
     /// A kernel with the livepatch core, running `release`, with no tasks.
     pub fn new(release: &str) -> io::Result<Self> {
-        let root = tempfile::tempdir()?;
+        Self::with_root(Root::Temp(tempfile::tempdir()?), release)
+    }
+
+    /// A persistent kernel in `dir` (created if needed), running `release`, with no tasks.
+    pub fn create_at(dir: &Path, release: &str) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Self::with_root(Root::Kept(dir.to_path_buf()), release)
+    }
+
+    /// The persistent kernel in `dir`, as the last process using it left it.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        let text = std::fs::read_to_string(dir.join(STATE_FILE))?;
+        let st: State = serde_json::from_str(&text)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(FakeKernel {
+            root: Root::Kept(dir.to_path_buf()),
+            st: RefCell::new(st),
+        })
+    }
+
+    /// Saves the state of a persistent fake (atomically: a process killed meanwhile leaves the
+    /// previous state).
+    fn persist(&self) {
+        if let Root::Kept(dir) = &self.root {
+            let text = serde_json::to_vec(&*self.st.borrow()).unwrap_or_default();
+            let _ = kpatch_common::fs::write_atomic(&dir.join(STATE_FILE), &text);
+        }
+    }
+
+    fn root(&self) -> &Path {
+        match &self.root {
+            Root::Temp(t) => t.path(),
+            Root::Kept(p) => p,
+        }
+    }
+
+    fn with_root(root: Root, release: &str) -> io::Result<Self> {
         let k = FakeKernel {
             root,
             st: RefCell::new(State {
@@ -169,6 +221,7 @@ impl FakeKernel {
         std::fs::create_dir_all(k.path("/sys/module"))?;
         std::fs::create_dir_all(k.path("/proc"))?;
         k.sync_modules()?;
+        k.persist();
         Ok(k)
     }
 
@@ -182,22 +235,25 @@ impl FakeKernel {
     /// Where a kernel path lives in the tree.
     pub fn path(&self, p: impl AsRef<Path>) -> PathBuf {
         let p = p.as_ref();
-        self.root.path().join(p.strip_prefix("/").unwrap_or(p))
+        self.root().join(p.strip_prefix("/").unwrap_or(p))
     }
 
     /// Simulate a kernel with the `<patch>/signal` attribute (4.18–5.x).
     pub fn set_signal_attr(&self, on: bool) {
         self.st.borrow_mut().signal_attr = on;
+        self.persist();
     }
 
     /// Make the next `finit_module` fail with `errno`.
     pub fn fail_next_finit(&self, errno: Errno) {
-        self.st.borrow_mut().next_finit_error = Some(errno);
+        self.st.borrow_mut().next_finit_error = Some(errno as i32);
+        self.persist();
     }
 
     /// Append a kernel log message.
     pub fn log(&self, msg: &str) {
         self.st.borrow_mut().log.push(msg.into());
+        self.persist();
     }
 
     /// Write an arbitrary file into the tree (e.g. `/sys/kernel/security/lockdown`).
@@ -214,13 +270,17 @@ impl FakeKernel {
         let tid = t.tid;
         self.st.borrow_mut().tasks.insert(tid, t);
         self.sync_task(tid)?;
-        self.sync_cgroups()
+        self.sync_cgroups()?;
+        self.persist();
+        Ok(())
     }
 
     /// Mount a cgroup v2 hierarchy at /sys/fs/cgroup (the root and every task's cgroup).
     pub fn mount_cgroup2(&self) -> io::Result<()> {
         self.st.borrow_mut().cgroup2 = true;
-        self.sync_cgroups()
+        self.sync_cgroups()?;
+        self.persist();
+        Ok(())
     }
 
     /// Sends `sig` to the tasks of process `pid`; returns their tids (none: no such process).
@@ -399,6 +459,7 @@ impl FakeKernel {
                 std::fs::remove_dir_all(self.path(format!("/proc/{}", t.pid)))?;
             }
         }
+        self.persist();
         Ok(())
     }
 
@@ -425,7 +486,9 @@ impl FakeKernel {
         std::fs::write(mdir.join("refcnt"), "0\n")?;
         std::fs::write(mdir.join("taint"), "\n")?;
         self.st.borrow_mut().modules.insert(0, name.into());
-        self.sync_modules()
+        self.sync_modules()?;
+        self.persist();
+        Ok(())
     }
 
     /// Whether a module is loaded.
@@ -598,7 +661,7 @@ impl FakeKernel {
 
     fn do_finit(&self, image: &File) -> Result<(), Errno> {
         if let Some(e) = self.st.borrow_mut().next_finit_error.take() {
-            return Err(e);
+            return Err(Errno::from_raw(e));
         }
         // Like kernel_read_file(): a file open for writing somewhere is refused.
         let flags = nix::fcntl::fcntl(
@@ -750,7 +813,9 @@ impl Kernel for FakeKernel {
             .borrow_mut()
             .calls
             .push(format!("write {} {}", path.display(), data.trim()));
-        self.do_write(path, data)
+        let r = self.do_write(path, data);
+        self.persist();
+        r
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
@@ -776,6 +841,7 @@ impl Kernel for FakeKernel {
             .borrow_mut()
             .calls
             .push(format!("finit_module {what}"));
+        self.persist();
         r
     }
 
@@ -794,7 +860,9 @@ impl Kernel for FakeKernel {
         }
         std::fs::remove_dir_all(self.path(format!("/sys/module/{name}"))).map_err(eio)?;
         self.st.borrow_mut().modules.retain(|m| m != name);
-        self.sync_modules().map_err(eio)
+        self.sync_modules().map_err(eio)?;
+        self.persist();
+        Ok(())
     }
 
     fn kill(&self, pid: i32, sig: Sig) -> Result<(), Errno> {
@@ -802,6 +870,7 @@ impl Kernel for FakeKernel {
         for &tid in &tids {
             self.sync_task(tid).map_err(eio)?;
         }
+        self.persist();
         if tids.is_empty() {
             Err(Errno::ESRCH)
         } else {
@@ -819,6 +888,7 @@ impl Kernel for FakeKernel {
             std::fs::write(self.path(path).join("cgroup.freeze"), "0\n")?;
             self.sync_cgroups()?;
         }
+        self.persist();
         Ok(())
     }
 
@@ -842,7 +912,9 @@ impl Kernel for FakeKernel {
                 let _ = std::fs::remove_file(d.join(f));
             }
         }
-        std::fs::remove_dir(d)
+        let r = std::fs::remove_dir(d);
+        self.persist();
+        r
     }
 
     fn kernel_log(&self) -> io::Result<Vec<(u64, String)>> {
@@ -864,9 +936,14 @@ impl Kernel for FakeKernel {
         self.st.borrow().clock
     }
 
+    fn runtime_path(&self, path: &Path) -> PathBuf {
+        self.path(path)
+    }
+
     fn sleep(&self, d: Duration) {
         self.st.borrow_mut().clock += d;
         // A failure to update the tree shows up as a read error in the code under test.
         let _ = self.tick();
+        self.persist();
     }
 }

@@ -9,6 +9,7 @@ mod error;
 pub mod fake;
 pub mod freeze;
 pub mod modinfo;
+pub mod opjournal;
 pub mod ops;
 pub mod patches;
 mod real;

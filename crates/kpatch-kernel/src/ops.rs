@@ -11,6 +11,7 @@ use crate::patches::{
 use crate::sys::{read_trim, Kernel};
 use crate::tasks::Blocker;
 use crate::watch::{watch_transition, Event, Observer, WatchOutcome, WatchPolicy};
+use kpatch_common::fault::kill_point;
 use nix::errno::Errno;
 use std::path::Path;
 use std::time::Duration;
@@ -296,6 +297,7 @@ pub fn load(
         .kernel_log()
         .ok()
         .and_then(|l| l.last().map(|(seq, _)| *seq));
+    kill_point("load:before-finit");
     if let Err(e) = k.finit_module(&file, &opts.params) {
         if let Some(f) = &frozen {
             let errors = freeze::thaw(k, f);
@@ -307,6 +309,7 @@ pub fn load(
         }
         return Err(finit_error(k, &name, e, log_after));
     }
+    kill_point("load:transition");
     if let Some(f) = &frozen {
         let left = switch_and_thaw(k, f, 1, opts, obs);
         if !left.is_empty() {
@@ -386,6 +389,7 @@ pub fn unload(
             _ => None,
         };
         obs.event(&Event::Disabling { patch: name.into() });
+        kill_point("unload:before-disable");
         if let Err(e) = write_enabled(k, name, "0") {
             if let Some(f) = &frozen {
                 let errors = freeze::thaw(k, f);
@@ -397,6 +401,7 @@ pub fn unload(
             }
             return Err(e);
         }
+        kill_point("unload:transition");
         if let Some(f) = &frozen {
             let left = switch_and_thaw(k, f, 0, opts, obs);
             if !left.is_empty() {
@@ -411,6 +416,7 @@ pub fn unload(
     }
     match watch_lazily_or_freeze_blockers(k, name, 0, opts, obs)? {
         WatchOutcome::Complete { elapsed } => {
+            kill_point("unload:before-remove");
             remove_module(k, name, opts.remove_wait, obs)?;
             Ok(Outcome::Done {
                 patch: name.into(),
@@ -540,6 +546,11 @@ fn revert(
         }
     }
     write_enabled(k, name, value)?;
+    kill_point(if remove {
+        "load:revert"
+    } else {
+        "unload:revert"
+    });
     // The reversal itself is not cancellable: it is what restores a known state.
     let policy = WatchPolicy {
         cancel: None,

@@ -43,6 +43,11 @@ pub trait Kernel {
     fn now(&self) -> Duration;
     /// Wait; the fake advances its simulated kernel instead.
     fn sleep(&self, d: Duration);
+    /// Where a file of the running system's `/run` is (state that lives as long as the running
+    /// kernel, such as [`crate::opjournal`]'s); the fake keeps it in its tree.
+    fn runtime_path(&self, path: &Path) -> std::path::PathBuf {
+        path.to_path_buf()
+    }
 }
 
 /// Read a sysfs file and trim the trailing newline.

@@ -169,6 +169,17 @@ pub fn recover(k: &dyn Kernel, records: &[Record], wait: Duration) -> Vec<String
         if let Err(e) = k.write(&patch_dir(&name).join("enabled"), "1") {
             said.push(format!("{name}: enabling: {e}"));
         }
+        wait_for_transition(k, &name, wait, &mut said);
+    } else if k.exists(&patch_dir(&name))
+        && is_enabled(k, &name).unwrap_or(false)
+        && in_transition(k, &name).unwrap_or(false)
+    {
+        // It died reverting a stalled unload: let that reversal finish.
+        said.push(format!(
+            "{name}: kpatch-rs died while enabling the patch again after a stalled unload; \
+             waiting for that"
+        ));
+        wait_for_transition(k, &name, wait, &mut said);
     } else if !k.exists(&patch_dir(&name)) && module_loaded(k, &name) {
         let _ = k.delete_module(&name);
         said.push(format!(
@@ -176,6 +187,21 @@ pub fn recover(k: &dyn Kernel, records: &[Record], wait: Duration) -> Vec<String
         ));
     }
     said
+}
+
+/// Waits up to `wait` for the transition of `name` to end; says so if it does not.
+fn wait_for_transition(k: &dyn Kernel, name: &str, wait: Duration, said: &mut Vec<String>) {
+    let start = k.now();
+    while in_transition(k, name).unwrap_or(false) {
+        if k.now().saturating_sub(start) >= wait {
+            said.push(format!(
+                "{name}: still in transition after {}s; see `kpatch-rs list`",
+                wait.as_secs()
+            ));
+            return;
+        }
+        k.sleep(Duration::from_millis(50));
+    }
 }
 
 #[cfg(test)]

@@ -87,6 +87,37 @@ impl Watchdog {
     }
 }
 
+/// Where a load or unload journals each step before taking it: the freeze watchdog (with
+/// `--freeze`) and the journal file ([`kpatch_kernel::opjournal`]) that the next kpatch-rs
+/// reads if this one is killed.
+#[derive(Default)]
+pub struct Journal {
+    pub watchdog: Option<Watchdog>,
+    pub file: Option<kpatch_kernel::opjournal::OpJournal>,
+}
+
+impl Journal {
+    /// Journals one record to both.
+    pub fn send(&mut self, r: &Record) {
+        if let Some(w) = &mut self.watchdog {
+            w.send(r);
+        }
+        if let Some(f) = &mut self.file {
+            f.record(r);
+        }
+    }
+
+    /// The work is over: the watchdog goes, and so does the journal file.
+    pub fn finish(self) {
+        if let Some(w) = self.watchdog {
+            w.finish();
+        }
+        if let Some(f) = self.file {
+            f.finish();
+        }
+    }
+}
+
 /// What `--json` reports about one load or unload.
 #[derive(Debug, Default, Serialize)]
 pub struct Figures {
@@ -133,23 +164,19 @@ impl Figures {
     }
 }
 
-/// Forwards events to `inner`, journals freeze actions to the watchdog, and takes the figures.
+/// Forwards events to `inner`, journals the steps and freeze actions, and takes the figures.
 pub struct Journaled<'a> {
     pub inner: &'a mut dyn Observer,
-    pub watchdog: Option<&'a mut Watchdog>,
+    pub journal: &'a mut Journal,
     pub figures: Figures,
     started: Option<Instant>,
 }
 
 impl<'a> Journaled<'a> {
-    pub fn new(
-        inner: &'a mut dyn Observer,
-        watchdog: Option<&'a mut Watchdog>,
-        mode: FreezeMode,
-    ) -> Self {
+    pub fn new(inner: &'a mut dyn Observer, journal: &'a mut Journal, mode: FreezeMode) -> Self {
         Journaled {
             inner,
-            watchdog,
+            journal,
             figures: Figures {
                 mode,
                 ..Figures::default()
@@ -159,9 +186,7 @@ impl<'a> Journaled<'a> {
     }
 
     fn send(&mut self, r: Record) {
-        if let Some(w) = self.watchdog.as_deref_mut() {
-            w.send(&r);
-        }
+        self.journal.send(&r);
     }
 }
 

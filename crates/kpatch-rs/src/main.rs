@@ -76,8 +76,42 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("kpatch-rs: error: {e:#}");
+            eprintln!("kpatch-rs: error: {}", render_error(&e));
             ExitCode::from(1)
         }
+    }
+}
+
+/// The error and its causes joined by `: ` (as `{:#}` does), without repeating a cause that
+/// the message before it already ends with (many errors quote their source).
+fn render_error(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if out.ends_with(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_quoted_source_is_printed_once() {
+        let io = std::io::Error::from_raw_os_error(28);
+        let e = anyhow::Error::new(kpatch_kernel::KernelError::Io {
+            path: "/x/fix.ko".into(),
+            source: io,
+        })
+        .context("installing");
+        assert_eq!(
+            super::render_error(&e),
+            "installing: /x/fix.ko: No space left on device (os error 28)"
+        );
     }
 }

@@ -4,7 +4,7 @@ use kpatch_kernel::modinfo::{ModuleFile, PatchedFunction};
 use kpatch_kernel::patches::{check_livepatch, loaded_patches, LoadedPatch};
 use kpatch_kernel::report::{EXIT_CODES_HELP, EXIT_OK};
 use kpatch_kernel::store::{Installed, Store, DEFAULT_STATE_DIR};
-use kpatch_kernel::{Kernel, RealKernel};
+use kpatch_kernel::Kernel;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -46,8 +46,8 @@ pub struct Info {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let k = RealKernel::new();
-    let code = run_with(&k, &args, &mut std::io::stdout())?;
+    let k = super::this_kernel()?;
+    let code = run_with(&*k, &args, &mut std::io::stdout())?;
     Ok(ExitCode::from(code))
 }
 

@@ -4,7 +4,7 @@ use kpatch_kernel::patches::{
 use kpatch_kernel::report::{format_blockers, EXIT_CODES_HELP, EXIT_OK};
 use kpatch_kernel::store::{Installed, Store, DEFAULT_STATE_DIR};
 use kpatch_kernel::tasks::{find_blockers, Blocker};
-use kpatch_kernel::{Kernel, RealKernel};
+use kpatch_kernel::Kernel;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,12 +36,18 @@ pub struct Listing {
     /// Bottom of the stack first.
     pub loaded: Vec<LoadedPatch>,
     pub transition: Option<Transition>,
+    /// Loads and unloads running now, or killed before they finished (the next load or unload
+    /// undoes what those left).
+    pub operations: Vec<kpatch_kernel::opjournal::Pending>,
     pub installed: Vec<Installed>,
+    /// What a killed install or uninstall left in the install directory (never loaded; the
+    /// next install or uninstall removes it).
+    pub leftovers: Vec<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let k = RealKernel::new();
-    let code = run_with(&k, &args, &mut std::io::stdout())?;
+    let k = super::this_kernel()?;
+    let code = run_with(&*k, &args, &mut std::io::stdout())?;
     Ok(ExitCode::from(code))
 }
 
@@ -64,12 +70,25 @@ pub fn gather(k: &dyn Kernel, state_dir: &std::path::Path) -> anyhow::Result<Lis
     } else {
         (Vec::new(), None)
     };
+    let store = Store::new(state_dir);
+    let installed = store.list()?;
+    let mut kernels: Vec<&str> = installed.iter().map(|i| i.kernel.as_str()).collect();
+    let release = k.release().unwrap_or_default();
+    kernels.push(&release);
+    kernels.sort_unstable();
+    kernels.dedup();
+    let mut leftovers = Vec::new();
+    for kernel in kernels {
+        leftovers.extend(store.leftovers(kernel)?);
+    }
     Ok(Listing {
-        running_kernel: k.release().unwrap_or_default(),
+        running_kernel: release.clone(),
         livepatch,
         loaded,
         transition,
-        installed: Store::new(state_dir).list()?,
+        operations: kpatch_kernel::opjournal::pending(k),
+        installed,
+        leftovers,
     })
 }
 
@@ -109,12 +128,23 @@ pub fn render(l: &Listing) -> String {
         ));
         s.push_str(&format_blockers(&t.blockers));
     }
+    for p in &l.operations {
+        s.push_str(&format!("\n{}\n", p.describe()));
+    }
     s.push_str("\nInstalled patch modules:\n");
     if l.installed.is_empty() {
         s.push_str("(none)\n");
     }
     for i in &l.installed {
         s.push_str(&format!("{} ({})\n", i.name, i.kernel));
+    }
+    if !l.leftovers.is_empty() {
+        s.push_str(
+            "\nLeft by an interrupted install or uninstall (never loaded; removed by the next one):\n",
+        );
+        for p in &l.leftovers {
+            s.push_str(&format!("{}\n", p.display()));
+        }
     }
     s
 }

@@ -1,4 +1,4 @@
-use crate::freezing::{Journaled, Watchdog};
+use crate::freezing::{Journal, Journaled, Watchdog};
 use anyhow::Context;
 use kpatch_kernel::freeze::FreezeMode;
 use kpatch_kernel::ops::{self, Options, Outcome};
@@ -8,7 +8,7 @@ use kpatch_kernel::report::{
 };
 use kpatch_kernel::store::{Store, Trust, DEFAULT_STATE_DIR};
 use kpatch_kernel::watch::{Observer, WatchPolicy};
-use kpatch_kernel::{Kernel, KernelError, RealKernel};
+use kpatch_kernel::{Kernel, KernelError};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -97,18 +97,17 @@ pub fn journaled(
     op: impl FnOnce(&mut dyn Observer) -> Result<Outcome, KernelError>,
     mode: FreezeMode,
     obs: &mut dyn Observer,
-    watchdog: Option<&mut Watchdog>,
+    journal: &mut Journal,
     verb: &str,
     json: bool,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<(u8, Option<String>)> {
-    let mut j = Journaled::new(obs, watchdog, mode);
+    let mut j = Journaled::new(obs, journal, mode);
     let outcome = op(&mut j)?;
     j.figures.outcome(&outcome);
     let patch = j.figures.patch.clone();
-    if let Some(w) = j.watchdog.as_deref_mut() {
-        w.send(&kpatch_kernel::watchdog::Record::Completed(patch.clone()));
-    }
+    j.journal
+        .send(&kpatch_kernel::watchdog::Record::Completed(patch.clone()));
     let code = if json {
         let code = report(&outcome, verb, &mut std::io::sink());
         serde_json::to_writer(&mut *out, &j.figures)?;
@@ -153,13 +152,15 @@ pub(crate) fn catch_interrupts() {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    run_on_this_kernel(&args.watch, |k, opts, obs, out, watchdog| {
-        run_with_options(k, &args, opts, obs, out, watchdog)
+    run_on_this_kernel(&args.watch, |k, opts, obs, out, journal| {
+        run_with_options(k, &args, opts, obs, out, journal)
     })
 }
 
-/// Runs a load or unload on the running kernel: interrupts caught, progress on stderr, and the
-/// freeze watchdog (when a freeze is asked for) started first and told when it is over.
+/// Runs a load or unload on the running kernel: interrupts caught, progress on stderr, what
+/// killed load or unload runs left undone first ([`kpatch_kernel::opjournal`]), and the
+/// journal (with the freeze watchdog when a freeze is asked for) started first and closed when
+/// it is over.
 pub fn run_on_this_kernel(
     watch: &WatchArgs,
     op: impl FnOnce(
@@ -167,25 +168,28 @@ pub fn run_on_this_kernel(
         Options,
         &mut dyn Observer,
         &mut dyn std::io::Write,
-        Option<&mut Watchdog>,
+        &mut Journal,
     ) -> anyhow::Result<u8>,
 ) -> anyhow::Result<ExitCode> {
     catch_interrupts();
-    let k = RealKernel::new();
+    let k = super::this_kernel()?;
+    let k = &*k;
     let tty = std::io::stderr().is_terminal();
     let mut obs = TextObserver::new(std::io::stderr(), tty);
     let mut opts = watch.options()?;
-    let mut watchdog = watch.watchdog(&mut opts)?;
-    let code = op(
-        &k,
-        opts,
-        &mut obs,
-        &mut std::io::stdout(),
-        watchdog.as_mut(),
-    );
-    if let Some(w) = watchdog {
-        w.finish();
+    let (file, left) = kpatch_kernel::opjournal::OpJournal::begin(k)?;
+    for p in left {
+        eprintln!("kpatch-rs: {}", p.describe());
+        for line in kpatch_kernel::watchdog::recover(k, &p.records, opts.revert.wait) {
+            eprintln!("kpatch-rs: {line}");
+        }
     }
+    let mut journal = Journal {
+        watchdog: watch.watchdog(&mut opts)?,
+        file: Some(file),
+    };
+    let code = op(k, opts, &mut obs, &mut std::io::stdout(), &mut journal);
+    journal.finish();
     Ok(ExitCode::from(code?))
 }
 
@@ -268,7 +272,14 @@ pub fn run_with(
     obs: &mut dyn Observer,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<u8> {
-    run_with_options(k, args, args.watch.options()?, obs, out, None)
+    run_with_options(
+        k,
+        args,
+        args.watch.options()?,
+        obs,
+        out,
+        &mut Journal::default(),
+    )
 }
 
 pub fn run_with_options(
@@ -277,7 +288,7 @@ pub fn run_with_options(
     mut opts: Options,
     obs: &mut dyn Observer,
     out: &mut dyn std::io::Write,
-    mut watchdog: Option<&mut Watchdog>,
+    journal: &mut Journal,
 ) -> anyhow::Result<u8> {
     opts.params = args.params.join(" ");
     let mode = opts.freeze;
@@ -294,7 +305,7 @@ pub fn run_with_options(
             |o| ops::load(k, &module, &opts, o),
             mode,
             obs,
-            watchdog,
+            journal,
             verb,
             args.json,
             out,
@@ -316,7 +327,7 @@ pub fn run_with_options(
             |o| ops::load(k, &module, &opts, o),
             mode,
             obs,
-            watchdog.as_deref_mut(),
+            journal,
             verb,
             args.json,
             out,

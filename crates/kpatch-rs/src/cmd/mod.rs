@@ -16,6 +16,23 @@ pub mod targets;
 pub mod uninstall;
 pub mod unload;
 
+/// The variable of the fault tests' hidden hook: the directory of a persistent
+/// [`kpatch_kernel::FakeKernel`] that the commands use instead of the running kernel (see
+/// `crates/kpatch-rs/tests/faults.rs`). Nothing else reads it.
+pub const FAKE_KERNEL_VAR: &str = "KPATCH_RS_TEST_FAKE_KERNEL";
+
+/// The running kernel, or under [`FAKE_KERNEL_VAR`] the fake one named there.
+pub fn this_kernel() -> anyhow::Result<Box<dyn kpatch_kernel::Kernel>> {
+    use anyhow::Context;
+    match std::env::var_os(FAKE_KERNEL_VAR) {
+        Some(dir) => Ok(Box::new(
+            kpatch_kernel::FakeKernel::open(std::path::Path::new(&dir))
+                .with_context(|| format!("{FAKE_KERNEL_VAR}={}", dir.to_string_lossy()))?,
+        )),
+        None => Ok(Box::new(kpatch_kernel::RealKernel::new())),
+    }
+}
+
 /// Writes a read command's result: pretty JSON with `--json`, else its text rendering.
 pub fn emit<T: serde::Serialize>(
     out: &mut dyn std::io::Write,

@@ -4,7 +4,7 @@ use kpatch_kernel::report::{
 };
 use kpatch_kernel::tasks::find_blockers;
 use kpatch_kernel::watch::signal_blockers;
-use kpatch_kernel::{Kernel, RealKernel};
+use kpatch_kernel::Kernel;
 use std::process::ExitCode;
 
 const ABOUT: &str = "\
@@ -28,8 +28,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let k = RealKernel::new();
-    let code = run_with(&k, &args, &mut std::io::stdout())?;
+    let k = super::this_kernel()?;
+    let code = run_with(&*k, &args, &mut std::io::stdout())?;
     Ok(ExitCode::from(code))
 }
 

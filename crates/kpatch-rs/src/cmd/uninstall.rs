@@ -2,7 +2,7 @@ use anyhow::Context;
 use kpatch_common::names::module_name_from_arg;
 use kpatch_kernel::report::{EXIT_CODES_HELP, EXIT_OK};
 use kpatch_kernel::store::{remove_unit, Store, DEFAULT_STATE_DIR, DEFAULT_UNIT_DIR};
-use kpatch_kernel::{Kernel, RealKernel};
+use kpatch_kernel::Kernel;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -23,8 +23,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let k = RealKernel::new();
-    let code = run_with(&k, &args, &mut std::io::stdout())?;
+    let k = super::this_kernel()?;
+    let code = run_with(&*k, &args, &mut std::io::stdout())?;
     Ok(ExitCode::from(code))
 }
 

@@ -24,8 +24,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    super::load::run_on_this_kernel(&args.watch, |k, opts, obs, out, watchdog| {
-        run_with_options(k, &args, opts, obs, out, watchdog)
+    super::load::run_on_this_kernel(&args.watch, |k, opts, obs, out, journal| {
+        run_with_options(k, &args, opts, obs, out, journal)
     })
 }
 
@@ -41,7 +41,14 @@ pub fn run_with(
     obs: &mut dyn Observer,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<u8> {
-    run_with_options(k, args, args.watch.options()?, obs, out, None)
+    run_with_options(
+        k,
+        args,
+        args.watch.options()?,
+        obs,
+        out,
+        &mut crate::freezing::Journal::default(),
+    )
 }
 
 pub fn run_with_options(
@@ -50,7 +57,7 @@ pub fn run_with_options(
     opts: kpatch_kernel::ops::Options,
     obs: &mut dyn Observer,
     out: &mut dyn std::io::Write,
-    mut watchdog: Option<&mut crate::freezing::Watchdog>,
+    journal: &mut crate::freezing::Journal,
 ) -> anyhow::Result<u8> {
     let names: Vec<String> = if args.all {
         let mut v: Vec<String> = loaded_patches(k)?.into_iter().map(|p| p.name).collect();
@@ -68,7 +75,7 @@ pub fn run_with_options(
             |o| ops::unload(k, &name, &opts, o),
             opts.freeze,
             obs,
-            watchdog.as_deref_mut(),
+            journal,
             "unpatched and removed",
             args.json,
             out,
