@@ -1,8 +1,11 @@
 //! The management commands (load, list, info, unload, install, uninstall, signal) run by the
 //! real kpatch-rs binary on a Debian 6.1 kernel booted under QEMU TCG, in one boot:
 //! load/list/unload cycles, a refused second load, a transition held open by a kernel thread
-//! asleep in the patched function (reported, signalled, reverted, kernel left clean), and a
-//! load refused while that transition lasts. Gated by KPATCH_RS_GUEST_TESTS=1.
+//! asleep in the patched function (reported, signalled, reverted, kernel left clean), a load
+//! refused while that transition lasts, a load killed (SIGKILL) during a real transition and
+//! undone by the next, boot loading refusing an unprotected or changed module, and an unsigned
+//! module refused before finit_module once signatures are enforced. Gated by
+//! KPATCH_RS_GUEST_TESTS=1.
 //!
 //! The test modules are in crates/kpatch-kernel/tests/fixtures/klp-test.
 
@@ -125,6 +128,18 @@ fn script(other_kernel: &str) -> TestScript {
         &format!("{} && [ -z \"$(ls {lp})\" ]", kp("unload --all", 0)),
     );
     t.check("unload-all-nothing", &kp("unload --all", 3));
+    // What boot loading trusts: a module others may change, or one changed since install, is
+    // refused naming it, and nothing is loaded.
+    t.check("boot-refuses-writable", &format!(
+        "chmod 664 /tmp/state/$(uname -r)/klp_test_cmdline.ko && {} && grep -q \"/tmp/state/$(uname -r)/klp_test_cmdline.ko: not trusted: writable by its group (mode 0664)\" /tmp/o \
+         && ! grep -q '^klp_test_cmdline ' /proc/modules && chmod 644 /tmp/state/$(uname -r)/klp_test_cmdline.ko",
+        kp(&format!("load --all {dirs}"), 1)
+    ));
+    t.check("boot-refuses-changed", &format!(
+        "echo >> /tmp/state/$(uname -r)/klp_test_cmdline.ko && {} && grep -q 'differs from .*, recorded at install' /tmp/o \
+         && ! grep -q '^klp_test_cmdline ' /proc/modules",
+        kp(&format!("load --all {dirs}"), 1)
+    ));
     t.check(
         "uninstall",
         &format!(
@@ -222,10 +237,37 @@ fn script(other_kernel: &str) -> TestScript {
         "cat /tmp/int.out >/dev/console; [ \"$(cat /tmp/int.rc)\" = 2 ] && grep -q 'was interrupted and was reversed' /tmp/int.out \
          && [ -z \"$(ls {lp})\" ] && ! grep -q '^klp_test_stall ' /proc/modules"
     ));
+    // SIGKILL right after finit_module, while klp_sleeper holds the transition: list tells it,
+    // and the next load undoes it before its own work.
+    t.check(
+        "kill-in-transition",
+        &format!(
+            "KPATCH_RS_TEST_KILL_AT=load:transition kpatch-rs load {m}/klp_test_stall.ko >/tmp/o 2>&1; [ $? = 137 ] \
+             && [ \"$(cat {lp}/klp_test_stall/transition)\" = 1 ]"
+        ),
+    );
+    t.check("kill-listed", &format!(
+        "{} && grep -q 'klp_test_stall \\[enabling\\]' /tmp/o && grep -q 'was killed during the load of klp_test_stall' /tmp/o",
+        kp("list", 0)
+    ));
+    t.check("kill-undone-by-next-load", &format!(
+        "{} && grep -q 'klp_test_stall: removed the module' /tmp/o && grep -q 'klp_test_cmdline: loaded and patched' /tmp/o \
+         && ! grep -q '^klp_test_stall ' /proc/modules && ! ls /run/kpatch-rs | grep -q journal",
+        kp(&format!("load {m}/klp_test_cmdline.ko"), 0)
+    ));
+    t.check("kill-cleanup", &kp("unload klp_test_cmdline", 0));
     t.check(
         "rmmod-sleeper",
         "rmmod klp_test_sleeper && ! pidof klp_sleeper",
     );
+    // Signatures enforced from now on (it cannot be turned off again): an unsigned module is
+    // refused by kpatch-rs before finit_module, so the kernel never logs its own rejection.
+    t.check("unsigned-refused", &format!(
+        "echo 1 > /sys/module/module/parameters/sig_enforce && {} \
+         && grep -q 'klp_test_cmdline.ko: module klp_test_cmdline is not signed, and the kernel enforces module signatures (/sys/module/module/parameters/sig_enforce is Y); refused before finit_module' /tmp/o \
+         && ! grep -q '^klp_test_cmdline ' /proc/modules && ! dmesg | grep -q 'Loading of unsigned module is rejected'",
+        kp(&format!("load {m}/klp_test_cmdline.ko"), 1)
+    ));
     t.check("dmesg-livepatch", "dmesg | grep -E 'livepatch|klp_' >/dev/console; \
          dmesg | grep -q \"enabling patch 'klp_test_stall'\" && dmesg | grep -q 'livepatch: signaling remaining tasks' \
          && dmesg | grep -q \"'klp_test_stall': unpatching complete\"");
