@@ -174,3 +174,51 @@ impl OpJournal {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::FakeKernel;
+
+    fn put(k: &FakeKernel, pid: u32, lines: &str) -> PathBuf {
+        let dir = k.runtime_path(Path::new(DIR));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(format!("op.{pid}.journal"));
+        std::fs::write(&p, lines).unwrap();
+        p
+    }
+
+    #[test]
+    fn journals_of_dead_processes_are_taken_over_and_live_ones_left_alone() {
+        let k = FakeKernel::new("6.1.0-50-amd64").unwrap();
+        let dead = put(&k, 4001, "loading fix_a\n");
+        put(&k, 4002, "disabling fix_b\ncompleted fix_b\n");
+        let live = put(&k, 4003, "loading fix_c\n");
+        let held = Flock::lock(File::open(&live).unwrap(), FlockArg::LockExclusive).unwrap();
+        let p = pending(&k);
+        assert_eq!(p.len(), 2, "a completed journal is nothing pending: {p:?}");
+        assert_eq!(
+            (p[0].pid, p[0].running, p[0].operation.clone()),
+            (4001, false, Some(("load".into(), "fix_a".into())))
+        );
+        assert!(p[0]
+            .describe()
+            .contains("was killed during the load of fix_a"));
+        assert_eq!((p[1].pid, p[1].running), (4003, true));
+        assert!(p[1].describe().contains("is running: load of fix_c"));
+
+        let (mut mine, left) = OpJournal::begin(&k).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].records, [Record::Loading("fix_a".into())]);
+        assert!(!dead.exists() && live.exists());
+        mine.record(&Record::Disabling("fix_d".into()));
+        let me = pending(&k)
+            .into_iter()
+            .find(|p| p.pid == std::process::id())
+            .unwrap();
+        assert!(me.running);
+        mine.finish();
+        drop(held);
+        assert_eq!(pending(&k).len(), 1, "only fix_c's, now not running");
+    }
+}
