@@ -10,7 +10,10 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 #[command(after_help = EXIT_CODES_HELP)]
 pub struct Args {
-    /// The patch module file (.ko, .ko.xz, .ko.zst).
+    /// The patch module file (.ko, .ko.xz, .ko.zst). It is copied to
+    /// <state-dir>/<kernel>/ with its SHA-256 recorded beside it (NAME.ko.sha256), which
+    /// `load --all` checks at boot. Installing the same file again completes an install that
+    /// was interrupted.
     pub module: PathBuf,
     /// Install for this kernel release (default: the one the module was built for, from its
     /// vermagic); must match the module's vermagic.

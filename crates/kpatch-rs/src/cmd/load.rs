@@ -127,7 +127,10 @@ pub struct Args {
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub module: Option<String>,
     /// Load every patch installed for the running kernel, in file name order; patches already
-    /// loaded are skipped.
+    /// loaded are skipped. An installed patch (here, or named) is loaded only if root alone can
+    /// change it (every directory from / down, the module and its .sha256 record owned by root
+    /// and writable by no group or other) and its SHA-256 is the one recorded at install;
+    /// otherwise the load stops with an error naming the path.
     #[arg(long)]
     pub all: bool,
     /// Module parameter KEY=VALUE passed to finit_module (repeatable).
