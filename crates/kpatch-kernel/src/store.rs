@@ -120,8 +120,8 @@ impl Trust {
         Ok(())
     }
 
-    /// `dir` and every directory above it (symlinks resolved above `dir`, as the kernel does
-    /// when it opens the path).
+    /// `dir` and every directory above it: those of the path as given (whoever could replace
+    /// a symlink on the way could redirect it) and those of the path it resolves to.
     pub fn check_dir_chain(&self, dir: &Path) -> Result<(), KernelError> {
         let meta = std::fs::symlink_metadata(dir).map_err(|e| KernelError::io(dir, e))?;
         if meta.file_type().is_symlink() {
@@ -129,7 +129,11 @@ impl Trust {
         }
         self.check_meta(dir, &meta)?;
         let real = dir.canonicalize().map_err(|e| KernelError::io(dir, e))?;
-        for d in real.ancestors().skip(1) {
+        let given = dir
+            .ancestors()
+            .skip(1)
+            .filter(|d| !d.as_os_str().is_empty());
+        for d in real.ancestors().skip(1).chain(given) {
             let meta = std::fs::metadata(d).map_err(|e| KernelError::io(d, e))?;
             self.check_meta(d, &meta)?;
         }
@@ -715,6 +719,20 @@ mod tests {
         } else {
             eprintln!("not root: the ownership cases need chown and are left to a root run");
         }
+        // The state directory reached through a symlink in a directory others can write: the
+        // link could be pointed elsewhere, so it is refused though its target is protected.
+        let open = root.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        set_mode(&open, 0o777);
+        std::os::unix::fs::symlink(&store.root, open.join("state")).unwrap();
+        let via = Store::new(open.join("state"));
+        let i2 = via.find(rel, "fix_a").unwrap().unwrap();
+        let e = via.open_trusted(&i2, &trust).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}: not trusted: writable by", open.display())),
+            "{e}"
+        );
         // Same size, one byte changed.
         let mut bytes = std::fs::read(&i.path).unwrap();
         let last = bytes.len() - 1;
