@@ -38,7 +38,7 @@ fn script() -> TestScript {
            (while :; do dd if=/dev/zero of=/tmp/io bs=64k count=16; cat /tmp/io; rm -f /tmp/io; done) >/dev/null 2>&1 </dev/null & echo $! >> /tmp/wl.pids\n\
            (while :; do wget -q -O /dev/null http://127.0.0.1:8080/blob; done) >/dev/null 2>&1 </dev/null & echo $! >> /tmp/wl.pids\n\
          }\n\
-         wl_alive() { for p in $(cat /tmp/wl.pids); do kill -0 $p || return 1; done; }\n\
+         wl_alive() { for p in $(cat /tmp/wl.pids); do [ -d /proc/$p ] || return 1; done; }\n\
          wl_stop() { for p in $(cat /tmp/wl.pids); do kill $p; done; sleep 1; }\n\
          slab() { sync; echo 3 > /proc/sys/vm/drop_caches; awk '/^SUnreclaim:/ {print $2}' /proc/meminfo; }\n\
          cycle() {\n\
