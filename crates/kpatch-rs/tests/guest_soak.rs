@@ -1,6 +1,6 @@
 //! Soak: a cumulative (atomic replace) patch built by `kpatch-rs build` from
 //! examples/cmdline-string.patch and meminfo-string.patch, loaded and unloaded by the real binary
-//! 100 times on Debian's 6.1 kernel under QEMU TCG (2 vCPUs) while a workload runs at nice 19: a
+//! 100 times on Debian's 6.1 kernel under QEMU TCG (2 vCPUs) while a workload runs at nice 19 (busybox has renice, not nice): a
 //! busy loop, fork and exit, file I/O, and HTTP over loopback (busybox httpd and wget). Each cycle checks that the
 //! patch is live after the load and gone after the unload. At the end: no oops, WARN or BUG,
 //! no patch and no module left, the workload still alive, and the unreclaimable slab (after
@@ -31,12 +31,13 @@ fn script() -> TestScript {
         "ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up\n\
          mkdir -p /tmp/www && dd if=/dev/zero of=/tmp/www/blob bs=64k count=4 2>/dev/null\n\
          httpd -p 127.0.0.1:8080 -h /tmp/www >/dev/null 2>&1 </dev/null\n\
+         wl_add() { echo $1 >> /tmp/wl.pids; renice -n 19 -p $1 >/dev/null; }\n\
          wl_start() {\n\
            : > /tmp/wl.pids\n\
-           nice -n 19 sh -c 'while :; do :; done' >/dev/null 2>&1 </dev/null & echo $! >> /tmp/wl.pids\n\
-           nice -n 19 sh -c 'while :; do /bin/true; done' >/dev/null 2>&1 </dev/null & echo $! >> /tmp/wl.pids\n\
-           nice -n 19 sh -c 'while :; do dd if=/dev/zero of=/tmp/io bs=64k count=16; cat /tmp/io; rm -f /tmp/io; done' >/dev/null 2>&1 </dev/null & echo $! >> /tmp/wl.pids\n\
-           nice -n 19 sh -c 'while :; do wget -q -O /dev/null http://127.0.0.1:8080/blob; done' >/dev/null 2>&1 </dev/null & echo $! >> /tmp/wl.pids\n\
+           (while :; do :; done) >/dev/null 2>&1 </dev/null & wl_add $!\n\
+           (while :; do /bin/true; done) >/dev/null 2>&1 </dev/null & wl_add $!\n\
+           (while :; do dd if=/dev/zero of=/tmp/io bs=64k count=16; cat /tmp/io; rm -f /tmp/io; done) >/dev/null 2>&1 </dev/null & wl_add $!\n\
+           (while :; do wget -q -O /dev/null http://127.0.0.1:8080/blob; done) >/dev/null 2>&1 </dev/null & wl_add $!\n\
          }\n\
          wl_alive() { for p in $(cat /tmp/wl.pids); do [ -d /proc/$p ] || return 1; done; }\n\
          wl_stop() { for p in $(cat /tmp/wl.pids); do kill $p; done; sleep 1; }\n\
