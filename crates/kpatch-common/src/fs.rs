@@ -57,7 +57,7 @@ pub fn write_atomic_with(
     mode: Option<u32>,
     fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    replace_with(path, mode, fill)
+    replace_with(path, mode, true, fill)
 }
 
 /// Whether a file name is one of the temporary files of an atomic write (left behind only by a
@@ -82,6 +82,14 @@ fn replace_with(
     fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    // A device or a pipe (`-o /dev/null`, `/dev/stdout`) is written in place: renaming a
+    // file over it would replace the device node itself.
+    if let Ok(m) = std::fs::metadata(path) {
+        if !m.is_file() && !m.is_dir() {
+            let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+            return fill(&mut f);
+        }
+    }
     let tmp = temp_path(path);
     let result = (|| {
         let mut options = std::fs::OpenOptions::new();
@@ -119,6 +127,33 @@ pub fn sync_dir(dir: &Path) {
 
 #[cfg(test)]
 mod tests {
+
+    /// /dev/null was found replaced by a regular file on a machine that ran the tests: an
+    /// atomic write renames over its destination, device or not.
+    #[test]
+    fn regression_a_device_is_written_in_place_not_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        let d = tempfile::tempdir().unwrap();
+        let null = d.path().join("null");
+        let made = std::process::Command::new("mknod")
+            .arg(&null)
+            .args(["c", "1", "3"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !made {
+            eprintln!("skipped: mknod needs root");
+            return;
+        }
+        write_atomic(&null, b"gone").unwrap();
+        replace_atomic(&null, b"gone").unwrap();
+        write_atomic_mode(&null, b"gone", 0o600).unwrap();
+        let m = std::fs::metadata(&null).unwrap();
+        assert!(
+            m.file_type().is_char_device(),
+            "{null:?} is no longer a device"
+        );
+    }
+
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
