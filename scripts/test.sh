@@ -22,6 +22,9 @@ status=${PIPESTATUS[0]}
 set -e
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s += $1} END {print s + 0}')
+# A test that replaces a device node (an atomic write renamed over /dev/null) breaks the machine
+# for everything after it: say so.
+[ -c /dev/null ] || lint_failed+=("/dev/null is no longer a character device after the tests")
 if [ ${#lint_failed[@]} -gt 0 ]; then
   echo
   printf 'failed: %s\n' "${lint_failed[@]}"
