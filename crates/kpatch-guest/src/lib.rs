@@ -38,4 +38,4 @@ pub use debian_system::{make_test_disk, DebianSystem};
 pub use error::GuestError;
 pub use guest::Guest;
 pub use qemu::{boot, GuestConfig, GuestRun};
-pub use script::TestScript;
+pub use script::{sanitize_name, TestScript};

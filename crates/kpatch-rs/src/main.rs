@@ -37,6 +37,8 @@ enum Command {
     Uninstall(cmd::uninstall::Args),
     /// Signal the tasks that block a livepatch transition.
     Signal(cmd::signal::Args),
+    /// Prove built livepatch modules in one guest boot of their kernel: load, watch, unload.
+    Verify(cmd::verify::Args),
     /// List the Debian kernels that can be targeted from this machine.
     Targets(cmd::targets::Args),
     /// The running kernel's patches: loaded, installed for boot, patch level (exit status for
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Package(a) => cmd::package::run(a),
         Command::Repo(a) => cmd::repo::run(a),
         Command::Maintscript(a) => cmd::maintscript::run(a),
+        Command::Verify(a) => cmd::verify::run(a),
         Command::FreezeWatchdog => freezing::run_watchdog(),
     };
     match result {

@@ -27,8 +27,15 @@ pub struct Verified {
 
 const PHASES: [&str; 3] = ["before", "patched", "after"];
 
-/// Appends the proof of `v` to the guest script `t`.
-pub fn script(t: &mut TestScript, v: &Verification, module_path: &str) {
+/// Appends the proof of `v` to the guest script `t`, its check names starting with `prefix`.
+/// Each transition may take `transition_timeout` seconds.
+pub fn script(
+    t: &mut TestScript,
+    v: &Verification,
+    module_path: &str,
+    prefix: &str,
+    transition_timeout: u32,
+) {
     let name = v.module_name;
     let sys = format!("/sys/kernel/livepatch/{name}");
     let run_cmds = |t: &mut TestScript, phase: &str| {
@@ -39,30 +46,43 @@ pub fn script(t: &mut TestScript, v: &Verification, module_path: &str) {
         }
     };
     run_cmds(t, PHASES[0]);
-    t.check("load", &format!("insmod {module_path}"));
+    t.check(&format!("{prefix}load"), &format!("insmod {module_path}"));
     t.check_eventually(
-        "transition-complete",
+        &format!("{prefix}transition-complete"),
         &format!("[ \"$(cat {sys}/transition 2>/dev/null)\" = 0 ]"),
-        120,
+        transition_timeout,
     );
-    t.check("enabled", &format!("[ \"$(cat {sys}/enabled)\" = 1 ]"));
+    t.check(
+        &format!("{prefix}enabled"),
+        &format!("[ \"$(cat {sys}/enabled)\" = 1 ]"),
+    );
     for (obj, func, pos) in v.functions {
         let obj = kpatch_common::canonical_module_name(obj);
         // sysfs names a unique symbol's position 1 (the core's old_sympos 0 means "the only one").
         let pos = (*pos).max(1);
         t.check(
-            &format!("patched-{obj}-{func}"),
+            &format!("{prefix}patched-{obj}-{func}"),
             &format!("[ -d '{sys}/{obj}/{func},{pos}' ]"),
         );
     }
     run_cmds(t, PHASES[1]);
-    t.check("disable", &format!("echo 0 > {sys}/enabled"));
-    t.check_eventually("unpatched", &format!("[ ! -d {sys} ]"), 120);
-    t.check("unload", &format!("rmmod {name}"));
-    t.check("gone", &format!("! grep -q '^{name} ' /proc/modules"));
+    t.check(
+        &format!("{prefix}disable"),
+        &format!("echo 0 > {sys}/enabled"),
+    );
+    t.check_eventually(
+        &format!("{prefix}unpatched"),
+        &format!("[ ! -d {sys} ]"),
+        transition_timeout,
+    );
+    t.check(&format!("{prefix}unload"), &format!("rmmod {name}"));
+    t.check(
+        &format!("{prefix}gone"),
+        &format!("! grep -q '^{name} ' /proc/modules"),
+    );
     run_cmds(t, PHASES[2]);
     t.check(
-        "dmesg-clean",
+        &format!("{prefix}dmesg-clean"),
         "! dmesg | grep -E 'WARNING:|Call Trace|BUG:|Oops'",
     );
 }
@@ -88,7 +108,7 @@ pub fn verify(
         }
     }
     let path = guest.initramfs.add_module(v.module)?;
-    script(&mut t, v, &path);
+    script(&mut t, v, &path, "", 120);
     let run = guest.run(&t)?;
     let mut outputs = vec![[String::new(), String::new(), String::new()]; v.commands.len()];
     for line in &run.lines {
@@ -110,4 +130,22 @@ pub fn verify(
         }
     }
     Ok(Verified { run, outputs })
+}
+
+/// A check named `label` that loads the modules at the guest paths `paths` in order, each
+/// unless it is loaded already (a dependency another target pulled in, or a target shared by
+/// two patches), and then requires `name` to be loaded.
+pub fn ensure_loaded(t: &mut TestScript, label: &str, name: &str, paths: &[String]) {
+    let mut body = String::new();
+    for p in paths {
+        let m = kpatch_common::names::module_name_from_path(Path::new(p)).unwrap_or_default();
+        body.push_str(&format!(
+            "grep -q '^{m} ' /proc/modules || insmod {p} || return 1\n"
+        ));
+    }
+    body.push_str(&format!(
+        "grep -q '^{} ' /proc/modules",
+        kpatch_common::canonical_module_name(name)
+    ));
+    t.check(label, &body);
 }

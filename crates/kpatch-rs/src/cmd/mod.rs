@@ -15,6 +15,7 @@ pub mod status;
 pub mod targets;
 pub mod uninstall;
 pub mod unload;
+pub mod verify;
 
 /// The variable of the fault tests' hidden hook: the directory of a persistent
 /// [`kpatch_kernel::FakeKernel`] that the commands use instead of the running kernel (see
