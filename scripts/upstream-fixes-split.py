@@ -155,7 +155,11 @@ def unit_name(files):
         base = c[0][:-2]
     else:
         base = os.path.commonpath(c) or c[0]
-    return re.sub(r"[^A-Za-z0-9]+", "-", base).strip("-")
+    name = re.sub(r"[^A-Za-z0-9]+", "-", base).strip("-")
+    # livepatch-NAME must fit the kernel's 55-character module names: drop leading components.
+    while len(name) > 45 and "-" in name:
+        name = name.split("-", 1)[1]
+    return name
 
 
 def identifiers(text):

@@ -216,6 +216,8 @@ pub fn build_livepatch(
     runner: &dyn Runner,
     obs: &dyn Observer,
 ) -> Result<Outcome> {
+    // Before minutes of compiling: a name the module cannot carry (too long for the kernel).
+    kpatch_module::names::check_patch_name(&opts.name)?;
     let work_tmp = tempfile::Builder::new()
         .prefix("kpatch-rs-build.")
         .tempdir()
@@ -923,5 +925,34 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("/nonexistent/fix.patch"), "{e}");
+    }
+
+    /// Found by the upstream-fixes corpus: a patch named after its file
+    /// (`drivers-platform-chrome-cros-ec-sensorhub-ring`) compiled for minutes and was then
+    /// refused by the module generator for its name. The name is checked first now.
+    #[test]
+    fn a_module_name_too_long_for_the_kernel_is_refused_before_anything_is_built() {
+        let opts = LivepatchOptions {
+            patches: vec!["/nonexistent/fix.patch".into()],
+            target: TargetSpec::Debian(None),
+            name: "drivers-platform-chrome-cros-ec-sensorhub-ring".into(),
+            jobs: None,
+            output_dir: ".".into(),
+            debug: false,
+            replace: true,
+            skip_compiler_check: false,
+            sign: None,
+        };
+        struct NoRunner;
+        impl Runner for NoRunner {
+            fn run(
+                &self,
+                cmd: &Cmd,
+            ) -> std::result::Result<crate::exec::CmdOutput, crate::exec::RunError> {
+                panic!("nothing runs for a name the kernel cannot load: {cmd}");
+            }
+        }
+        let e = build_livepatch(&opts, &NoRunner, &()).unwrap_err();
+        assert!(e.to_string().contains("longer than 55 characters"), "{e}");
     }
 }

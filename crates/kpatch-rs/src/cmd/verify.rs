@@ -122,6 +122,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let per_module = 30 + 2 * u64::from(args.transition_timeout);
     guest.config.timeout = Duration::from_secs(300 + per_module * candidates.len() as u64);
     guest.config.log_file = args.console_log.clone();
+    // The initramfs holds every target module and its dependencies (a DRM driver is several
+    // MB), unpacked into the guest's memory.
+    guest.config.memory_mb = guest.config.memory_mb.max(1024);
     let run = guest.run(&t)?;
     let rows: Vec<Row> = candidates
         .iter()
