@@ -239,24 +239,31 @@ def match_subject(files, diffs, subjects):
     return scored
 
 
-def include_additions(files):
-    """Identifiers that the changed include/ headers add (on + lines, not on - lines)."""
+def include_additions(files, old_tree, new_tree):
+    """Identifiers that the changed include/ headers bring anew: in a new version of one of
+    them, in no header under the old tree's include/."""
+    def ids(path):
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                return set(re.findall(r"[A-Za-z_][A-Za-z0-9_]{3,}", f.read()))
+        except FileNotFoundError:
+            return set()
+    known = set()
+    for root, _, names in os.walk(os.path.join(old_tree, "include")):
+        for n in names:
+            if n.endswith(".h"):
+                known |= ids(os.path.join(root, n))
     added = set()
-    for rel, (kind, diff) in files.items():
-        if not rel.startswith("include/") or not rel.endswith(".h"):
-            continue
-        plus = "\n".join(l[1:] for l in diff.splitlines() if l.startswith("+") and not l.startswith("+++"))
-        minus = "\n".join(l[1:] for l in diff.splitlines() if l.startswith("-") and not l.startswith("---"))
-        gone = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]{3,}", minus))
-        for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]{3,}", plus):
-            if w not in gone:
-                added.add(w)
+    for rel in files:
+        if rel.startswith("include/") and rel.endswith(".h"):
+            added |= ids(os.path.join(new_tree, rel)) - known
     return added
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--old", required=True, help="the older source tree")
+    ap.add_argument("--new", required=True, help="the newer source tree")
     ap.add_argument("--diff", required=True, help="diff -urN OLD NEW")
     ap.add_argument("--changelog", required=True, help="the newer package's changelog.Debian.gz")
     ap.add_argument("--since", default="6.1.187-1", help="the older Debian version")
@@ -268,7 +275,7 @@ def main():
     files = parse_diff(a.diff)
     subjects = parse_changelog(a.changelog, a.since)
     units, lone_h = units_of(files, a.old)
-    header_ids = include_additions(files)
+    header_ids = include_additions(files, a.old, a.new)
     cfiles = [r for r in files if r.endswith(".c")]
     stats = collections.Counter()
     stats["files"] = len(files)
@@ -332,7 +339,7 @@ def main():
         for tier in (lambda r: r["cve"], lambda r: r["subject"] and not r["cve"],
                      lambda r: not r["subject"]):
             by_sub = {}
-            for r in sorted((r for r in cand if tier(r)), key=lambda r: r["name"]):
+            for r in sorted((r for r in cand if tier(r)), key=lambda r: r["files"]):
                 by_sub.setdefault(subsystem(r), []).append(r)
             order = sorted(by_sub, key=spread)
             while taken < a.per_side and any(by_sub.values()):
