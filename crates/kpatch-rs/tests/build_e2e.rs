@@ -218,3 +218,78 @@ fn module_header_patch_builds_one_klp_object_and_verifies() {
         "ext4 was loaded first: {checks:?}"
     );
 }
+
+/// `kpatch-rs verify`: a vmlinux patch and a module patch (zram, loaded first in the guest),
+/// both built already, proven in one boot, one row each.
+#[test]
+fn verify_proves_built_vmlinux_and_module_patches_in_one_boot() {
+    if !gated() {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/integration");
+    let mut modules = Vec::new();
+    for (patch, name) in [
+        (examples().join("cmdline-string.patch"), "cmdline"),
+        (corpus.join("module-zram.patch"), "zram"),
+    ] {
+        let r = Command::new(env!("CARGO_BIN_EXE_kpatch-rs"))
+            .arg("build")
+            .arg(&patch)
+            .args(["--name", name, "-o"])
+            .arg(out.path())
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        modules.push(out.path().join(format!("livepatch-{name}.ko")));
+    }
+    let r = Command::new(env!("CARGO_BIN_EXE_kpatch-rs"))
+        .arg("verify")
+        .arg("--json")
+        .args(&modules)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&r.stdout)));
+    assert_eq!(r.status.code(), Some(0), "{v:#}\n{stderr}");
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{v:#}");
+    assert_eq!(
+        (rows[0]["name"].as_str(), rows[0]["outcome"].as_str()),
+        (Some("livepatch_cmdline"), Some("passed")),
+        "{v:#}"
+    );
+    assert_eq!(
+        (rows[1]["objects"][0].as_str(), rows[1]["outcome"].as_str()),
+        (Some("zram"), Some("passed")),
+        "{v:#}"
+    );
+    assert_eq!(v["script_done"], true);
+}
+
+/// A file that is no livepatch module is named, and nothing is booted.
+#[test]
+fn verify_refuses_a_module_that_is_no_livepatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let ko = dir.path().join("plain.ko");
+    std::fs::write(
+        &ko,
+        kpatch_kernel::modinfo::build_test_module(&[
+            ("name", "plain"),
+            ("vermagic", "6.1.0-53-amd64 SMP"),
+        ]),
+    )
+    .unwrap();
+    let r = Command::new(env!("CARGO_BIN_EXE_kpatch-rs"))
+        .arg("verify")
+        .arg(&ko)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("plain.ko: not a livepatch module"),
+        "{stderr}"
+    );
+}
