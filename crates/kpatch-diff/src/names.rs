@@ -106,12 +106,14 @@ pub type HashIndex<T> =
     std::collections::HashMap<u64, Vec<T>, std::hash::BuildHasherDefault<PreHashed>>;
 
 /// Static locals that the compiler creates per use (lockdep keys, WARN_ONCE flags, `__func__`,
-/// ratelimit states, switch tables): never correlated, always carried with the function.
+/// netlink extack messages, ratelimit states, switch tables): never correlated, always carried
+/// with the function.
 const SPECIAL_STATICS: &[&str] = &[
     "__key",
     "__warned",
     "__already_done.",
     "__func__",
+    "__msg",
     "__FUNCTION__",
     "_rs",
     "CSWTCH",
@@ -207,6 +209,8 @@ mod tests {
         assert!(is_special_static_name("__warned.3", ".data.once"));
         assert!(is_special_static_name("__already_done.4", ".data..once"));
         assert!(is_special_static_name("__func__.7", ".rodata"));
+        assert!(is_special_static_name("__msg.38", ".rodata"));
+        assert!(!is_special_static_name("__msgbuf.2", ".rodata"));
         assert!(is_special_static_name("foo.__key", ".bss"));
         assert!(is_special_static_name("anything", "__dyndbg"));
         assert!(!is_special_static_name("counter.5", ".bss"));

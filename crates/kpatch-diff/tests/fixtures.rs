@@ -541,6 +541,28 @@ fn lockdep_keys_are_carried_not_correlated() {
     );
 }
 
+/// Found by the upstream-fixes corpus (net/sched/cls_api.c): a changed function's
+/// NL_SET_ERR_MSG string `__msg.38` was referenced in the kernel, which has five `__msg.38`
+/// among hundreds of `__msg.N` and no way to tell them apart; the build failed. Like `__func__`,
+/// the string is the call site's own and is carried with the function.
+#[test]
+fn extack_msg_strings_are_carried_not_looked_up() {
+    let p = fixture!("extack_msg");
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    let msgs: Vec<&kpatch_elf::Symbol> = out
+        .symbols
+        .iter()
+        .filter(|s| s.name.starts_with("__msg"))
+        .collect();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(
+        msgs[0].section.is_some(),
+        "foo's message is carried, not left for the module to find in the kernel"
+    );
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+}
+
 #[test]
 fn new_static_local_is_carried_with_a_warning() {
     let p = fixture!("new_static_local");
