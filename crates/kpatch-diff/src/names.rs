@@ -120,12 +120,19 @@ const SPECIAL_STATICS: &[&str] = &[
     "_entry",
 ];
 
+/// File-scope statics under one name in many files, whose address nothing compares: carried like
+/// the per-use statics. ACPICA's `ACPI_MODULE_NAME` string names its file in debug output.
+const SPECIAL_FILE_STATICS: &[&str] = &["_acpi_module_name"];
+
 /// True for a name of a special static local, gcc style (`__key.12`) or clang style
 /// (`func.__key`). `section` is the name of the section the symbol lives in.
 pub fn is_special_static_name(name: &str, section: &str) -> bool {
     if kpatch_arch::sections::is_dynamic_debug(section)
         || kpatch_arch::sections::is_warn_once_data(section)
     {
+        return true;
+    }
+    if SPECIAL_FILE_STATICS.contains(&name) {
         return true;
     }
     // Both forms need a `.` in the name: most names have none.
@@ -211,6 +218,7 @@ mod tests {
         assert!(is_special_static_name("__func__.7", ".rodata"));
         assert!(is_special_static_name("__msg.38", ".rodata"));
         assert!(!is_special_static_name("__msgbuf.2", ".rodata"));
+        assert!(is_special_static_name("_acpi_module_name", ".rodata"));
         assert!(is_special_static_name("foo.__key", ".bss"));
         assert!(is_special_static_name("anything", "__dyndbg"));
         assert!(!is_special_static_name("counter.5", ".bss"));

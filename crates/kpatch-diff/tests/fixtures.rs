@@ -563,6 +563,24 @@ fn extack_msg_strings_are_carried_not_looked_up() {
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
 }
 
+/// Found by the upstream-fixes corpus (drivers/acpi/acpica/psargs.c and two more): a changed
+/// ACPICA function names its file through `_acpi_module_name`, which 107 files of vmlinux
+/// define and kallsyms cannot tell apart; the build failed. The string is carried instead.
+#[test]
+fn acpica_module_names_are_carried_not_looked_up() {
+    let p = fixture!("acpi_module_name");
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    let names: Vec<&kpatch_elf::Symbol> = out
+        .symbols
+        .iter()
+        .filter(|s| s.name == "_acpi_module_name")
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].section.is_some(), "carried with foo");
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+}
+
 #[test]
 fn new_static_local_is_carried_with_a_warning() {
     let p = fixture!("new_static_local");
