@@ -118,6 +118,19 @@ pub fn is_string_literals(name: &str) -> bool {
     name.starts_with(".rodata.") && name.contains(".str1.")
 }
 
+/// A pool of merged constants (`.rodata.cst2`, `.rodata.cst16`): the unit's literal constants,
+/// reached only through the section, never by a name other code could use.
+pub fn is_constant_pool(name: &str) -> bool {
+    name.strip_prefix(".rodata.cst")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The unit's literals, which a patch carries its own copy of: merged strings and constant
+/// pools.
+pub fn is_literal_pool(name: &str) -> bool {
+    is_string_literals(name) || is_constant_pool(name)
+}
+
 /// clang's sections of `__func__` strings (`.rodata.__func__.foo`), strings without
 /// `SHF_STRINGS`.
 pub fn is_func_name_strings(name: &str) -> bool {
@@ -237,6 +250,14 @@ pub fn is_read_at_load(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn constant_pools_and_string_literals_are_literal_pools() {
+        assert!(is_constant_pool(".rodata.cst2") && is_constant_pool(".rodata.cst16"));
+        assert!(!is_constant_pool(".rodata.cst") && !is_constant_pool(".rodata.cstate_table"));
+        assert!(is_literal_pool(".rodata.str1.1") && is_literal_pool(".rodata.cst8"));
+        assert!(!is_literal_pool(".rodata") && !is_literal_pool(".rodata.my_table"));
+    }
 
     #[test]
     fn relocation_sections_are_classed_by_their_base() {

@@ -29,16 +29,16 @@ pub fn include(
     options: &Options,
 ) -> Inclusion {
     let mut inc = Inclusion::new(p);
-    // Standard elements: tables, .rodata (switch tables), string literals.
+    // Standard elements: tables, .rodata (switch tables), string literals and constant pools.
     for (i, s) in p.sections() {
         let n = s.name.as_str();
-        if sections::is_always_carried(n) || sections::is_string_literals(n) {
+        if sections::is_always_carried(n) || sections::is_literal_pool(n) {
             inc.section(p, st, i);
         }
     }
     for (i, _) in p.symbols() {
         if p.sec_of(i)
-            .is_some_and(|sec| sections::is_string_literals(p.sec_name(sec)))
+            .is_some_and(|sec| sections::is_literal_pool(p.sec_name(sec)))
         {
             inc.sym[i] = true;
         }

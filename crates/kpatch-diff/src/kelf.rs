@@ -379,6 +379,29 @@ impl<S> Kelf<S> {
         sec.string_at(off.max(0) as u64)
     }
 
+    /// For a relocation into a constant pool (`.rodata.cstN`), the N-byte constant it points at:
+    /// such references compare by value, not by offset (a patch that changes a constant changes
+    /// the pool, not the instruction). `in_code` as for [`rela_string`](Self::rela_string).
+    pub fn rela_constant(&self, r: &Rela, in_code: bool) -> Option<&[u8]> {
+        let target = self.target(r);
+        let sym = self.sym(target);
+        let sec = self.sec(self.sec_of(target)?);
+        let size: usize = sec.name.strip_prefix(".rodata.cst")?.parse().ok()?;
+        if !sections::is_constant_pool(&sec.name) {
+            return None;
+        }
+        let bias = if in_code && self.arch.is_pc_relative(r.r_type) {
+            self.arch.pc_rel_default_bias()
+        } else {
+            0
+        };
+        let off = (sym.st_value as i64)
+            .saturating_add(r.r_addend)
+            .saturating_add(bias);
+        let start = usize::try_from(off).ok()?;
+        sec.data.get(start..start.checked_add(size)?)
+    }
+
     /// Rebuilds the section-name index (after sections were renamed).
     pub fn reindex_names(&mut self) {
         let mut index: HashIndex<Sec<S>> = HashIndex::default();

@@ -581,6 +581,25 @@ fn acpica_module_names_are_carried_not_looked_up() {
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
 }
 
+/// Found by the upstream-fixes corpus (drivers/usb/atm/usbatm.c, CVE-2026-90055): a changed
+/// constant in gcc's 2-byte constant pool was refused as "existing data changed: .rodata.cst2".
+/// A constant pool is the unit's literals, reached only through its section: the patch carries
+/// its own copy, as it does string literals.
+#[test]
+fn a_changed_constant_pool_is_carried_not_refused() {
+    let p = fixture!("constant_pool");
+    assert!(
+        p.orig.sections.iter().any(|s| s.name == ".rodata.cst2"),
+        "gcc put the constant in .rodata.cst2"
+    );
+    let (out, report) = p.changed();
+    assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
+    assert!(
+        out.sections.iter().any(|s| s.name == ".rodata.cst2"),
+        "the new constant goes with foo"
+    );
+}
+
 #[test]
 fn new_static_local_is_carried_with_a_warning() {
     let p = fixture!("new_static_local");

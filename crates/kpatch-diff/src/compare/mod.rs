@@ -100,6 +100,9 @@ fn rela_equal(o: &O, p: &P, a: &Rela, b: &Rela, in_code: bool, aux: Option<&str>
     if let Some(sa) = o.rela_string(a, in_code) {
         return p.rela_string(b, in_code) == Some(sa);
     }
+    if let Some(ca) = o.rela_constant(a, in_code) {
+        return p.rela_constant(b, in_code) == Some(ca);
+    }
     if a.r_addend != b.r_addend {
         return false;
     }
