@@ -99,8 +99,13 @@ def parse_changelog(path, stop_version):
     return out
 
 
+def is_shared_header(rel):
+    """A header many units include: under include/ or an architecture's include/."""
+    return rel.startswith("include/") or re.match(r"arch/[^/]+/include/", rel) is not None
+
+
 def in_scope(rel):
-    if rel.startswith(OUT_OF_SCOPE_DIRS) or rel.startswith("include/"):
+    if rel.startswith(OUT_OF_SCOPE_DIRS) or is_shared_header(rel):
         return False
     if rel.startswith("arch/") and not rel.startswith("arch/x86/"):
         return False
@@ -147,6 +152,25 @@ def units_of(files, old_tree):
     used_h = {f for u in units for f in u if f.endswith(".h")}
     lone_h = [h for h in hs if h not in used_h]
     return units, lone_h
+
+
+def direct_headers(unit, old_tree):
+    """The shared headers (include/, arch/x86/include/) the unit's .c files include directly."""
+    out = set()
+    for c in unit:
+        if not c.endswith(".c"):
+            continue
+        try:
+            with open(os.path.join(old_tree, c), encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except FileNotFoundError:
+            continue
+        for h in re.findall(r"^\s*#\s*include\s+<([^>]+)>", text, flags=re.M):
+            for base in ("include/", "arch/x86/include/", "include/uapi/", "arch/x86/include/uapi/"):
+                if os.path.exists(os.path.join(old_tree, base + h)):
+                    out.add(base + h)
+                    break
+    return out
 
 
 def unit_name(files):
@@ -276,12 +300,15 @@ def main():
     subjects = parse_changelog(a.changelog, a.since)
     units, lone_h = units_of(files, a.old)
     header_ids = include_additions(files, a.old, a.new)
+    shared_changed = sorted(r for r in files if r.endswith(".h") and is_shared_header(r))
     cfiles = [r for r in files if r.endswith(".c")]
     stats = collections.Counter()
     stats["files"] = len(files)
     stats["c files"] = len(cfiles)
     stats["c files out of scope (other arch, tools, ...)"] = sum(1 for r in cfiles if not in_scope(r))
     stats["headers under include/"] = sum(1 for r in files if r.startswith("include/"))
+    stats["headers under arch/*/include/"] = sum(
+        1 for r in files if r.startswith("arch/") and is_shared_header(r))
     stats["local headers in no unit"] = len(lone_h)
     stats["units"] = len(units)
     stats["units adding or deleting a file"] = sum(
@@ -317,7 +344,9 @@ def main():
             l[1:] for d in diffs for l in d.splitlines() if l.startswith("+") and not l.startswith("+++"))))
         minus_ids = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]{3,}", "\n".join(
             l[1:] for d in diffs for l in d.splitlines() if l.startswith("-") and not l.startswith("---"))))
-        needs = sorted((plus_ids - minus_ids) & header_ids)
+        needs = sorted(h for h in direct_headers(u, a.old) if h in shared_changed)
+        if (plus_ids - minus_ids) & header_ids:
+            needs = sorted(set(needs) | {"new:" + ",".join(sorted((plus_ids - minus_ids) & header_ids))})
         rows.append(dict(name=unit_name(u), files=u, place=place, subject=subject,
                          cve=",".join(cves), score=best, needs=needs, diffs=diffs))
     for r in rows:
@@ -348,8 +377,11 @@ def main():
                         picked.append(by_sub[sub].pop(0))
                         taken += 1
     os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "shared-headers.txt"), "w") as sh:
+        sh.write("# the shared headers (include/, arch/*/include/) the same stable update changed\n")
+        sh.write("".join(h + "\n" for h in shared_changed))
     with open(os.path.join(a.out, "index.tsv"), "w") as idx:
-        idx.write("# name\tfiles\tplacement\tcve\tsubject\tmatch-score\tneeds-include\n")
+        idx.write("# name\tfiles\tplacement\tcve\tsubject\tmatch-score\tchanged-headers\n")
         for r in sorted(picked, key=lambda r: r["name"]):
             with open(os.path.join(a.out, r["name"] + ".patch"), "w", encoding="utf-8",
                       errors="surrogateescape") as p:

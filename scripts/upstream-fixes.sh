@@ -102,6 +102,10 @@ for line in open(index):
         continue
     f = line.rstrip("\n").split("\t")
     meta[f[0]] = dict(files=f[1], placement=f[2], cve=f[3], subject=f[4], needs=f[6])
+shared = set()
+for line in open(os.path.join(os.path.dirname(index), "shared-headers.txt")):
+    if not line.startswith("#") and line.strip():
+        shared.add(line.strip())
 guest = {}
 vpath = os.path.join(out, "verify.json")
 if os.path.exists(vpath):
@@ -132,6 +136,8 @@ REFUSALS = [
     (r"new exported symbol", "new export"),
     (r"ftrace", "no ftrace entry"),
     (r"not used by any changed function", "changed section used by no function"),
+    # a static object that moved between .bss, .data and .rodata: its initial value changed
+    (r"changed sections", "changed data"),
 ]
 
 
@@ -148,7 +154,7 @@ def classify(name):
     if rc == 3:
         return "no-change", "changes no function", ""
     if rc == 2:
-        body = [l.strip() for l in err.split("cannot be live-patched:", 1)[-1].splitlines() if l.strip()]
+        body = [l.strip() for l in err.rsplit("cannot be live-patched:", 1)[-1].splitlines() if l.strip()]
         found = []
         for l in body:
             for pat, cause in REFUSALS:
@@ -156,16 +162,24 @@ def classify(name):
                     found.append(cause)
                     break
         return "refused", " + ".join(found) or "other", body[0] if body else ""
-    reason = lines[-1] if lines else f"exit {rc}"
-    low = err.lower()
-    needs = meta[name]["needs"]
-    if "error:" in low and needs != "-" and any(n in err for n in needs.split(",")):
-        return "failed", "needs an include/ header change", reason
-    if "not built in this configuration" in low or "is not built" in low:
+    errors = [l for l in lines if re.match(r"\S+:\d+:\d+: error:", l)]
+    if errors:
+        # The unpatched unit compiles (the build compiled it first): the fix uses something
+        # that a shared header of the same stable update brings.
+        named = sorted({h for h in shared if any(h in e for e in errors)})
+        direct = [h for h in meta[name]["needs"].split(",") if h in shared]
+        if named or direct:
+            return ("failed", "needs a shared-header change of the same update",
+                    f"{', '.join(named or direct)}: {errors[0]}")
+        return "failed", "compile error", errors[0]
+    said = [l for l in lines if l.startswith("kpatch-rs: error:")]
+    reason = (said or lines or [f"exit {rc}"])[-1]
+    if "not built in this configuration" in err.lower():
         return "failed", "not built in this configuration", reason
-    if "does not apply" in low:
+    if "does not apply" in err.lower():
         return "failed", "does not apply", reason
     return "failed", "kpatch-rs", reason
+
 
 rows, totals, causes = [], {}, {}
 for n in names:
