@@ -932,26 +932,8 @@ mod tests {
     /// refused by the module generator for its name. The name is checked first now.
     #[test]
     fn a_module_name_too_long_for_the_kernel_is_refused_before_anything_is_built() {
-        let opts = LivepatchOptions {
-            patches: vec!["/nonexistent/fix.patch".into()],
-            target: TargetSpec::Debian(None),
-            name: "drivers-platform-chrome-cros-ec-sensorhub-ring".into(),
-            jobs: None,
-            output_dir: ".".into(),
-            debug: false,
-            replace: true,
-            skip_compiler_check: false,
-            sign: None,
-        };
-        struct NoRunner;
-        impl Runner for NoRunner {
-            fn run(
-                &self,
-                cmd: &Cmd,
-            ) -> std::result::Result<crate::exec::CmdOutput, crate::exec::RunError> {
-                panic!("nothing runs for a name the kernel cannot load: {cmd}");
-            }
-        }
+        let mut opts = options(vec!["/nonexistent/fix.patch".into()]);
+        opts.name = "drivers-platform-chrome-cros-ec-sensorhub-ring".into();
         let e = build_livepatch(&opts, &NoRunner, &()).unwrap_err();
         assert!(e.to_string().contains("longer than 55 characters"), "{e}");
     }
