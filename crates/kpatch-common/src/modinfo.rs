@@ -113,6 +113,31 @@ impl ModInfo {
         self.get("name")
     }
 
+    /// Every value of `key`, in order.
+    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.fields
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The modules a `softdep=pre: a b post: c` entry asks to be loaded before this one.
+    pub fn softdeps_pre(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for v in self.all("softdep") {
+            let mut pre = false;
+            for w in v.split_whitespace() {
+                match w {
+                    "pre:" => pre = true,
+                    "post:" => pre = false,
+                    name if pre => out.push(name.to_string()),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
     /// The full `vermagic=` string.
     pub fn vermagic(&self) -> Option<&str> {
         self.get("vermagic")

@@ -1,8 +1,10 @@
 //! Kernel modules from the kernel's own `lib/modules/<abi>` tree (found and read by
 //! [`kpatch_target::modules`]) into the initramfs, with their dependencies.
 //!
-//! Debian's image package ships no `modules.dep` (depmod runs at install time), so the
-//! dependencies come from each module's `.modinfo` `depends=` entry.
+//! Debian's image package ships no `modules.dep` or `modules.alias` (depmod runs at install
+//! time), so the dependencies come from each module's `.modinfo`: `depends=`, and the modules
+//! a `softdep=pre:` names (libcrc32c's `crc32c`, an alias, found among the modules of that
+//! name or of that name and a suffix, by their own `alias=`; none when it is built in).
 
 use crate::{GuestError, Initramfs};
 use kpatch_common::canonical_module_name;
@@ -67,12 +69,52 @@ impl Initramfs {
             what: format!("no module named {name}"),
         })?;
         let (_, data) = read_module(path)?;
-        for dep in modinfo(path, &data)?.depends() {
+        let info = modinfo(path, &data)?;
+        for dep in info.depends() {
             self.add_with_deps(index, modules_dir, &dep, seen, order)?;
+        }
+        for soft in info.softdeps_pre() {
+            if let Some(m) = provider(index, modules_dir, &soft) {
+                self.add_with_deps(index, modules_dir, &m, seen, order)?;
+            }
         }
         order.push(self.add_module(path)?);
         Ok(())
     }
+}
+
+/// The module that provides `name` for a soft dependency: the module of that name, else one
+/// whose `alias=` is `name` (or `crypto-<name>`) among `<name>_generic` and the modules named
+/// `<name>_*` (a generic implementation first: it loads on any CPU); `None` when `name` is
+/// built into the kernel (`modules.builtin`) or nothing provides it (a soft dependency may be
+/// missing).
+fn provider(index: &HashMap<String, PathBuf>, modules_dir: &Path, name: &str) -> Option<String> {
+    let want = canonical_module_name(name);
+    if index.contains_key(&want) {
+        return Some(want);
+    }
+    let builtin = std::fs::read_to_string(modules_dir.join("modules.builtin")).unwrap_or_default();
+    let generic = format!("{want}_generic");
+    if builtin.lines().any(|l| {
+        let stem = l.rsplit('/').next().unwrap_or("").trim_end_matches(".ko");
+        let stem = canonical_module_name(stem);
+        stem == want || stem == generic
+    }) {
+        return None;
+    }
+    let mut candidates: Vec<&String> = index
+        .keys()
+        .filter(|k| **k == generic || k.starts_with(&format!("{want}_")))
+        .collect();
+    candidates.sort_by_key(|k| (**k != generic, k.as_str()));
+    let aliases = [name.to_string(), format!("crypto-{name}")];
+    candidates.into_iter().find_map(|k| {
+        let path = &index[k];
+        let (_, data) = read_module(path).ok()?;
+        let info = modinfo(path, &data).ok()?;
+        let provides = info.all("alias").any(|a| aliases.iter().any(|w| w == a));
+        provides.then(|| k.clone())
+    })
 }
 
 #[cfg(test)]
@@ -145,5 +187,59 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no module named btrfs"), "{err}");
+    }
+
+    /// btrfs, sctp and batman-adv could not be loaded in the guest: libcrc32c's
+    /// `softdep=pre: crc32c` was not followed, and insmod failed on the missing crc32c.
+    #[test]
+    fn regression_soft_dependencies_are_loaded_first_through_their_alias() {
+        let d = tempfile::tempdir().unwrap();
+        let k = d.path().join("kernel");
+        std::fs::create_dir_all(k.join("crypto")).unwrap();
+        std::fs::create_dir_all(k.join("arch")).unwrap();
+        std::fs::write(
+            k.join("libcrc32c.ko"),
+            fake_ko(&["softdep=pre: crc32c", "depends=", "name=libcrc32c"]),
+        )
+        .unwrap();
+        std::fs::write(
+            k.join("crypto/crc32c_generic.ko"),
+            fake_ko(&[
+                "alias=crypto-crc32c",
+                "alias=crc32c",
+                "depends=",
+                "name=crc32c_generic",
+            ]),
+        )
+        .unwrap();
+        std::fs::write(
+            k.join("arch/crc32c-intel.ko"),
+            fake_ko(&["alias=crc32c", "depends=", "name=crc32c_intel"]),
+        )
+        .unwrap();
+        std::fs::write(
+            k.join("btrfs.ko"),
+            fake_ko(&["depends=libcrc32c", "name=btrfs"]),
+        )
+        .unwrap();
+        let mut i = Initramfs::new();
+        let order = i.add_kernel_module(d.path(), "btrfs").unwrap();
+        assert_eq!(
+            order,
+            [
+                "/lib/modules/crc32c_generic.ko",
+                "/lib/modules/libcrc32c.ko",
+                "/lib/modules/btrfs.ko"
+            ]
+        );
+        // built in: nothing to load
+        std::fs::write(
+            d.path().join("modules.builtin"),
+            "kernel/crypto/crc32c_generic.ko\n",
+        )
+        .unwrap();
+        let mut i = Initramfs::new();
+        let order = i.add_kernel_module(d.path(), "libcrc32c").unwrap();
+        assert_eq!(order, ["/lib/modules/libcrc32c.ko"]);
     }
 }
