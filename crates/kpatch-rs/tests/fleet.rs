@@ -80,7 +80,9 @@ fn refused_version(v2: &[u8]) -> Vec<u8> {
 /// A shell function that runs apt-get with its output copied to the console and in /tmp/apt.
 const APT: &str = "export DEBIAN_FRONTEND=noninteractive\n\
 apt_do() { apt-get -q \"$@\" >/tmp/apt 2>&1; krs_apt=$?; echo \"--- apt-get $* (rc $krs_apt)\" >/dev/console; \
-cat /tmp/apt >/dev/console; return $krs_apt; }\n";
+cat /tmp/apt >/dev/console; return $krs_apt; }\n\
+need() { eval \"$1\" || { echo \"not so: $1\"; return 1; }; }\n\
+probe_count() { until krs_c=$(cat /run/probe.count) && [ -n \"$krs_c\" ]; do :; done; echo $krs_c; }\n";
 
 fn first_boot(abi: &str, version: &str) -> TestScript {
     let pkg = format!("livepatch-{PATCH}-{abi}");
@@ -184,11 +186,12 @@ fn second_boot(abi: &str) -> TestScript {
     t.check(
         "apt-upgrade-v2",
         &format!(
-            "a=$(cat /run/probe.count); apt_do install -y {pkg}=2; r=$?; b=$(cat /run/probe.count); echo \"probe reads during the upgrade: $((b-a))\" >/dev/console; \
-             [ $r = 0 ] && [ $((b-a)) -ge 100 ] && grep -q 'livepatch_fleet_fix_v1: replaced by livepatch_fleet_fix_v2, unloaded and uninstalled' /tmp/apt \
-             && [ \"$(ls {lp})\" = livepatch_fleet_fix_v2 ] && ! grep -q '^livepatch_fleet_fix_v1 ' /proc/modules \
-             && grep -q ' kpatch-rs=live-v2$' /proc/cmdline && grep -q '^kpatch-rs: *live' /proc/meminfo \
-             && [ \"$(ls {store})\" = livepatch_fleet_fix_v2.ko ]"
+            "a=$(probe_count); apt_do install -y {pkg}=2; r=$?; b=$(probe_count); echo \"probe reads during the upgrade: $((b-a))\"; \
+             need '[ $r = 0 ]' && need '[ $((b-a)) -ge 100 ]' \
+             && need \"grep -q 'livepatch_fleet_fix_v1: replaced by livepatch_fleet_fix_v2, unloaded and uninstalled' /tmp/apt\" \
+             && need '[ \"$(ls {lp})\" = livepatch_fleet_fix_v2 ]' && need \"! grep -q '^livepatch_fleet_fix_v1 ' /proc/modules\" \
+             && need \"grep -q ' kpatch-rs=live-v2$' /proc/cmdline\" && need \"grep -q '^kpatch-rs: *live' /proc/meminfo\" \
+             && need '[ \"$(ls {store})\" = livepatch_fleet_fix_v2.ko ]'"
         ),
     );
     t.check(
