@@ -17,7 +17,7 @@ cargo clippy --workspace --all-targets --release -- -D warnings || lint_failed+=
 # Guest tests boot QEMU under TCG and compile kernel objects: two at a time on two cores.
 # (No doctests: the crates have no examples in their docs.)
 set +e
-cargo test --workspace --release --lib --bins --tests -- --test-threads="${KPATCH_RS_TEST_THREADS:-2}" 2>&1 | tee "$log"
+cargo test --workspace --release --no-fail-fast --lib --bins --tests -- --test-threads="${KPATCH_RS_TEST_THREADS:-2}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')

@@ -191,7 +191,7 @@ fn second_boot(abi: &str) -> TestScript {
              && need \"grep -q 'livepatch_fleet_fix_v1: replaced by livepatch_fleet_fix_v2, unloaded and uninstalled' /tmp/apt\" \
              && need '[ \"$(ls {lp})\" = livepatch_fleet_fix_v2 ]' && need \"! grep -q '^livepatch_fleet_fix_v1 ' /proc/modules\" \
              && need \"grep -q ' kpatch-rs=live-v2$' /proc/cmdline\" && need \"grep -q '^kpatch-rs: *live' /proc/meminfo\" \
-             && need '[ \"$(ls {store})\" = livepatch_fleet_fix_v2.ko ]'"
+             && need '[ \"$(ls {store} | tr \"\\\\n\" \" \")\" = \"livepatch_fleet_fix_v2.ko livepatch_fleet_fix_v2.ko.sha256 \" ]'"
         ),
     );
     t.check(
@@ -212,7 +212,7 @@ fn second_boot(abi: &str) -> TestScript {
              && grep -q 'the patch that ran before still runs' /tmp/apt \
              && [ \"$(dpkg-query -W -f='${{Status}}' {pkg})\" = 'install ok half-configured' ] \
              && [ \"$(cat {lp}/livepatch_fleet_fix_v2/enabled)\" = 1 ] && [ \"$(ls {lp})\" = livepatch_fleet_fix_v2 ] \
-             && [ \"$(ls {store})\" = livepatch_fleet_fix_v2.ko ] && [ \"$(tr '\\n' ' ' </run/probe.states)\" = 'v1 v2 ' ]"
+             && [ \"$(ls {store} | tr '\\n' ' ')\" = 'livepatch_fleet_fix_v2.ko livepatch_fleet_fix_v2.ko.sha256 ' ] && [ \"$(tr '\\n' ' ' </run/probe.states)\" = 'v1 v2 ' ]"
         ),
     );
     t.check("status-after-refusal", &kp("status", 0));
