@@ -135,6 +135,9 @@ struct State {
     signal_attr: bool,
     /// An errno (raw) for the next `finit_module`.
     next_finit_error: Option<i32>,
+    /// What the kernel logs as that `finit_module` fails.
+    #[serde(default)]
+    next_finit_log: Vec<String>,
     /// Module names, newest first (the `/proc/modules` order).
     modules: Vec<String>,
     calls: Vec<String>,
@@ -211,6 +214,7 @@ impl FakeKernel {
                 transition: None,
                 signal_attr: false,
                 next_finit_error: None,
+                next_finit_log: Vec::new(),
                 modules: Vec::new(),
                 calls: Vec::new(),
                 log: Vec::new(),
@@ -247,6 +251,16 @@ impl FakeKernel {
     /// Make the next `finit_module` fail with `errno`.
     pub fn fail_next_finit(&self, errno: Errno) {
         self.st.borrow_mut().next_finit_error = Some(errno as i32);
+        self.persist();
+    }
+
+    /// Make the next `finit_module` log `lines`, as the kernel does, then fail with `errno`.
+    pub fn fail_next_finit_logging(&self, errno: Errno, lines: &[&str]) {
+        {
+            let mut st = self.st.borrow_mut();
+            st.next_finit_error = Some(errno as i32);
+            st.next_finit_log = lines.iter().map(|l| l.to_string()).collect();
+        }
         self.persist();
     }
 
@@ -660,7 +674,12 @@ impl FakeKernel {
     }
 
     fn do_finit(&self, image: &File) -> Result<(), Errno> {
-        if let Some(e) = self.st.borrow_mut().next_finit_error.take() {
+        let failure = self.st.borrow_mut().next_finit_error.take();
+        if let Some(e) = failure {
+            let lines = std::mem::take(&mut self.st.borrow_mut().next_finit_log);
+            for l in lines {
+                self.log(&l);
+            }
             return Err(Errno::from_raw(e));
         }
         // Like kernel_read_file(): a file open for writing somewhere is refused.

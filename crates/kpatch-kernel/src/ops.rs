@@ -169,6 +169,25 @@ fn log_about(k: &dyn Kernel, name: &str, after: Option<u64>) -> Vec<String> {
     out
 }
 
+/// The objects whose pre-patch callback failed during the load of `name`, from the kernel's
+/// `livepatch: pre-patch callback failed for object 'vmlinux'` lines after `after` (they do not
+/// name the patch: the load's own `enabling patch 'NAME'` line starts the search).
+fn failed_pre_patch_callbacks(k: &dyn Kernel, name: &str, after: Option<u64>) -> Vec<String> {
+    const FAILED: &str = "pre-patch callback failed for object '";
+    let enabling = format!("enabling patch '{name}'");
+    let lines = k.kernel_log().unwrap_or_default();
+    let newer = lines
+        .into_iter()
+        .filter(|(seq, _)| after.is_none_or(|a| *seq > a));
+    newer
+        .skip_while(|(_, l)| !l.contains(&enabling))
+        .filter_map(|(_, l)| {
+            let rest = &l[l.find(FAILED)? + FAILED.len()..];
+            Some(rest[..rest.find('\'')?].to_string())
+        })
+        .collect()
+}
+
 /// Map a `finit_module` error to a message an operator can act on. `log_after` is the last
 /// kernel log sequence number before the call (so only newer messages are quoted).
 pub fn finit_error(
@@ -177,6 +196,19 @@ pub fn finit_error(
     errno: Errno,
     log_after: Option<u64>,
 ) -> KernelError {
+    let callbacks = failed_pre_patch_callbacks(k, name, log_after);
+    if !callbacks.is_empty() {
+        return KernelError::Refused {
+            name: name.into(),
+            errno,
+            reason: format!(
+                "the patch's own pre-patch callback for {} failed, so the kernel applied nothing \
+                 (the error is the callback's)",
+                callbacks.join(", ")
+            ),
+            kernel_log: log_about(k, name, log_after),
+        };
+    }
     let lockdown = || {
         read_trim(k, Path::new("/sys/kernel/security/lockdown"))
             .map(|l| format!("; /sys/kernel/security/lockdown: {l}"))

@@ -529,3 +529,31 @@ fn leftover_disabled_livepatch_module_is_removed_by_unload_and_before_load() {
     assert!(matches!(out, Outcome::Done { .. }), "{out:?}");
     assert!(!k.has_module("fix_a"));
 }
+
+#[test]
+fn regression_a_failing_pre_patch_callback_is_not_blamed_on_permissions() {
+    // The kernel returns the callback's own error (here -EPERM) from finit_module; the
+    // message used to say "not root, module loading disabled, or lockdown".
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel();
+    let m = module(dir.path(), "fix_cb", REL);
+    k.log("livepatch: pre-patch callback failed for object 'zram' (an older load)");
+    k.fail_next_finit_logging(
+        Errno::EPERM,
+        &[
+            "livepatch: enabling patch 'fix_cb'",
+            "livepatch: pre-patch callback failed for object 'vmlinux'",
+            "livepatch: failed to enable patch 'fix_cb'",
+        ],
+    );
+    let e = ops::load(&k, &m, &opts(), &mut Recorder::default()).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, KernelError::Refused { .. }), "{msg}");
+    assert!(
+        msg.contains("pre-patch callback for vmlinux failed")
+            && !msg.contains("zram")
+            && !msg.contains("not root"),
+        "{msg}"
+    );
+    assert!(loaded_patches(&k).unwrap().is_empty());
+}
