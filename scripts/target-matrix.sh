@@ -44,8 +44,8 @@ PY
 printf '%-30s %-22s %8s  %s\n' ABI VERSION BUILD_S RESULT
 n=0 built=0 verified=0
 while read -r abi version source; do
+  if [ "$limit" -gt 0 ] && [ "$n" -ge "$limit" ]; then break; fi
   n=$((n + 1))
-  if [ "$limit" -gt 0 ] && [ "$n" -gt "$limit" ]; then break; fi
   if [ "$source" != 1 ]; then
     printf '%-30s %-22s %8s  %s\n' "$abi" "$version" - "not built: the archive no longer has its source"
     continue
