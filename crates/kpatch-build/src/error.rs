@@ -91,11 +91,14 @@ pub enum BuildError {
     Unsupported { path: PathBuf, reason: String },
     #[error("{}: `make olddefconfig` changed options the target kernel was built with, so this source is not the one it was built from: {}", tree.display(), options.join(", "))]
     ConfigDrift { tree: PathBuf, options: Vec<String> },
-    #[error("{}: does not apply to the source, nor is it already in it ({series}{}); a tree of this kernel cannot be made from the archive: build against your own tree of it with --sourcedir DIR --config FILE --vmlinux FILE. patch said:\n{output}", patch.display(), if *exact { String::new() } else { ", the newest the archive has kept for this kernel".to_string() })]
+    #[error("{}: does not apply to the source, nor is it already in it ({series}{}); a tree of this kernel cannot be made from the archive: build against your own tree of it with --sourcedir DIR --config FILE --vmlinux FILE. patch said:\n{output}", patch.display(), if *exact { String::new() } else if skipped.is_empty() { ", the newest the archive has kept for this kernel".to_string() } else { format!(", the newest that could be fetched for this kernel; not fetched: {}", skipped.join("; ")) })]
     FeaturesetPatch {
         patch: PathBuf,
         series: String,
         exact: bool,
+        /// The newer packaging versions that were tried first, and why each could not be had
+        /// (a mirror that lists a version but does not serve it says 404).
+        skipped: Vec<String>,
         output: String,
     },
     #[error("{}: {count} header(s) differ from the kernel's own ({}), so the tree is not the source the kernel was built from: {}", tree.display(), headers.display(), files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "))]

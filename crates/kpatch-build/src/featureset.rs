@@ -73,6 +73,7 @@ pub fn apply_series(runner: &dyn Runner, tree: &Path, fs: &FeaturesetSource) -> 
             patch: patch.clone(),
             series: fs.series.describe(),
             exact: fs.series.exact,
+            skipped: fs.series.skipped.clone(),
             output: forward.combined(),
         });
     }
@@ -260,6 +261,13 @@ mod tests {
         );
         assert!(
             err.to_string().contains("rt series of linux 6.1.176-1"),
+            "{err}"
+        );
+        // The newer packaging that could not be fetched is named, with why: a mirror that
+        // lists a version but does not serve it is told from an archive that dropped it.
+        assert!(
+            err.to_string()
+                .contains("the newest that could be fetched for this kernel; not fetched: linux 6.1.192-3: 404"),
             "{err}"
         );
     }
