@@ -95,11 +95,17 @@ impl SourceLists {
                 continue;
             };
             push(format!("deb-src {uri} {release} {component}"));
-            // a release's own archive (not its -security or -updates suite) also carries the
-            // extra releases
-            if !release.contains('-') {
+            // a release's own archive also carries the extra releases, and its security
+            // suite theirs (Debian 13's `linux 6.12.118-1`, which Debian 12's security suite
+            // rebuilds as `linux-6.12 6.12.118-1~deb12u1`, is only in trixie-security)
+            let suffix = match release.split_once('-') {
+                None => Some(""),
+                Some((_, "security")) => Some("-security"),
+                Some(_) => None,
+            };
+            if let Some(suffix) = suffix {
                 for extra in &self.extra_releases {
-                    push(format!("deb-src {uri} {extra} {component}"));
+                    push(format!("deb-src {uri} {extra}{suffix} {component}"));
                 }
             }
         }
@@ -329,6 +335,7 @@ mod tests {
         assert_eq!(
             lists.sources_list(targets),
             "deb-src http://deb.debian.org/debian-security/ bookworm-security main\n\
+             deb-src http://deb.debian.org/debian-security/ trixie-security main\n\
              deb-src http://deb.debian.org/debian/ bookworm main\n\
              deb-src http://deb.debian.org/debian/ trixie main\n\
              deb-src http://deb.debian.org/debian/ bookworm-updates main\n"
