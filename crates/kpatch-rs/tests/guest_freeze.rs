@@ -16,11 +16,9 @@
 
 mod guest_support;
 
-use guest_support::{add_kpatch_rs, enabled, klp_test_modules, kp};
+use guest_support::{add_kpatch_rs, enabled, klp_test_modules, kp, static_test_program};
 use kpatch_guest::{boot, GuestConfig, Initramfs, TestScript};
 use kpatch_target::DebianKernel;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const M: &str = "/lib/modules";
@@ -233,24 +231,6 @@ fn bench_rounds(t: &mut TestScript) {
     }
 }
 
-/// Compiles the pause probe statically for the guest.
-fn probe(work: &Path) -> std::path::PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pause-probe.c");
-    let out = work.join("pause-probe");
-    let r = Command::new("gcc")
-        .args(["-O2", "-static", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .output()
-        .expect("running gcc");
-    assert!(
-        r.status.success(),
-        "gcc pause-probe.c: {}",
-        String::from_utf8_lossy(&r.stderr)
-    );
-    out
-}
-
 /// The benchmark table from the console's BENCH lines.
 fn table(log: &str) -> String {
     let mut s = format!(
@@ -305,8 +285,12 @@ fn freeze_modes_on_a_debian_guest() {
     for ko in &kos {
         img.add_module(ko).unwrap();
     }
-    img.host_file("/bin/pause-probe", 0o755, &probe(work.path()))
-        .unwrap();
+    img.host_file(
+        "/bin/pause-probe",
+        0o755,
+        &static_test_program(work.path(), "pause-probe"),
+    )
+    .unwrap();
     add_kpatch_rs(&mut img);
     img.add_init(&t.render());
     let cpio = work.path().join("initramfs.cpio");

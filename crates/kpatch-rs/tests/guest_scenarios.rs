@@ -24,7 +24,7 @@
 
 mod guest_support;
 
-use guest_support::{add_kpatch_rs, enabled, kp};
+use guest_support::{add_kpatch_rs, enabled, kp, static_test_program};
 use kpatch_guest::{boot, GuestConfig, Initramfs, TestScript};
 use kpatch_target::DebianKernel;
 use std::path::{Path, PathBuf};
@@ -58,23 +58,6 @@ fn build(abi: &str, out: &Path, name: &str, patches: &[PathBuf], extra: &[&str])
     let ko = out.join(format!("livepatch-{name}.ko"));
     assert!(ko.is_file(), "{}", String::from_utf8_lossy(&r.stderr));
     ko
-}
-
-/// Compiles the system-call workload statically for the guest.
-fn uname_hammer(work: &Path) -> PathBuf {
-    let out = work.join("uname-hammer");
-    let r = Command::new("gcc")
-        .args(["-O2", "-static", "-o"])
-        .arg(&out)
-        .arg(manifest().join("tests/data/uname-hammer.c"))
-        .output()
-        .expect("running gcc");
-    assert!(
-        r.status.success(),
-        "gcc uname-hammer.c: {}",
-        String::from_utf8_lossy(&r.stderr)
-    );
-    out
 }
 
 fn ko(name: &str) -> String {
@@ -450,8 +433,12 @@ fn livepatch_selftest_scenarios_on_kpatch_rs_modules() {
     let zram = img
         .add_kernel_module(&kernel.modules_dir().expect("the target's modules"), "zram")
         .unwrap_or_else(|e| panic!("{e}"));
-    img.host_file("/bin/uname-hammer", 0o755, &uname_hammer(out))
-        .unwrap();
+    img.host_file(
+        "/bin/uname-hammer",
+        0o755,
+        &static_test_program(out, "uname-hammer"),
+    )
+    .unwrap();
     add_kpatch_rs(&mut img);
     let t = script(&zram);
     img.add_init(&t.render());

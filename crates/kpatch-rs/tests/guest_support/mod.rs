@@ -82,3 +82,23 @@ pub fn klp_test_modules(kbuild: &Path, work: &Path) -> Vec<PathBuf> {
     assert_eq!(kos.len(), 4, "{kos:?}");
     kos
 }
+
+/// `tests/data/NAME.c` compiled statically into `work/NAME`, for a busybox guest (which has no
+/// shared C library).
+pub fn static_test_program(work: &Path, name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/{name}.c"));
+    let out = work.join(name);
+    let r = std::process::Command::new("gcc")
+        .args(["-O2", "-static", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .expect("running gcc");
+    assert!(
+        r.status.success(),
+        "gcc {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&r.stderr)
+    );
+    out
+}
