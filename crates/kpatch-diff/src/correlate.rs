@@ -279,54 +279,71 @@ fn correlate_static_locals(
             }
         }
     }
-    // Pair each static local through a reference to it from a correlated section.
-    for (orsec, sec) in o.sections() {
-        if !sec.is_rela() || sections::is_debug(&sec.name) {
-            continue;
-        }
-        for r in &sec.relas {
-            let sym = o.target(r);
-            if !is_normal_static_local(o, sym) || tw.orig_sym[sym].is_some() {
+    // Pair each static local through a reference to it from a correlated section. One that
+    // only another static local references (a compound literal pointing at another, as in
+    // sound/usb/quirks-table.h) pairs once that one has, whichever section comes first: repeat
+    // until a pass pairs nothing, and only then is a reference without a twin an error.
+    loop {
+        let mut paired = false;
+        let mut unresolved = None;
+        for (orsec, sec) in o.sections() {
+            if !sec.is_rela() || sections::is_debug(&sec.name) {
                 continue;
             }
-            let ssec = o.sec_of(sym).unwrap();
-            let bundled = o.bundled[ssec] == Some(sym);
-            if bundled && Some(ssec) == o.base_of[orsec] {
-                continue; // a static that references itself: hope for another reference
-            }
-            let Some(psym) = find_static_twin(o, p, tw, orsec, sym) else {
-                return Err(fatal(format!(
-                    "reference to static local variable {} in {} was removed",
-                    o.sym_name(sym),
-                    o.owner_name(orsec)
-                )));
-            };
-            let psec = p.sec_of(psym);
-            let pbundled = psec.is_some_and(|s| p.bundled[s] == Some(psym));
-            if bundled != pbundled {
-                return Err(DiffError::Invalid {
-                    file: o.file.clone(),
-                    reason: format!(
-                        "static local {} is in its own section in one object only",
-                        o.sym_name(sym)
-                    ),
-                });
-            }
-            if !bundled && tw.orig_sec[ssec] != psec {
-                return Err(DiffError::Invalid {
-                    file: o.file.clone(),
-                    reason: format!(
-                        "the sections of static local {} are not correlated",
-                        o.sym_name(sym)
-                    ),
-                });
-            }
-            tw.pair_sym(sym, psym);
-            if bundled {
-                if let Some(ps) = psec {
-                    pair_section_family(o, p, tw, ssec, ps);
+            for r in &sec.relas {
+                let sym = o.target(r);
+                if !is_normal_static_local(o, sym) || tw.orig_sym[sym].is_some() {
+                    continue;
+                }
+                let ssec = o.sec_of(sym).unwrap();
+                let bundled = o.bundled[ssec] == Some(sym);
+                if bundled && Some(ssec) == o.base_of[orsec] {
+                    continue; // a static that references itself: hope for another reference
+                }
+                let Some(psym) = find_static_twin(o, p, tw, orsec, sym) else {
+                    unresolved.get_or_insert_with(|| {
+                        fatal(format!(
+                            "reference to static local variable {} in {} was removed",
+                            o.sym_name(sym),
+                            o.owner_name(orsec)
+                        ))
+                    });
+                    continue;
+                };
+                let psec = p.sec_of(psym);
+                let pbundled = psec.is_some_and(|s| p.bundled[s] == Some(psym));
+                if bundled != pbundled {
+                    return Err(DiffError::Invalid {
+                        file: o.file.clone(),
+                        reason: format!(
+                            "static local {} is in its own section in one object only",
+                            o.sym_name(sym)
+                        ),
+                    });
+                }
+                if !bundled && tw.orig_sec[ssec] != psec {
+                    return Err(DiffError::Invalid {
+                        file: o.file.clone(),
+                        reason: format!(
+                            "the sections of static local {} are not correlated",
+                            o.sym_name(sym)
+                        ),
+                    });
+                }
+                tw.pair_sym(sym, psym);
+                paired = true;
+                if bundled {
+                    if let Some(ps) = psec {
+                        pair_section_family(o, p, tw, ssec, ps);
+                    }
                 }
             }
+        }
+        if !paired {
+            if let Some(e) = unresolved {
+                return Err(e);
+            }
+            break;
         }
     }
     // Every reference to a static local in the original must have its twin in the patched code.

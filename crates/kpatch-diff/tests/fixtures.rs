@@ -2861,3 +2861,37 @@ fn unchanged_notrace_function_does_not_stop_a_patch() {
     let (_, report) = p.changed();
     assert_eq!(sorted(&report.changed_functions), strs(&["foo"]));
 }
+
+#[test]
+fn regression_compound_literals_that_point_at_each_other_pair_in_any_section_order() {
+    // sound/usb/card.c (quirks-table.h) could not be built at all: "reference to static local
+    // variable __compound_literal.508 in __compound_literal.509 was removed", because a
+    // literal referenced only from another literal was looked for before that one was paired.
+    // -fno-toplevel-reorder emits in source order, so that each outer literal's relocations
+    // come before the table's, as card.o's do.
+    let Some(p) = build_with_flags("compound_literal", &[], &[], &["-fno-toplevel-reorder"]) else {
+        return;
+    };
+    let literals = symbol_names(&p.orig)
+        .into_iter()
+        .filter(|n| n.starts_with("__compound_literal."))
+        .count();
+    assert!(literals >= 6, "gcc made {literals} compound literals");
+    let rela_order: Vec<String> = p
+        .orig
+        .sections
+        .iter()
+        .filter(|s| s.name.starts_with(".rela.rodata."))
+        .map(|s| s.name.clone())
+        .collect();
+    let first_literal = rela_order
+        .iter()
+        .position(|n| n.contains("__compound_literal."));
+    let table = rela_order.iter().position(|n| n == ".rela.rodata.ids");
+    assert!(
+        first_literal < table,
+        "a literal's relocations come before the table's: {rela_order:?}"
+    );
+    let (_, report) = p.changed();
+    assert_eq!(report.changed_functions, strs(&["lookup"]), "{report:?}");
+}
