@@ -66,6 +66,10 @@ pub struct Level {
     pub subdir_ym: BTreeSet<String>,
     /// Composite object (relative to the tree) → its parts.
     pub multi: BTreeMap<String, BTreeSet<String>>,
+    /// kbuild's own spelling of the objects it names with `..`, by their normal path:
+    /// amdgpu's `drivers/gpu/drm/amd/amdgpu/../display/dc/core/dc.o`. Only under that name does
+    /// the level that defines the object (and its `-I` flags) build it.
+    pub spelled: BTreeMap<String, String>,
 }
 
 impl Level {
@@ -114,6 +118,12 @@ impl Level {
                 .collect();
             l.multi.insert(normalize(&format!("{prefix}{name}")), parts);
         }
+        for p in l.real_obj_y.iter().chain(&l.real_obj_m).chain(&l.lib_y) {
+            let n = normalize(p);
+            if n != *p {
+                l.spelled.insert(n, p.clone());
+            }
+        }
         l.real_obj_y = l.real_obj_y.iter().map(|p| normalize(p)).collect();
         l.real_obj_m = l.real_obj_m.iter().map(|p| normalize(p)).collect();
         l.lib_y = l.lib_y.iter().map(|p| normalize(p)).collect();
@@ -151,6 +161,25 @@ pub fn classify(levels: &[Level], object: &str) -> Option<Placement> {
     None
 }
 
+/// The make goal that builds `object` (its path relative to the tree): kbuild's own spelling
+/// when a level names it through `..`, else the object itself.
+pub fn make_target(levels: &[Level], object: &str) -> String {
+    let n = normalize(object);
+    levels
+        .iter()
+        .find_map(|l| l.spelled.get(&n).cloned())
+        .unwrap_or_else(|| object.to_string())
+}
+
+/// What the probe found for one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probed {
+    /// Where it is linked; `None` when the configuration does not build it.
+    pub placement: Option<Placement>,
+    /// The make goal that builds it ([`make_target`]).
+    pub target: String,
+}
+
 /// Evaluates the Makefiles on the way to every object's directory and classifies each object.
 /// `scratch` is an empty directory the probe may write to.
 pub fn probe(
@@ -158,7 +187,7 @@ pub fn probe(
     kbuild: &Kbuild,
     objects: &[String],
     scratch: &Path,
-) -> Result<HashMap<String, Option<Placement>>> {
+) -> Result<HashMap<String, Probed>> {
     let out_dir = scratch.join("levels");
     fs::create_dir_all(&out_dir).map_err(io_err(&out_dir))?;
     let hook = scratch.join("probe.mk");
@@ -187,7 +216,13 @@ pub fn probe(
     }
     Ok(objects
         .iter()
-        .map(|o| (o.clone(), classify(&levels, o)))
+        .map(|o| {
+            let probed = Probed {
+                placement: classify(&levels, o),
+                target: make_target(&levels, o),
+            };
+            (o.clone(), probed)
+        })
         .collect())
 }
 
@@ -335,9 +370,26 @@ mod tests {
     fn composite_parts_in_other_directories_are_normalized() {
         let l = Level::parse("obj=drivers/gpu/amdgpu\nneed-builtin=1\nneed-modorder=1\nreal-obj-y=\nreal-obj-m=drivers/gpu/amdgpu/../display/dc.o\nmulti=amdgpu.o=../display/dc.o\n").unwrap();
         assert_eq!(
-            classify(&[l], "drivers/gpu/display/dc.o"),
+            classify(std::slice::from_ref(&l), "drivers/gpu/display/dc.o"),
             Some(Placement::Module("amdgpu".into()))
         );
+    }
+
+    #[test]
+    fn regression_amdgpu_display_objects_are_built_under_kbuilds_own_name() {
+        // `make drivers/gpu/drm/amd/display/dc/virtual/virtual_link_encoder.o` fails
+        // ("dm_services.h: No such file"): amdgpu's Makefile names the object through
+        // `../display` and only there adds the display directories to the include path.
+        let l = Level::parse("obj=drivers/gpu/amdgpu\nneed-builtin=1\nneed-modorder=1\nreal-obj-y=\nreal-obj-m=drivers/gpu/amdgpu/../display/dc.o drivers/gpu/amdgpu/amdgpu_drv.o\nmulti=amdgpu.o=../display/dc.o amdgpu_drv.o\n").unwrap();
+        assert_eq!(
+            make_target(std::slice::from_ref(&l), "drivers/gpu/display/dc.o"),
+            "drivers/gpu/amdgpu/../display/dc.o"
+        );
+        assert_eq!(
+            make_target(std::slice::from_ref(&l), "drivers/gpu/amdgpu/amdgpu_drv.o"),
+            "drivers/gpu/amdgpu/amdgpu_drv.o"
+        );
+        assert_eq!(make_target(&[l], "fs/proc/cmdline.o"), "fs/proc/cmdline.o");
     }
 
     /// A miniature kbuild (top Makefile descending into directory Makefiles through a
@@ -395,11 +447,11 @@ descend: ; $(foreach d,$(subdir-ym),$(if $(filter $(obj)/$d/%,$(goals)),$(MAKE) 
             .map(|s| s.to_string())
             .collect();
         let r = probe(&crate::exec::SystemRunner, &k, &objs, scratch.path()).unwrap();
-        assert_eq!(r["fs/a.o"], Some(Placement::Vmlinux));
-        assert_eq!(r["fs/off.o"], None);
-        assert_eq!(r["fs/proc/cmdline.o"], Some(Placement::Vmlinux));
+        assert_eq!(r["fs/a.o"].placement, Some(Placement::Vmlinux));
+        assert_eq!(r["fs/off.o"].placement, None);
+        assert_eq!(r["fs/proc/cmdline.o"].placement, Some(Placement::Vmlinux));
         assert_eq!(
-            r["fs/ext/inode.o"],
+            r["fs/ext/inode.o"].placement,
             Some(Placement::Module("ext_mod".into()))
         );
     }

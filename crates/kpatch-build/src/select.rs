@@ -218,7 +218,10 @@ fn place(
         .into_iter()
         .zip(objects)
         .map(|((unit, via), object)| {
-            let p = placements.get(&object).cloned().flatten();
+            let (object, p) = match placements.get(&object) {
+                Some(probed) => (probed.target.clone(), probed.placement.clone()),
+                None => (object, None),
+            };
             (unit, via.into_iter().collect(), object, p)
         })
         .collect())
