@@ -53,6 +53,7 @@ patch_for() { # kind file -> patch on stdout, or nothing
     shift) printf -- '--- a/%s\n+++ b/%s\n@@ -1 +1,2 @@\n %s\n+\n' "$f" "$f" "$first" ;;
     comment)
       case $first in
+        /\**\*/) printf -- '--- a/%s\n+++ b/%s\n@@ -1 +1 @@\n-%s\n+%s (sweep) */\n' "$f" "$f" "$first" "${first%\*/}" ;;
         //*|/\**) printf -- '--- a/%s\n+++ b/%s\n@@ -1 +1 @@\n-%s\n+%s (sweep)\n' "$f" "$f" "$first" "$first" ;;
       esac ;;
   esac
