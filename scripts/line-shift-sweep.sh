@@ -70,7 +70,7 @@ for f in "${files[@]}"; do
     [ -s "$p" ] || continue
     "$bin" build "${kernel[@]}" "$p" -o "$work/out" > "$work/log" 2>&1
     rc=$?
-    if grep -qE "changes no compiled source file|not built in this kernel configuration" "$work/log"; then
+    if grep -qE "changes no compiled source file|not built in this kernel configuration|touches no file that is compiled into the kernel" "$work/log"; then
       skipped=$((skipped + 1)); break
     fi
     counted=1
