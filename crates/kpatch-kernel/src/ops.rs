@@ -155,33 +155,34 @@ pub enum Outcome {
     },
 }
 
-/// The kernel log messages a failed load of `name` left: the last few that name the module
-/// (e.g. `fix: disagrees about version of symbol module_layout`).
-fn log_about(k: &dyn Kernel, name: &str, after: Option<u64>) -> Vec<String> {
-    let lines = k.kernel_log().unwrap_or_default();
-    let mut out: Vec<String> = lines
+/// The kernel log messages logged after sequence number `after` (all when `None`).
+fn log_since(k: &dyn Kernel, after: Option<u64>) -> Vec<String> {
+    k.kernel_log()
+        .unwrap_or_default()
         .into_iter()
-        .filter(|(seq, l)| after.is_none_or(|a| *seq > a) && l.contains(name))
+        .filter(|(seq, _)| after.is_none_or(|a| *seq > a))
         .map(|(_, l)| l)
-        .collect();
+        .collect()
+}
+
+/// The messages a failed load of `name` left: the last few that name the module
+/// (e.g. `fix: disagrees about version of symbol module_layout`).
+fn log_about(log: &[String], name: &str) -> Vec<String> {
+    let mut out: Vec<String> = log.iter().filter(|l| l.contains(name)).cloned().collect();
     let keep = out.len().saturating_sub(3);
     out.drain(..keep);
     out
 }
 
 /// The objects whose pre-patch callback failed during the load of `name`, from the kernel's
-/// `livepatch: pre-patch callback failed for object 'vmlinux'` lines after `after` (they do not
-/// name the patch: the load's own `enabling patch 'NAME'` line starts the search).
-fn failed_pre_patch_callbacks(k: &dyn Kernel, name: &str, after: Option<u64>) -> Vec<String> {
+/// `livepatch: pre-patch callback failed for object 'vmlinux'` lines (they do not name the
+/// patch: the load's own `enabling patch 'NAME'` line starts the search).
+fn failed_pre_patch_callbacks(log: &[String], name: &str) -> Vec<String> {
     const FAILED: &str = "pre-patch callback failed for object '";
     let enabling = format!("enabling patch '{name}'");
-    let lines = k.kernel_log().unwrap_or_default();
-    let newer = lines
-        .into_iter()
-        .filter(|(seq, _)| after.is_none_or(|a| *seq > a));
-    newer
-        .skip_while(|(_, l)| !l.contains(&enabling))
-        .filter_map(|(_, l)| {
+    log.iter()
+        .skip_while(|l| !l.contains(&enabling))
+        .filter_map(|l| {
             let rest = &l[l.find(FAILED)? + FAILED.len()..];
             Some(rest[..rest.find('\'')?].to_string())
         })
@@ -196,7 +197,8 @@ pub fn finit_error(
     errno: Errno,
     log_after: Option<u64>,
 ) -> KernelError {
-    let callbacks = failed_pre_patch_callbacks(k, name, log_after);
+    let log = log_since(k, log_after);
+    let callbacks = failed_pre_patch_callbacks(&log, name);
     if !callbacks.is_empty() {
         return KernelError::Refused {
             name: name.into(),
@@ -206,7 +208,7 @@ pub fn finit_error(
                  (the error is the callback's)",
                 callbacks.join(", ")
             ),
-            kernel_log: log_about(k, name, log_after),
+            kernel_log: log_about(&log, name),
         };
     }
     let lockdown = || {
@@ -239,7 +241,7 @@ pub fn finit_error(
         name: name.into(),
         errno,
         reason,
-        kernel_log: log_about(k, name, log_after),
+        kernel_log: log_about(&log, name),
     }
 }
 
