@@ -351,15 +351,19 @@ fn syscall_under_load(t: &mut TestScript) {
     );
 }
 
+/// Opt-in: under TCG the system-call scenario passed three runs, then hung three (the
+/// soft-lockup watchdog fired on both vCPUs while the 128 callers ran, and the unload never
+/// finished), and the cause is not found yet. KPATCH_RS_SCENARIO_SYSCALL=1 runs it.
+fn syscall_scenario_wanted() -> bool {
+    std::env::var("KPATCH_RS_SCENARIO_SYSCALL").as_deref() == Ok("1")
+}
+
 fn script(zram: &[String]) -> TestScript {
     let mut t = TestScript::new();
     basic_sysfs_ftrace_kprobes_stacking(&mut t);
     failing_callbacks(&mut t, zram);
     busy_target(&mut t);
-    // Opt-in: under TCG this one passed three runs, then hung three (the soft-lockup watchdog
-    // fired on both vCPUs while the 128 callers ran, and the unload never finished), and the
-    // cause is not found yet. Set KPATCH_RS_SCENARIO_SYSCALL=1 to run it.
-    if std::env::var("KPATCH_RS_SCENARIO_SYSCALL").as_deref() == Ok("1") {
+    if syscall_scenario_wanted() {
         syscall_under_load(&mut t);
     }
     t.check(
@@ -388,7 +392,7 @@ fn livepatch_selftest_scenarios_on_kpatch_rs_modules() {
     let scn = data.join("scenarios");
 
     let started = Instant::now();
-    let modules = [
+    let mut modules = vec![
         build(abi, out, "scn-v1", &[data.join("fleet-v1.patch")], &["-R"]),
         build(abi, out, "scn-v2", &[data.join("fleet-v2.patch")], &["-R"]),
         build(
@@ -419,14 +423,16 @@ fn livepatch_selftest_scenarios_on_kpatch_rs_modules() {
             &[scn.join("busy-pipe-read.patch")],
             &[],
         ),
-        build(
+    ];
+    if syscall_scenario_wanted() {
+        modules.push(build(
             abi,
             out,
             "scn-uname",
             &[integration.join("syscall-newuname.patch")],
             &[],
-        ),
-    ];
+        ));
+    }
     let builds = started.elapsed();
 
     let mut img = Initramfs::new();
