@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and verifies one patch for every Debian kernel the archive offers (both lines, every
 # flavour), and prints a table: ABI, build seconds, verified or why not. Not part of CI: a full
-# run takes about a minute per kernel.
+# run from an empty cache took 65 minutes for 39 kernels (2026-12-02, 2 cores).
 #
 #   scripts/target-matrix.sh [--patch FILE] [--line 6.1|6.12] [--flavour F] [--limit N] [--keep]
 #
