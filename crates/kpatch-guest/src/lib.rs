@@ -37,5 +37,5 @@ pub use cpio::Initramfs;
 pub use debian_system::{make_test_disk, DebianSystem};
 pub use error::GuestError;
 pub use guest::Guest;
-pub use qemu::{boot, GuestConfig, GuestRun};
+pub use qemu::{boot, GuestConfig, GuestRun, TcgThread};
 pub use script::{sanitize_name, TestScript};

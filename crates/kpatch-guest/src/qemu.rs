@@ -32,6 +32,30 @@ pub struct GuestConfig {
     /// Let a reboot inside the guest restart it (no `-no-reboot`). A kernel panic then ends
     /// the run at once, instead of rebooting into it again.
     pub allow_reboot: bool,
+    /// How TCG runs the guest's CPUs on the host (`-accel tcg,thread=...`).
+    pub tcg_thread: TcgThread,
+}
+
+/// QEMU's `-accel tcg,thread=` setting.
+///
+/// Multi-threaded TCG (QEMU 7.2, Debian 12's) can keep running a stale translation of kernel
+/// text that another vCPU has rewritten. With 128 processes calling uname(2) on two vCPUs,
+/// switching the kernel's own function tracer on and off on `__x64_sys_newuname` (no livepatch
+/// module loaded) left both vCPUs taking an `int3` at `__x64_sys_newuname+0x0` whose memory
+/// already read `0f 1f 44 00 00` again; the kernel's int3 handler sees no breakpoint there and
+/// retries the instruction, forever (soft lockup). That hung about half of the runs, and none
+/// of seven with `Single`. A guest that rewrites code its vCPUs are running hot needs `Single`;
+/// it halves the guest's throughput when both vCPUs are busy (the soak's cycles took three
+/// times as long), so it is not the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TcgThread {
+    /// One host thread per guest CPU (QEMU's default for x86 guests on an x86 host).
+    #[default]
+    Multi,
+    /// All guest CPUs take turns on one host thread. The guest still has every CPU, with
+    /// preemption and IPIs between them; only the host runs them one at a time, so a CPU's
+    /// write to kernel text is seen by the others before they run again.
+    Single,
 }
 
 /// The default kernel command line: serial console, reboot (so QEMU exits, with
@@ -54,15 +78,20 @@ impl GuestConfig {
             extra_args: vec![],
             log_file: None,
             allow_reboot: false,
+            tcg_thread: TcgThread::default(),
         }
     }
 
     /// The QEMU arguments. `-nodefaults` drops the default NIC and VGA (no iPXE ROM to
     /// load); the only device used is the serial port, on stdio; the monitor is off.
     pub fn args(&self) -> Vec<String> {
+        let accel = match self.tcg_thread {
+            TcgThread::Multi => "tcg",
+            TcgThread::Single => "tcg,thread=single",
+        };
         let mut a: Vec<String> = [
             "-accel",
-            "tcg",
+            accel,
             "-nographic",
             "-no-reboot",
             "-nodefaults",
@@ -363,6 +392,10 @@ mod tests {
         assert!(a.contains(&"-no-reboot".to_string()));
         assert_eq!(&a[a.len() - 2..], ["-cpu", "max"]);
         assert!(!a.iter().any(|x| x.contains("kvm")));
+        c.tcg_thread = TcgThread::Single;
+        let a = c.args();
+        let pair = |k: &str| a.iter().position(|x| x == k).map(|i| a[i + 1].as_str());
+        assert_eq!(pair("-accel"), Some("tcg,thread=single"));
     }
 
     #[test]

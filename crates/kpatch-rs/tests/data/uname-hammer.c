@@ -6,10 +6,10 @@
  * is reverted, so one process may see old, new, old in that order and never flip back and
  * forth more often than that.
  *
- * The callers run at nice 19 and yield every 64 calls, like a background load: under QEMU's TCG,
- * 128 processes spinning at nice 0 once starved the kernel's own threads so long that the
- * soft-lockup watchdog fired and the unload never finished. Each caller also stops by itself
- * after 40 seconds, so that the guest always recovers.
+ * The callers run at nice 19 and yield every 64 calls, like a background load, and each stops by
+ * itself after 40 seconds, so that a guest whose patch never finishes still ends its run. (The
+ * soft lockups this scenario once met were QEMU's multi-threaded TCG running a stale int3 at
+ * the system call's entry; see TcgThread in crates/kpatch-guest.)
  *
  * usage: uname-hammer N STOP-FILE READY-FILE
  * Prints one summary line; exits 0 when no result was wrong and no process flipped more than
